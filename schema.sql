@@ -1,0 +1,145 @@
+-- The switch's record of truth. Applied by the stack runner as the `switch_app` role, which owns it.
+-- The vault's tables live in their own schema and role (vault/schema.sql); switch_app cannot read them.
+-- Amounts are integers in the currency's minor units. Timestamps are UTC.
+
+CREATE TABLE merchants (
+    id          text PRIMARY KEY,                      -- acct_<base62>
+    name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
+    status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- API keys are stored as SHA-256 of a 256-bit random secret (not a password: no salt or stretching
+-- needed), with a visible prefix so operators can tell keys apart. The key itself is shown once.
+CREATE TABLE api_keys (
+    id           text PRIMARY KEY,                     -- key_<base62>
+    merchant_id  text NOT NULL REFERENCES merchants (id),
+    prefix       text NOT NULL,                        -- e.g. sk_test_AbCd (first 12 characters)
+    key_hash     bytea NOT NULL UNIQUE,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    revoked_at   timestamptz
+);
+
+CREATE TABLE payments (
+    id                    text PRIMARY KEY,            -- pay_<base62>
+    merchant_id           text NOT NULL REFERENCES merchants (id),
+    status                text NOT NULL CHECK (status IN ('processing', 'requires_capture', 'succeeded',
+                                                         'canceled', 'failed')),
+    amount                bigint NOT NULL CHECK (amount > 0),
+    currency              text NOT NULL CHECK (currency ~ '^[a-z]{3}$'),
+    capture_method        text NOT NULL CHECK (capture_method IN ('automatic', 'manual')),
+    amount_capturable     bigint NOT NULL DEFAULT 0 CHECK (amount_capturable >= 0),
+    amount_received       bigint NOT NULL DEFAULT 0 CHECK (amount_received >= 0),
+    amount_refunded       bigint NOT NULL DEFAULT 0 CHECK (amount_refunded >= 0),
+    card_token            text NOT NULL,               -- vault token; the PAN never enters this schema
+    card_brand            text NOT NULL,
+    card_last4            text NOT NULL CHECK (card_last4 ~ '^[0-9]{4}$'),
+    card_exp_month        smallint NOT NULL,
+    card_exp_year         smallint NOT NULL,
+    network               text NOT NULL,
+    terminal_id           text NOT NULL,
+    stan                  text NOT NULL,               -- field 11 of the authorization
+    rrn                   text NOT NULL,               -- field 37 of the authorization
+    transmitted_at        text NOT NULL,               -- field 7 (MMDDhhmmss) of the authorization
+    auth_code             text,                        -- field 38
+    response_code         text,                        -- field 39
+    decline_code          text,
+    failure_message       text,
+    description           text,
+    statement_descriptor  text,
+    metadata              jsonb NOT NULL DEFAULT '{}'::jsonb,
+    deadline_at           timestamptz NOT NULL,        -- after this, a payment still processing is recovered
+    created_at            timestamptz NOT NULL DEFAULT now(),
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    CHECK (amount_received <= amount),
+    CHECK (amount_refunded <= amount_received)
+);
+CREATE INDEX payments_merchant_created ON payments (merchant_id, created_at DESC, id DESC);
+CREATE INDEX payments_in_flight ON payments (deadline_at) WHERE status = 'processing';
+CREATE UNIQUE INDEX payments_network_rrn ON payments (network, rrn);
+
+-- One row per state transition, written in the same transaction as the transition.
+CREATE TABLE payment_events (
+    id             bigserial PRIMARY KEY,
+    payment_id     text NOT NULL REFERENCES payments (id),
+    type           text NOT NULL,                      -- e.g. authorization.approved, capture.succeeded
+    from_status    text,
+    to_status      text NOT NULL,
+    amount         bigint,
+    response_code  text,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX payment_events_payment ON payment_events (payment_id, id);
+
+CREATE TABLE refunds (
+    id             text PRIMARY KEY,                   -- re_<base62>
+    payment_id     text NOT NULL REFERENCES payments (id),
+    merchant_id    text NOT NULL REFERENCES merchants (id),
+    amount         bigint NOT NULL CHECK (amount > 0),
+    currency       text NOT NULL,
+    status         text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    stan           text NOT NULL,
+    rrn            text NOT NULL,
+    transmitted_at text NOT NULL,
+    response_code  text,
+    failure_code   text,
+    created_at     timestamptz NOT NULL DEFAULT now(),
+    updated_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX refunds_payment ON refunds (payment_id);
+
+-- Idempotency (Stripe semantics). Written before anything is sent to a network: the row is the
+-- write-ahead record of the request, and its stored response is replayed byte for byte.
+CREATE TABLE idempotency_keys (
+    merchant_id      text NOT NULL REFERENCES merchants (id),
+    idempotency_key  text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
+    request_method   text NOT NULL,
+    request_path     text NOT NULL,
+    fingerprint      bytea NOT NULL,                   -- HMAC-SHA256 of the request (keyed: bodies hold PANs)
+    payment_id       text,
+    response_status  smallint,                         -- NULL while the request is in flight
+    response_body    bytea,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    finished_at      timestamptz,
+    PRIMARY KEY (merchant_id, idempotency_key)
+);
+CREATE INDEX idempotency_keys_created ON idempotency_keys (created_at);
+
+-- Trace numbers: one 64-bit counter, handed to workers in blocks of 1,000 (block n covers counters
+-- n*1000 .. n*1000+999). A counter c gives STAN (field 11) = c mod 10^6, terminal id (field 41) =
+-- SW + (c div 10^6) mod 10^6 and RRN (field 37) = c mod 10^12, so (terminal, STAN) and RRN are unique
+-- across workers and restarts even at thousands of payments per second.
+CREATE SEQUENCE trace_blocks AS bigint MINVALUE 1 START 1;
+
+-- Store-and-forward queue of messages the network must acknowledge (capture advices 0220/0221,
+-- reversals 0400/0420/0421). A row is written in the same transaction as the state change that needs it,
+-- so a crash can never lose one; a worker sends it until acknowledged. No PAN here: the sender fetches
+-- the card from the vault by the payment's token.
+CREATE TABLE network_outbox (
+    id               bigserial PRIMARY KEY,
+    payment_id       text NOT NULL REFERENCES payments (id),
+    kind             text NOT NULL CHECK (kind IN ('capture_advice', 'reversal')),
+    network          text NOT NULL,
+    amount           bigint NOT NULL,
+    stan             text NOT NULL,
+    rrn              text NOT NULL,
+    transmitted_at   text NOT NULL,
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    response_code    text,
+    acknowledged_at  timestamptz,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX network_outbox_due ON network_outbox (next_attempt_at) WHERE acknowledged_at IS NULL;
+
+-- Double-entry ledger: every posting's entries sum to zero (see `switch ledger check`).
+CREATE TABLE ledger_entries (
+    id           bigserial PRIMARY KEY,
+    posting_id   text NOT NULL,
+    payment_id   text REFERENCES payments (id),
+    account      text NOT NULL,             -- e.g. merchant:<id>:balance, card_network:<name>:receivable
+    amount       bigint NOT NULL,           -- signed minor units: debit positive, credit negative
+    currency     text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX ledger_entries_posting ON ledger_entries (posting_id);

@@ -1,0 +1,83 @@
+"""Settings of a switch process, read once from the environment (12-factor; the stack runner sets them)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable, never its value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkConfig:
+    name: str
+    profile: str
+    endpoints: tuple[Endpoint, ...]
+    links_per_endpoint: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    vault_socket: str
+    vault_credential: str
+    request_hmac_key: bytes
+    networks: dict[str, NetworkConfig] = field(default_factory=dict)
+    payment_budget_s: float = 1.8          # the whole request's budget, under the networks' 2 s rule
+    network_timeout_s: float = 1.2         # the most of that budget one network round trip may take
+    database_pool_size_max: int = 20
+    idempotency_lock_ttl_s: int = 30       # Redis lock while a request is in flight
+    idempotency_retention_s: int = 86_400  # keys expire after 24 h
+    acquirer_id: str = "400001"            # field 32
+    card_acceptor_prefix: str = "SW"       # terminal ids (field 41) are SW + worker number
+
+
+def _require(name: str) -> str:
+    value = os.environ.get(name, "")
+    if not value:
+        raise ConfigError(f"environment variable {name} is required")
+    return value
+
+
+def parse_networks(text: str) -> dict[str, NetworkConfig]:
+    """SWITCH_NETWORKS: {"visa": {"profile": "visa", "endpoints": [{"host": ..., "port": ...}]}, ...}."""
+    try:
+        raw = json.loads(text)
+        return {
+            name: NetworkConfig(
+                name=name, profile=str(spec.get("profile", name)),
+                endpoints=tuple(Endpoint(str(e["host"]), int(e["port"])) for e in spec["endpoints"]),
+                links_per_endpoint=int(spec.get("links_per_endpoint", 1)),
+            )
+            for name, spec in raw.items()
+        }
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigError(f"SWITCH_NETWORKS is malformed: {error.__class__.__name__}") from None
+
+
+def load_settings() -> Settings:
+    networks_text = os.environ.get("SWITCH_NETWORKS", "")
+    if not networks_text and os.environ.get("SWITCH_NETWORKS_FILE"):
+        with open(os.environ["SWITCH_NETWORKS_FILE"]) as handle:
+            networks_text = handle.read()
+    return Settings(
+        database_url=_require("DATABASE_URL"),
+        redis_url=_require("REDIS_URL"),
+        vault_socket=_require("VAULT_SOCKET"),
+        vault_credential=_require("VAULT_CREDENTIAL"),
+        request_hmac_key=bytes.fromhex(_require("SWITCH_REQUEST_HMAC_KEY")),
+        networks=parse_networks(networks_text or "{}"),
+        payment_budget_s=float(os.environ.get("SWITCH_PAYMENT_BUDGET_S", "1.8")),
+        network_timeout_s=float(os.environ.get("SWITCH_NETWORK_TIMEOUT_S", "1.2")),
+        database_pool_size_max=int(os.environ.get("SWITCH_DATABASE_POOL_SIZE_MAX", "20")),
+    )

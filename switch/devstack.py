@@ -1,0 +1,429 @@
+"""Local stack runner: throwaway Postgres, Redis and SoftHSM2, plus the vault, the simulator and the switch.
+
+Everything listens on free loopback ports and lives under a run directory (``.run/`` by default). Each
+service can be replaced by an existing one through environment variables (``DATABASE_URL``,
+``REDIS_URL``). Every process started here is a child that dies with us (PR_SET_PDEATHSIG) and is stopped
+in reverse order by ``Stack.stop()``, so nothing is left behind even when the runner itself is killed.
+
+Used by ``make up`` / ``make demo`` (``python -m switch.devstack``), by ``make bench`` and by the test
+harness (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import glob
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_SWITCH = REPO_ROOT / "schema.sql"
+SCHEMA_VAULT = REPO_ROOT / "vault" / "schema.sql"
+READY_TIMEOUT_S = 60.0
+PR_SET_PDEATHSIG = 1
+
+
+class StackError(RuntimeError):
+    """A service of the local stack could not be started."""
+
+
+def free_port() -> int:
+    """Ask the kernel for a free loopback port (a small race window remains; we retry on bind failure)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> None:
+    """Runs in the child between fork and exec: the kernel sends SIGTERM if the runner dies."""
+    libc = ctypes.CDLL("libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def find_postgres_bin() -> Path:
+    """The directory holding initdb/postgres: PATH first, then the newest /usr/lib/postgresql/*/bin."""
+    on_path = shutil.which("initdb")
+    if on_path:
+        return Path(on_path).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
+    if not candidates:
+        raise StackError("PostgreSQL server binaries not found (apt-get install postgresql, or run `make setup`)")
+    return Path(candidates[-1])
+
+
+def find_softhsm_module() -> str:
+    for path in ("/usr/lib/softhsm/libsofthsm2.so", "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+                 "/usr/local/lib/softhsm/libsofthsm2.so"):
+        if os.path.exists(path):
+            return path
+    raise StackError("libsofthsm2.so not found (apt-get install softhsm2, or run `make setup`)")
+
+
+@dataclass
+class Service:
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    stop_signal: int = signal.SIGTERM
+
+
+@dataclass
+class HsmToken:
+    module: str
+    conf_path: str
+    label: str
+    pin: str
+
+    def env(self) -> dict[str, str]:
+        return {"SOFTHSM2_CONF": self.conf_path, "HSM_MODULE": self.module,
+                "HSM_TOKEN_LABEL": self.label, "HSM_PIN": self.pin}
+
+
+@dataclass
+class Stack:
+    """Starts and stops the services of one local stack. Not thread-safe; one instance per run."""
+
+    run_dir: Path
+    services: list[Service] = field(default_factory=list)
+    temp_dirs: list[Path] = field(default_factory=list)
+    database_admin_url: str = ""
+    database_url: str = ""
+    vault_database_url: str = ""
+    redis_url: str = ""
+    hsm: HsmToken | None = None
+    vault_socket: str = ""
+    vault_credential: str = ""
+    vault_http_url: str = ""
+    networks: dict[str, dict[str, object]] = field(default_factory=dict)
+    simulator_control_url: str = ""
+    switch_url: str = ""
+    api_key: str = ""
+
+    # ----- process plumbing -------------------------------------------------------------------------
+
+    def spawn(self, name: str, argv: list[str], *, env: dict[str, str] | None = None,
+              user: str | None = None, stop_signal: int = signal.SIGTERM) -> Service:
+        log_path = self.run_dir / f"{name}.log"
+        log = open(log_path, "ab")  # noqa: SIM115 - the child owns the descriptor after fork
+        full_env = {**os.environ, **(env or {})}
+        process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                   env=full_env, user=user, preexec_fn=_die_with_parent, cwd=self.run_dir)
+        log.close()
+        service = Service(name, process, log_path, stop_signal)
+        self.services.append(service)
+        return service
+
+    def wait_for_line(self, service: Service, marker: str, timeout_s: float = READY_TIMEOUT_S) -> str:
+        """Wait until the service's log holds a line starting with ``marker``; return that line."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for line in service.log_path.read_text(errors="replace").splitlines():
+                if line.startswith(marker):
+                    return line
+            if service.process.poll() is not None:
+                raise StackError(f"{service.name} exited with {service.process.returncode}; "
+                                 f"see {service.log_path}:\n{self._tail(service.log_path)}")
+            time.sleep(0.05)
+        raise StackError(f"{service.name} not ready after {timeout_s:.0f}s; see {service.log_path}")
+
+    @staticmethod
+    def _tail(path: Path, lines: int = 20) -> str:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Stop every service in reverse start order, then remove temporary directories."""
+        for service in reversed(self.services):
+            if service.process.poll() is None:
+                service.process.send_signal(service.stop_signal)
+        for service in reversed(self.services):
+            try:
+                service.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait(timeout=5)
+        self.services.clear()
+        for path in self.temp_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        self.temp_dirs.clear()
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ----- Postgres -----------------------------------------------------------------------------------
+
+    def start_postgres(self) -> None:
+        """A throwaway cluster with the switch and vault roles, each owning only its own schema."""
+        if os.environ.get("DATABASE_URL"):
+            self.database_url = os.environ["DATABASE_URL"]
+            self.vault_database_url = os.environ.get("VAULT_DATABASE_URL", self.database_url)
+            self.database_admin_url = os.environ.get("DATABASE_ADMIN_URL", self.database_url)
+            return
+        bin_dir = find_postgres_bin()
+        # initdb and postgres refuse to run as root; as root we run them as the `postgres` user, whose
+        # data directory must sit where that user can reach it (a clone under /root is not).
+        as_root = os.geteuid() == 0
+        user = "postgres" if as_root else None
+        base = Path(tempfile.mkdtemp(prefix="switch-pg-")) if as_root else self.run_dir / "pg"
+        if as_root:
+            self.temp_dirs.append(base)
+            entry = pwd.getpwnam("postgres")
+            os.chown(base, entry.pw_uid, entry.pw_gid)
+        data_dir = base / "data"
+        admin_password = secrets.token_hex(16)
+        password_file = base / "pw"
+        password_file.write_text(admin_password)
+        if as_root:
+            os.chown(password_file, pwd.getpwnam("postgres").pw_uid, pwd.getpwnam("postgres").pw_gid)
+        self._run([str(bin_dir / "initdb"), "-D", str(data_dir), "-U", "postgres", "-E", "UTF8",
+                   "--locale=C", "--auth=scram-sha-256", f"--pwfile={password_file}", "--no-sync"], user=user)
+        password_file.unlink()
+        port = free_port()
+        service = self.spawn("postgres", [
+            str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
+            "-c", f"unix_socket_directories={base}", "-c", "max_connections=300",
+            "-c", "shared_buffers=256MB", "-c", "logging_collector=off",
+        ], user=user, stop_signal=signal.SIGINT)
+        self._wait_postgres(bin_dir, port, service)
+        admin_url = f"postgresql://postgres:{admin_password}@127.0.0.1:{port}/postgres"
+        self.database_admin_url = admin_url.replace("/postgres", "/switch")
+        self._create_database(admin_url, port)
+
+    def _run(self, argv: list[str], *, user: str | None = None, env: dict[str, str] | None = None) -> str:
+        result = subprocess.run(argv, capture_output=True, text=True, user=user, cwd="/",
+                                env={**os.environ, **(env or {})}, check=False)
+        if result.returncode != 0:
+            raise StackError(f"{Path(argv[0]).name} failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
+        return result.stdout
+
+    def _wait_postgres(self, bin_dir: Path, port: int, service: Service) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            probe = subprocess.run([str(bin_dir / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)],
+                                   capture_output=True, check=False)
+            if probe.returncode == 0:
+                return
+            if service.process.poll() is not None:
+                raise StackError(f"postgres exited; see {service.log_path}:\n{self._tail(service.log_path)}")
+            time.sleep(0.1)
+        raise StackError("postgres not ready in time")
+
+    def _create_database(self, admin_url: str, port: int) -> None:
+        """Create the database, one role per zone, and apply each zone's schema as that role."""
+        switch_password, vault_password = secrets.token_hex(16), secrets.token_hex(16)
+        self._psql(admin_url, f"""
+            CREATE ROLE switch_app LOGIN PASSWORD '{switch_password}';
+            CREATE ROLE vault_app LOGIN PASSWORD '{vault_password}';
+            CREATE DATABASE switch OWNER switch_app;
+        """)
+        switch_admin = admin_url.rsplit("/", 1)[0] + "/switch"
+        self._psql(switch_admin, "GRANT CREATE ON DATABASE switch TO vault_app;"
+                                 "REVOKE ALL ON SCHEMA public FROM PUBLIC;"
+                                 "ALTER SCHEMA public OWNER TO switch_app;")
+        self.database_url = f"postgresql://switch_app:{switch_password}@127.0.0.1:{port}/switch"
+        self.vault_database_url = f"postgresql://vault_app:{vault_password}@127.0.0.1:{port}/switch"
+        self._psql(self.database_url, SCHEMA_SWITCH.read_text())
+        if SCHEMA_VAULT.exists():
+            self._psql(self.vault_database_url, SCHEMA_VAULT.read_text())
+
+    def _psql(self, url: str, sql: str) -> None:
+        bin_dir = find_postgres_bin()
+        psql = shutil.which("psql") or str(bin_dir / "psql")
+        result = subprocess.run([psql, url, "-v", "ON_ERROR_STOP=1", "-q", "-X"], input=sql,
+                                capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise StackError(f"psql failed: {result.stderr.strip()[-2000:]}")
+
+    # ----- Redis --------------------------------------------------------------------------------------
+
+    def start_redis(self) -> None:
+        """redis-server without persistence: Redis is never the only copy of anything."""
+        if os.environ.get("REDIS_URL"):
+            self.redis_url = os.environ["REDIS_URL"]
+            return
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise StackError("redis-server not found (apt-get install redis-server, or run `make setup`)")
+        port = free_port()
+        service = self.spawn("redis", [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", str(self.run_dir), "--daemonize", "no",
+                                       "--maxclients", "2000"])
+        self.wait_for_line_containing(service, "Ready to accept connections")
+        self.redis_url = f"redis://127.0.0.1:{port}/0"
+
+    def wait_for_line_containing(self, service: Service, text: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if text in service.log_path.read_text(errors="replace"):
+                return
+            if service.process.poll() is not None:
+                raise StackError(f"{service.name} exited; see {service.log_path}")
+            time.sleep(0.05)
+        raise StackError(f"{service.name} not ready in time")
+
+    # ----- SoftHSM2 -----------------------------------------------------------------------------------
+
+    def init_hsm(self) -> HsmToken:
+        """A SoftHSM2 token with its own config file and token directory under the run directory."""
+        if os.environ.get("HSM_PIN") and os.environ.get("SOFTHSM2_CONF"):
+            self.hsm = HsmToken(os.environ.get("HSM_MODULE") or find_softhsm_module(),
+                                os.environ["SOFTHSM2_CONF"], os.environ.get("HSM_TOKEN_LABEL", "switch"),
+                                os.environ["HSM_PIN"])
+            return self.hsm
+        util = shutil.which("softhsm2-util")
+        if not util:
+            raise StackError("softhsm2-util not found (apt-get install softhsm2, or run `make setup`)")
+        token_dir = self.run_dir / "hsm-tokens"
+        token_dir.mkdir(mode=0o700, exist_ok=True)
+        conf = self.run_dir / "softhsm2.conf"
+        conf.write_text(f"directories.tokendir = {token_dir}\nobjectstore.backend = file\nlog.level = ERROR\n"
+                        "slots.removable = false\n")
+        pin = secrets.token_hex(8)
+        self._run([util, "--init-token", "--free", "--label", "switch", "--pin", pin,
+                   "--so-pin", secrets.token_hex(8)], env={"SOFTHSM2_CONF": str(conf)})
+        self.hsm = HsmToken(find_softhsm_module(), str(conf), "switch", pin)
+        return self.hsm
+
+    # ----- our own processes --------------------------------------------------------------------------
+
+    def start_vault(self) -> None:
+        if self.hsm is None:
+            self.init_hsm()
+        assert self.hsm is not None
+        self.vault_socket = str(self.run_dir / "vault.sock")
+        self.vault_credential = secrets.token_urlsafe(32)
+        service = self.spawn("vault", [sys.executable, "-m", "vault", "serve"], env={
+            **self.hsm.env(), "VAULT_DATABASE_URL": self.vault_database_url,
+            "VAULT_SOCKET": self.vault_socket, "VAULT_CREDENTIAL": self.vault_credential,
+        })
+        self.wait_for_line(service, "VAULT READY")
+
+    def start_simulator(self, extra_args: list[str] | None = None) -> None:
+        service = self.spawn("acquirer_sim", [
+            sys.executable, "-m", "acquirer_sim", "--host", "127.0.0.1", "--visa-port", "0",
+            "--mastercard-port", "0", "--generic-port", "0", "--control-port", "0",
+            *(extra_args or []),
+        ])
+        line = self.wait_for_line(service, "SIM READY")
+        ports = dict(part.split("=", 1) for part in line.split()[2:])
+        self.networks = {
+            name: {"profile": name, "endpoints": [{"host": "127.0.0.1", "port": int(ports[name])}]}
+            for name in ("visa", "mastercard", "generic")
+        }
+        self.simulator_control_url = f"http://127.0.0.1:{ports['control']}"
+
+    def switch_env(self) -> dict[str, str]:
+        """Everything a switch process (server or CLI) needs to reach this stack."""
+        import json
+
+        return {
+            "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
+            "VAULT_SOCKET": self.vault_socket, "VAULT_CREDENTIAL": self.vault_credential,
+            "SWITCH_NETWORKS": json.dumps(self.networks),
+            "SWITCH_REQUEST_HMAC_KEY": self._request_hmac_key(),
+        }
+
+    def _request_hmac_key(self) -> str:
+        key_file = self.run_dir / "request-hmac.key"
+        if not key_file.exists():
+            key_file.write_text(secrets.token_hex(32))
+            key_file.chmod(0o600)
+        return key_file.read_text().strip()
+
+    def start_switch(self, workers: int = 1, port: int | None = None, name: str = "switch",
+                     extra_env: dict[str, str] | None = None) -> Service:
+        port = port or free_port()
+        service = self.spawn(name, [sys.executable, "-m", "switch", "serve", "--host", "127.0.0.1",
+                                    "--port", str(port), "--workers", str(workers)],
+                             env={**self.switch_env(), **(extra_env or {})})
+        self.wait_for_line(service, "SWITCH READY")
+        self.switch_url = f"http://127.0.0.1:{port}"
+        return service
+
+    def seed_merchant(self, name: str = "demo-shop") -> str:
+        """Create a merchant through the real CLI and return the API key it printed once."""
+        result = subprocess.run([sys.executable, "-m", "switch", "merchants", "create", "--name", name,
+                                 "--quiet"], capture_output=True, text=True, env={**os.environ,
+                                 **self.switch_env()}, check=False)
+        if result.returncode != 0:
+            raise StackError(f"merchant creation failed: {result.stderr.strip()}")
+        api_key = result.stdout.strip().splitlines()[-1]
+        if not self.api_key:
+            self.api_key = api_key
+        return api_key
+
+    def start_all(self, workers: int = 1) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.start_postgres()
+        self.start_redis()
+        self.init_hsm()
+        self.start_vault()
+        self.start_simulator()
+        self.start_switch(workers=workers)
+        self.seed_merchant()
+
+
+def new_run_dir(base: Path | None = None) -> Path:
+    """A fresh directory under ``.run/`` (git-ignored) for one stack's files and logs."""
+    root = base or REPO_ROOT / ".run"
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
+
+
+def _wait_for_signal() -> None:
+    stop = {"flag": False}
+
+    def handler(signum: int, frame: object) -> None:
+        stop["flag"] = True
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+    while not stop["flag"]:
+        time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m switch.devstack", description=__doc__.split("\n")[0])
+    parser.add_argument("command", choices=["up", "demo"], help="up: run in the foreground; demo: scripted flow")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("SWITCH_WORKERS", "2")))
+    parser.add_argument("--keep-run-dir", action="store_true", help="keep logs and data under .run/")
+    args = parser.parse_args(argv)
+    run_dir = new_run_dir()
+    stack = Stack(run_dir=run_dir)
+    # SIGTERM must unwind through the finally below, so every child is stopped.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    try:
+        stack.start_all(workers=args.workers)
+        if args.command == "up":
+            print(f"READY url={stack.switch_url} api_key={stack.api_key}", flush=True)
+            print(f"  logs: {run_dir}  simulator control: {stack.simulator_control_url}  "
+                  "(Ctrl-C stops everything)", flush=True)
+            _wait_for_signal()
+            return 0
+        from switch.demo import run_demo
+
+        return run_demo(stack.switch_url, stack.api_key)
+    except StackError as error:
+        print(f"devstack: {error}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+        if not args.keep_run_dir and args.command == "demo":
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,59 @@
+"""API errors: one exception type, rendered as Stripe-style error objects.
+
+``{"error": {"type", "code", "decline_code", "message", "param", "request_id"}}``. Messages are written
+for merchants and never carry card data. The table of codes lives in docs/errors.md.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ApiError(Exception):
+    """An expected failure with its HTTP status; ``retryable`` marks errors a client may simply retry."""
+
+    def __init__(self, status: int, type_: str, code: str, message: str, *, param: str | None = None,
+                 decline_code: str | None = None, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.status = status
+        self.type = type_
+        self.code = code
+        self.message = message
+        self.param = param
+        self.decline_code = decline_code
+        self.retryable = retryable
+
+    def body(self, request_id: str) -> bytes:
+        return msgspec.json.encode({"error": {
+            "type": self.type, "code": self.code, "decline_code": self.decline_code,
+            "message": self.message, "param": self.param, "request_id": request_id,
+        }})
+
+
+def invalid_request(code: str, message: str, param: str | None = None, status: int = 400) -> ApiError:
+    return ApiError(status, "invalid_request_error", code, message, param=param)
+
+
+def authentication_error(message: str) -> ApiError:
+    return ApiError(401, "authentication_error", "invalid_api_key", message)
+
+
+def not_found(kind: str, object_id: str, param: str = "id") -> ApiError:
+    # The id is echoed only after validation of its shape, so it cannot carry arbitrary input.
+    return ApiError(404, "invalid_request_error", "resource_missing", f"No such {kind}: '{object_id}'",
+                    param=param)
+
+
+def idempotency_conflict() -> ApiError:
+    return ApiError(409, "idempotency_error", "idempotency_key_in_use",
+                    "A request with this Idempotency-Key is still being processed; retry shortly.",
+                    retryable=True)
+
+
+def idempotency_mismatch() -> ApiError:
+    return ApiError(400, "idempotency_error", "idempotency_key_reused",
+                    "This Idempotency-Key was already used with different request parameters.")
+
+
+def service_unavailable(code: str, message: str) -> ApiError:
+    return ApiError(503, "api_error", code, message, retryable=True)

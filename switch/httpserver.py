@@ -1,0 +1,228 @@
+"""A lean HTTP/1.1 server: an asyncio protocol on httptools, no framework.
+
+Split like uvicorn's httptools protocol: the protocol interface (connection_made / data_received), the
+parser callbacks (on_url, on_header, on_body, on_message_complete) and the application interface (one
+``async handler(Request) -> Response``). Requests on one connection are answered in order (HTTP/1.1
+pipelining); every limit is named: header bytes, body bytes, requests queued per connection.
+Bound with SO_REUSEPORT so several worker processes can serve one port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from http import HTTPStatus
+
+import httptools
+
+log = logging.getLogger(__name__)
+
+BODY_BYTES_MAX = 64 * 1024
+HEADER_BYTES_MAX = 16 * 1024
+URL_BYTES_MAX = 4096
+PIPELINE_DEPTH_MAX = 16
+KEEPALIVE_IDLE_S = 75.0
+
+_STATUS_LINES = {
+    status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("latin-1") for status in HTTPStatus
+}
+
+
+@dataclass(slots=True)
+class Request:
+    method: str
+    path: str
+    query: str
+    headers: dict[str, str]
+    body: bytes
+    remote: str = ""
+
+    def header(self, name: str, default: str = "") -> str:
+        return self.headers.get(name, default)
+
+
+@dataclass(slots=True)
+class Response:
+    status: int
+    body: bytes = b""
+    content_type: str = "application/json"
+    headers: list[tuple[str, str]] = field(default_factory=list)
+
+    def encode(self, keep_alive: bool) -> bytes:
+        head = [_STATUS_LINES.get(self.status) or f"HTTP/1.1 {self.status} Unknown\r\n".encode()]
+        head.append(b"content-type: %s\r\ncontent-length: %d\r\n" % (self.content_type.encode(), len(self.body)))
+        for name, value in self.headers:
+            head.append(f"{name}: {value}\r\n".encode("latin-1"))
+        if not keep_alive:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        head.append(self.body)
+        return b"".join(head)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+class _RequestTooLarge(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def error_body(status: int, code: str, message: str) -> bytes:
+    """A Stripe-style error for failures found before the application sees the request."""
+    import msgspec
+
+    kind = "invalid_request_error" if status < 500 else "api_error"
+    return msgspec.json.encode({"error": {"type": kind, "code": code, "message": message, "param": None}})
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection. Parsing is synchronous; each request runs as a task, answered in order."""
+
+    __slots__ = ("handler", "loop", "transport", "parser", "url", "headers", "header_bytes", "body_parts",
+                 "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "paused")
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: dict[str, str] = {}
+        self.header_bytes = 0
+        self.body_parts: list[bytes] = []
+        self.body_bytes = 0
+        self.queue: collections.deque[tuple[Request, bool]] = collections.deque()
+        self.worker: asyncio.Task[None] | None = None
+        self.closing = False
+        self.remote = ""
+        self.idle_timer: asyncio.TimerHandle | None = None
+        self.paused = False
+
+    # ----- protocol interface -------------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.remote = str(peer[0]) if peer else ""
+        self._arm_idle_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self.idle_timer:
+            self.idle_timer.cancel()
+        # A request already being handled runs to completion: a payment must reach its final write even
+        # when the merchant hangs up. Its response is simply dropped.
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except _RequestTooLarge as error:
+            self._reject(error.status, "request_too_large", str(error))
+        except httptools.HttpParserUpgrade:
+            self._reject(400, "upgrade_not_supported", "Protocol upgrades are not supported.")
+        except httptools.HttpParserError:
+            self._reject(400, "malformed_http", "The request is not valid HTTP/1.1.")
+
+    def _reject(self, status: int, code: str, message: str) -> None:
+        """Answer a request we could not parse and close: the byte stream can no longer be trusted."""
+        self.closing = True
+        if self.transport and not self.transport.is_closing():
+            self.transport.write(Response(status, error_body(status, code, message)).encode(keep_alive=False))
+            self.transport.close()
+
+    def _arm_idle_timer(self) -> None:
+        if self.idle_timer:
+            self.idle_timer.cancel()
+        self.idle_timer = self.loop.call_later(KEEPALIVE_IDLE_S, self._idle_timeout)
+
+    def _idle_timeout(self) -> None:
+        if not self.queue and self.worker is None and self.transport:
+            self.transport.close()
+
+    # ----- parser callbacks ---------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = {}
+        self.header_bytes = 0
+        self.body_parts = []
+        self.body_bytes = 0
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > URL_BYTES_MAX:
+            raise _RequestTooLarge(414, f"The URL is longer than {URL_BYTES_MAX} bytes.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.header_bytes += len(name) + len(value)
+        if self.header_bytes > HEADER_BYTES_MAX:
+            raise _RequestTooLarge(431, f"The headers are larger than {HEADER_BYTES_MAX} bytes.")
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_headers_complete(self) -> None:
+        length = self.headers.get("content-length")
+        if length and length.isdigit() and int(length) > BODY_BYTES_MAX:
+            raise _RequestTooLarge(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")
+
+    def on_body(self, body: bytes) -> None:
+        self.body_bytes += len(body)
+        if self.body_bytes > BODY_BYTES_MAX:
+            raise _RequestTooLarge(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")
+        self.body_parts.append(body)
+
+    def on_message_complete(self) -> None:
+        path, _, query = self.url.decode("latin-1").partition("?")
+        method = self.parser.get_method().decode("ascii")
+        request = Request(method, path, query, self.headers, b"".join(self.body_parts), self.remote)
+        self.queue.append((request, self.parser.should_keep_alive()))
+        if len(self.queue) >= PIPELINE_DEPTH_MAX and self.transport and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        if self.worker is None:
+            self.worker = self.loop.create_task(self._drain())
+
+    # ----- application interface ----------------------------------------------------------------------
+
+    async def _drain(self) -> None:
+        try:
+            while self.queue:
+                request, keep_alive = self.queue.popleft()
+                response = await self._call_handler(request)
+                if self.closing or self.transport is None or self.transport.is_closing():
+                    continue
+                self.transport.write(response.encode(keep_alive))
+                if not keep_alive:
+                    self.closing = True
+                    self.transport.close()
+                    return
+                if self.paused and len(self.queue) < PIPELINE_DEPTH_MAX // 2:
+                    self.paused = False
+                    self.transport.resume_reading()
+        finally:
+            self.worker = None
+            if not self.closing:
+                self._arm_idle_timer()
+
+    async def _call_handler(self, request: Request) -> Response:
+        try:
+            return await self.handler(request)
+        except Exception:
+            # The application maps every expected failure itself; this is the last guard.
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            return Response(500, error_body(500, "internal_error", "An internal error occurred."))
+
+
+async def serve(handler: Handler, host: str, port: int, *, backlog: int = 2048,
+                reuse_port: bool = True) -> asyncio.Server:
+    """Listen with SO_REUSEPORT so several worker processes can share one port."""
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(lambda: HttpProtocol(handler), host, port, backlog=backlog,
+                                    reuse_port=reuse_port)

@@ -1,0 +1,105 @@
+"""Idempotency with Stripe's semantics: a Redis lock in front, the Postgres row behind it.
+
+Redis ``SET NX`` on (merchant, key) is the fast lock; its value says whether the request is in flight
+(``L`` + fingerprint) or done (``D`` + fingerprint + status + body, kept 24 h as the replay cache).
+Postgres holds the record of truth: the unique (merchant_id, idempotency_key) row written before any
+network I/O. Redis unreachable -> fail closed (503): no request is processed without the lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+import asyncpg
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from switch import errors, store
+
+FINGERPRINT_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    status: int
+    body: bytes
+
+
+def _unavailable() -> errors.ApiError:
+    return errors.service_unavailable("idempotency_unavailable",
+                                      "The idempotency store is unavailable; the request was not processed. "
+                                      "Retry with the same Idempotency-Key.")
+
+
+class Idempotency:
+    def __init__(self, client: redis.Redis, pool: asyncpg.Pool, hmac_key: bytes, lock_ttl_s: int,
+                 retention_s: int) -> None:
+        self.redis = client
+        self.pool = pool
+        self.hmac_key = hmac_key
+        self.lock_ttl_s = lock_ttl_s
+        self.retention_s = retention_s
+
+    def fingerprint(self, method: str, path: str, body: bytes) -> bytes:
+        """Keyed hash of the request: bodies may hold card numbers, so an unkeyed hash would leak them."""
+        return hmac.new(self.hmac_key, b"%s %s\n%s" % (method.encode(), path.encode(), body), hashlib.sha256).digest()
+
+    def redis_key(self, merchant_id: str, key: str) -> str:
+        # Keys are merchant-chosen text; hash them so nothing a merchant typed is stored in Redis.
+        digest = hmac.new(self.hmac_key, key.encode(), hashlib.sha256).hexdigest()[:32]
+        return f"idem:{merchant_id}:{digest}"
+
+    async def acquire(self, merchant_id: str, key: str, fingerprint: bytes) -> Replay | None:
+        """Take the lock (None), or return the stored response of a finished request (Replay).
+
+        Raises 409 while the same request is in flight, 400 for the same key with another request, and
+        503 when Redis cannot be reached.
+        """
+        name = self.redis_key(merchant_id, key)
+        try:
+            if await self.redis.set(name, b"L" + fingerprint, nx=True, ex=self.lock_ttl_s):
+                return None
+            value = await self.redis.get(name)
+        except RedisError:
+            raise _unavailable() from None
+        if value is None:               # expired between SET and GET: the finished answer is in Postgres
+            return await self.from_database(merchant_id, key, fingerprint)
+        return self._decode(value, fingerprint)
+
+    @staticmethod
+    def _decode(value: bytes, fingerprint: bytes) -> Replay:
+        if value[1:1 + FINGERPRINT_BYTES] != fingerprint:
+            raise errors.idempotency_mismatch()
+        if value[:1] == b"L":
+            raise errors.idempotency_conflict()
+        offset = 1 + FINGERPRINT_BYTES
+        return Replay(int(value[offset:offset + 3]), value[offset + 3:])
+
+    async def from_database(self, merchant_id: str, key: str, fingerprint: bytes) -> Replay:
+        """Postgres is the last guard when Redis lost a key: replay, or refuse if still in flight."""
+        row = await store.load_key(self.pool, merchant_id, key)
+        if row is None:
+            raise errors.idempotency_conflict()
+        if row.fingerprint != fingerprint:
+            raise errors.idempotency_mismatch()
+        if row.response_status is None or row.response_body is None:
+            raise errors.idempotency_conflict()
+        await self.remember(merchant_id, key, fingerprint, row.response_status, row.response_body)
+        return Replay(row.response_status, row.response_body)
+
+    async def remember(self, merchant_id: str, key: str, fingerprint: bytes, status: int, body: bytes) -> None:
+        """Cache the finished response for replays. Best effort: Postgres already holds it."""
+        try:
+            await self.redis.set(self.redis_key(merchant_id, key), b"D" + fingerprint + b"%03d" % status + body,
+                                 ex=self.retention_s)
+        except RedisError:
+            pass
+
+    async def release(self, merchant_id: str, key: str) -> None:
+        """Drop the lock of a request that failed before writing anything, so it can be retried."""
+        try:
+            await self.redis.delete(self.redis_key(merchant_id, key))
+        except RedisError:
+            pass

@@ -1,0 +1,258 @@
+"""Postgres access for payments, refunds, idempotency rows, the network outbox and the ledger.
+
+Each write is one statement (a CTE chain) or one short transaction: a payment step costs one round trip,
+and a crash between statements can never leave half of a step written.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from switch import models
+
+PAYMENT_COLUMNS = """id, merchant_id, status, amount, currency, capture_method, amount_capturable, amount_received,
+    amount_refunded, card_token, card_brand, card_last4, card_exp_month, card_exp_year, network, terminal_id,
+    stan, rrn, transmitted_at, auth_code, response_code, decline_code, failure_message, description,
+    statement_descriptor, metadata, deadline_at, created_at"""
+
+
+@dataclass(slots=True)
+class NewPayment:
+    id: str
+    merchant_id: str
+    amount: int
+    currency: str
+    capture_method: str
+    card_token: str
+    card_brand: str
+    card_last4: str
+    card_exp_month: int
+    card_exp_year: int
+    network: str
+    terminal_id: str
+    stan: str
+    rrn: str
+    transmitted_at: str
+    description: str | None
+    statement_descriptor: str | None
+    metadata: dict[str, str]
+    deadline_at: datetime
+
+
+@dataclass(slots=True)
+class IdempotencyRow:
+    fingerprint: bytes
+    response_status: int | None
+    response_body: bytes | None
+
+
+async def init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(url: str, size_max: int) -> asyncpg.Pool:
+    pool = await asyncpg.create_pool(url, min_size=min(2, size_max), max_size=size_max, init=init_connection,
+                                     command_timeout=10)
+    assert pool is not None
+    return pool
+
+
+# ----- idempotency -------------------------------------------------------------------------------------
+
+_INSERT_IDEMPOTENCY = """
+INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint)
+VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1"""
+
+
+async def claim_key(conn: asyncpg.Connection, merchant_id: str, key: str, method: str, path: str,
+                    fingerprint: bytes) -> bool:
+    """Insert the write-ahead idempotency row; False when (merchant, key) already has one."""
+    return await conn.fetchval(_INSERT_IDEMPOTENCY, merchant_id, key, method, path, fingerprint) is not None
+
+
+async def load_key(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: str, key: str) -> IdempotencyRow | None:
+    row = await conn.fetchrow("SELECT fingerprint, response_status, response_body FROM idempotency_keys "
+                              "WHERE merchant_id = $1 AND idempotency_key = $2", merchant_id, key)
+    return IdempotencyRow(row[0], row[1], row[2]) if row else None
+
+
+async def finish_key(conn: asyncpg.Connection, merchant_id: str, key: str, status: int, body: bytes,
+                     payment_id: str | None) -> None:
+    await conn.execute("UPDATE idempotency_keys SET response_status = $3, response_body = $4, payment_id = $5, "
+                       "finished_at = now() WHERE merchant_id = $1 AND idempotency_key = $2",
+                       merchant_id, key, status, body, payment_id)
+
+
+async def delete_expired_keys(pool: asyncpg.Pool, retention_s: int, batch_max: int = 5000) -> int:
+    """The 24 h reaper: remove finished keys older than the retention, in bounded batches."""
+    status = await pool.execute(
+        "DELETE FROM idempotency_keys WHERE ctid = ANY (ARRAY (SELECT ctid FROM idempotency_keys "
+        "WHERE created_at < now() - make_interval(secs => $1) AND response_status IS NOT NULL LIMIT $2))",
+        float(retention_s), batch_max)
+    return int(status.split()[-1])
+
+
+# ----- payments ----------------------------------------------------------------------------------------
+
+_BEGIN_PAYMENT = """
+WITH idem AS (
+    INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint,
+                                  payment_id)
+    VALUES ($2, $20, 'POST', '/v1/payments', $21, $1) ON CONFLICT DO NOTHING RETURNING 1
+), pay AS (
+    INSERT INTO payments (id, merchant_id, status, amount, currency, capture_method, card_token, card_brand,
+                          card_last4, card_exp_month, card_exp_year, network, terminal_id, stan, rrn,
+                          transmitted_at, description, statement_descriptor, metadata, deadline_at)
+    SELECT $1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
+    WHERE EXISTS (SELECT 1 FROM idem)
+    RETURNING id
+), event AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
+    SELECT id, 'payment.created', NULL, 'processing', $3 FROM pay
+)
+SELECT EXISTS (SELECT 1 FROM idem)"""
+
+
+async def begin_payment(pool: asyncpg.Pool, payment: NewPayment, idempotency_key: str,
+                        fingerprint: bytes) -> bool:
+    """Write-ahead: idempotency row + payment (processing) + event, atomically, before any network I/O.
+
+    Returns False, writing nothing, when the idempotency key already has a row (Redis lost the key).
+    """
+    p = payment
+    return bool(await pool.fetchval(
+        _BEGIN_PAYMENT, p.id, p.merchant_id, p.amount, p.currency, p.capture_method, p.card_token, p.card_brand,
+        p.card_last4, p.card_exp_month, p.card_exp_year, p.network, p.terminal_id, p.stan, p.rrn,
+        p.transmitted_at, p.description, p.statement_descriptor, p.metadata, p.deadline_at, idempotency_key,
+        fingerprint))
+
+
+_FINISH_PAYMENT = """
+WITH pay AS (
+    UPDATE payments SET status = $2, amount_capturable = $3, amount_received = $4, auth_code = $5,
+        response_code = $6, decline_code = $7, failure_message = $8, updated_at = now()
+    WHERE id = $1 AND status = 'processing'
+    RETURNING id, merchant_id
+), event AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code)
+    SELECT id, $9, 'processing', $2, $4, $6 FROM pay
+), idem AS (
+    UPDATE idempotency_keys SET response_status = $11, response_body = $12, finished_at = now()
+    WHERE merchant_id = (SELECT merchant_id FROM pay) AND idempotency_key = $10
+)
+SELECT count(*) FROM pay"""
+
+
+@dataclass(slots=True)
+class Outcome:
+    status: str
+    amount_capturable: int
+    amount_received: int
+    auth_code: str | None
+    response_code: str | None
+    decline_code: str | None
+    failure_message: str | None
+    event_type: str
+
+
+async def finish_payment(conn: asyncpg.Connection | asyncpg.Pool, payment_id: str, outcome: Outcome,
+                         idempotency_key: str, response_status: int, response_body: bytes) -> bool:
+    """Record the network's answer, its event and the merchant's response in one statement.
+
+    Returns False if the payment had already left `processing` (e.g. recovery got there first).
+    """
+    o = outcome
+    count = await conn.fetchval(_FINISH_PAYMENT, payment_id, o.status, o.amount_capturable, o.amount_received,
+                                o.auth_code, o.response_code, o.decline_code, o.failure_message, o.event_type,
+                                idempotency_key, response_status, response_body)
+    return bool(count)
+
+
+async def get_payment(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: str, payment_id: str,
+                      *, for_update: bool = False) -> asyncpg.Record | None:
+    lock = " FOR UPDATE" if for_update else ""
+    return await conn.fetchrow(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 AND merchant_id = $2{lock}",
+                               payment_id, merchant_id)
+
+
+async def list_payments(pool: asyncpg.Pool, merchant_id: str, limit: int, starting_after: str | None,
+                        ending_before: str | None, created_gte: datetime | None,
+                        created_lte: datetime | None) -> tuple[list[asyncpg.Record], bool]:
+    """Newest first, keyset pagination on (created_at, id); returns (rows, has_more)."""
+    conditions = ["merchant_id = $1"]
+    args: list[object] = [merchant_id]
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if created_gte:
+        conditions.append(f"created_at >= {arg(created_gte)}")
+    if created_lte:
+        conditions.append(f"created_at <= {arg(created_lte)}")
+    order = "DESC"
+    if starting_after:
+        conditions.append(f"(created_at, id) < (SELECT created_at, id FROM payments WHERE id = {arg(starting_after)} "
+                          f"AND merchant_id = $1)")
+    elif ending_before:
+        conditions.append(f"(created_at, id) > (SELECT created_at, id FROM payments WHERE id = {arg(ending_before)} "
+                          f"AND merchant_id = $1)")
+        order = "ASC"
+    query = (f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE {' AND '.join(conditions)} "
+             f"ORDER BY created_at {order}, id {order} LIMIT {arg(limit + 1)}")
+    rows = await pool.fetch(query, *args)
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    if order == "ASC":
+        rows.reverse()
+    return rows, has_more
+
+
+def payment_object(row: asyncpg.Record) -> models.Payment:
+    return models.Payment(
+        id=row["id"], status=row["status"], amount=row["amount"], amount_capturable=row["amount_capturable"],
+        amount_received=row["amount_received"], amount_refunded=row["amount_refunded"], currency=row["currency"],
+        capture_method=row["capture_method"],
+        payment_method=models.PaymentMethodDetails(token=row["card_token"], card=models.CardDetails(
+            brand=row["card_brand"], last4=row["card_last4"], exp_month=row["card_exp_month"],
+            exp_year=row["card_exp_year"])),
+        network=row["network"], authorization_code=row["auth_code"], network_response_code=row["response_code"],
+        decline_code=row["decline_code"], failure_message=row["failure_message"], description=row["description"],
+        statement_descriptor=row["statement_descriptor"], metadata=row["metadata"] or {},
+        created=int(row["created_at"].timestamp()),
+    )
+
+
+async def add_event(conn: asyncpg.Connection, payment_id: str, type_: str, from_status: str | None,
+                    to_status: str, amount: int | None, response_code: str | None = None) -> None:
+    await conn.execute("INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code) "
+                       "VALUES ($1, $2, $3, $4, $5, $6)", payment_id, type_, from_status, to_status, amount,
+                       response_code)
+
+
+# ----- outbox and ledger -------------------------------------------------------------------------------
+
+async def enqueue_outbox(conn: asyncpg.Connection, payment_id: str, kind: str, network: str, amount: int,
+                         stan: str, rrn: str, transmitted_at: str) -> int:
+    return int(await conn.fetchval(
+        "INSERT INTO network_outbox (payment_id, kind, network, amount, stan, rrn, transmitted_at) "
+        "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id", payment_id, kind, network, amount, stan, rrn,
+        transmitted_at))
+
+
+async def post_ledger(conn: asyncpg.Connection, posting_id: str, payment_id: str, currency: str,
+                      entries: list[tuple[str, int]]) -> None:
+    """One posting: its entries must sum to zero (double entry); a programming error otherwise."""
+    assert sum(amount for _, amount in entries) == 0, "ledger posting does not balance"
+    await conn.executemany(
+        "INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency) VALUES ($1, $2, $3, $4, $5)",
+        [(posting_id, payment_id, account, amount, currency) for account, amount in entries])
+
+
+async def unbalanced_postings(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT posting_id, currency, sum(amount) AS total FROM ledger_entries "
+                            "GROUP BY posting_id, currency HAVING sum(amount) <> 0 LIMIT 100")

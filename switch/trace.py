@@ -1,0 +1,45 @@
+"""Trace numbers for ISO 8583 messages: terminal id (41), STAN (11), RRN (37) and transmission time (7).
+
+A worker reserves blocks of 1,000 counters from a Postgres sequence (one round trip per 1,000 payments).
+See the comment on ``trace_blocks`` in schema.sql for how a counter maps to the three numbers.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+
+BLOCK_SIZE = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Trace:
+    terminal_id: str      # field 41, 8 characters
+    stan: str             # field 11, 6 digits, never 000000
+    rrn: str              # field 37, 12 digits
+    transmitted_at: str   # field 7, MMDDhhmmss UTC
+
+
+def trace_for(counter: int, now: float | None = None) -> Trace:
+    return Trace(terminal_id=f"SW{(counter // 1_000_000) % 1_000_000:06d}", stan=f"{counter % 1_000_000:06d}",
+                 rrn=f"{counter % 1_000_000_000_000:012d}",
+                 transmitted_at=time.strftime("%m%d%H%M%S", time.gmtime(now)))
+
+
+class TraceAllocator:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.next_counter = 0
+        self.block_end = 0
+
+    async def next(self) -> Trace:
+        while True:
+            if self.next_counter >= self.block_end:
+                block = int(await self.pool.fetchval("SELECT nextval('trace_blocks')"))
+                self.next_counter, self.block_end = block * BLOCK_SIZE, (block + 1) * BLOCK_SIZE
+            counter = self.next_counter
+            self.next_counter += 1
+            if counter % 1_000_000:          # STAN 000000 is not a valid trace number
+                return trace_for(counter)
