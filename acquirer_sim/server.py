@@ -1,0 +1,277 @@
+"""Simulated card networks: one TCP listener per profile, answering 0800 and 0100.
+
+Per message the work is O(1): decode, one issuer decision, one bounded record, encode. Nothing is
+logged per message; counters and records are read through the control API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+import time
+from collections import Counter, deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+from acquirer_sim.issuer import Issuer
+from switch.iso.messages import (
+    FIELD48_TAG_CVV,
+    MTI_AUTHORIZATION_REQUEST,
+    MTI_NETWORK_REQUEST,
+    IsoError,
+    decode,
+    encode,
+    field48_decode,
+    is_response,
+    response_for,
+)
+from switch.iso.profiles import PROFILES, Profile
+from switch.network.framing import Framing, FramingError, framing_for
+
+RECORDS_MAX_DEFAULT = 100_000
+INVALID_TRANSACTION = "12"
+FORMAT_ERROR = "30"
+
+
+@dataclass(slots=True)
+class Behaviour:
+    """Failure injection for one network. Drop means: decide (approve) but never answer."""
+
+    latency_ms: int = 0
+    drop_rate: float = 0.0
+
+    def update(self, changes: dict[str, Any]) -> None:
+        latency_ms = changes.get("latency_ms", self.latency_ms)
+        drop_rate = changes.get("drop_rate", self.drop_rate)
+        if type(latency_ms) is not int or not 0 <= latency_ms <= 600_000:
+            raise ValueError("latency_ms must be an integer in 0..600000")
+        if type(drop_rate) not in (int, float) or not 0.0 <= drop_rate <= 1.0:
+            raise ValueError("drop_rate must be a number in 0.0..1.0")
+        self.latency_ms = latency_ms
+        self.drop_rate = float(drop_rate)
+
+
+@dataclass(slots=True)
+class NetworkStats:
+    connections: int = 0
+    connections_open: int = 0
+    received: int = 0
+    answered: int = 0
+    dropped: int = 0
+    decode_errors: int = 0
+    framing_errors: int = 0
+    by_mti: Counter[str] = field(default_factory=Counter)
+    by_field39: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        # Not dataclasses.asdict: it would rebuild each Counter from (key, value) pairs and miscount.
+        return {
+            name: dict(value) if isinstance(value, Counter) else value
+            for name, value in ((name, getattr(self, name)) for name in self.__slots__)
+        }
+
+
+class Records:
+    """The last `records_max` messages received and what they did. Card data: last 4 digits only."""
+
+    def __init__(self, records_max: int = RECORDS_MAX_DEFAULT) -> None:
+        assert records_max > 0
+        self.records_max = records_max
+        self._records: deque[dict[str, Any]] = deque(maxlen=records_max)
+        self._sequence = 0
+
+    def add(self, record: dict[str, Any]) -> None:
+        self._sequence += 1
+        record["seq"] = self._sequence
+        self._records.append(record)
+
+    def query(self, *, limit: int, **filters: str) -> list[dict[str, Any]]:
+        """Newest first. A linear scan: fine for a test harness, never on the message path."""
+        wanted = [(key, value) for key, value in filters.items() if value is not None]
+        found: list[dict[str, Any]] = []
+        for record in reversed(self._records):
+            if all(record.get(key) == value for key, value in wanted):
+                found.append(record)
+                if len(found) >= limit:
+                    break
+        return found
+
+
+class NetworkServer:
+    """One simulated network: its profile, failure behaviour and stats. Shares the issuer and records."""
+
+    def __init__(self, profile: Profile, issuer: Issuer, records: Records) -> None:
+        self.profile = profile
+        self.framing: Framing = framing_for(profile)
+        self.issuer = issuer
+        self.records = records
+        self.behaviour = Behaviour()
+        self.stats = NetworkStats()
+        self.server: asyncio.Server | None = None
+        self.connections: set[SimProtocol] = set()
+
+    def handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
+        """The response to one message, or None if there is nothing to answer."""
+        mti = message.get("t", "")
+        stats = self.stats
+        stats.received += 1
+        stats.by_mti[mti] += 1
+        if is_response(mti):
+            return None  # Answers to requests we never send; nothing to do.
+        if mti == MTI_NETWORK_REQUEST:
+            response = response_for(message, "00")
+        elif mti == MTI_AUTHORIZATION_REQUEST:
+            response = self._authorize(message)
+        else:
+            # 0200/0400/0420 arrive with later issues; until then say so explicitly.
+            response = response_for(message, INVALID_TRANSACTION)
+        stats.by_field39[response["39"]] += 1
+        return response
+
+    def _authorize(self, request: dict[str, Any]) -> dict[str, Any]:
+        pan = request.get("2", "")
+        amount_text = request.get("4", "")
+        if not pan or not amount_text:
+            return response_for(request, FORMAT_ERROR)
+        amount_minor = int(amount_text)
+        cvv = None
+        if "48" in request:
+            try:
+                cvv = field48_decode(request["48"]).get(FIELD48_TAG_CVV)
+            except IsoError:
+                return response_for(request, FORMAT_ERROR)
+        if cvv is not None and not (cvv.isdigit() and len(cvv) in (3, 4)):
+            return response_for(request, "N7")
+        decision = self.issuer.authorize(
+            pan=pan,
+            amount_minor=amount_minor,
+            terminal_id=request.get("41", ""),
+            stan=request.get("11", ""),
+            transmission_dt=request.get("7", ""),
+        )
+        self.records.add({
+            "network": self.profile.name, "mti": request["t"], "stan": request.get("11"),
+            "rrn": request.get("37"), "terminal_id": request.get("41", "").strip(),
+            "card_last4": pan[-4:], "amount_minor": amount_minor, "field39": decision.field39,
+            "auth_code": decision.auth_code, "effect": decision.effect, "held_minor": decision.held_minor,
+            "at": time.time(),
+        })  # fmt: skip
+        if decision.auth_code is None:
+            return response_for(request, decision.field39)
+        return response_for(request, decision.field39, **{"38": decision.auth_code})
+
+
+class SimProtocol(asyncio.Protocol):
+    """One connection from the switch. Answers are coalesced to one write per loop pass."""
+
+    def __init__(self, network: NetworkServer, loop: asyncio.AbstractEventLoop) -> None:
+        self._network = network
+        self._loop = loop
+        self._reader = network.framing.reader()
+        self._transport: asyncio.Transport | None = None
+        self._write_buffer: list[bytes] = []
+        self._flush_scheduled = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so this is a cast, not a check.
+        self._transport = cast(asyncio.Transport, transport)
+        self._network.connections.add(self)
+        self._network.stats.connections += 1
+        self._network.stats.connections_open += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._network.connections.discard(self)
+        self._network.stats.connections_open -= 1
+        self._transport = None
+
+    def data_received(self, data: bytes) -> None:
+        network = self._network
+        try:
+            frames = self._reader.feed(data)
+        except FramingError:
+            network.stats.framing_errors += 1
+            self.abort()
+            return
+        self._answer(frames)
+
+    def _answer(self, frames: Iterable[bytes]) -> None:
+        network = self._network
+        profile = network.profile
+        behaviour = network.behaviour
+        for frame in frames:
+            try:
+                request = decode(profile, frame)
+            except IsoError:
+                network.stats.decode_errors += 1
+                continue
+            response = network.handle(request)
+            if response is None:
+                continue
+            # Drops apply to payment messages only, so the link itself stays signed on.
+            if behaviour.drop_rate and response["t"] != "0810" and random.random() < behaviour.drop_rate:
+                network.stats.dropped += 1
+                continue
+            payload = network.framing.encode_frame(encode(profile, response))
+            network.stats.answered += 1
+            if behaviour.latency_ms:
+                self._loop.call_later(behaviour.latency_ms / 1000, self.send, payload)
+            else:
+                self.send(payload)
+
+    def send(self, payload: bytes) -> None:
+        self._write_buffer.append(payload)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(b"".join(self._write_buffer))
+        self._write_buffer.clear()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class Simulator:
+    """All simulated networks, sharing one issuer and one record log."""
+
+    def __init__(self, records_max: int = RECORDS_MAX_DEFAULT, issuer: Issuer | None = None) -> None:
+        self.issuer = issuer or Issuer()
+        self.records = Records(records_max)
+        self.networks = {
+            name: NetworkServer(profile, self.issuer, self.records) for name, profile in PROFILES.items()
+        }
+
+    async def start(self, host: str, ports: dict[str, int]) -> dict[str, int]:
+        """Listen for each network in `ports` (0 picks a free port); return the ports bound."""
+        loop = asyncio.get_running_loop()
+        bound: dict[str, int] = {}
+        for name, port in ports.items():
+            network = self.networks[name]
+            network.server = await loop.create_server(
+                functools.partial(SimProtocol, network, loop), host, port, reuse_address=True
+            )
+            bound[name] = network.server.sockets[0].getsockname()[1]
+        return bound
+
+    def drop_connections(self, name: str) -> int:
+        """Abort every open connection of one network (failure injection); returns how many."""
+        connections = list(self.networks[name].connections)
+        for connection in connections:
+            connection.abort()
+        return len(connections)
+
+    async def close(self) -> None:
+        for network in self.networks.values():
+            if network.server is not None:
+                network.server.close()
+            for connection in list(network.connections):
+                connection.abort()
+        for network in self.networks.values():
+            if network.server is not None:
+                await network.server.wait_closed()

@@ -1,0 +1,1 @@
+"""Network layer: framing -> link (MUX, echo, sign-on) -> pool. Never touches Postgres, Redis or the vault."""

@@ -1,0 +1,462 @@
+"""Link: one persistent TCP connection to a card network with many requests in flight (a MUX).
+
+Layers, one way: `_LinkProtocol` is the wire (framing, coalesced writes, nothing else); `Link` owns
+matching, timeouts, sign-on, idle echo and reconnection. Responses are matched by
+`match_key` = (MTI class, terminal id, STAN); a duplicate key in flight is refused.
+
+A response that arrives after its request timed out is *late*: it is counted and handed to
+`late_handler`, because a late approval must reach the reversal path and never be dropped. A response
+nobody asked for is *unhandled*: counted and handed to the same handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, cast
+
+from switch.iso.messages import (
+    MTI_NETWORK_REQUEST,
+    NETWORK_ECHO,
+    NETWORK_SIGN_OFF,
+    NETWORK_SIGN_ON,
+    IsoError,
+    decode,
+    encode,
+    is_response,
+    match_key,
+    network_request,
+    response_for,
+)
+from switch.iso.profiles import Profile
+from switch.network.framing import FRAME_SIZE_MAX_DEFAULT, Framing, FramingError, framing_for
+
+logger = logging.getLogger(__name__)
+
+Message = dict[str, Any]
+MatchKey = tuple[str, str, str]
+LateHandler = Callable[[Message], None]
+
+STAN_MAX = 999_999
+
+
+class NetworkError(Exception):
+    """Base of every link error. `retryable` says whether the same request may be sent again."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+
+
+class LinkDownError(NetworkError):
+    """No signed-on connection. Retryable when raised before sending; an in-flight request failed by a
+    disconnect has an unknown outcome and is raised with retryable=False (it needs a reversal)."""
+
+    retryable = True
+
+
+class LinkBusyError(NetworkError):
+    """The in-flight map is full: shed load, try again shortly or on another link."""
+
+    retryable = True
+
+
+class LinkTimeoutError(NetworkError):
+    """No response in time. The outcome is unknown, so this is not retryable: reverse instead."""
+
+    retryable = False
+
+
+class DuplicateKeyError(NetworkError):
+    """A request with the same (MTI class, terminal, STAN) is already in flight: a caller bug."""
+
+    retryable = False
+
+
+class _LinkProtocol(asyncio.Protocol):
+    """The wire: turns bytes into frames for the link, and coalesces writes to one per loop pass."""
+
+    def __init__(self, link: Link, framing: Framing, loop: asyncio.AbstractEventLoop) -> None:
+        self._link = link
+        self._reader = framing.reader()
+        self._loop = loop
+        self._write_buffer: list[bytes] = []
+        self._flush_scheduled = False
+        self.transport: asyncio.Transport | None = None
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport, so this is a cast, not a check.
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._reader.feed(data)
+        except FramingError as error:
+            self._link._on_framing_error(error)
+            self.abort()
+            return
+        for frame in frames:
+            self._link._on_frame(frame)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._write_buffer.clear()
+        if not self.closed.done():
+            self.closed.set_result(None)
+        self._link._on_connection_lost(self)
+
+    def send(self, frame: bytes) -> None:
+        self._write_buffer.append(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        transport = self.transport
+        if self._write_buffer and transport is not None and not transport.is_closing():
+            transport.write(b"".join(self._write_buffer))
+        self._write_buffer.clear()
+
+    @property
+    def is_open(self) -> bool:
+        return self.transport is not None and not self.transport.is_closing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self._flush()
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+
+class Link:
+    """One persistent connection to one network endpoint. Create, `await start()`, then `request()`."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        profile: Profile,
+        *,
+        late_handler: LateHandler,
+        name: str | None = None,
+        inflight_max: int = 2048,
+        echo_interval_s: float = 30.0,
+        echo_timeout_s: float = 5.0,
+        connect_timeout_s: float = 5.0,
+        sign_on_timeout_s: float = 5.0,
+        late_memory_s: float = 120.0,
+        late_memory_max: int = 100_000,
+        reconnect_delay_initial_s: float = 0.1,
+        reconnect_delay_max_s: float = 10.0,
+        frame_size_max: int = FRAME_SIZE_MAX_DEFAULT,
+    ) -> None:
+        assert inflight_max > 0 and late_memory_max > 0
+        assert 0 < reconnect_delay_initial_s <= reconnect_delay_max_s
+        self.host = host
+        self.port = port
+        self.profile = profile
+        self.name = name or f"{profile.name}@{host}:{port}"
+        self._late_handler = late_handler
+        self._inflight_max = inflight_max
+        self._echo_interval_s = echo_interval_s
+        self._echo_timeout_s = echo_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._sign_on_timeout_s = sign_on_timeout_s
+        self._late_memory_s = late_memory_s
+        self._late_memory_max = late_memory_max
+        self._reconnect_delay_initial_s = reconnect_delay_initial_s
+        self._reconnect_delay_max_s = reconnect_delay_max_s
+        self._framing = framing_for(profile, frame_size_max)
+
+        self._protocol: _LinkProtocol | None = None
+        self._pending: dict[MatchKey, tuple[asyncio.Future[Message], asyncio.TimerHandle]] = {}
+        # Keys whose requests expired or failed, with the loop time until which a reply counts as late.
+        self._late_keys: OrderedDict[MatchKey, float] = OrderedDict()
+        self._signed_on = False
+        self._closing = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._echo_timer: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+        self._last_rx_time = 0.0
+        self._stan = 0
+
+        self.tx = 0
+        self.rx = 0
+        self.expired = 0
+        self.unhandled = 0
+        self.late = 0
+        self.reconnects = 0
+        self.decode_errors = 0
+
+    # Public interface.
+
+    @property
+    def ready(self) -> bool:
+        """Connected and signed on."""
+        return self._signed_on and self._protocol is not None and self._protocol.is_open
+
+    @property
+    def pending(self) -> int:
+        """Requests in flight."""
+        return len(self._pending)
+
+    async def start(self) -> None:
+        """Connect and sign on; raises LinkDownError if that fails. Afterwards the link reconnects itself."""
+        assert self._supervisor is None, "start() called twice"
+        await self._connect()
+        self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def request(self, message: Message, timeout_s: float) -> Message:
+        """Send `message` and return its matching response.
+
+        Raises LinkDownError, LinkBusyError, DuplicateKeyError, LinkTimeoutError (all NetworkError),
+        or IsoError / FramingError if the message itself cannot be encoded.
+        """
+        protocol = self._protocol
+        if not self._signed_on or protocol is None or not protocol.is_open:
+            raise LinkDownError(f"link {self.name} is not ready")
+        return await self._exchange(protocol, message, timeout_s)
+
+    async def close(self) -> None:
+        """Sign off (best effort), close the connection and fail whatever is still in flight."""
+        if self._closing:
+            return
+        self._closing = True
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            await asyncio.gather(self._supervisor, return_exceptions=True)
+        protocol = self._protocol
+        if protocol is not None and self.ready:
+            try:
+                await self._exchange(protocol, network_request(NETWORK_SIGN_OFF, self._next_stan()), 1.0)
+            except NetworkError:
+                pass  # Closing anyway; the network notices the disconnect.
+        self._signed_on = False
+        self._cancel_echo_timer()
+        for task in list(self._background):
+            task.cancel()
+        if protocol is not None:
+            protocol.close()
+            await asyncio.wait([protocol.closed], timeout=1.0)
+            if not protocol.closed.done():
+                protocol.abort()
+        self._fail_pending(LinkDownError(f"link {self.name} closed", retryable=False))
+
+    # Matching and timeouts.
+
+    async def _exchange(self, protocol: _LinkProtocol, message: Message, timeout_s: float) -> Message:
+        key = match_key(message)
+        pending = self._pending
+        if key in pending:
+            raise DuplicateKeyError(f"link {self.name}: key {key} already in flight")
+        if len(pending) >= self._inflight_max:
+            raise LinkBusyError(f"link {self.name}: {len(pending)} requests in flight (inflight_max)")
+        frame = self._framing.encode_frame(encode(self.profile, message))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Message] = loop.create_future()
+        timer = loop.call_later(timeout_s, self._expire, key, future)
+        pending[key] = (future, timer)
+        protocol.send(frame)
+        self.tx += 1
+        try:
+            return await future
+        except asyncio.CancelledError:
+            # The caller gave up (its deadline passed): a reply may still come and must be seen as late.
+            if self._forget(key, future):
+                self._remember_late(key)
+            raise
+
+    def _forget(self, key: MatchKey, future: asyncio.Future[Message]) -> bool:
+        entry = self._pending.get(key)
+        if entry is None or entry[0] is not future:
+            return False
+        del self._pending[key]
+        entry[1].cancel()
+        return True
+
+    def _expire(self, key: MatchKey, future: asyncio.Future[Message]) -> None:
+        if not self._forget(key, future):
+            return
+        self.expired += 1
+        self._remember_late(key)
+        if not future.done():
+            future.set_exception(LinkTimeoutError(f"link {self.name}: no response for {key}"))
+
+    def _remember_late(self, key: MatchKey) -> None:
+        late_keys = self._late_keys
+        now = asyncio.get_running_loop().time()
+        # Drop stale or excess entries from the old end: O(1) amortised, bounded by late_memory_max.
+        while late_keys and (len(late_keys) >= self._late_memory_max or next(iter(late_keys.values())) < now):
+            late_keys.popitem(last=False)
+        late_keys[key] = now + self._late_memory_s
+        late_keys.move_to_end(key)
+
+    def _fail_pending(self, error: NetworkError) -> None:
+        pending, self._pending = self._pending, {}
+        for key, (future, timer) in pending.items():
+            timer.cancel()
+            self._remember_late(key)
+            if not future.done():
+                future.set_exception(error)
+
+    # Callbacks from the protocol.
+
+    def _on_frame(self, frame: bytes) -> None:
+        try:
+            message = decode(self.profile, frame)
+        except IsoError as error:
+            # The text of IsoError never carries card data, so it is safe to log.
+            self.decode_errors += 1
+            logger.warning("link %s: undecodable frame dropped: %s", self.name, error)
+            return
+        self.rx += 1
+        self._last_rx_time = asyncio.get_running_loop().time()
+        mti = message.get("t", "")
+        if not is_response(mti):
+            self._on_network_request(message)
+            return
+        key = match_key(message)
+        entry = self._pending.pop(key, None)
+        if entry is not None:
+            future, timer = entry
+            timer.cancel()
+            if not future.done():
+                future.set_result(message)
+            return
+        deadline = self._late_keys.pop(key, None)
+        if deadline is not None and deadline >= self._last_rx_time:
+            self.late += 1
+        else:
+            self.unhandled += 1
+        self._hand_over(message)
+
+    def _on_network_request(self, message: Message) -> None:
+        if message["t"] == MTI_NETWORK_REQUEST and self._protocol is not None:
+            # The network's own echo or sign-on: acknowledge it on the same connection.
+            try:
+                frame = self._framing.encode_frame(encode(self.profile, response_for(message, "00")))
+            except (IsoError, FramingError) as error:
+                logger.warning("link %s: cannot answer network request: %s", self.name, error)
+                return
+            self._protocol.send(frame)
+            self.tx += 1
+            return
+        self.unhandled += 1
+        self._hand_over(message)
+
+    def _hand_over(self, message: Message) -> None:
+        try:
+            self._late_handler(message)
+        except Exception as error:
+            # Never log the message itself: it may hold a PAN.
+            logger.error("link %s: late_handler raised %s", self.name, type(error).__name__)
+
+    def _on_framing_error(self, error: FramingError) -> None:
+        logger.warning("link %s: framing error, dropping connection: %s", self.name, error)
+
+    def _on_connection_lost(self, protocol: _LinkProtocol) -> None:
+        if protocol is not self._protocol:
+            return
+        self._signed_on = False
+        self._cancel_echo_timer()
+        # Requests already written have an unknown outcome: not retryable, they need a reversal.
+        self._fail_pending(LinkDownError(f"link {self.name} lost its connection", retryable=False))
+
+    # Connection lifecycle.
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(self._new_protocol, self.host, self.port), self._connect_timeout_s
+            )
+        except (OSError, TimeoutError) as error:
+            raise LinkDownError(f"link {self.name}: connect failed: {error}") from None
+        self._protocol = protocol
+        if not protocol.is_open:
+            raise LinkDownError(f"link {self.name}: connection closed during connect")
+        sign_on = network_request(NETWORK_SIGN_ON, self._next_stan())
+        try:
+            response = await self._exchange(protocol, sign_on, self._sign_on_timeout_s)
+        except NetworkError as error:
+            protocol.abort()
+            raise LinkDownError(f"link {self.name}: sign-on failed: {error}") from None
+        if response.get("39") != "00":
+            protocol.abort()
+            raise LinkDownError(f"link {self.name}: sign-on refused, field 39 {response.get('39')!r}")
+        self._signed_on = True
+        self._last_rx_time = loop.time()
+        self._schedule_echo(self._echo_interval_s)
+
+    def _new_protocol(self) -> _LinkProtocol:
+        return _LinkProtocol(self, self._framing, asyncio.get_running_loop())
+
+    async def _supervise(self) -> None:
+        while not self._closing:
+            protocol = self._protocol
+            if protocol is not None:
+                await asyncio.shield(protocol.closed)
+            delay_s = self._reconnect_delay_initial_s
+            while not self._closing:
+                # Full jitter on the upper half, so a fleet of links does not reconnect in lockstep.
+                await asyncio.sleep(delay_s * (0.5 + random.random() / 2))
+                try:
+                    await self._connect()
+                except LinkDownError as error:
+                    logger.info("%s; retrying", error)
+                    delay_s = min(delay_s * 2, self._reconnect_delay_max_s)
+                    continue
+                self.reconnects += 1
+                break
+
+    def _next_stan(self) -> str:
+        self._stan = self._stan % STAN_MAX + 1
+        return f"{self._stan:06d}"
+
+    # Idle echo.
+
+    def _schedule_echo(self, delay_s: float) -> None:
+        self._cancel_echo_timer()
+        self._echo_timer = asyncio.get_running_loop().call_later(delay_s, self._on_echo_timer)
+
+    def _cancel_echo_timer(self) -> None:
+        if self._echo_timer is not None:
+            self._echo_timer.cancel()
+            self._echo_timer = None
+
+    def _on_echo_timer(self) -> None:
+        self._echo_timer = None
+        if not self.ready or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        idle_s = loop.time() - self._last_rx_time
+        if idle_s < self._echo_interval_s:
+            self._schedule_echo(self._echo_interval_s - idle_s)
+            return
+        task = loop.create_task(self._echo())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        self._schedule_echo(self._echo_interval_s)
+
+    async def _echo(self) -> None:
+        protocol = self._protocol
+        if protocol is None:
+            return
+        try:
+            echo = network_request(NETWORK_ECHO, self._next_stan())
+            await self._exchange(protocol, echo, self._echo_timeout_s)
+        except LinkTimeoutError:
+            logger.warning("link %s: echo unanswered, dropping connection", self.name)
+            protocol.abort()
+        except NetworkError:
+            pass  # Already down or busy; the supervisor or the next echo handles it.
