@@ -119,8 +119,12 @@ CREATE TABLE network_outbox (
     id               bigserial PRIMARY KEY,
     payment_id       text NOT NULL REFERENCES payments (id),
     kind             text NOT NULL CHECK (kind IN ('capture_advice', 'reversal')),
+    refund_id        text REFERENCES refunds (id),       -- set when a refund's 0200 is being reversed
     network          text NOT NULL,
-    amount           bigint NOT NULL,
+    original_mti     text NOT NULL,                      -- MTI of the message advised or reversed
+    processing_code  text NOT NULL DEFAULT '000000',
+    amount           bigint NOT NULL,                    -- the amount the network should end up with
+    original_amount  bigint NOT NULL,
     stan             text NOT NULL,
     rrn              text NOT NULL,
     transmitted_at   text NOT NULL,

@@ -52,14 +52,16 @@ def _die_with_parent() -> None:
 
 
 def find_postgres_bin() -> Path:
-    """The directory holding initdb/postgres: PATH first, then the newest /usr/lib/postgresql/*/bin."""
+    """The directory holding initdb, postgres and pg_isready: PATH first (symlinks resolved), then the
+    newest /usr/lib/postgresql/*/bin."""
     on_path = shutil.which("initdb")
-    if on_path:
-        return Path(on_path).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))
-    if not candidates:
-        raise StackError("PostgreSQL server binaries not found (apt-get install postgresql, or run `make setup`)")
-    return Path(candidates[-1])
+    candidates = [Path(on_path).resolve().parent] if on_path else []
+    candidates += [Path(p) for p in sorted(glob.glob("/usr/lib/postgresql/*/bin"),
+                                           key=lambda p: int(p.split("/")[-2]), reverse=True)]
+    for directory in candidates:
+        if all((directory / tool).exists() for tool in ("initdb", "postgres", "pg_isready")):
+            return directory
+    raise StackError("PostgreSQL server binaries not found (apt-get install postgresql, or run `make setup`)")
 
 
 def find_softhsm_module() -> str:
@@ -142,11 +144,11 @@ class Stack:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Stop every service in reverse start order, then remove temporary directories."""
+        """Stop services one by one in reverse start order (the switch before the databases it writes to),
+        then remove temporary directories."""
         for service in reversed(self.services):
             if service.process.poll() is None:
                 service.process.send_signal(service.stop_signal)
-        for service in reversed(self.services):
             try:
                 service.process.wait(timeout=15)
             except subprocess.TimeoutExpired:

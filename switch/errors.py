@@ -13,7 +13,7 @@ class ApiError(Exception):
     """An expected failure with its HTTP status; ``retryable`` marks errors a client may simply retry."""
 
     def __init__(self, status: int, type_: str, code: str, message: str, *, param: str | None = None,
-                 decline_code: str | None = None, retryable: bool = False) -> None:
+                 decline_code: str | None = None, retryable: bool = False, payment_id: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.type = type_
@@ -22,12 +22,16 @@ class ApiError(Exception):
         self.param = param
         self.decline_code = decline_code
         self.retryable = retryable
+        self.payment_id = payment_id
 
     def body(self, request_id: str) -> bytes:
-        return msgspec.json.encode({"error": {
+        error: dict[str, object] = {
             "type": self.type, "code": self.code, "decline_code": self.decline_code,
             "message": self.message, "param": self.param, "request_id": request_id,
-        }})
+        }
+        if self.payment_id:
+            error["payment_id"] = self.payment_id   # the failed payment, readable with GET /v1/payments/{id}
+        return msgspec.json.encode({"error": error})
 
 
 def invalid_request(code: str, message: str, param: str | None = None, status: int = 400) -> ApiError:
@@ -57,3 +61,11 @@ def idempotency_mismatch() -> ApiError:
 
 def service_unavailable(code: str, message: str) -> ApiError:
     return ApiError(503, "api_error", code, message, retryable=True)
+
+
+def network_timeout(payment_id: str) -> ApiError:
+    """No answer within the budget: not a decline. The authorization is reversed, never left standing."""
+    return ApiError(504, "api_error", "network_timeout",
+                    "The card network did not answer in time. The authorization is being reversed, so the card "
+                    "will not be charged; create a new payment (new Idempotency-Key) to try again.",
+                    payment_id=payment_id)

@@ -106,8 +106,7 @@ class HttpProtocol(asyncio.Protocol):
     # ----- protocol interface -------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not asyncio.Transport
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if peer else ""
         self._arm_idle_timer()

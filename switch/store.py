@@ -7,8 +7,10 @@ and a crash between statements can never leave half of a step written.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
@@ -40,6 +42,7 @@ class NewPayment:
     description: str | None
     statement_descriptor: str | None
     metadata: dict[str, str]
+    created_at: datetime
     deadline_at: datetime
 
 
@@ -106,8 +109,8 @@ WITH idem AS (
 ), pay AS (
     INSERT INTO payments (id, merchant_id, status, amount, currency, capture_method, card_token, card_brand,
                           card_last4, card_exp_month, card_exp_year, network, terminal_id, stan, rrn,
-                          transmitted_at, description, statement_descriptor, metadata, deadline_at)
-    SELECT $1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19
+                          transmitted_at, description, statement_descriptor, metadata, deadline_at, created_at)
+    SELECT $1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $22
     WHERE EXISTS (SELECT 1 FROM idem)
     RETURNING id
 ), event AS (
@@ -128,7 +131,7 @@ async def begin_payment(pool: asyncpg.Pool, payment: NewPayment, idempotency_key
         _BEGIN_PAYMENT, p.id, p.merchant_id, p.amount, p.currency, p.capture_method, p.card_token, p.card_brand,
         p.card_last4, p.card_exp_month, p.card_exp_year, p.network, p.terminal_id, p.stan, p.rrn,
         p.transmitted_at, p.description, p.statement_descriptor, p.metadata, p.deadline_at, idempotency_key,
-        fingerprint))
+        fingerprint, p.created_at))
 
 
 _FINISH_PAYMENT = """
@@ -212,7 +215,7 @@ async def list_payments(pool: asyncpg.Pool, merchant_id: str, limit: int, starti
     return rows, has_more
 
 
-def payment_object(row: asyncpg.Record) -> models.Payment:
+def payment_object(row: Mapping[str, Any]) -> models.Payment:
     return models.Payment(
         id=row["id"], status=row["status"], amount=row["amount"], amount_capturable=row["amount_capturable"],
         amount_received=row["amount_received"], amount_refunded=row["amount_refunded"], currency=row["currency"],
@@ -236,12 +239,30 @@ async def add_event(conn: asyncpg.Connection, payment_id: str, type_: str, from_
 
 # ----- outbox and ledger -------------------------------------------------------------------------------
 
-async def enqueue_outbox(conn: asyncpg.Connection, payment_id: str, kind: str, network: str, amount: int,
-                         stan: str, rrn: str, transmitted_at: str) -> int:
+@dataclass(slots=True)
+class OutboxItem:
+    """A message the network must acknowledge: a capture advice or a reversal of an earlier message."""
+
+    payment_id: str
+    kind: str                 # capture_advice | reversal
+    network: str
+    original_mti: str         # 0100 (authorization), 0200 (sale or refund)
+    processing_code: str
+    amount: int               # what the network should end up with: captured amount, 0 for a full reversal
+    original_amount: int
+    stan: str
+    rrn: str
+    transmitted_at: str
+    refund_id: str | None = None
+
+
+async def enqueue_outbox(conn: asyncpg.Connection | asyncpg.Pool, item: OutboxItem) -> int:
+    i = item
     return int(await conn.fetchval(
-        "INSERT INTO network_outbox (payment_id, kind, network, amount, stan, rrn, transmitted_at) "
-        "VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id", payment_id, kind, network, amount, stan, rrn,
-        transmitted_at))
+        "INSERT INTO network_outbox (payment_id, kind, refund_id, network, original_mti, processing_code, amount, "
+        "original_amount, stan, rrn, transmitted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) "
+        "RETURNING id", i.payment_id, i.kind, i.refund_id, i.network, i.original_mti, i.processing_code, i.amount,
+        i.original_amount, i.stan, i.rrn, i.transmitted_at))
 
 
 async def post_ledger(conn: asyncpg.Connection, posting_id: str, payment_id: str, currency: str,

@@ -1,4 +1,4 @@
-"""Trace numbers for ISO 8583 messages: terminal id (41), STAN (11), RRN (37) and transmission time (7).
+"""Trace numbers for ISO 8583 messages: terminal id (41), STAN (11) and RRN (37).
 
 A worker reserves blocks of 1,000 counters from a Postgres sequence (one round trip per 1,000 payments).
 See the comment on ``trace_blocks`` in schema.sql for how a counter maps to the three numbers.
@@ -6,7 +6,6 @@ See the comment on ``trace_blocks`` in schema.sql for how a counter maps to the 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -19,13 +18,11 @@ class Trace:
     terminal_id: str      # field 41, 8 characters
     stan: str             # field 11, 6 digits, never 000000
     rrn: str              # field 37, 12 digits
-    transmitted_at: str   # field 7, MMDDhhmmss UTC
 
 
-def trace_for(counter: int, now: float | None = None) -> Trace:
+def trace_for(counter: int) -> Trace:
     return Trace(terminal_id=f"SW{(counter // 1_000_000) % 1_000_000:06d}", stan=f"{counter % 1_000_000:06d}",
-                 rrn=f"{counter % 1_000_000_000_000:012d}",
-                 transmitted_at=time.strftime("%m%d%H%M%S", time.gmtime(now)))
+                 rrn=f"{counter % 1_000_000_000_000:012d}")
 
 
 class TraceAllocator:

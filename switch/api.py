@@ -1,0 +1,175 @@
+"""The merchant HTTP API: routing, authentication, idempotent POSTs, health and metrics.
+
+Every POST needs ``Authorization: Bearer <api key>`` and an ``Idempotency-Key``. A replay answers the
+stored status and body byte for byte with ``Idempotent-Replayed: true``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from urllib.parse import parse_qsl
+
+import asyncpg
+import msgspec
+import redis.asyncio as redis
+
+from switch import errors, metrics
+from switch.httpserver import Request, Response
+from switch.idempotency import Idempotency
+from switch.merchants import ApiKeyCache, Merchant
+from switch.network.router import Networks
+from switch.payments import Call, KeyTaken, PaymentEngine, Reply
+from switch.refunds import RefundEngine
+from switch.vault_client import VaultClient
+
+log = logging.getLogger(__name__)
+
+IDEMPOTENCY_KEY_LENGTH_MAX = 255
+READINESS_TIMEOUT_S = 1.0
+_ID = r"[a-z]{2,4}_[0-9A-Za-z]{10,40}"
+_PAYMENT_ACTION = re.compile(rf"^/v1/payments/({_ID})/(capture|cancel)$")
+_PAYMENT = re.compile(rf"^/v1/payments/({_ID})$")
+_REFUND = re.compile(rf"^/v1/refunds/({_ID})$")
+_JSON = "application/json"
+
+Operation = Callable[[Call], Awaitable[Reply]]
+
+
+def new_request_id() -> str:
+    return "req_" + secrets.token_urlsafe(12)
+
+
+class App:
+    def __init__(self, payments: PaymentEngine, refunds: RefundEngine, idempotency: Idempotency,
+                 api_keys: ApiKeyCache, pool: asyncpg.Pool, redis_client: redis.Redis, vault: VaultClient,
+                 networks: Networks) -> None:
+        self.payments = payments
+        self.refunds = refunds
+        self.idempotency = idempotency
+        self.api_keys = api_keys
+        self.pool = pool
+        self.redis = redis_client
+        self.vault = vault
+        self.networks = networks
+
+    async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = new_request_id()
+        route = "unknown"
+        try:
+            route, response = await self._dispatch(request, request_id)
+        except errors.ApiError as error:
+            response = Response(error.status, error.body(request_id))
+        response.headers.append(("request-id", request_id))
+        metrics.http_requests.labels(request.method, route, str(response.status)).inc()
+        metrics.http_latency.labels(route).observe(time.perf_counter() - started)
+        return response
+
+    async def _dispatch(self, request: Request, request_id: str) -> tuple[str, Response]:
+        path, method = request.path, request.method
+        if path == "/healthz":
+            return "healthz", Response(200, b'{"status":"ok"}')
+        if path == "/readyz":
+            return "readyz", await self.readiness()
+        if path == "/metrics":
+            return "metrics", Response(200, metrics.render(), content_type=metrics.CONTENT_TYPE)
+        if not path.startswith("/v1/"):
+            raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
+                                         status=404)
+        merchant = await self.authenticate(request)
+        if method == "POST":
+            route, operation = self._post_route(path, request.body)
+            return route, await self.idempotent(request, merchant, request_id, operation)
+        if method == "GET":
+            route, body = await self._get_route(path, merchant, request.query)
+            return route, Response(200, body)
+        raise errors.invalid_request("method_not_allowed", f"{method} is not allowed on {path[:100]}.", status=405)
+
+    def _post_route(self, path: str, body: bytes) -> tuple[str, Operation]:
+        if path == "/v1/payments":
+            return "payments.create", lambda call: self.payments.create(call, body)
+        if path == "/v1/refunds":
+            return "refunds.create", lambda call: self.refunds.create(call, body)
+        match = _PAYMENT_ACTION.match(path)
+        if match and match.group(2) == "capture":
+            return "payments.capture", lambda call: self.payments.capture(call, match.group(1), body)
+        if match:
+            return "payments.cancel", lambda call: self.payments.cancel(call, match.group(1), body)
+        raise errors.invalid_request("not_found", f"Unrecognized request URL (POST {path[:100]}).", status=404)
+
+    async def _get_route(self, path: str, merchant: Merchant, query: str) -> tuple[str, bytes]:
+        if path == "/v1/payments":
+            return "payments.list", await self.payments.list(merchant, dict(parse_qsl(query)))
+        if match := _PAYMENT.match(path):
+            return "payments.get", await self.payments.get(merchant, match.group(1))
+        if match := _REFUND.match(path):
+            return "refunds.get", await self.refunds.get(merchant.id, match.group(1))
+        raise errors.invalid_request("not_found", f"Unrecognized request URL (GET {path[:100]}).", status=404)
+
+    async def authenticate(self, request: Request) -> Merchant:
+        header = request.header("authorization")
+        if not header:
+            raise errors.authentication_error("You did not provide an API key. Send it as 'Authorization: Bearer "
+                                              "<api key>'.")
+        scheme, _, api_key = header.partition(" ")
+        if scheme.lower() != "bearer" or not api_key.strip():
+            raise errors.authentication_error("The Authorization header must be 'Bearer <api key>'.")
+        merchant = await self.api_keys.merchant_for(api_key.strip())
+        if merchant is None:
+            raise errors.authentication_error("Invalid API key provided.")
+        return merchant
+
+    async def idempotent(self, request: Request, merchant: Merchant, request_id: str,
+                         operation: Operation) -> Response:
+        key = request.header("idempotency-key").strip()
+        if not key:
+            raise errors.invalid_request("idempotency_key_missing", "Every POST needs an Idempotency-Key header.",
+                                         "Idempotency-Key")
+        if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not key.isprintable():
+            raise errors.invalid_request("idempotency_key_invalid", "The Idempotency-Key must be 1 to "
+                                         f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable characters.", "Idempotency-Key")
+        fingerprint = self.idempotency.fingerprint(request.method, request.path, request.body)
+        replay = await self.idempotency.acquire(merchant.id, key, fingerprint)
+        if replay is not None:
+            return self._replayed(replay.status, replay.body)
+        call = Call(merchant, key, fingerprint, request_id)
+        try:
+            reply = await operation(call)
+        except KeyTaken:
+            replay = await self.idempotency.from_database(merchant.id, key, fingerprint)
+            return self._replayed(replay.status, replay.body)
+        except errors.ApiError:
+            # Raised before anything was written (validation, card, lookup): nothing to replay.
+            await self.idempotency.release(merchant.id, key)
+            raise
+        await self.idempotency.remember(merchant.id, key, fingerprint, reply.status, reply.body)
+        return Response(reply.status, reply.body)
+
+    @staticmethod
+    def _replayed(status: int, body: bytes) -> Response:
+        metrics.idempotent_replays.inc()
+        return Response(status, body, headers=[("idempotent-replayed", "true")])
+
+    async def readiness(self) -> Response:
+        checks = await asyncio.gather(self._check_postgres(), self._check_redis(), self._check_vault(),
+                                      return_exceptions=True)
+        names = ("postgres", "redis", "vault")
+        result: dict[str, object] = {name: check is True for name, check in zip(names, checks, strict=True)}
+        result["networks"] = self.networks.ready()
+        ready = all(result[name] for name in names) and any(result["networks"].values())  # type: ignore[union-attr]
+        result["status"] = "ready" if ready else "not_ready"
+        return Response(200 if ready else 503, msgspec.json.encode(result))
+
+    async def _check_postgres(self) -> bool:
+        return await asyncio.wait_for(self.pool.fetchval("SELECT 1"), READINESS_TIMEOUT_S) == 1
+
+    async def _check_redis(self) -> bool:
+        return bool(await asyncio.wait_for(self.redis.ping(), READINESS_TIMEOUT_S))
+
+    async def _check_vault(self) -> bool:
+        return await asyncio.wait_for(self.vault.ping(), READINESS_TIMEOUT_S)

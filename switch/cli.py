@@ -1,0 +1,128 @@
+"""The `switch` command: run the server, manage merchants and keys, check the ledger.
+
+    switch serve --port 8080 --workers 4       run the merchant API (needs DATABASE_URL, REDIS_URL, ...)
+    switch merchants create --name shop        create a merchant; prints its API key once
+    switch keys create --merchant acct_...     another API key for a merchant
+    switch keys revoke --key key_...           revoke a key (workers stop accepting it within 30 s)
+    switch ledger check                        exit 1 if any posting does not sum to zero
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+
+import asyncpg
+
+
+def _database_url() -> str:
+    url = os.environ.get("DATABASE_URL")
+    if not url:
+        sys.exit("switch: set DATABASE_URL to the switch database (postgresql://...)")
+    return url
+
+
+async def _with_connection(action):  # type: ignore[no-untyped-def]
+    conn = await asyncpg.connect(_database_url())
+    try:
+        return await action(conn)
+    finally:
+        await conn.close()
+
+
+def cmd_merchants_create(args: argparse.Namespace) -> int:
+    from switch.merchants import create_merchant
+
+    created = asyncio.run(_with_connection(lambda conn: create_merchant(conn, args.name)))
+    if args.quiet:
+        print(created.api_key)
+    else:
+        print(f"merchant  {created.merchant_id}  ({args.name})")
+        print(f"key id    {created.key_id}")
+        print(f"api key   {created.api_key}")
+        print("The API key is shown once and stored only as a hash: keep it now.")
+    return 0
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from switch.merchants import create_key
+
+    created = asyncio.run(_with_connection(lambda conn: create_key(conn, args.merchant)))
+    print(f"key id    {created.key_id}\napi key   {created.api_key}\nThe API key is shown once.")
+    return 0
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from switch.merchants import revoke_key
+
+    revoked = asyncio.run(_with_connection(lambda conn: revoke_key(conn, args.key)))
+    print("revoked" if revoked else "no such active key")
+    return 0 if revoked else 1
+
+
+def cmd_ledger_check(args: argparse.Namespace) -> int:
+    from switch.store import unbalanced_postings
+
+    async def check(conn: asyncpg.Connection) -> int:
+        rows = await unbalanced_postings(conn)
+        total = await conn.fetchval("SELECT count(DISTINCT posting_id) FROM ledger_entries")
+        for row in rows:
+            print(f"UNBALANCED {row['posting_id']} {row['currency']} {row['total']}")
+        print(f"ledger: {total} postings, {len(rows)} unbalanced")
+        return 1 if rows else 0
+
+    return int(asyncio.run(_with_connection(check)))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from switch.server import Supervisor
+
+    return Supervisor(args.host, args.port, args.workers).run()
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from switch.server import run_worker
+
+    return run_worker(args.host, args.port, args.index)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switch", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the merchant API with N workers on one port")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    serve.set_defaults(func=cmd_serve)
+    worker = sub.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("--host", default="127.0.0.1")
+    worker.add_argument("--port", type=int, required=True)
+    worker.add_argument("--index", type=int, default=0)
+    worker.set_defaults(func=cmd_worker)
+    merchants = sub.add_parser("merchants", help="manage merchants").add_subparsers(dest="action", required=True)
+    create = merchants.add_parser("create", help="create a merchant and print its API key once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--quiet", action="store_true", help="print only the API key")
+    create.set_defaults(func=cmd_merchants_create)
+    keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    key_create = keys.add_parser("create")
+    key_create.add_argument("--merchant", required=True)
+    key_create.set_defaults(func=cmd_keys_create)
+    key_revoke = keys.add_parser("revoke")
+    key_revoke.add_argument("--key", required=True)
+    key_revoke.set_defaults(func=cmd_keys_revoke)
+    ledger = sub.add_parser("ledger", help="ledger checks").add_subparsers(dest="action", required=True)
+    ledger.add_parser("check", help="exit 1 if any posting does not balance").set_defaults(func=cmd_ledger_check)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

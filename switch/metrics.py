@@ -1,0 +1,30 @@
+"""Prometheus metrics of the switch. Labels are bounded sets (routes, statuses, networks): never ids,
+never card data. With several workers, prometheus-client's multiprocess mode aggregates them
+(PROMETHEUS_MULTIPROC_DIR is set by `switch serve` before the workers start)."""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 5.0)
+
+http_requests = Counter("switch_http_requests_total", "Merchant API requests", ["method", "route", "status"])
+http_latency = Histogram("switch_http_request_duration_seconds", "Merchant API latency", ["route"],
+                         buckets=LATENCY_BUCKETS_S)
+payments = Counter("switch_payments_total", "Payments by network and outcome", ["network", "outcome"])
+idempotent_replays = Counter("switch_idempotent_replays_total", "Requests answered from a stored response")
+late_responses = Counter("switch_network_late_responses_total", "Network responses after their request timed out",
+                         ["network", "mti"])
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def render() -> bytes:
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()

@@ -1,0 +1,159 @@
+"""Refunds: one or more partial refunds of a captured payment, each an online 0200 (processing code 20).
+
+The refund amount is reserved on the payment (``amount_refunded``) under the payment's row lock before the
+network is asked, so concurrent refunds can never exceed what was captured. A decline releases the
+reservation; no answer in time releases it too and queues a reversal of the refund's 0200.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
+
+from switch import errors, models, store
+from switch.currency import lookup as lookup_currency
+from switch.ids import new_id
+from switch.iso import messages
+from switch.iso.codes import ResultCode, result_for_field39
+from switch.network.link import NetworkError
+from switch.payments import Call, KeyTaken, PaymentEngine, Reply, decode, vault_failure
+from switch.states import Event, Status, apply
+from switch.vault_client import VaultError
+
+PROCESSING_CODE_REFUND = "200000"
+REFUND_COLUMNS = "id, payment_id, merchant_id, amount, currency, status, failure_code, created_at"
+
+
+class RefundEngine:
+    def __init__(self, payments: PaymentEngine) -> None:
+        self.payments = payments
+        self.pool = payments.pool
+
+    async def create(self, call: Call, body: bytes) -> Reply:
+        started = time.monotonic()
+        request: models.RefundCreate = decode(models.refund_create_decoder, body)
+        trace = await self.payments.traces.next()
+        now = datetime.now(UTC)
+        async with self.pool.acquire() as conn, conn.transaction():
+            payment, amount = await self._reserve(conn, call, request)
+            refund_id = await self._insert(conn, call, payment, amount, trace.stan, trace.rrn,
+                                           messages.transmission_datetime(now))
+        try:
+            card = await self.payments.vault.detokenize(call.merchant.id, payment["card_token"])
+        except VaultError as error:
+            return await self._finish(call, payment, refund_id, amount, "failed", "vault_unavailable", None,
+                                      vault_failure(error))
+        currency = lookup_currency(payment["currency"])
+        assert currency is not None
+        message = messages.financial_request(
+            pan=card.number.reveal(), amount_minor=amount, currency=currency.numeric, stan=trace.stan,
+            rrn=trace.rrn, terminal_id=trace.terminal_id, merchant_id=call.merchant.id[-15:],
+            expiry_yymm=f"{card.exp_year % 100:02d}{card.exp_month:02d}", processing_code=PROCESSING_CODE_REFUND,
+            now=now)
+        settings = self.payments.settings
+        budget_s = min(settings.payment_budget_s - (time.monotonic() - started), settings.network_timeout_s)
+        try:
+            response = await self.payments.networks.send(payment["network"], message, budget_s)
+        except NetworkError as error:
+            return await self._not_answered(call, payment, refund_id, amount, sent=not error.retryable)
+        code = str(response.get("39", ""))
+        if result_for_field39(code) == ResultCode.APPROVED:
+            return await self._finish(call, payment, refund_id, amount, "succeeded", None, code, None)
+        return await self._finish(call, payment, refund_id, amount, "failed", "declined", code, None)
+
+    async def _reserve(self, conn: asyncpg.Connection, call: Call,
+                       request: models.RefundCreate) -> tuple[asyncpg.Record, int]:
+        if not await store.claim_key(conn, call.merchant.id, call.idempotency_key, "POST", "/v1/refunds",
+                                     call.fingerprint):
+            raise KeyTaken
+        payment = await store.get_payment(conn, call.merchant.id, request.payment, for_update=True)
+        if payment is None:
+            raise errors.not_found("payment", request.payment, "payment")
+        apply(payment["status"], Event.REFUND_REQUESTED)
+        refundable = payment["amount_received"] - payment["amount_refunded"]
+        amount = request.amount or refundable
+        if refundable <= 0:
+            raise errors.invalid_request("charge_already_refunded", "This payment has already been fully refunded.",
+                                         "payment")
+        if amount > refundable:
+            raise errors.invalid_request("amount_too_large", f"The refund amount is larger than the {refundable} "
+                                         "that remains refundable.", "amount")
+        await conn.execute("UPDATE payments SET amount_refunded = amount_refunded + $2, updated_at = now() "
+                           "WHERE id = $1", payment["id"], amount)
+        await store.add_event(conn, payment["id"], Event.REFUND_REQUESTED, Status.SUCCEEDED, Status.SUCCEEDED,
+                              amount)
+        return payment, amount
+
+    @staticmethod
+    async def _insert(conn: asyncpg.Connection, call: Call, payment: asyncpg.Record, amount: int, stan: str,
+                      rrn: str, transmitted_at: str) -> str:
+        refund_id = new_id("re")
+        await conn.execute(
+            "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status, stan, rrn, transmitted_at) "
+            "VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)", refund_id, payment["id"], call.merchant.id, amount,
+            payment["currency"], stan, rrn, transmitted_at)
+        await conn.execute("UPDATE idempotency_keys SET payment_id = $3 WHERE merchant_id = $1 AND idempotency_key = $2",
+                           call.merchant.id, call.idempotency_key, payment["id"])
+        return refund_id
+
+    async def _not_answered(self, call: Call, payment: asyncpg.Record, refund_id: str, amount: int, *,
+                            sent: bool) -> Reply:
+        reversal = None
+        if sent:
+            refund = await self.pool.fetchrow("SELECT stan, rrn, transmitted_at FROM refunds WHERE id = $1", refund_id)
+            reversal = store.OutboxItem(payment["id"], "reversal", payment["network"], messages.MTI_FINANCIAL_REQUEST,
+                                        PROCESSING_CODE_REFUND, 0, amount, refund["stan"], refund["rrn"],
+                                        refund["transmitted_at"], refund_id=refund_id)
+        reply = await self._finish(call, payment, refund_id, amount, "failed",
+                                   "network_timeout" if sent else "network_unavailable", None, None, reversal)
+        if sent:
+            self.payments.outbox.wake()
+        return reply
+
+    async def _finish(self, call: Call, payment: asyncpg.Record, refund_id: str, amount: int, status: str,
+                      failure_code: str | None, response_code: str | None, error: errors.ApiError | None,
+                      reversal: store.OutboxItem | None = None) -> Reply:
+        async with self.pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                f"UPDATE refunds SET status = $2, failure_code = $3, response_code = $4, updated_at = now() "
+                f"WHERE id = $1 RETURNING {REFUND_COLUMNS}", refund_id, status, failure_code, response_code)
+            if status == "succeeded":
+                await store.add_event(conn, payment["id"], Event.REFUND_SUCCEEDED, Status.SUCCEEDED, Status.SUCCEEDED,
+                                      amount, response_code)
+                await post_refund(conn, payment, refund_id, amount)
+            else:
+                await conn.execute("UPDATE payments SET amount_refunded = amount_refunded - $2, updated_at = now() "
+                                   "WHERE id = $1", payment["id"], amount)
+                await store.add_event(conn, payment["id"], Event.REFUND_FAILED, Status.SUCCEEDED, Status.SUCCEEDED,
+                                      amount, response_code)
+            if reversal is not None:
+                await store.enqueue_outbox(conn, reversal)
+            reply = (Reply(error.status, error.body(call.request_id)) if error
+                     else Reply(200, models.encoder.encode(refund_object(row))))
+            await store.finish_key(conn, call.merchant.id, call.idempotency_key, reply.status, reply.body,
+                                   payment["id"])
+        return reply
+
+    async def get(self, merchant_id: str, refund_id: str) -> bytes:
+        row = await self.pool.fetchrow(f"SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1 AND merchant_id = $2",
+                                       refund_id, merchant_id)
+        if row is None:
+            raise errors.not_found("refund", refund_id)
+        return msgspec.json.encode(refund_object(row))
+
+
+def refund_object(row: asyncpg.Record) -> models.Refund:
+    return models.Refund(id=row["id"], payment=row["payment_id"], amount=row["amount"], currency=row["currency"],
+                         status=row["status"], failure_reason=row["failure_code"],
+                         created=int(row["created_at"].timestamp()))
+
+
+async def post_refund(conn: asyncpg.Connection, payment: asyncpg.Record, refund_id: str, amount: int) -> None:
+    """The merchant owes the refund back; the network pays it out to the card."""
+    await store.post_ledger(conn, f"refund:{refund_id}", payment["id"], payment["currency"], [
+        (f"merchant:{payment['merchant_id']}:payable", amount),
+        (f"network:{payment['network']}:receivable", -amount),
+    ])
