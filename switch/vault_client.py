@@ -1,0 +1,390 @@
+"""Client for the vault process, and the wire contract both sides speak.
+
+Transport: a Unix socket. Frames: 4-byte big-endian length + msgpack body, at most FRAME_BYTES_MAX. The
+first frame is ``{"op": "hello", "credential": ...}``; the vault answers ``{"id": 0, "ok": true}`` or an
+error frame and closes. Then requests ``{"id": n, "op": "tokenize" | "detokenize" | "ping", ...}`` are
+pipelined and answered ``{"id": n, "ok": bool, ...}`` in completion order.
+
+The vault imports the wire types from here (the switch must never import the vault, which holds the HSM).
+Message types that can hold a PAN or CVC mask their repr.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import struct
+from dataclasses import dataclass
+from typing import cast
+
+import msgspec
+
+from switch.cards import CardData, CardError, CardNumber, SecretStr
+
+log = logging.getLogger("switch.vault_client")
+
+FRAME_HEADER = struct.Struct(">I")
+FRAME_BYTES_MAX = 64 * 1024
+HELLO_ID = 0
+MERCHANT_ID_LENGTH_MAX = 64
+TOKEN_LENGTH_MAX = 64
+CALLER_LENGTH_MAX = 64
+CREDENTIAL_LENGTH_MAX = 256
+
+# ----- framing ---------------------------------------------------------------------------------------
+
+
+class FrameError(ValueError):
+    """The peer sent a frame header announcing more than the maximum we accept."""
+
+
+class FrameDecoder:
+    """Splits a byte stream into frame bodies. Holds at most one partial frame."""
+
+    def __init__(self, frame_bytes_max: int = FRAME_BYTES_MAX) -> None:
+        self._frame_bytes_max = frame_bytes_max
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        self._buffer += data
+        frames: list[bytes] = []
+        offset = 0
+        buffer = self._buffer
+        while len(buffer) - offset >= FRAME_HEADER.size:
+            (length,) = FRAME_HEADER.unpack_from(buffer, offset)
+            if length > self._frame_bytes_max:
+                raise FrameError(f"frame of {length} bytes exceeds {self._frame_bytes_max}")
+            end = offset + FRAME_HEADER.size + length
+            if len(buffer) < end:
+                break
+            frames.append(bytes(buffer[offset + FRAME_HEADER.size:end]))
+            offset = end
+        if offset:
+            del buffer[:offset]
+        return frames
+
+
+def encode_frame(body: bytes) -> bytes:
+    if len(body) > FRAME_BYTES_MAX:
+        raise FrameError(f"frame of {len(body)} bytes exceeds {FRAME_BYTES_MAX}")
+    return FRAME_HEADER.pack(len(body)) + body
+
+
+# ----- messages --------------------------------------------------------------------------------------
+
+_MerchantId = msgspec.Meta(min_length=1, max_length=MERCHANT_ID_LENGTH_MAX)
+
+
+class Hello(msgspec.Struct, tag="hello", tag_field="op", forbid_unknown_fields=True):
+    credential: str
+    caller: str = "switch"
+
+    def __repr__(self) -> str:
+        return f"Hello(caller={self.caller!r}, credential='***')"
+
+
+class PingRequest(msgspec.Struct, tag="ping", tag_field="op", forbid_unknown_fields=True):
+    id: int
+
+
+class TokenizeRequest(msgspec.Struct, tag="tokenize", tag_field="op", forbid_unknown_fields=True):
+    id: int
+    merchant_id: str
+    number: str
+    exp_month: int
+    exp_year: int
+    cvc: str | None = None
+
+    def __repr__(self) -> str:
+        return f"TokenizeRequest(id={self.id}, merchant_id={self.merchant_id!r}, number='***', cvc='***')"
+
+
+class DetokenizeRequest(msgspec.Struct, tag="detokenize", tag_field="op", forbid_unknown_fields=True):
+    id: int
+    merchant_id: str
+    token: str
+
+
+Request = PingRequest | TokenizeRequest | DetokenizeRequest
+
+
+class Response(msgspec.Struct, omit_defaults=True):
+    id: int
+    ok: bool
+    error: str | None = None
+    token: str | None = None
+    brand: str | None = None
+    bin: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+    fingerprint: str | None = None
+    number: str | None = None
+    cvc: str | None = None
+
+    def __repr__(self) -> str:
+        return f"Response(id={self.id}, ok={self.ok}, error={self.error!r}, token={self.token!r})"
+
+
+REQUEST_DECODER = msgspec.msgpack.Decoder(Request)
+HELLO_DECODER = msgspec.msgpack.Decoder(Hello)
+RESPONSE_DECODER = msgspec.msgpack.Decoder(Response)
+ENCODER = msgspec.msgpack.Encoder()
+
+# ----- errors ----------------------------------------------------------------------------------------
+
+VAULT_ERROR_CODES = frozenset({
+    "not_found", "invalid_request", "invalid_number", "incorrect_number", "unsupported_brand",
+    "invalid_expiry_month", "invalid_expiry_year", "expired_card", "invalid_cvc", "decrypt_failed",
+    "unauthorized", "unavailable",
+})
+
+
+class VaultError(Exception):
+    """The vault answered with an error code (VAULT_ERROR_CODES). Never carries card data."""
+
+    retryable = False
+
+    def __init__(self, code: str, detail: str = "") -> None:
+        super().__init__(code if not detail else f"{code}: {detail}")
+        self.code = code if code in VAULT_ERROR_CODES else "unavailable"
+
+
+class VaultUnavailable(VaultError):
+    """No connection, too many requests in flight, or no answer in time. Safe to retry."""
+
+    retryable = True
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("unavailable", detail)
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    token: str
+    brand: str
+    bin: str
+    last4: str
+    exp_month: int
+    exp_year: int
+    fingerprint_hex: str
+
+
+# ----- connection ------------------------------------------------------------------------------------
+
+
+class _Connection(asyncio.Protocol):
+    """One persistent, pipelined connection: a pending map of request id → future."""
+
+    def __init__(self, on_lost: asyncio.Future[None]) -> None:
+        self._decoder = FrameDecoder()
+        self._transport: asyncio.Transport | None = None
+        self._pending: dict[int, asyncio.Future[Response]] = {}
+        self._ids = itertools.count(HELLO_ID + 1)
+        self._on_lost = on_lost
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError:
+            log.error("vault sent an oversized frame; closing the connection")
+            self.abort()
+            return
+        for body in frames:
+            try:
+                response = RESPONSE_DECODER.decode(body)
+            except msgspec.DecodeError as exc:
+                log.error("vault sent an undecodable frame (%s); closing the connection", exc)
+                self.abort()
+                return
+            future = self._pending.pop(response.id, None)
+            if future is None:
+                log.warning("vault answered unknown request id %d", response.id)
+            elif not future.done():
+                future.set_result(response)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        pending, self._pending = self._pending, {}
+        for future in pending.values():
+            if not future.done():
+                future.set_exception(VaultUnavailable("connection lost"))
+        if not self._on_lost.done():
+            self._on_lost.set_result(None)
+
+    @property
+    def lost(self) -> asyncio.Future[None]:
+        """Resolved when the connection is gone."""
+        return self._on_lost
+
+    @property
+    def inflight(self) -> int:
+        return len(self._pending)
+
+    def send(self, message: msgspec.Struct, request_id: int) -> asyncio.Future[Response]:
+        if self.closed or self._transport is None:
+            raise VaultUnavailable("connection closed")
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
+        self._pending[request_id] = future
+        self._transport.write(encode_frame(ENCODER.encode(message)))
+        return future
+
+    def next_id(self) -> int:
+        return next(self._ids)
+
+    def forget(self, request_id: int) -> None:
+        self._pending.pop(request_id, None)
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+class VaultClient:
+    """Pipelined requests over ``connections`` persistent Unix-socket connections (round-robin)."""
+
+    def __init__(self, socket_path: str, credential: str, connections: int = 4, *,
+                 inflight_max: int = 4096, timeout_s: float = 2.0, caller: str = "switch",
+                 reconnect_delay_max_s: float = 2.0) -> None:
+        assert connections >= 1 and inflight_max >= 1
+        self._socket_path = socket_path
+        self._credential = credential
+        self._caller = caller
+        self._inflight_max = inflight_max
+        self._timeout_s = timeout_s
+        self._reconnect_delay_max_s = reconnect_delay_max_s
+        self._slots: list[_Connection | None] = [None] * connections
+        self._tasks: list[asyncio.Task[None]] = []
+        self._round_robin = itertools.count()
+        self._inflight = 0
+        self._closing = False
+
+    def __repr__(self) -> str:
+        live = sum(1 for slot in self._slots if slot is not None and not slot.closed)
+        return f"VaultClient(socket={self._socket_path!r}, live={live}/{len(self._slots)})"
+
+    # -- life cycle --
+
+    async def connect(self) -> None:
+        """Open every connection (raising if any cannot authenticate), then keep them up in the background."""
+        results = await asyncio.gather(*(self._open() for _ in self._slots), return_exceptions=True)
+        errors = [result for result in results if isinstance(result, BaseException)]
+        for index, result in enumerate(results):
+            if isinstance(result, _Connection):
+                self._slots[index] = result
+        if errors:
+            await self.close()
+            error = errors[0]
+            raise error if isinstance(error, VaultError) else VaultUnavailable(f"connect failed: {error}")
+        self._tasks = [asyncio.get_running_loop().create_task(self._keep(index), name=f"vault-conn-{index}")
+                       for index in range(len(self._slots))]
+
+    async def close(self) -> None:
+        self._closing = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        for index, connection in enumerate(self._slots):
+            if connection is not None:
+                connection.close()
+            self._slots[index] = None
+
+    async def _open(self) -> _Connection:
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[None] = loop.create_future()
+        _, connection = await loop.create_unix_connection(lambda: _Connection(lost), self._socket_path)
+        try:
+            future = connection.send(Hello(credential=self._credential, caller=self._caller), HELLO_ID)
+            async with asyncio.timeout(self._timeout_s):
+                response = await future
+        except BaseException:
+            connection.abort()
+            raise
+        if not response.ok:
+            connection.abort()
+            raise VaultError(response.error or "unauthorized")
+        return connection
+
+    async def _keep(self, index: int) -> None:
+        """Wait for the slot's connection to drop, then reconnect with exponential backoff."""
+        delay_s = 0.05
+        while not self._closing:
+            connection = self._slots[index]
+            if connection is not None:
+                await asyncio.shield(connection.lost)
+                self._slots[index] = None
+                log.warning("vault connection %d lost; reconnecting", index)
+            try:
+                self._slots[index] = await self._open()
+                delay_s = 0.05
+            except (OSError, VaultError, TimeoutError) as exc:
+                log.warning("vault reconnect %d failed (%s); retry in %.2fs",
+                            index, type(exc).__name__, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, self._reconnect_delay_max_s)
+
+    # -- requests --
+
+    def _pick(self) -> _Connection:
+        slots = len(self._slots)
+        for _ in range(slots):
+            connection = self._slots[next(self._round_robin) % slots]
+            if connection is not None and not connection.closed:
+                return connection
+        raise VaultUnavailable("no live connection")
+
+    async def _call(self, build: type[msgspec.Struct], timeout_s: float | None, **fields: object) -> Response:
+        if self._inflight >= self._inflight_max:
+            raise VaultUnavailable("too many requests in flight")
+        connection = self._pick()
+        request_id = connection.next_id()
+        future = connection.send(build(id=request_id, **fields), request_id)
+        self._inflight += 1
+        try:
+            async with asyncio.timeout(self._timeout_s if timeout_s is None else timeout_s):
+                return await future
+        except TimeoutError:
+            raise VaultUnavailable("no answer in time") from None
+        finally:
+            self._inflight -= 1
+            connection.forget(request_id)
+
+    async def ping(self, timeout_s: float | None = None) -> bool:
+        try:
+            response = await self._call(PingRequest, timeout_s)
+        except VaultError:
+            return False
+        return response.ok
+
+    async def tokenize(self, merchant_id: str, number: CardNumber, exp_month: int, exp_year: int,
+                       cvc: SecretStr | None = None, *, timeout_s: float | None = None) -> TokenInfo:
+        response = await self._call(
+            TokenizeRequest, timeout_s, merchant_id=merchant_id, number=number.reveal(), exp_month=exp_month,
+            exp_year=exp_year, cvc=None if cvc is None else cvc.reveal())
+        if not response.ok:
+            raise VaultError(response.error or "unavailable")
+        return TokenInfo(token=response.token or "", brand=response.brand or "", bin=response.bin or "",
+                         last4=response.last4 or "", exp_month=response.exp_month or 0,
+                         exp_year=response.exp_year or 0, fingerprint_hex=response.fingerprint or "")
+
+    async def detokenize(self, merchant_id: str, token: str, *, timeout_s: float | None = None) -> CardData:
+        response = await self._call(DetokenizeRequest, timeout_s, merchant_id=merchant_id, token=token)
+        if not response.ok:
+            raise VaultError(response.error or "unavailable")
+        try:
+            number = CardNumber(response.number or "")
+        except CardError:
+            raise VaultError("decrypt_failed", "vault returned an invalid card number") from None
+        return CardData(number=number, exp_month=response.exp_month or 0, exp_year=response.exp_year or 0,
+                        brand=response.brand or "", last4=response.last4 or "",
+                        cvc=None if response.cvc is None else SecretStr(response.cvc))

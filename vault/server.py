@@ -1,0 +1,313 @@
+"""The vault process: a Unix-socket server (asyncio.Protocol on uvloop) in front of ``Vault``.
+
+Wire contract: ``switch.vault_client`` (framing, hello, pipelined requests answered as they finish).
+Layers: ``VaultProtocol`` knows frames and the hello handshake; ``VaultApp`` maps requests to the vault
+and errors to codes; ``serve`` owns the life cycle (HSM, pool, socket, signals).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import cast
+
+import asyncpg
+import msgspec
+
+from switch.cards import CardError, CardNumber, SecretStr
+from switch.vault_client import (
+    CALLER_LENGTH_MAX,
+    CREDENTIAL_LENGTH_MAX,
+    ENCODER,
+    HELLO_DECODER,
+    HELLO_ID,
+    MERCHANT_ID_LENGTH_MAX,
+    REQUEST_DECODER,
+    DetokenizeRequest,
+    FrameDecoder,
+    FrameError,
+    PingRequest,
+    Request,
+    Response,
+    TokenizeRequest,
+    encode_frame,
+)
+from vault.hsm import Hsm, HsmError, kek_label
+from vault.service import Vault, VaultError
+
+log = logging.getLogger("vault.server")
+
+CONNECTIONS_MAX = 256
+INFLIGHT_PER_CONNECTION_MAX = 2048
+HELLO_TIMEOUT_S = 5.0
+SHUTDOWN_GRACE_S = 5.0
+POOL_SIZE_MAX_DEFAULT = 16
+
+
+class ConfigError(ValueError):
+    """A required environment variable is missing or invalid (the message names it, never its value)."""
+
+
+@dataclass(frozen=True)
+class VaultConfig:
+    database_url: str
+    hsm_module: str
+    softhsm2_conf: str
+    token_label: str
+    pin: str
+    socket_path: str
+    credential: str
+    kek_label: str
+    pool_size_max: int
+
+    def __repr__(self) -> str:
+        return (f"VaultConfig(socket_path={self.socket_path!r}, token_label={self.token_label!r}, "
+                f"kek_label={self.kek_label!r}, pin='***', credential='***', database_url='***')")
+
+    @classmethod
+    def from_env(cls, *, need_socket: bool = True, environ: dict[str, str] | None = None) -> VaultConfig:
+        env = dict(os.environ if environ is None else environ)
+        required = ["VAULT_DATABASE_URL", "HSM_MODULE", "HSM_TOKEN_LABEL", "HSM_PIN"]
+        if need_socket:
+            required += ["VAULT_SOCKET", "VAULT_CREDENTIAL"]
+        missing = [name for name in required if not env.get(name)]
+        if missing:
+            raise ConfigError(f"missing environment variables: {', '.join(missing)}")
+        try:
+            pool_size_max = int(env.get("VAULT_DB_POOL_MAX", str(POOL_SIZE_MAX_DEFAULT)))
+        except ValueError:
+            raise ConfigError("VAULT_DB_POOL_MAX must be an integer") from None
+        return cls(database_url=env["VAULT_DATABASE_URL"], hsm_module=env["HSM_MODULE"],
+                   softhsm2_conf=env.get("SOFTHSM2_CONF", ""), token_label=env["HSM_TOKEN_LABEL"],
+                   pin=env["HSM_PIN"], socket_path=env.get("VAULT_SOCKET", ""),
+                   credential=env.get("VAULT_CREDENTIAL", ""),
+                   kek_label=env.get("HSM_KEK_LABEL") or kek_label(1),
+                   pool_size_max=pool_size_max)
+
+
+# ----- application: requests → vault → responses ----------------------------------------------------
+
+
+class VaultApp:
+    def __init__(self, vault: Vault, credential: str) -> None:
+        self.vault = vault
+        self._credential = credential.encode()
+        self.connections: set[VaultProtocol] = set()
+
+    def authenticate(self, credential: str) -> bool:
+        return hmac.compare_digest(credential.encode(), self._credential)
+
+    async def handle(self, request: Request, caller: str) -> Response:
+        try:
+            if isinstance(request, TokenizeRequest):
+                return await self._tokenize(request, caller)
+            if isinstance(request, DetokenizeRequest):
+                return await self._detokenize(request, caller)
+            return Response(id=request.id, ok=True)
+        except VaultError as exc:
+            return Response(id=request.id, ok=False, error=exc.code)
+        except CardError as exc:
+            return Response(id=request.id, ok=False, error=exc.code)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            log.error("request %d failed: %s", request.id, type(exc).__name__)
+            return Response(id=request.id, ok=False, error="unavailable")
+
+    async def _tokenize(self, request: TokenizeRequest, caller: str) -> Response:
+        if len(request.merchant_id) > MERCHANT_ID_LENGTH_MAX:
+            raise VaultError("invalid_request")
+        number = CardNumber(request.number)
+        cvc = None if request.cvc is None else SecretStr(request.cvc)
+        record = await self.vault.tokenize(request.merchant_id, number, request.exp_month, request.exp_year,
+                                           cvc, caller=caller)
+        return Response(id=request.id, ok=True, token=record.token, brand=record.brand, bin=record.bin,
+                        last4=record.last4, exp_month=record.exp_month, exp_year=record.exp_year,
+                        fingerprint=record.fingerprint.hex())
+
+    async def _detokenize(self, request: DetokenizeRequest, caller: str) -> Response:
+        if len(request.merchant_id) > MERCHANT_ID_LENGTH_MAX:
+            raise VaultError("invalid_request")
+        card = await self.vault.detokenize(request.merchant_id, request.token, caller)
+        return Response(id=request.id, ok=True, token=request.token, brand=card.brand, bin=card.number.bin,
+                        last4=card.last4, exp_month=card.exp_month, exp_year=card.exp_year,
+                        number=card.number.reveal(), cvc=None if card.cvc is None else card.cvc.reveal())
+
+
+# ----- protocol: frames and handshake -----------------------------------------------------------------
+
+
+class VaultProtocol(asyncio.Protocol):
+    """One client connection. The first frame must be a valid hello; then requests are pipelined."""
+
+    def __init__(self, app: VaultApp) -> None:
+        self._app = app
+        self._decoder = FrameDecoder()
+        self._transport: asyncio.Transport | None = None
+        self._caller: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._hello_timer: asyncio.TimerHandle | None = None
+
+    # asyncio.Protocol interface
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        if len(self._app.connections) >= CONNECTIONS_MAX:
+            log.warning("connection refused: %d connections open", len(self._app.connections))
+            self._transport.abort()
+            return
+        self._app.connections.add(self)
+        self._hello_timer = asyncio.get_running_loop().call_later(
+            HELLO_TIMEOUT_S, self._refuse, "unauthorized")
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self._decoder.feed(data)
+        except FrameError:
+            self._refuse("invalid_request")
+            return
+        for body in frames:
+            if self._transport is None or self._transport.is_closing():
+                return
+            if self._caller is None:
+                self._on_hello(body)
+            else:
+                self._on_request(body)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._app.connections.discard(self)
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        self._transport = None
+
+    # handshake and requests
+
+    def _on_hello(self, body: bytes) -> None:
+        try:
+            hello = HELLO_DECODER.decode(body)
+        except msgspec.DecodeError:
+            self._refuse("unauthorized")
+            return
+        if (len(hello.credential) > CREDENTIAL_LENGTH_MAX or len(hello.caller) > CALLER_LENGTH_MAX
+                or not self._app.authenticate(hello.credential)):
+            self._refuse("unauthorized")
+            return
+        if self._hello_timer is not None:
+            self._hello_timer.cancel()
+        self._caller = hello.caller or "switch"
+        self._write(Response(id=HELLO_ID, ok=True))
+
+    def _on_request(self, body: bytes) -> None:
+        try:
+            request = REQUEST_DECODER.decode(body)
+        except msgspec.DecodeError as exc:
+            # msgspec's message names the field, never its value. Without an id we cannot answer it.
+            log.warning("undecodable request from %s: %s", self._caller, exc)
+            self._refuse("invalid_request")
+            return
+        if isinstance(request, PingRequest):
+            self._write(Response(id=request.id, ok=True))
+            return
+        if len(self._tasks) >= INFLIGHT_PER_CONNECTION_MAX:
+            self._write(Response(id=request.id, ok=False, error="unavailable"))
+            return
+        assert self._caller is not None
+        task = asyncio.get_running_loop().create_task(self._serve(request, self._caller))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _serve(self, request: Request, caller: str) -> None:
+        response = await self._app.handle(request, caller)
+        self._write(response)
+
+    def _write(self, response: Response) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(encode_frame(ENCODER.encode(response)))
+
+    def _refuse(self, code: str) -> None:
+        """Answer one error frame and close: refused callers learn why, and nothing else."""
+        log.warning("connection refused: %s", code)
+        self._write(Response(id=HELLO_ID, ok=False, error=code))
+        if self._transport is not None:
+            self._transport.close()
+
+    async def drain(self) -> None:
+        """Wait for in-flight requests (shutdown)."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE_S)
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+
+
+# ----- life cycle ----------------------------------------------------------------------------------------
+
+
+async def open_vault(config: VaultConfig, *, pool_size_max: int | None = None) -> tuple[Hsm, asyncpg.Pool]:
+    """Open the HSM session and the database pool (closing the HSM again if the pool fails)."""
+    if config.softhsm2_conf:
+        # SoftHSM2 reads its configuration path from the environment when the module initialises.
+        os.environ["SOFTHSM2_CONF"] = config.softhsm2_conf
+    hsm = await asyncio.to_thread(Hsm.open, config.hsm_module, config.token_label, config.pin)
+    try:
+        pool = await asyncpg.create_pool(config.database_url, min_size=1,
+                                         max_size=pool_size_max or config.pool_size_max)
+    except BaseException:
+        hsm.close()
+        raise
+    return hsm, pool
+
+
+async def serve(config: VaultConfig) -> None:
+    loop = asyncio.get_running_loop()
+    hsm, pool = await open_vault(config)
+    vault = Vault(pool, hsm, config.kek_label)
+    app = VaultApp(vault, config.credential)
+    server: asyncio.Server | None = None
+    try:
+        await vault.start(listen_dsn=config.database_url)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(config.socket_path)
+        server = await loop.create_unix_server(lambda: VaultProtocol(app), path=config.socket_path,
+                                               backlog=1024)
+        os.chmod(config.socket_path, 0o660)
+        stop = asyncio.Event()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        print(f"VAULT READY socket={config.socket_path}", flush=True)
+        log.info("vault listening on %s (key versions %s)", config.socket_path, vault.keys.versions)
+        await stop.wait()
+        log.info("shutting down")
+    finally:
+        if server is not None:
+            server.close()
+            connections = list(app.connections)
+            await asyncio.gather(*(connection.drain() for connection in connections))
+            for connection in connections:
+                connection.close()
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(config.socket_path)
+        await vault.close()
+        await pool.close()
+        hsm.close()
+        log.info("vault stopped; %d audit rows written", vault.audit.rows_written)
+
+
+def run_serve() -> int:
+    import uvloop
+
+    try:
+        config = VaultConfig.from_env()
+        uvloop.run(serve(config))
+    except (ConfigError, HsmError) as exc:
+        print(f"vault: {exc}", file=sys.stderr, flush=True)
+        return 2
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        print(f"vault: database unavailable: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return 2
+    return 0
