@@ -84,7 +84,7 @@ class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection. Parsing is synchronous; each request runs as a task, answered in order."""
 
     __slots__ = ("handler", "loop", "transport", "parser", "url", "headers", "header_bytes", "body_parts",
-                 "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "paused")
+                 "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "paused", "too_large")
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
@@ -102,6 +102,7 @@ class HttpProtocol(asyncio.Protocol):
         self.remote = ""
         self.idle_timer: asyncio.TimerHandle | None = None
         self.paused = False
+        self.too_large: _RequestTooLarge | None = None
 
     # ----- protocol interface -------------------------------------------------------------------------
 
@@ -123,12 +124,14 @@ class HttpProtocol(asyncio.Protocol):
             return
         try:
             self.parser.feed_data(data)
-        except _RequestTooLarge as error:
-            self._reject(error.status, "request_too_large", str(error))
         except httptools.HttpParserUpgrade:
             self._reject(400, "upgrade_not_supported", "Protocol upgrades are not supported.")
         except httptools.HttpParserError:
-            self._reject(400, "malformed_http", "The request is not valid HTTP/1.1.")
+            # httptools wraps exceptions raised in callbacks; a limit we enforced is recorded on self.
+            if self.too_large is not None:
+                self._reject(self.too_large.status, "request_too_large", str(self.too_large))
+            else:
+                self._reject(400, "malformed_http", "The request is not valid HTTP/1.1.")
 
     def _reject(self, status: int, code: str, message: str) -> None:
         """Answer a request we could not parse and close: the byte stream can no longer be trusted."""
@@ -148,6 +151,10 @@ class HttpProtocol(asyncio.Protocol):
 
     # ----- parser callbacks ---------------------------------------------------------------------------
 
+    def _too_large(self, status: int, message: str) -> _RequestTooLarge:
+        self.too_large = _RequestTooLarge(status, message)
+        return self.too_large
+
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = {}
@@ -158,23 +165,23 @@ class HttpProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > URL_BYTES_MAX:
-            raise _RequestTooLarge(414, f"The URL is longer than {URL_BYTES_MAX} bytes.")
+            raise self._too_large(414, f"The URL is longer than {URL_BYTES_MAX} bytes.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > HEADER_BYTES_MAX:
-            raise _RequestTooLarge(431, f"The headers are larger than {HEADER_BYTES_MAX} bytes.")
+            raise self._too_large(431, f"The headers are larger than {HEADER_BYTES_MAX} bytes.")
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         length = self.headers.get("content-length")
         if length and length.isdigit() and int(length) > BODY_BYTES_MAX:
-            raise _RequestTooLarge(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")
+            raise self._too_large(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")
 
     def on_body(self, body: bytes) -> None:
         self.body_bytes += len(body)
         if self.body_bytes > BODY_BYTES_MAX:
-            raise _RequestTooLarge(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")
+            raise self._too_large(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")
         self.body_parts.append(body)
 
     def on_message_complete(self) -> None:

@@ -1,0 +1,59 @@
+# Payment switch: every target sets itself up (system packages when root, .venv) on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+SYSTEM_PACKAGES := redis-server softhsm2 postgresql
+BENCH_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help setup system-packages demo up test test-unit bench lint clean
+
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+setup: system-packages $(STAMP) ## install system packages (when root) and the project into .venv
+
+system-packages:
+	@missing=""; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
+	  else \
+	    echo "missing system packages:$$missing"; \
+	    echo "run: sudo apt-get install -y $(SYSTEM_PACKAGES)"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: setup ## start the whole stack, run a scripted payment flow over HTTP, tear it all down
+	$(PY) -m switch.devstack demo
+
+up: setup ## run the whole stack in the foreground; prints READY url=... api_key=...; Ctrl-C stops it
+	$(PY) -m switch.devstack up
+
+test: setup ## the whole test suite (real Postgres, Redis, SoftHSM2 and simulator, started by the harness)
+	$(PY) -m pytest
+
+test-unit: setup ## only the tests of pure logic (no services)
+	$(PY) -m pytest tests/unit
+
+bench: setup ## load the stack with authorizations over HTTP; prints the RESULT line
+	$(PY) -m loadtest.bench $(BENCH_ARGS)
+
+lint: setup ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+clean: ## remove run directories and caches (not .venv)
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -1,0 +1,235 @@
+"""`make bench`: drive authorizations over HTTP and report throughput, latency and CPU per process.
+
+Brings up the whole local stack (or uses a running one: --url and --api-key, e.g. from `make up`),
+warms up, then runs N keep-alive connections for a fixed duration, each sending POST /v1/payments with
+a fresh Idempotency-Key and a vault token (as merchants do after the first payment), bounded by both
+the duration and --payments-max. Prints payments/s, p50/p95/p99 latency, errors by status and the CPU
+seconds each process tree used during the measured window. The last line is always:
+
+    RESULT payments_per_s=<n> p50_ms=<x> p99_ms=<y> errors=<k>
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from loadtest.httpclient import Client
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+TEST_CARD = {"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+
+
+# ----- CPU accounting from /proc -------------------------------------------------------------------------
+
+def _process_table() -> dict[int, tuple[int, float]]:
+    """pid -> (parent pid, CPU seconds used so far) for every process we can read."""
+    table = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+    return table
+
+
+def tree_cpu_s(root: int, table: dict[int, tuple[int, float]]) -> dict[int, float]:
+    """CPU seconds of `root` and all its descendants, per pid."""
+    children: dict[int, list[int]] = {}
+    for pid, (parent, _) in table.items():
+        children.setdefault(parent, []).append(pid)
+    result, stack = {}, [root]
+    while stack:
+        pid = stack.pop()
+        if pid in table:
+            result[pid] = table[pid][1]
+        stack.extend(children.get(pid, ()))
+    return result
+
+
+class CpuMeter:
+    """CPU per service: each root's whole process tree (Postgres backends, switch workers), except the
+    load generator, which counts only itself (the stack it started is its children)."""
+
+    def __init__(self, roots: dict[str, int]) -> None:
+        self.roots = roots
+        self.start: dict[str, dict[int, float]] = {}
+
+    def _sample(self, name: str, pid: int, table: dict[int, tuple[int, float]]) -> dict[int, float]:
+        if name == "loadgen":
+            return {pid: table[pid][1]} if pid in table else {}
+        return tree_cpu_s(pid, table)
+
+    def begin(self) -> None:
+        table = _process_table()
+        self.start = {name: self._sample(name, pid, table) for name, pid in self.roots.items()}
+
+    def end(self) -> dict[str, float]:
+        """CPU seconds per process tree since begin() (processes born since then count from zero)."""
+        table = _process_table()
+        used = {}
+        for name, pid in self.roots.items():
+            now = self._sample(name, pid, table)
+            before = self.start.get(name, {})
+            used[name] = sum(cpu - before.get(child, 0.0) for child, cpu in now.items())
+        return used
+
+
+# ----- load ------------------------------------------------------------------------------------------
+
+@dataclass
+class Results:
+    latencies_s: list[float] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+async def first_token(url: str, api_key: str) -> str:
+    """One real payment with raw card data, to get the vault token the load then reuses."""
+    client = Client(url, api_key)
+    try:
+        response = await client.request("POST", "/v1/payments", {"amount": 100, "currency": "usd",
+                                                                   "capture_method": "manual",
+                                                                   "payment_method": TEST_CARD},
+                                         idempotency_key=f"bench-token-{secrets.token_hex(8)}")
+    finally:
+        await client.close()
+    if response.status != 200:
+        raise SystemExit(f"bench: the first payment failed with {response.status}: {response.body[:300]!r}")
+    return str(response.json()["payment_method"]["token"])
+
+
+async def drive(url: str, api_key: str, body: dict, connections: int, duration_s: float,  # type: ignore[type-arg]
+                payments_max: int, results: Results | None) -> int:
+    """Run `connections` loops until the duration or the payment count is used up; returns requests sent."""
+    deadline = time.monotonic() + duration_s
+    remaining = [payments_max]
+    run = secrets.token_hex(4)
+
+    async def loop(index: int) -> None:
+        client = Client(url, api_key)
+        sequence = 0
+        try:
+            while time.monotonic() < deadline and remaining[0] > 0:
+                remaining[0] -= 1
+                sequence += 1
+                started = time.perf_counter()
+                try:
+                    response = await client.request("POST", "/v1/payments", body, timeout_s=10.0,
+                                                    idempotency_key=f"bench-{run}-{index}-{sequence}")
+                except (OSError, TimeoutError, ValueError) as error:
+                    if results is not None:
+                        results.errors[error.__class__.__name__] += 1
+                    continue
+                if results is None:
+                    continue
+                results.latencies_s.append(time.perf_counter() - started)
+                results.outcomes[str(response.status)] += 1
+                if response.status != 200:
+                    results.errors[f"http_{response.status}"] += 1
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(loop(index) for index in range(connections)))
+    return payments_max - remaining[0]
+
+
+def percentile_ms(values: list[float], fraction: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
+
+
+def report(results: Results, elapsed_s: float, cpu: dict[str, float], connections: int) -> None:
+    count = len(results.latencies_s)
+    ok = results.outcomes.get("200", 0)
+    rate = ok / elapsed_s if elapsed_s else 0.0
+    errors = sum(results.errors.values())
+    print(f"\n{count} requests in {elapsed_s:.1f}s with {connections} connections: {ok} approved "
+          f"({rate:,.0f} payments/s)")
+    print(f"latency ms: p50 {percentile_ms(results.latencies_s, 0.50):.1f}  "
+          f"p95 {percentile_ms(results.latencies_s, 0.95):.1f}  p99 {percentile_ms(results.latencies_s, 0.99):.1f}  "
+          f"max {percentile_ms(results.latencies_s, 1.0):.1f}")
+    print(f"responses: {dict(results.outcomes)}  errors: {dict(results.errors) or 0}")
+    if cpu:
+        print("CPU seconds during the run (and µs per approved payment):")
+        for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
+            per_payment = seconds / ok * 1e6 if ok else 0.0
+            print(f"  {name:<14} {seconds:7.2f} s   {per_payment:8.0f} µs/payment")
+        total = sum(cpu.values())
+        print(f"  {'total':<14} {total:7.2f} s   {total / ok * 1e6 if ok else 0:8.0f} µs/payment "
+              f"(of {os.cpu_count()} cores x {elapsed_s:.1f} s = {os.cpu_count() * elapsed_s:.1f} s)")
+    print(f"RESULT payments_per_s={rate:.0f} p50_ms={percentile_ms(results.latencies_s, 0.5):.1f} "
+          f"p99_ms={percentile_ms(results.latencies_s, 0.99):.1f} errors={errors}", flush=True)
+
+
+async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[str, int]) -> None:
+    token = await first_token(url, api_key)
+    body = {"amount": 1999, "currency": "usd", "capture_method": "manual", "payment_method": token}
+    if args.raw_card:
+        body["payment_method"] = TEST_CARD
+    print(f"warm-up {args.warmup_s:.0f}s ...", flush=True)
+    await drive(url, api_key, body, args.connections, args.warmup_s, args.payments_max, None)
+    print(f"measuring {args.duration_s:.0f}s with {args.connections} connections ...", flush=True)
+    roots = {**roots, "loadgen": os.getpid()}
+    meter = CpuMeter(roots)
+    results = Results()
+    meter.begin()
+    started = time.monotonic()
+    await drive(url, api_key, body, args.connections, args.duration_s, args.payments_max, results)
+    elapsed_s = time.monotonic() - started
+    report(results, elapsed_s, meter.end(), args.connections)
+
+
+def stack_roots(stack: object) -> dict[str, int]:
+    names = {"switch": "switch", "vault": "vault", "acquirer_sim": "simulator", "postgres": "postgres",
+             "redis": "redis"}
+    return {names[s.name]: s.process.pid for s in stack.services if s.name in names}  # type: ignore[attr-defined]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--url", help="use a running stack (with --api-key) instead of starting one")
+    parser.add_argument("--api-key")
+    parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument("--duration-s", type=float, default=15.0)
+    parser.add_argument("--warmup-s", type=float, default=3.0)
+    parser.add_argument("--payments-max", type=int, default=500_000, help="stop after this many requests")
+    parser.add_argument("--workers", type=int, default=2, help="switch workers when starting a stack")
+    parser.add_argument("--raw-card", action="store_true", help="send card data (tokenize) instead of a token")
+    args = parser.parse_args(argv)
+    import uvloop
+
+    if args.url:
+        if not args.api_key:
+            parser.error("--url needs --api-key")
+        uvloop.run(measure(args.url, args.api_key, args, {}))
+        return 0
+    from switch.devstack import Stack, StackError, new_run_dir
+
+    stack = Stack(run_dir=new_run_dir())
+    try:
+        print("starting the stack ...", flush=True)
+        stack.start_all(workers=args.workers)
+        uvloop.run(measure(stack.switch_url, stack.api_key, args, stack_roots(stack)))
+    except StackError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""A minimal asyncio HTTP/1.1 keep-alive client on httptools, for the load generator and the tests.
+
+One ``Connection`` sends one request at a time (no pipelining) and reads its response; it is cheap
+enough (a few µs per request) that the load generator is never the bottleneck of `make bench`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import httptools
+
+RESPONSE_BYTES_MAX = 1 << 20
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+class _ResponseReader:
+    """httptools callbacks collecting one response."""
+
+    def __init__(self) -> None:
+        self.parser = httptools.HttpResponseParser(self)
+        self.headers: dict[str, str] = {}
+        self.body: list[bytes] = []
+        self.size = 0
+        self.done = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        if self.size > RESPONSE_BYTES_MAX:
+            raise ValueError("response larger than RESPONSE_BYTES_MAX")
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.done = True
+
+
+class Connection:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def open(self) -> None:
+        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+
+    async def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+            try:
+                await self.writer.wait_closed()
+            except OSError:
+                pass
+            self.writer = None
+
+    async def request(self, method: str, path: str, *, body: bytes | dict | None = None,  # type: ignore[type-arg]
+                      headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> HttpResponse:
+        if self.writer is None:
+            await self.open()
+        assert self.reader is not None and self.writer is not None
+        payload = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
+        lines = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}", f"content-length: {len(payload)}"]
+        if payload:
+            lines.append("content-type: application/json")
+        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+        try:
+            return await asyncio.wait_for(self._read(), timeout_s)
+        except BaseException:
+            await self.close()      # the stream is in an unknown state: never reuse it
+            raise
+
+    async def _read(self) -> HttpResponse:
+        assert self.reader is not None
+        collector = _ResponseReader()
+        while not collector.done:
+            data = await self.reader.read(65536)
+            if not data:
+                raise ConnectionResetError("server closed the connection")
+            collector.parser.feed_data(data)
+        if collector.headers.get("connection", "").lower() == "close":
+            await self.close()
+        return HttpResponse(collector.parser.get_status_code(), b"".join(collector.body), collector.headers)
+
+
+class Client:
+    """Connections to one server, with the API key and an optional Idempotency-Key per call."""
+
+    def __init__(self, base_url: str, api_key: str | None = None) -> None:
+        host_port = base_url.split("://", 1)[-1].rstrip("/")
+        host, _, port = host_port.partition(":")
+        self.host, self.port = host, int(port or 80)
+        self.api_key = api_key
+        self.idle: list[Connection] = []
+
+    async def request(self, method: str, path: str, body: bytes | dict | None = None,  # type: ignore[type-arg]
+                      *, idempotency_key: str | None = None, api_key: str | None = None,
+                      headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> HttpResponse:
+        all_headers = dict(headers or {})
+        key = api_key if api_key is not None else self.api_key
+        if key:
+            all_headers.setdefault("authorization", f"Bearer {key}")
+        if idempotency_key:
+            all_headers["idempotency-key"] = idempotency_key
+        connection = self.idle.pop() if self.idle else Connection(self.host, self.port)
+        response = await connection.request(method, path, body=body, headers=all_headers, timeout_s=timeout_s)
+        if connection.writer is not None:
+            self.idle.append(connection)
+        return response
+
+    async def close(self) -> None:
+        for connection in self.idle:
+            await connection.close()
+        self.idle.clear()

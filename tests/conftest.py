@@ -1,0 +1,75 @@
+"""Test harness: the real services, started once per session on free loopback ports.
+
+``base_stack``: a throwaway Postgres cluster, redis-server and a SoftHSM2 token (switch.devstack).
+``stack``: the same plus the vault, the acquirer simulator and a switch with one worker, and a seeded
+merchant. Unit tests of pure logic use neither and start nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import asyncpg
+import pytest
+import pytest_asyncio
+
+from loadtest.httpclient import Client
+from switch.devstack import REPO_ROOT, Stack, new_run_dir
+
+
+@pytest.fixture(scope="session")
+def base_stack() -> Iterator[Stack]:
+    run_dir = new_run_dir(REPO_ROOT / ".run" / "tests")
+    stack = Stack(run_dir=run_dir)
+    try:
+        stack.start_postgres()
+        stack.start_redis()
+        stack.init_hsm()
+        yield stack
+    finally:
+        stack.stop()
+        if not os.environ.get("KEEP_RUN_DIR"):
+            shutil.rmtree(run_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def stack(base_stack: Stack) -> Stack:
+    if not base_stack.vault_socket:
+        base_stack.start_vault()
+    if not base_stack.simulator_control_url:
+        base_stack.start_simulator()
+    if not base_stack.switch_url:
+        base_stack.start_switch(workers=1, extra_env={"SWITCH_NETWORK_TIMEOUT_S": "0.5",
+                                                      "SWITCH_PAYMENT_BUDGET_S": "1.0"})
+        base_stack.seed_merchant()
+    return base_stack
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def api(stack: Stack) -> AsyncIterator[Client]:
+    client = Client(stack.switch_url, stack.api_key)
+    yield client
+    await client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)
+    assert pool is not None
+    yield pool
+    await pool.close()
+
+
+def simulator(stack: Stack, path: str, body: dict[str, Any] | None = None) -> Any:
+    """Call the simulator's control API (JSON over HTTP on loopback)."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(stack.simulator_control_url + path, data=data,
+                                     method="POST" if body is not None else "GET",
+                                     headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+        return json.loads(response.read())

@@ -1,0 +1,60 @@
+"""Idempotency: replays byte for byte, mismatches refused, concurrent duplicates charge once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from loadtest.httpclient import Client
+from tests.conftest import simulator
+from tests.integration.helpers import key, payment
+
+pytestmark = pytest.mark.integration
+
+
+async def test_replay_returns_identical_response(api: Client) -> None:
+    idem = key()
+    first = await api.request("POST", "/v1/payments", payment(4200), idempotency_key=idem)
+    second = await api.request("POST", "/v1/payments", payment(4200), idempotency_key=idem)
+    assert first.status == second.status == 200
+    assert second.body == first.body
+    assert second.headers.get("idempotent-replayed") == "true"
+    assert "idempotent-replayed" not in first.headers
+
+
+async def test_replay_of_a_decline_is_identical(api: Client) -> None:
+    idem = key()
+    first = await api.request("POST", "/v1/payments", payment(999, "4000000000000002"), idempotency_key=idem)
+    second = await api.request("POST", "/v1/payments", payment(999, "4000000000000002"), idempotency_key=idem)
+    assert first.status == second.status == 402
+    assert second.body == first.body
+
+
+async def test_same_key_different_body_is_an_idempotency_error(api: Client) -> None:
+    idem = key()
+    await api.request("POST", "/v1/payments", payment(100), idempotency_key=idem)
+    response = await api.request("POST", "/v1/payments", payment(101), idempotency_key=idem)
+    assert response.status == 400
+    assert response.json()["error"]["type"] == "idempotency_error"
+
+
+async def test_concurrent_duplicates_charge_once(api: Client, stack, db) -> None:
+    idem = key("dup")
+    clients = [Client(stack.switch_url, stack.api_key) for _ in range(20)]
+    try:
+        responses = await asyncio.gather(*(c.request("POST", "/v1/payments", payment(1313), idempotency_key=idem)
+                                           for c in clients))
+    finally:
+        await asyncio.gather(*(c.close() for c in clients))
+    statuses = sorted(r.status for r in responses)
+    assert set(statuses) <= {200, 409}
+    successes = [r for r in responses if r.status == 200]
+    assert successes and all(r.body == successes[0].body for r in successes)
+    for conflict in (r for r in responses if r.status == 409):
+        assert conflict.json()["error"]["code"] == "idempotency_key_in_use"
+    payment_id = successes[0].json()["id"]
+    assert await db.fetchval("SELECT count(*) FROM payments WHERE id = $1", payment_id) == 1
+    rrn = await db.fetchval("SELECT rrn FROM payments WHERE id = $1", payment_id)
+    records = simulator(stack, f"/records?rrn={rrn}")["records"]
+    assert len([r for r in records if r["mti"] == "0100"]) == 1

@@ -1,0 +1,101 @@
+"""The payment lifecycle over real HTTP, Postgres, Redis, vault and the simulator."""
+
+from __future__ import annotations
+
+import pytest
+
+from loadtest.httpclient import Client
+from tests.conftest import simulator
+from tests.integration.helpers import MASTERCARD_OK, VISA_DECLINE, VISA_INSUFFICIENT, key, payment
+
+pytestmark = pytest.mark.integration
+
+
+async def test_authorize_capture_refund(api: Client, stack, db) -> None:
+    created = await api.request("POST", "/v1/payments", payment(5000), idempotency_key=key())
+    assert created.status == 200, created.body
+    body = created.json()
+    assert body["status"] == "requires_capture"
+    assert body["amount_capturable"] == 5000
+    assert body["payment_method"]["card"] == {"brand": "visa", "last4": "4242", "exp_month": 11, "exp_year": 2031}
+    assert body["authorization_code"]
+
+    captured = await api.request("POST", f"/v1/payments/{body['id']}/capture", {}, idempotency_key=key())
+    assert captured.status == 200, captured.body
+    assert captured.json()["status"] == "succeeded"
+    assert captured.json()["amount_received"] == 5000
+
+    refund = await api.request("POST", "/v1/refunds", {"payment": body["id"], "amount": 1500}, idempotency_key=key())
+    assert refund.status == 200, refund.body
+    assert refund.json()["status"] == "succeeded"
+    fetched = (await api.request("GET", f"/v1/payments/{body['id']}")).json()
+    assert (fetched["amount_received"], fetched["amount_refunded"]) == (5000, 1500)
+
+    events = await db.fetch("SELECT type, to_status FROM payment_events WHERE payment_id = $1 ORDER BY id", body["id"])
+    assert [e["type"] for e in events] == ["payment.created", "authorization.approved", "payment.captured",
+                                           "refund.requested", "refund.succeeded"]
+    records = simulator(stack, f"/records?rrn={(await db.fetchval('SELECT rrn FROM payments WHERE id = $1', body['id']))}")
+    assert any(record["mti"] == "0100" for record in records["records"])
+
+
+async def test_automatic_capture_is_a_sale(api: Client) -> None:
+    created = await api.request("POST", "/v1/payments", payment(2500, MASTERCARD_OK, "automatic"),
+                                idempotency_key=key())
+    assert created.status == 200, created.body
+    body = created.json()
+    assert (body["status"], body["amount_received"], body["network"]) == ("succeeded", 2500, "mastercard")
+
+
+@pytest.mark.parametrize(("number", "decline_code"), [(VISA_DECLINE, "do_not_honor"),
+                                                       (VISA_INSUFFICIENT, "insufficient_funds")])
+async def test_decline_is_402_card_error(api: Client, db, number: str, decline_code: str) -> None:
+    response = await api.request("POST", "/v1/payments", payment(1200, number), idempotency_key=key())
+    assert response.status == 402
+    error = response.json()["error"]
+    assert (error["type"], error["decline_code"]) == ("card_error", decline_code)
+    assert error["request_id"].startswith("req_")
+    status = await db.fetchval("SELECT status FROM payments WHERE id = $1", error["payment_id"])
+    assert status == "failed"
+
+
+async def test_capture_twice_is_rejected(api: Client) -> None:
+    body = (await api.request("POST", "/v1/payments", payment(800), idempotency_key=key())).json()
+    first = await api.request("POST", f"/v1/payments/{body['id']}/capture", {}, idempotency_key=key())
+    second = await api.request("POST", f"/v1/payments/{body['id']}/capture", {}, idempotency_key=key())
+    assert first.status == 200
+    assert second.status == 400
+    assert second.json()["error"]["code"] == "payment_unexpected_state"
+
+
+async def test_partial_capture_and_cancel(api: Client) -> None:
+    body = (await api.request("POST", "/v1/payments", payment(1000), idempotency_key=key())).json()
+    captured = await api.request("POST", f"/v1/payments/{body['id']}/capture", {"amount_to_capture": 600},
+                                 idempotency_key=key())
+    assert captured.json()["amount_received"] == 600
+    other = (await api.request("POST", "/v1/payments", payment(700), idempotency_key=key())).json()
+    canceled = await api.request("POST", f"/v1/payments/{other['id']}/cancel", {}, idempotency_key=key())
+    assert canceled.status == 200
+    assert canceled.json()["status"] == "canceled"
+
+
+async def test_other_merchants_payment_is_404(api: Client, stack) -> None:
+    body = (await api.request("POST", "/v1/payments", payment(300), idempotency_key=key())).json()
+    other_key = stack.seed_merchant("other-shop")
+    response = await api.request("GET", f"/v1/payments/{body['id']}", api_key=other_key)
+    assert response.status == 404
+    assert response.json()["error"]["code"] == "resource_missing"
+
+
+async def test_list_paginates_newest_first(api: Client, stack) -> None:
+    merchant_key = stack.seed_merchant("list-shop")
+    ids = []
+    for amount in (101, 102, 103):
+        response = await api.request("POST", "/v1/payments", payment(amount), idempotency_key=key(),
+                                     api_key=merchant_key)
+        ids.append(response.json()["id"])
+    page = (await api.request("GET", "/v1/payments?limit=2", api_key=merchant_key)).json()
+    assert [p["id"] for p in page["data"]] == ids[::-1][:2]
+    assert page["has_more"] is True
+    rest = (await api.request("GET", f"/v1/payments?limit=2&starting_after={ids[1]}", api_key=merchant_key)).json()
+    assert [p["id"] for p in rest["data"]] == [ids[0]]
+    assert rest["has_more"] is False
