@@ -160,8 +160,9 @@ class App:
                                       return_exceptions=True)
         names = ("postgres", "redis", "vault")
         result: dict[str, object] = {name: check is True for name, check in zip(names, checks, strict=True)}
-        result["networks"] = self.networks.ready()
-        ready = all(result[name] for name in names) and any(result["networks"].values())  # type: ignore[union-attr]
+        networks = self.networks.ready()
+        result["networks"] = networks
+        ready = all(result[name] for name in names) and any(networks.values())
         result["status"] = "ready" if ready else "not_ready"
         return Response(200 if ready else 503, msgspec.json.encode(result))
 

@@ -55,7 +55,8 @@ class Client:
             headers["Content-Type"] = "application/json"
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        print(f"\n\033[1m> {method} {path}\033[0m" + (f"   Idempotency-Key: {idempotency_key}" if idempotency_key else ""))
+        suffix = f"   Idempotency-Key: {idempotency_key}" if idempotency_key else ""
+        print(f"\n\033[1m> {method} {path}\033[0m{suffix}")
         if body is not None:
             print(_indent(json.dumps(_masked(body), indent=2)))
         self.connection.request(method, path, body=payload, headers=headers)

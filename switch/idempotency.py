@@ -61,7 +61,7 @@ class Idempotency:
         try:
             if await self.redis.set(name, b"L" + fingerprint, nx=True, ex=self.lock_ttl_s):
                 return None
-            value = await self.redis.get(name)
+            value: bytes | None = await self.redis.get(name)  # type: ignore[assignment]  # bytes: no decode
         except RedisError:
             raise _unavailable() from None
         if value is None:               # expired between SET and GET: the finished answer is in Postgres

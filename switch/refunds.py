@@ -95,7 +95,8 @@ class RefundEngine:
             "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status, stan, rrn, transmitted_at) "
             "VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)", refund_id, payment["id"], call.merchant.id, amount,
             payment["currency"], stan, rrn, transmitted_at)
-        await conn.execute("UPDATE idempotency_keys SET payment_id = $3 WHERE merchant_id = $1 AND idempotency_key = $2",
+        await conn.execute("UPDATE idempotency_keys SET payment_id = $3 "
+                           "WHERE merchant_id = $1 AND idempotency_key = $2",
                            call.merchant.id, call.idempotency_key, payment["id"])
         return refund_id
 

@@ -2,7 +2,8 @@
 
 Layers, one way: `_LinkProtocol` is the wire (framing, coalesced writes, nothing else); `Link` owns
 matching, timeouts, sign-on, idle echo and reconnection. Responses are matched by
-`match_key` = (MTI class, terminal id, STAN); a duplicate key in flight is refused.
+`match_key` = (MTI pair, terminal id, STAN), e.g. ("040", terminal, STAN) for 0400/0410; a duplicate
+key in flight is refused.
 
 A response that arrives after its request timed out is *late*: it is counted and handed to
 `late_handler`, because a late approval must reach the reversal path and never be dropped. A response
@@ -74,7 +75,7 @@ class LinkTimeoutError(NetworkError):
 
 
 class DuplicateKeyError(NetworkError):
-    """A request with the same (MTI class, terminal, STAN) is already in flight: a caller bug."""
+    """A request with the same (MTI pair, terminal, STAN) is already in flight: a caller bug."""
 
     retryable = False
 

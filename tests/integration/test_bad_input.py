@@ -11,7 +11,8 @@ pytestmark = pytest.mark.integration
 
 
 async def _rows(db) -> tuple[int, int]:
-    return (await db.fetchval("SELECT count(*) FROM payments"), await db.fetchval("SELECT count(*) FROM idempotency_keys"))
+    payments = await db.fetchval("SELECT count(*) FROM payments")
+    return payments, await db.fetchval("SELECT count(*) FROM idempotency_keys")
 
 
 @pytest.mark.parametrize(("body", "status", "code", "param"), [

@@ -34,7 +34,8 @@ async def test_authorize_capture_refund(api: Client, stack, db) -> None:
     events = await db.fetch("SELECT type, to_status FROM payment_events WHERE payment_id = $1 ORDER BY id", body["id"])
     assert [e["type"] for e in events] == ["payment.created", "authorization.approved", "payment.captured",
                                            "refund.requested", "refund.succeeded"]
-    records = simulator(stack, f"/records?rrn={(await db.fetchval('SELECT rrn FROM payments WHERE id = $1', body['id']))}")
+    rrn = await db.fetchval("SELECT rrn FROM payments WHERE id = $1", body["id"])
+    records = simulator(stack, f"/records?rrn={rrn}")
     assert any(record["mti"] == "0100" for record in records["records"])
 
 
