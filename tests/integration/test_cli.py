@@ -1,0 +1,65 @@
+"""The `switch` CLI against the harness's database: merchants, keys, ledger check."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from loadtest.httpclient import Client
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "switch", *args], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **stack.switch_env()}, check=False)
+
+
+async def test_merchant_key_is_shown_once_and_stored_as_a_hash(stack, db) -> None:
+    result = run_cli(stack, "merchants", "create", "--name", "cli-shop")
+    assert result.returncode == 0, result.stderr
+    api_key = next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("api key"))
+    key_id = next(line.split()[-1] for line in result.stdout.splitlines() if line.startswith("key id"))
+    stored = await db.fetchrow("SELECT prefix, key_hash FROM api_keys WHERE id = $1", key_id)
+    assert stored["prefix"] == api_key[:12]
+    assert api_key.encode() not in stored["key_hash"]
+    client = Client(stack.switch_url, api_key)
+    try:
+        assert (await client.request("GET", "/v1/payments")).status == 200
+        assert run_cli(stack, "keys", "revoke", "--key", key_id).returncode == 0
+        assert run_cli(stack, "keys", "revoke", "--key", key_id).returncode == 1
+    finally:
+        await client.close()
+
+
+def test_ledger_check_passes_and_catches_an_unbalanced_posting(stack) -> None:
+    assert run_cli(stack, "ledger", "check").returncode == 0
+    import asyncio
+
+    import asyncpg
+
+    async def break_ledger() -> None:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute("INSERT INTO ledger_entries (posting_id, account, amount, currency) "
+                               "VALUES ('test:broken', 'test:account', 5, 'usd')")
+        finally:
+            await conn.close()
+
+    async def repair() -> None:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute("DELETE FROM ledger_entries WHERE posting_id = 'test:broken'")
+        finally:
+            await conn.close()
+
+    asyncio.run(break_ledger())
+    try:
+        result = run_cli(stack, "ledger", "check")
+        assert result.returncode == 1
+        assert "UNBALANCED test:broken" in result.stdout
+    finally:
+        asyncio.run(repair())

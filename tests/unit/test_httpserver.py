@@ -1,0 +1,104 @@
+"""The HTTP protocol on raw bytes with a fake transport: no sockets."""
+
+from __future__ import annotations
+
+import asyncio
+
+import msgspec
+
+from switch import httpserver
+from switch.httpserver import HttpProtocol, Request, Response
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.written = bytearray()
+        self.closed = False
+        self.reading = True
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def get_extra_info(self, name: str) -> object:
+        return ("127.0.0.1", 5555) if name == "peername" else None
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+
+async def echo(request: Request) -> Response:
+    return Response(200, msgspec.json.encode({"path": request.path, "query": request.query, "body": request.body.decode(),
+                                              "key": request.header("idempotency-key")}))
+
+
+async def feed(*chunks: bytes) -> tuple[FakeTransport, list[bytes]]:
+    protocol = HttpProtocol(echo)
+    transport = FakeTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    for chunk in chunks:
+        protocol.data_received(chunk)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    responses = [b"HTTP/1.1" + part for part in bytes(transport.written).split(b"HTTP/1.1")[1:]]
+    return transport, responses
+
+
+def post(body: bytes, path: str = "/v1/x") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k1\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+async def test_one_request_split_at_every_byte() -> None:
+    raw = post(b'{"a":1}', "/v1/x?limit=2")
+    _, responses = await feed(*(raw[i:i + 1] for i in range(len(raw))))
+    assert len(responses) == 1
+    assert responses[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert responses[0].endswith(b'{"path":"/v1/x","query":"limit=2","body":"{\\"a\\":1}","key":"k1"}')
+
+
+async def test_pipelined_requests_answered_in_order() -> None:
+    _, responses = await feed(post(b"1", "/first") + post(b"2", "/second") + post(b"3", "/third"))
+    assert [r.split(b'"path":"')[1].split(b'"')[0] for r in responses] == [b"/first", b"/second", b"/third"]
+
+
+async def test_oversized_body_is_413_and_closes() -> None:
+    transport, responses = await feed(post(b"x" * (httpserver.BODY_BYTES_MAX + 1)))
+    assert responses[0].startswith(b"HTTP/1.1 413 ")
+    assert b'"code":"request_too_large"' in responses[0]
+    assert transport.closed
+
+
+async def test_chunked_body_over_the_limit_is_413() -> None:
+    head = b"POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"%x\r\n%s\r\n" % (40_000, b"y" * 40_000)
+    transport, responses = await feed(head, chunk, chunk)
+    assert responses[0].startswith(b"HTTP/1.1 413 ")
+    assert transport.closed
+
+
+async def test_headers_over_the_limit_are_431() -> None:
+    raw = b"GET / HTTP/1.1\r\nX-Big: " + b"h" * (httpserver.HEADER_BYTES_MAX + 10) + b"\r\n\r\n"
+    _, responses = await feed(raw)
+    assert responses[0].startswith(b"HTTP/1.1 431 ")
+
+
+async def test_garbage_is_400_and_closes() -> None:
+    transport, responses = await feed(b"\x16\x03\x01\x02\x00garbage\r\n\r\n")
+    assert responses[0].startswith(b"HTTP/1.1 400 ")
+    assert b'"code":"malformed_http"' in responses[0]
+    assert transport.closed
+
+
+async def test_connection_close_is_honoured() -> None:
+    raw = b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    transport, responses = await feed(raw)
+    assert b"connection: close" in responses[0]
+    assert transport.closed
