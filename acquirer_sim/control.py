@@ -18,7 +18,8 @@ BODY_BYTES_MAX = 65_536
 RECORDS_LIMIT_DEFAULT = 100
 RECORDS_LIMIT_MAX = 1000
 REQUEST_TIMEOUT_S = 5.0
-RECORD_FILTERS = ("rrn", "stan", "card_last4", "network", "terminal_id")
+RECORD_FILTERS = ("rrn", "stan", "card_last4", "network", "terminal_id", "mti", "effect")
+HOLD_FILTERS = ("rrn", "stan", "card_last4", "terminal_id")
 
 Reply = tuple[int, Any]
 _REASONS = {
@@ -42,6 +43,7 @@ class ControlApi:
         self.routes: dict[tuple[str, str], Callable[[dict[str, str], Any], Reply]] = {
             ("GET", "/records"): self.get_records,
             ("GET", "/stats"): self.get_stats,
+            ("GET", "/holds"): self.get_holds,
             ("GET", "/behaviour"): self.get_behaviour,
             ("POST", "/behaviour"): self.post_behaviour,
         }
@@ -59,14 +61,16 @@ class ControlApi:
     # Handlers.
 
     def get_records(self, query: dict[str, str], body: Any) -> Reply:
-        try:
-            limit = int(query.get("limit", RECORDS_LIMIT_DEFAULT))
-        except ValueError:
-            raise ControlError(400, "limit must be an integer") from None
-        limit = max(1, min(limit, RECORDS_LIMIT_MAX))
         filters = {key: query[key] for key in RECORD_FILTERS if key in query}
-        records = self.simulator.records.query(limit=limit, **filters)
+        records = self.simulator.records.query(limit=_limit(query), **filters)
         return 200, {"records": records, "records_max": self.simulator.records.records_max}
+
+    def get_holds(self, query: dict[str, str], body: Any) -> Reply:
+        """Holds outstanding (oldest first, at most `limit`), with the issuer's running totals: every hold
+        placed is captured, released, expired or still outstanding."""
+        issuer = self.simulator.issuer
+        filters = {key: query[key] for key in HOLD_FILTERS if key in query}
+        return 200, {"holds": issuer.holds(limit=_limit(query), **filters), **issuer.summary()}
 
     def get_stats(self, query: dict[str, str], body: Any) -> Reply:
         return 200, {name: network.stats.to_dict() for name, network in self.simulator.networks.items()}
@@ -145,6 +149,14 @@ class ControlApi:
             known_paths = {path for _, path in self.routes}
             raise ControlError(405 if url.path in known_paths else 404, f"no route {method} {url.path}")
         return handler(query, body)
+
+
+def _limit(query: dict[str, str]) -> int:
+    try:
+        limit = int(query.get("limit", RECORDS_LIMIT_DEFAULT))
+    except ValueError:
+        raise ControlError(400, "limit must be an integer") from None
+    return max(1, min(limit, RECORDS_LIMIT_MAX))
 
 
 def _behaviour_dict(behaviour: Any) -> dict[str, Any]:

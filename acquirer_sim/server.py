@@ -1,7 +1,8 @@
-"""Simulated card networks: one TCP listener per profile, answering 0800 and 0100.
+"""Simulated card networks: one TCP listener per profile, answering 0800, 0100, 0200, 0220/0221 and
+0400/0420/0421 (see `acquirer_sim.issuer` for what each does to the card and its holds).
 
 Per message the work is O(1): decode, one issuer decision, one bounded record, encode. Nothing is
-logged per message; counters and records are read through the control API.
+logged per message; counters, records and holds are read through the control API.
 """
 
 from __future__ import annotations
@@ -11,20 +12,28 @@ import functools
 import random
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from acquirer_sim.issuer import Issuer
+from acquirer_sim.issuer import Decision, Issuer
 from switch.iso.messages import (
     FIELD48_TAG_CVV,
     MTI_AUTHORIZATION_REQUEST,
+    MTI_COMPLETION_ADVICE,
+    MTI_COMPLETION_ADVICE_REPEAT,
+    MTI_FINANCIAL_REQUEST,
     MTI_NETWORK_REQUEST,
+    MTI_REVERSAL_ADVICE,
+    MTI_REVERSAL_ADVICE_REPEAT,
+    MTI_REVERSAL_REQUEST,
     IsoError,
     decode,
     encode,
     field48_decode,
     is_response,
+    parse_original_data_elements,
+    parse_replacement_amounts,
     response_for,
 )
 from switch.iso.profiles import PROFILES, Profile
@@ -33,6 +42,12 @@ from switch.network.framing import Framing, FramingError, framing_for
 RECORDS_MAX_DEFAULT = 100_000
 INVALID_TRANSACTION = "12"
 FORMAT_ERROR = "30"
+PROCESSING_PURCHASE = "00"  # First two digits of field 3.
+PROCESSING_REFUND = "20"
+COMPLETIONS = frozenset({MTI_COMPLETION_ADVICE, MTI_COMPLETION_ADVICE_REPEAT})
+REVERSALS = frozenset({MTI_REVERSAL_REQUEST, MTI_REVERSAL_ADVICE, MTI_REVERSAL_ADVICE_REPEAT})
+
+CardDecider = Callable[..., Decision]
 
 
 @dataclass(slots=True)
@@ -123,19 +138,28 @@ class NetworkServer:
         if mti == MTI_NETWORK_REQUEST:
             response = response_for(message, "00")
         elif mti == MTI_AUTHORIZATION_REQUEST:
-            response = self._authorize(message)
+            response = self._card_request(message, self.issuer.authorize)
+        elif mti == MTI_FINANCIAL_REQUEST:
+            kind = message.get("3", "")[:2]
+            if kind == PROCESSING_PURCHASE:
+                response = self._card_request(message, self.issuer.sale)
+            elif kind == PROCESSING_REFUND:
+                response = self._card_request(message, self.issuer.refund)
+            else:
+                response = response_for(message, INVALID_TRANSACTION)
+        elif mti in COMPLETIONS or mti in REVERSALS:
+            response = self._about_original(message)
         else:
-            # 0200/0400/0420 arrive with later issues; until then say so explicitly.
             response = response_for(message, INVALID_TRANSACTION)
         stats.by_field39[response["39"]] += 1
         return response
 
-    def _authorize(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _card_request(self, request: dict[str, Any], decide: CardDecider) -> dict[str, Any]:
+        """0100 or 0200: check the format, let the issuer decide, record it."""
         pan = request.get("2", "")
-        amount_text = request.get("4", "")
-        if not pan or not amount_text:
+        amount_minor = _amount(request.get("4", ""))
+        if not pan or amount_minor is None:
             return response_for(request, FORMAT_ERROR)
-        amount_minor = int(amount_text)
         cvv = None
         if "48" in request:
             try:
@@ -144,23 +168,62 @@ class NetworkServer:
                 return response_for(request, FORMAT_ERROR)
         if cvv is not None and not (cvv.isdigit() and len(cvv) in (3, 4)):
             return response_for(request, "N7")
-        decision = self.issuer.authorize(
+        decision = decide(
             pan=pan,
             amount_minor=amount_minor,
-            terminal_id=request.get("41", ""),
+            terminal_id=request.get("41", "").strip(),
             stan=request.get("11", ""),
             transmission_dt=request.get("7", ""),
+            rrn=request.get("37", ""),
         )
+        return self._answer(request, pan, amount_minor, decision)
+
+    def _about_original(self, request: dict[str, Any]) -> dict[str, Any]:
+        """0220/0221 completion or 0400/0420/0421 reversal: find the original by field 90 and field 41."""
+        amount_minor = _amount(request.get("4", ""))
+        try:
+            original_mti, original_stan, original_dt = parse_original_data_elements(request.get("90", ""))
+            replacement_minor = parse_replacement_amounts(request["95"]) if "95" in request else None
+        except IsoError:
+            return response_for(request, FORMAT_ERROR)
+        if amount_minor is None:
+            return response_for(request, FORMAT_ERROR)
+        original = {
+            "terminal_id": request.get("41", "").strip(),
+            "original_mti": original_mti,
+            "original_stan": original_stan,
+            "original_dt": original_dt,
+        }
+        if request["t"] in COMPLETIONS:
+            captured_minor = amount_minor if replacement_minor is None else replacement_minor
+            decision = self.issuer.complete(amount_minor=captured_minor, **original)
+        else:
+            decision = self.issuer.reverse(replacement_minor=replacement_minor or 0, **original)
+        return self._answer(request, request.get("2", ""), amount_minor, decision, original_mti=original_mti)
+
+    def _answer(
+        self, request: dict[str, Any], pan: str, amount_minor: int, decision: Decision, **extra: Any
+    ) -> dict[str, Any]:
+        """Record what one message did (card data: last 4 digits) and build its response."""
         self.records.add({
             "network": self.profile.name, "mti": request["t"], "stan": request.get("11"),
             "rrn": request.get("37"), "terminal_id": request.get("41", "").strip(),
             "card_last4": pan[-4:], "amount_minor": amount_minor, "field39": decision.field39,
             "auth_code": decision.auth_code, "effect": decision.effect, "held_minor": decision.held_minor,
-            "at": time.time(),
+            "captured_minor": decision.captured_minor, "released_minor": decision.released_minor,
+            "refunded_minor": decision.refunded_minor, "reversed_minor": decision.reversed_minor,
+            "remaining_minor": decision.remaining_minor, "at": time.time(), **extra,
         })  # fmt: skip
         if decision.auth_code is None:
             return response_for(request, decision.field39)
         return response_for(request, decision.field39, **{"38": decision.auth_code})
+
+
+def _amount(text: str) -> int | None:
+    """Field 4 as an integer, or None when absent or not 12 digits (decoders do not check digits)."""
+    if len(text) != 12 or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
 
 
 class SimProtocol(asyncio.Protocol):

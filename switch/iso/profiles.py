@@ -19,7 +19,7 @@ FramingKind = Literal["binary", "ascii"]
 _FIELD_KEYS_REQUIRED = frozenset({"data_enc", "len_enc", "len_type", "max_len", "len_count", "desc"})
 _LEN_COUNTS = frozenset({"bytes", "nibbles"})
 
-# Fields every profile must describe: what 0100/0110/0800/0810 use now and 0200/0400/0420 will use.
+# Fields every profile must describe: what 0100/0200/0220/0400/0420 and their answers and 0800/0810 use.
 FIELDS_REQUIRED = (
     "h", "t", "p", "1",
     "2", "3", "4", "7", "11", "12", "13", "14", "18", "22", "25", "32", "37", "38", "39",

@@ -36,8 +36,8 @@ class FakeTransport:
 
 
 async def echo(request: Request) -> Response:
-    return Response(200, msgspec.json.encode({"path": request.path, "query": request.query, "body": request.body.decode(),
-                                              "key": request.header("idempotency-key")}))
+    return Response(200, msgspec.json.encode({"path": request.path, "query": request.query,
+                                              "body": request.body.decode(), "key": request.header("idempotency-key")}))
 
 
 async def feed(*chunks: bytes) -> tuple[FakeTransport, list[bytes]]:
@@ -53,7 +53,8 @@ async def feed(*chunks: bytes) -> tuple[FakeTransport, list[bytes]]:
 
 
 def post(body: bytes, path: str = "/v1/x") -> bytes:
-    return (f"POST {path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k1\r\nContent-Length: {len(body)}\r\n\r\n").encode() + body
+    head = f"POST {path} HTTP/1.1\r\nHost: x\r\nIdempotency-Key: k1\r\nContent-Length: {len(body)}\r\n\r\n"
+    return head.encode() + body
 
 
 async def test_one_request_split_at_every_byte() -> None:
