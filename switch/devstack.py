@@ -401,7 +401,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m switch.devstack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "demo"], help="up: run in the foreground; demo: scripted flow")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("SWITCH_WORKERS", "2")))
-    parser.add_argument("--keep-run-dir", action="store_true", help="keep logs and data under .run/")
+    parser.add_argument("--keep-run-dir", action="store_true", help="keep logs and data under .run/ afterwards")
     args = parser.parse_args(argv)
     run_dir = new_run_dir()
     stack = Stack(run_dir=run_dir)
@@ -411,8 +411,8 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_all(workers=args.workers)
         if args.command == "up":
             print(f"READY url={stack.switch_url} api_key={stack.api_key}", flush=True)
-            print(f"  logs: {run_dir}  simulator control: {stack.simulator_control_url}  "
-                  "(Ctrl-C stops everything)", flush=True)
+            print(f"  run dir: {run_dir} (removed on exit unless --keep-run-dir)  simulator control: "
+                  f"{stack.simulator_control_url}  Ctrl-C stops everything", flush=True)
             _wait_for_signal()
             return 0
         from switch.demo import run_demo
@@ -423,7 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         stack.stop()
-        if not args.keep_run_dir and args.command == "demo":
+        if args.keep_run_dir:
+            print(f"logs kept in {run_dir}", file=sys.stderr)
+        else:
             shutil.rmtree(run_dir, ignore_errors=True)
 
 
