@@ -5,6 +5,9 @@ leaves the token. The vault asks the HSM to wrap (AES-GCM encrypt) and unwrap sm
 fingerprint key) at start and at rotation only; one SoftHSM2 call costs ~90 us, so per-card work is done in
 software with the unwrapped data keys.
 
+It also holds one MAC master key per card network (imported once, CMAC only, non-extractable): a link's
+MAC session key is a CMAC under it (SP 800-108 KDF, ``switch.iso.mac``), computed once per sign-on.
+
 Blocking calls: run them off the event loop (``asyncio.to_thread``). One session, guarded by a lock.
 """
 
@@ -29,14 +32,23 @@ from pkcs11.mechanisms import GCMParams
 GCM_NONCE_BYTES = 12
 KEK_BITS = 256
 KEK_LABEL_PREFIX = "vault-kek-v"
+MAC_MASTER_LABEL_PREFIX = "mac-master-"
 
 
 class HsmError(RuntimeError):
     """The HSM could not be opened or refused an operation. Messages never carry the PIN or key bytes."""
 
 
+class HsmKeyNotFound(HsmError):
+    """No key with the asked label is in the token."""
+
+
 def kek_label(version: int) -> str:
     return f"{KEK_LABEL_PREFIX}{version}"
+
+
+def mac_master_label(network: str) -> str:
+    return f"{MAC_MASTER_LABEL_PREFIX}{network}"
 
 
 class Hsm:
@@ -47,6 +59,7 @@ class Hsm:
         self._lock = threading.Lock()
         # python-pkcs11's key classes gain encrypt/decrypt through mixins its stubs do not express.
         self._keks: dict[str, Any] = {}
+        self._mac_keys: dict[str, Any] = {}
 
     @classmethod
     def open(cls, module_path: str, token_label: str, pin: str) -> Hsm:
@@ -73,6 +86,7 @@ class Hsm:
     def close(self) -> None:
         with self._lock:
             self._keks.clear()
+            self._mac_keys.clear()
             try:
                 self._session.close()
             except PKCS11Error:
@@ -82,6 +96,23 @@ class Hsm:
         """Find the KEK with this label, creating it inside the HSM when missing."""
         with self._lock:
             self._kek_locked(label, create=True)
+
+    def destroy_kek(self, label: str) -> bool:
+        """Delete the KEK with this label from the token (key retirement). False when it was not there."""
+        with self._lock:
+            self._keks.pop(label, None)
+            try:
+                key = self._session.get_key(object_class=ObjectClass.SECRET_KEY, key_type=KeyType.AES,
+                                            label=label)
+            except NoSuchKey:
+                return False
+            except MultipleObjectsReturned:
+                raise HsmError(f"more than one HSM key has label={label!r}") from None
+            try:
+                key.destroy()
+            except PKCS11Error as exc:
+                raise HsmError(f"HSM destroy failed: {type(exc).__name__}") from None
+        return True
 
     def _kek_locked(self, label: str, *, create: bool) -> Any:
         key: Any = self._keks.get(label)
@@ -135,6 +166,52 @@ class Hsm:
             except PKCS11Error as exc:
                 raise HsmError(f"HSM unwrap failed: {type(exc).__name__}") from None
         return bytes(secret)
+
+    # MAC master keys: AES keys that can only CMAC (sign) inside the token. Their value never leaves it.
+
+    def import_mac_master_key(self, label: str, material: bytes) -> bool:
+        """Store a MAC master key under `label`: sensitive, non-extractable, CMAC only. Returns False and
+        changes nothing when the token already holds a key with this label."""
+        with self._lock:
+            try:
+                self._mac_key_locked(label)
+                return False
+            except HsmKeyNotFound:
+                pass
+            try:
+                self._session.create_object({
+                    Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES,
+                    Attribute.VALUE: material, Attribute.LABEL: label, Attribute.TOKEN: True,
+                    Attribute.PRIVATE: True, Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False,
+                    Attribute.SIGN: True, Attribute.VERIFY: False, Attribute.ENCRYPT: False,
+                    Attribute.DECRYPT: False, Attribute.WRAP: False, Attribute.UNWRAP: False,
+                    Attribute.DERIVE: False,
+                })
+            except PKCS11Error as exc:
+                raise HsmError(f"HSM key import failed: {type(exc).__name__}") from None
+        return True
+
+    def mac_master_cmac(self, label: str, data: bytes) -> bytes:
+        """AES-CMAC (CKM_AES_CMAC, 16 bytes) of `data` under the MAC master key `label`, inside the HSM."""
+        with self._lock:
+            key = self._mac_key_locked(label)
+            try:
+                return bytes(key.sign(data, mechanism=Mechanism.AES_CMAC))
+            except PKCS11Error as exc:
+                raise HsmError(f"HSM CMAC failed: {type(exc).__name__}") from None
+
+    def _mac_key_locked(self, label: str) -> Any:
+        key: Any = self._mac_keys.get(label)
+        if key is not None:
+            return key
+        try:
+            key = self._session.get_key(object_class=ObjectClass.SECRET_KEY, key_type=KeyType.AES, label=label)
+        except NoSuchKey:
+            raise HsmKeyNotFound(f"HSM key not found: label={label!r}") from None
+        except MultipleObjectsReturned:
+            raise HsmError(f"more than one HSM key has label={label!r}") from None
+        self._mac_keys[label] = key
+        return key
 
     def __repr__(self) -> str:
         return "Hsm(<session>)"

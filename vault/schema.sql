@@ -54,3 +54,24 @@ CREATE TABLE vault.audit (
     outcome     text NOT NULL
 );
 CREATE INDEX audit_token ON vault.audit (token_id, at);
+
+-- Key-encryption key versions (labels of AES keys inside the HSM). Exactly one is active: new data keys
+-- are wrapped under it. Rows wrapped under a retired KEK still unwrap until `vault rewrap-keys` moves them.
+CREATE TABLE vault.keks (
+    version     integer PRIMARY KEY CHECK (version > 0),
+    label       text NOT NULL UNIQUE,
+    state       text NOT NULL CHECK (state IN ('active', 'retired', 'destroyed')),
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX keks_one_active ON vault.keks (state) WHERE state = 'active';
+
+-- Publishable keys (pk_test_...) for the public tokenization endpoint, owned by the vault: the vault never
+-- reads the switch's schema. Stored as SHA-256 with a visible prefix, like the switch's secret keys.
+CREATE TABLE vault.publishable_keys (
+    id          text PRIMARY KEY,
+    merchant_id text NOT NULL,
+    prefix      text NOT NULL,
+    key_hash    bytea NOT NULL UNIQUE CHECK (length(key_hash) = 32),
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);

@@ -32,6 +32,7 @@ from switch.vault_client import (
     DetokenizeRequest,
     FrameDecoder,
     FrameError,
+    MacKeyRequest,
     PingRequest,
     Request,
     Response,
@@ -39,6 +40,8 @@ from switch.vault_client import (
     encode_frame,
 )
 from vault.hsm import Hsm, HsmError, kek_label
+from vault.mac_keys import MacKeys
+from vault.public_api import start_public_api
 from vault.service import Vault, VaultError
 
 log = logging.getLogger("vault.server")
@@ -65,6 +68,7 @@ class VaultConfig:
     credential: str
     kek_label: str
     pool_size_max: int
+    mac_keys_file: str = ""  # VAULT_MAC_KEYS_FILE: MAC master keys to import into the HSM at start.
 
     def __repr__(self) -> str:
         return (f"VaultConfig(socket_path={self.socket_path!r}, token_label={self.token_label!r}, "
@@ -88,15 +92,16 @@ class VaultConfig:
                    pin=env["HSM_PIN"], socket_path=env.get("VAULT_SOCKET", ""),
                    credential=env.get("VAULT_CREDENTIAL", ""),
                    kek_label=env.get("HSM_KEK_LABEL") or kek_label(1),
-                   pool_size_max=pool_size_max)
+                   pool_size_max=pool_size_max, mac_keys_file=env.get("VAULT_MAC_KEYS_FILE", ""))
 
 
 # ----- application: requests → vault → responses ----------------------------------------------------
 
 
 class VaultApp:
-    def __init__(self, vault: Vault, credential: str) -> None:
+    def __init__(self, vault: Vault, credential: str, mac_keys: MacKeys | None = None) -> None:
         self.vault = vault
+        self.mac_keys = mac_keys
         self._credential = credential.encode()
         self.connections: set[VaultProtocol] = set()
 
@@ -109,6 +114,8 @@ class VaultApp:
                 return await self._tokenize(request, caller)
             if isinstance(request, DetokenizeRequest):
                 return await self._detokenize(request, caller)
+            if isinstance(request, MacKeyRequest):
+                return await self._mac_key(request, caller)
             return Response(id=request.id, ok=True)
         except VaultError as exc:
             return Response(id=request.id, ok=False, error=exc.code)
@@ -128,6 +135,19 @@ class VaultApp:
         return Response(id=request.id, ok=True, token=record.token, brand=record.brand, bin=record.bin,
                         last4=record.last4, exp_month=record.exp_month, exp_year=record.exp_year,
                         fingerprint=record.fingerprint.hex())
+
+    async def _mac_key(self, request: MacKeyRequest, caller: str) -> Response:
+        """A link's MAC session key, for an authenticated caller only (this runs after the hello)."""
+        operation = f"mac_key:{request.network[:32]}"
+        try:
+            if self.mac_keys is None:
+                raise VaultError("not_found")
+            key = await self.mac_keys.session_key(request.network, request.generation)
+        except VaultError as exc:
+            self.vault.audit.record(caller, operation, None, None, exc.code)
+            raise
+        self.vault.audit.record(caller, operation, None, None, "ok")
+        return Response(id=request.id, ok=True, key=key)
 
     async def _detokenize(self, request: DetokenizeRequest, caller: str) -> Response:
         if len(request.merchant_id) > MERCHANT_ID_LENGTH_MAX:
@@ -267,15 +287,19 @@ async def serve(config: VaultConfig) -> None:
     loop = asyncio.get_running_loop()
     hsm, pool = await open_vault(config)
     vault = Vault(pool, hsm, config.kek_label)
-    app = VaultApp(vault, config.credential)
+    mac_keys = MacKeys(hsm)
+    app = VaultApp(vault, config.credential, mac_keys)
     server: asyncio.Server | None = None
+    http_server: asyncio.Server | None = None
     try:
         await vault.start(listen_dsn=config.database_url)
+        await mac_keys.start(config.mac_keys_file)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(config.socket_path)
         server = await loop.create_unix_server(lambda: VaultProtocol(app), path=config.socket_path,
                                                backlog=1024)
         os.chmod(config.socket_path, 0o660)
+        http_server = await start_public_api(vault, pool)  # POST /v1/tokens when VAULT_HTTP_PORT is set
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
@@ -284,6 +308,8 @@ async def serve(config: VaultConfig) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if http_server is not None:
+            http_server.close()
         if server is not None:
             server.close()
             connections = list(app.connections)

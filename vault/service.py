@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from switch.cards import CardData, CardError, CardNumber, SecretStr, validate_cvc, validate_expiry
 from vault.hsm import Hsm, HsmError
+from vault.keks import active_kek, ensure_active_kek
 
 log = logging.getLogger("vault.service")
 
@@ -323,7 +324,7 @@ class Vault:
 
         ``listen_dsn``: a dedicated connection LISTENs for key rotations done by other processes.
         """
-        await self._hsm_call(self._hsm.ensure_kek, self._kek_label)
+        self._kek_label = await ensure_active_kek(self._pool, self._hsm, self._kek_label)
         fingerprint_key = await self._load_fingerprint_key()
         self._keys = KeyRing(fingerprint_key)
         await self._ensure_first_dek()
@@ -465,6 +466,8 @@ class Vault:
             await connection.execute("LOCK TABLE vault.data_keys IN EXCLUSIVE MODE")
             version = (await connection.fetchval("SELECT coalesce(max(version), 0) FROM vault.data_keys")) + 1
             key = secrets.token_bytes(DEK_BYTES)
+            # The active KEK may have been rotated by another process since this vault started.
+            self._kek_label = await active_kek(connection) or self._kek_label
             nonce, wrapped = await self._hsm_call(self._hsm.wrap, self._kek_label, key, dek_aad(version))
             await connection.execute("UPDATE vault.data_keys SET state = 'retired' WHERE state = 'active'")
             await connection.execute(

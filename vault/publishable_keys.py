@@ -1,0 +1,102 @@
+"""Publishable keys (``pk_test_...``): what a merchant's web page uses to tokenize cards at the vault.
+
+The vault owns them outright (table ``vault.publishable_keys``, CLI ``vault publishable-keys``): the vault
+never reads the switch's schema, and the switch needs no new operation on the vault socket. A publishable
+key is not a secret (it sits in the merchant's page source); it only says which merchant a new token
+belongs to, and all it can do is create tokens. It is still stored as SHA-256 with a visible prefix, like
+the switch's secret keys, so a database dump does not hand out working keys. The merchant id is the
+switch's (``acct_...``): tokens made through the public endpoint are then payable by that merchant only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import asyncpg
+
+from switch.ids import base62, new_id
+
+PUBLISHABLE_KEY_PREFIX = "pk_test_"
+KEY_VISIBLE_CHARS = 12
+KEY_LENGTH_MAX = 128
+MERCHANT_ID_LENGTH_MAX = 64
+LOOKUP_CACHE_TTL_S = 30.0
+LOOKUP_CACHE_SIZE_MAX = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CreatedPublishableKey:
+    key_id: str
+    merchant_id: str
+    publishable_key: str
+    prefix: str
+
+
+@dataclass(frozen=True, slots=True)
+class PublishableKeyOwner:
+    key_id: str
+    merchant_id: str
+    prefix: str
+
+
+def hash_key(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def new_publishable_key() -> str:
+    return PUBLISHABLE_KEY_PREFIX + base62(secrets.randbits(256), width=43)
+
+
+async def create_publishable_key(conn: asyncpg.Connection, merchant_id: str) -> CreatedPublishableKey:
+    if not 0 < len(merchant_id) <= MERCHANT_ID_LENGTH_MAX:
+        raise ValueError(f"merchant id must be 1 to {MERCHANT_ID_LENGTH_MAX} characters")
+    key = new_publishable_key()
+    key_id = new_id("pkid")
+    prefix = key[:KEY_VISIBLE_CHARS]
+    await conn.execute("INSERT INTO vault.publishable_keys (id, merchant_id, prefix, key_hash)"
+                       " VALUES ($1, $2, $3, $4)", key_id, merchant_id, prefix, hash_key(key))
+    return CreatedPublishableKey(key_id, merchant_id, key, prefix)
+
+
+async def revoke_publishable_key(conn: asyncpg.Connection, key_id: str) -> bool:
+    status = await conn.execute(
+        "UPDATE vault.publishable_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL", key_id)
+    return str(status).endswith(" 1")
+
+
+class PublishableKeyCache:
+    """Bounded LRU of key hash → owner (or None for unknown keys, cached briefly). A revoked key stops
+    working within ``ttl_s``."""
+
+    def __init__(self, pool: asyncpg.Pool, ttl_s: float = LOOKUP_CACHE_TTL_S,
+                 size_max: int = LOOKUP_CACHE_SIZE_MAX) -> None:
+        self._pool = pool
+        self._ttl_s = ttl_s
+        self._size_max = size_max
+        self._entries: OrderedDict[bytes, tuple[PublishableKeyOwner | None, float]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    async def owner(self, key: str) -> PublishableKeyOwner | None:
+        if not key.startswith(PUBLISHABLE_KEY_PREFIX) or len(key) > KEY_LENGTH_MAX:
+            return None
+        digest = hash_key(key)
+        now = time.monotonic()
+        cached = self._entries.get(digest)
+        if cached is not None and cached[1] > now:
+            self._entries.move_to_end(digest)
+            return cached[0]
+        row = await self._pool.fetchrow(
+            "SELECT id, merchant_id, prefix FROM vault.publishable_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            digest)
+        owner = PublishableKeyOwner(row["id"], row["merchant_id"], row["prefix"]) if row else None
+        self._entries[digest] = (owner, now + (self._ttl_s if owner else min(self._ttl_s, 5.0)))
+        self._entries.move_to_end(digest)
+        while len(self._entries) > self._size_max:
+            self._entries.popitem(last=False)
+        return owner
