@@ -7,11 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from acquirer_sim import metrics
+from acquirer_sim.behaviour import BehaviourError
+from acquirer_sim.scenario import ScenarioError, ScenarioRunner, scenario_from
 from acquirer_sim.server import Simulator
+from acquirer_sim.settlement import Settlement
 
 HEADER_BYTES_MAX = 8192
 BODY_BYTES_MAX = 65_536
@@ -20,6 +26,9 @@ RECORDS_LIMIT_MAX = 1000
 REQUEST_TIMEOUT_S = 5.0
 RECORD_FILTERS = ("rrn", "stan", "card_last4", "network", "terminal_id", "mti", "effect")
 HOLD_FILTERS = ("rrn", "stan", "card_last4", "terminal_id")
+SUMMARY_FILTERS = ("rrn", "stan", "card_last4", "terminal_id", "network")
+SUMMARY_TRANSACTIONS_MAX = 1_000_000
+SETTLEMENT_DIR_DEFAULT = Path("settlement")
 
 Reply = tuple[int, Any]
 _REASONS = {
@@ -28,6 +37,7 @@ _REASONS = {
     404: "Not Found",
     405: "Method Not Allowed",
     413: "Payload Too Large",
+    500: "Internal Server Error",
 }
 
 
@@ -38,14 +48,29 @@ class ControlError(Exception):
 
 
 class ControlApi:
-    def __init__(self, simulator: Simulator) -> None:
+    def __init__(
+        self,
+        simulator: Simulator,
+        settlement: Settlement | None = None,
+        scenarios: ScenarioRunner | None = None,
+    ) -> None:
         self.simulator = simulator
+        self.settlement = settlement or Settlement(simulator.issuer, simulator.networks, SETTLEMENT_DIR_DEFAULT)
+        self.scenarios = scenarios or ScenarioRunner(self._apply_step)
+        self.metrics_registry = metrics.registry_for(simulator)
         self.routes: dict[tuple[str, str], Callable[[dict[str, str], Any], Reply]] = {
             ("GET", "/records"): self.get_records,
             ("GET", "/stats"): self.get_stats,
             ("GET", "/holds"): self.get_holds,
             ("GET", "/behaviour"): self.get_behaviour,
             ("POST", "/behaviour"): self.post_behaviour,
+            ("GET", "/summary"): self.get_summary,
+            ("GET", "/scenario"): self.get_scenario,
+            ("POST", "/scenario"): self.post_scenario,
+            ("DELETE", "/scenario"): self.delete_scenario,
+            ("GET", "/settlement"): self.get_settlement,
+            ("POST", "/settlement"): self.post_settlement,
+            ("GET", "/metrics"): self.get_metrics,
         }
         self.server: asyncio.Server | None = None
 
@@ -54,6 +79,7 @@ class ControlApi:
         return int(self.server.sockets[0].getsockname()[1])
 
     async def close(self) -> None:
+        self.scenarios.stop()
         if self.server is not None:
             self.server.close()
             await self.server.wait_closed()
@@ -76,9 +102,7 @@ class ControlApi:
         return 200, {name: network.stats.to_dict() for name, network in self.simulator.networks.items()}
 
     def get_behaviour(self, query: dict[str, str], body: Any) -> Reply:
-        return 200, {
-            name: _behaviour_dict(network.behaviour) for name, network in self.simulator.networks.items()
-        }
+        return 200, {name: network.behaviour.to_dict() for name, network in self.simulator.networks.items()}
 
     def post_behaviour(self, query: dict[str, str], body: Any) -> Reply:
         if not isinstance(body, dict):
@@ -87,14 +111,87 @@ class ControlApi:
         network = self.simulator.networks.get(name) if isinstance(name, str) else None
         if network is None:
             raise ControlError(400, f"network must be one of {sorted(self.simulator.networks)}")
-        unknown = set(body) - {"network", "latency_ms", "drop_rate"}
-        if unknown:
-            raise ControlError(400, f"unknown fields {sorted(unknown)}")
+        changes = {key: value for key, value in body.items() if key != "network"}
         try:
-            network.behaviour.update(body)
-        except ValueError as error:
+            behaviour = network.set_behaviour(changes)
+        except BehaviourError as error:
             raise ControlError(400, str(error)) from None
-        return 200, {name: _behaviour_dict(network.behaviour)}
+        return 200, {name: behaviour.to_dict()}
+
+    def _apply_step(self, name: str, changes: dict[str, Any]) -> None:
+        self.simulator.networks[name].set_behaviour(changes)
+
+    def get_summary(self, query: dict[str, str], body: Any) -> Reply:
+        """The drill's proof, per RRN: how many live charges (approved 0100/0200 purchases not fully
+        reversed; more than one is a double charge), what was taken, credited and is still held. Built
+        from the issuer's remembered transactions (bounded by its duplicates_max) plus the effects of the
+        records still in memory."""
+        filters = {key: query[key] for key in SUMMARY_FILTERS if key in query}
+        transactions = self.simulator.issuer.transactions(limit=SUMMARY_TRANSACTIONS_MAX, **filters)
+        by_rrn: dict[str, dict[str, int]] = {}
+        holds = []
+        for txn in transactions:
+            entry = by_rrn.setdefault(txn["rrn"], dict.fromkeys(
+                ("originals", "charges", "charged_minor", "refunded_minor", "held_minor"), 0
+            ))  # fmt: skip
+            entry["originals"] += 1
+            approved = txn["field39"] == "00"
+            if approved and txn["kind"] != "refund" and txn["reversed_to"] != 0:
+                entry["charges"] += 1
+            entry["refunded_minor" if txn["kind"] == "refund" else "charged_minor"] += txn["moved_minor"]
+            entry["held_minor"] += txn["held_minor"]
+            if txn["held_minor"]:
+                holds.append(txn)
+        charged_twice = sorted(rrn for rrn, entry in by_rrn.items() if entry["charges"] > 1)
+        records = self.simulator.records.query(limit=self.simulator.records.records_max, **filters)
+        limit = _limit(query)
+        return 200, {
+            "filters": filters,
+            "transactions": len(transactions),
+            "charged_once": not charged_twice,
+            "charged_more_than_once": charged_twice[:limit],
+            "every_hold_resolved": not holds,
+            "holds_outstanding": holds[:limit],
+            "by_rrn": dict(list(by_rrn.items())[:limit]),
+            "effects": dict(Counter(record["effect"] for record in records)),
+        }
+
+    def get_scenario(self, query: dict[str, str], body: Any) -> Reply:
+        return 200, self.scenarios.status()
+
+    def post_scenario(self, query: dict[str, str], body: Any) -> Reply:
+        """Start a scenario (the JSON form of a scenario file); replaces any scenario running."""
+        try:
+            scenario = scenario_from(body, self.simulator.networks)
+        except ScenarioError as error:
+            raise ControlError(400, str(error)) from None
+        self.scenarios.start(scenario)
+        return 200, self.scenarios.status()
+
+    def delete_scenario(self, query: dict[str, str], body: Any) -> Reply:
+        """Stop the scenario running; the behaviour it set stays."""
+        self.scenarios.stop()
+        return 200, self.scenarios.status()
+
+    def get_settlement(self, query: dict[str, str], body: Any) -> Reply:
+        settlement = self.settlement
+        return 200, {
+            "directory": str(settlement.directory.resolve()),
+            "cut_offs": settlement.cut_offs,
+            "last_files": settlement.last_files,
+            "dropped": self.simulator.issuer.unsettled_dropped,
+        }
+
+    def post_settlement(self, query: dict[str, str], body: Any) -> Reply:
+        """Cut off now: one file per network of what cleared since the last cut-off."""
+        try:
+            paths = self.settlement.cut_off()
+        except OSError as error:
+            raise ControlError(500, f"settlement files not written: {error.strerror}") from None
+        return 200, {"files": [str(path) for path in paths], "cut_offs": self.settlement.cut_offs}
+
+    def get_metrics(self, query: dict[str, str], body: Any) -> Reply:
+        return 200, metrics.render(self.metrics_registry)
 
     # HTTP.
 
@@ -106,9 +203,12 @@ class ControlApi:
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             writer.close()
             return
-        body = json.dumps(payload).encode()
+        if isinstance(payload, bytes):
+            body, content_type = payload, metrics.CONTENT_TYPE
+        else:
+            body, content_type = json.dumps(payload).encode(), "application/json"
         head = (
-            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: application/json\r\n"
+            f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         )
         writer.write(head.encode() + body)
@@ -158,6 +258,3 @@ def _limit(query: dict[str, str]) -> int:
         raise ControlError(400, "limit must be an integer") from None
     return max(1, min(limit, RECORDS_LIMIT_MAX))
 
-
-def _behaviour_dict(behaviour: Any) -> dict[str, Any]:
-    return {"latency_ms": behaviour.latency_ms, "drop_rate": behaviour.drop_rate}

@@ -14,7 +14,9 @@ where `expired` counts holds forgotten because the bounded memory was full.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -55,6 +57,7 @@ TEST_CARDS: MappingProxyType[str, str] = MappingProxyType(
 BALANCE_MINOR_DEFAULT = 1_000_000
 DUPLICATES_MAX_DEFAULT = 200_000
 CARDS_MAX_DEFAULT = 1_000_000
+UNSETTLED_MAX_DEFAULT = 2_000_000
 
 MTI_AUTHORIZATION = "0100"
 MTI_FINANCIAL = "0200"
@@ -118,6 +121,10 @@ class Transaction:
     moved_minor: int = 0  # Captured (authorization), sold (sale) or credited (refund), after reversals.
     completed: bool = False
     reversed_to: int | None = None  # The amount the last applied reversal left (0: fully reversed).
+    network: str = ""
+    currency: str = ""  # ISO 4217 numeric, as in field 49.
+    created_at: float = 0.0  # Unix time the original was decided.
+    settled_minor: int = 0  # The part of moved_minor already written to a settlement file.
 
 
 class Issuer:
@@ -128,11 +135,18 @@ class Issuer:
         balance_minor: int = BALANCE_MINOR_DEFAULT,
         duplicates_max: int = DUPLICATES_MAX_DEFAULT,
         cards_max: int = CARDS_MAX_DEFAULT,
+        unsettled_max: int = UNSETTLED_MAX_DEFAULT,
+        clock: Callable[[], float] = time.time,
     ) -> None:
-        assert duplicates_max > 0 and cards_max > 0
+        assert duplicates_max > 0 and cards_max > 0 and unsettled_max > 0
         self.balance_minor = balance_minor
         self._duplicates_max = duplicates_max
         self._cards_max = cards_max
+        self._unsettled_max = unsettled_max
+        self._clock = clock
+        # Originals whose moved amount changed since the last settlement cut-off (see take_unsettled).
+        self._unsettled: dict[TransactionKey, Transaction] = {}
+        self.unsettled_dropped = 0  # Forgotten because _unsettled was full: missing from settlement files.
         # Original transactions, oldest first, including declined ones (their duplicates get the same answer).
         self._transactions: dict[TransactionKey, Transaction] = {}
         # The subset with a hold outstanding.
@@ -178,30 +192,65 @@ class Issuer:
             "totals": dict(self.totals),
         }
 
+    def transactions(self, *, limit: int, **filters: str) -> list[dict[str, Any]]:
+        """Original transactions (oldest first) and what is left of each: `moved_minor` is what it took
+        (capture, sale) or credited (refund) after reversals. A scan: never on the message path."""
+        found: list[dict[str, Any]] = []
+        for (mti, terminal_id, stan, transmitted_at), txn in self._transactions.items():
+            row = {
+                "network": txn.network, "mti": mti, "kind": txn.kind, "rrn": txn.rrn, "stan": stan,
+                "terminal_id": terminal_id, "transmitted_at": transmitted_at, "card_last4": txn.card_last4,
+                "field39": txn.field39, "auth_code": txn.auth_code, "amount_minor": txn.amount_minor,
+                "currency": txn.currency, "held_minor": txn.held_minor, "moved_minor": txn.moved_minor,
+                "completed": txn.completed, "reversed_to": txn.reversed_to,
+            }  # fmt: skip
+            if all(row.get(key) == value for key, value in filters.items()):
+                found.append(row)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def take_unsettled(self) -> list[tuple[TransactionKey, Transaction, int]]:
+        """For a settlement cut-off: every original whose moved amount changed since the last one, with
+        the change (negative when a reversal came after the amount was settled). Marks them settled."""
+        taken: list[tuple[TransactionKey, Transaction, int]] = []
+        for key, txn in self._unsettled.items():
+            change_minor = txn.moved_minor - txn.settled_minor
+            if change_minor:
+                txn.settled_minor = txn.moved_minor
+                taken.append((key, txn, change_minor))
+        self._unsettled.clear()
+        return taken
+
     # Original messages: 0100 and 0200.
 
     def authorize(
-        self, *, pan: str, amount_minor: int, terminal_id: str, stan: str, transmission_dt: str, rrn: str = ""
+        self, *, pan: str, amount_minor: int, terminal_id: str, stan: str, transmission_dt: str, rrn: str = "",
+        network: str = "", currency: str = "",
     ) -> Decision:
         """0100: approve and hold, or decline."""
         key = (MTI_AUTHORIZATION, terminal_id, stan, transmission_dt)
-        return self._original(key, "authorization", pan, amount_minor, rrn)
+        return self._original(key, "authorization", pan, amount_minor, rrn, network, currency)
 
     def sale(
-        self, *, pan: str, amount_minor: int, terminal_id: str, stan: str, transmission_dt: str, rrn: str = ""
+        self, *, pan: str, amount_minor: int, terminal_id: str, stan: str, transmission_dt: str, rrn: str = "",
+        network: str = "", currency: str = "",
     ) -> Decision:
         """0200 purchase: authorize and capture at once; same card outcomes as an 0100."""
         key = (MTI_FINANCIAL, terminal_id, stan, transmission_dt)
-        return self._original(key, "sale", pan, amount_minor, rrn)
+        return self._original(key, "sale", pan, amount_minor, rrn, network, currency)
 
     def refund(
-        self, *, pan: str, amount_minor: int, terminal_id: str, stan: str, transmission_dt: str, rrn: str = ""
+        self, *, pan: str, amount_minor: int, terminal_id: str, stan: str, transmission_dt: str, rrn: str = "",
+        network: str = "", currency: str = "",
     ) -> Decision:
         """0200 refund: credit any known card (no earlier sale needed)."""
         key = (MTI_FINANCIAL, terminal_id, stan, transmission_dt)
-        return self._original(key, "refund", pan, amount_minor, rrn)
+        return self._original(key, "refund", pan, amount_minor, rrn, network, currency)
 
-    def _original(self, key: TransactionKey, kind: str, pan: str, amount_minor: int, rrn: str) -> Decision:
+    def _original(
+        self, key: TransactionKey, kind: str, pan: str, amount_minor: int, rrn: str, network: str, currency: str
+    ) -> Decision:
         known = self._transactions.get(key)
         if known is not None:
             return Decision(known.field39, known.auth_code, "duplicate", remaining_minor=known.held_minor)
@@ -209,7 +258,9 @@ class Issuer:
             field39 = APPROVED if known_card(pan) else INVALID_CARD
         else:
             field39 = self._verdict(pan, amount_minor)
-        txn = Transaction(kind, field39, amount_minor, pan[-4:], rrn)
+        txn = Transaction(
+            kind, field39, amount_minor, pan[-4:], rrn, network=network, currency=currency, created_at=self._clock()
+        )
         self._remember(key, txn)
         if field39 != APPROVED:
             return Decision(field39, None, "none")
@@ -227,6 +278,7 @@ class Issuer:
                 APPROVED, txn.auth_code, "hold", held_minor=amount_minor, remaining_minor=amount_minor
             )
         txn.moved_minor = amount_minor
+        self._mark_unsettled(key, txn)
         if kind == "sale":
             account.spent_minor += amount_minor
             self.totals["sold"] += amount_minor
@@ -272,6 +324,13 @@ class Issuer:
         self.held_outstanding_minor -= amount_minor
         self.totals[total] += amount_minor
 
+    def _mark_unsettled(self, key: TransactionKey, txn: Transaction) -> None:
+        unsettled = self._unsettled
+        if key not in unsettled and len(unsettled) >= self._unsettled_max:
+            del unsettled[next(iter(unsettled))]
+            self.unsettled_dropped += 1
+        unsettled[key] = txn
+
     # Messages about an original: 0220/0221 and 0400/0420/0421.
 
     def complete(
@@ -296,6 +355,7 @@ class Issuer:
         txn.account.spent_minor += amount_minor
         txn.moved_minor = amount_minor
         txn.completed = True
+        self._mark_unsettled(key, txn)
         return Decision(
             APPROVED, txn.auth_code, "capture", captured_minor=amount_minor, released_minor=release_minor
         )
@@ -331,6 +391,7 @@ class Issuer:
         reversed_minor = max(0, txn.moved_minor - replacement_minor)
         if reversed_minor:
             txn.moved_minor -= reversed_minor
+            self._mark_unsettled(key, txn)
             if txn.kind == "refund":
                 account.spent_minor += reversed_minor
                 self.totals["refund_reversed"] += reversed_minor

@@ -9,14 +9,34 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import random
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
+from acquirer_sim.behaviour import (
+    FAULT_BAD_MAC,
+    FAULT_DISCONNECT,
+    FAULT_DUPLICATE,
+    FAULT_ERROR,
+    FAULT_GARBAGE,
+    FAULT_LATE_ANSWER,
+    FAULT_NEVER_ANSWER,
+    FAULT_REFUSED,
+    Behaviour,
+    Faults,
+)
 from acquirer_sim.issuer import Decision, Issuer
+from switch.iso.mac import (
+    MAC_FIELD_PRIMARY,
+    MAC_FIELD_SECONDARY,
+    MacKeyError,
+    derive_session_key,
+    generation_of,
+    sign,
+    verify,
+)
 from switch.iso.messages import (
     FIELD48_TAG_CVV,
     MTI_AUTHORIZATION_REQUEST,
@@ -27,6 +47,7 @@ from switch.iso.messages import (
     MTI_REVERSAL_ADVICE,
     MTI_REVERSAL_ADVICE_REPEAT,
     MTI_REVERSAL_REQUEST,
+    NETWORK_SIGN_ON,
     IsoError,
     decode,
     encode,
@@ -40,7 +61,10 @@ from switch.iso.profiles import PROFILES, Profile
 from switch.network.framing import Framing, FramingError, framing_for
 
 RECORDS_MAX_DEFAULT = 100_000
+DELAYED_ANSWERS_MAX = 100_000  # Per network: answers held back by latency knobs; beyond it they are dropped.
+FAULT_OVERFLOW = "delayed_overflow"
 INVALID_TRANSACTION = "12"
+SECURITY_VIOLATION = "63"  # A bad or missing MAC on a MAC'd network (switch.iso.codes).
 FORMAT_ERROR = "30"
 PROCESSING_PURCHASE = "00"  # First two digits of field 3.
 PROCESSING_REFUND = "20"
@@ -48,24 +72,6 @@ COMPLETIONS = frozenset({MTI_COMPLETION_ADVICE, MTI_COMPLETION_ADVICE_REPEAT})
 REVERSALS = frozenset({MTI_REVERSAL_REQUEST, MTI_REVERSAL_ADVICE, MTI_REVERSAL_ADVICE_REPEAT})
 
 CardDecider = Callable[..., Decision]
-
-
-@dataclass(slots=True)
-class Behaviour:
-    """Failure injection for one network. Drop means: decide (approve) but never answer."""
-
-    latency_ms: int = 0
-    drop_rate: float = 0.0
-
-    def update(self, changes: dict[str, Any]) -> None:
-        latency_ms = changes.get("latency_ms", self.latency_ms)
-        drop_rate = changes.get("drop_rate", self.drop_rate)
-        if type(latency_ms) is not int or not 0 <= latency_ms <= 600_000:
-            raise ValueError("latency_ms must be an integer in 0..600000")
-        if type(drop_rate) not in (int, float) or not 0.0 <= drop_rate <= 1.0:
-            raise ValueError("drop_rate must be a number in 0.0..1.0")
-        self.latency_ms = latency_ms
-        self.drop_rate = float(drop_rate)
 
 
 @dataclass(slots=True)
@@ -77,15 +83,24 @@ class NetworkStats:
     dropped: int = 0
     decode_errors: int = 0
     framing_errors: int = 0
+    mac_failures: int = 0  # Requests with a bad or missing MAC, answered SECURITY_VIOLATION.
+    delayed_pending: int = 0  # Answers scheduled for later and not yet written.
     by_mti: Counter[str] = field(default_factory=Counter)
     by_field39: Counter[str] = field(default_factory=Counter)
+    by_response: Counter[tuple[str, str]] = field(default_factory=Counter)  # (request MTI, field 39)
+    by_effect: Counter[str] = field(default_factory=Counter)
+    by_fault: Counter[str] = field(default_factory=Counter)
 
     def to_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it would rebuild each Counter from (key, value) pairs and miscount.
         return {
-            name: dict(value) if isinstance(value, Counter) else value
+            name: {_label(key): count for key, count in value.items()} if isinstance(value, Counter) else value
             for name, value in ((name, getattr(self, name)) for name in self.__slots__)
         }
+
+
+def _label(key: str | tuple[str, ...]) -> str:
+    return key if isinstance(key, str) else ":".join(key)
 
 
 class Records:
@@ -122,10 +137,42 @@ class NetworkServer:
         self.framing: Framing = framing_for(profile)
         self.issuer = issuer
         self.records = records
-        self.behaviour = Behaviour()
+        self.faults = Faults()
+        self.fault: str | None = None  # The fault drawn for the message being handled, for its record.
         self.stats = NetworkStats()
         self.server: asyncio.Server | None = None
         self.connections: set[SimProtocol] = set()
+        # This network's MAC master key (the far end's copy); None: MAC'd requests all fail verification.
+        self.mac_master_key: bytes | None = None
+
+    @property
+    def behaviour(self) -> Behaviour:
+        return self.faults.behaviour
+
+    def set_behaviour(self, changes: dict[str, Any]) -> Behaviour:
+        """Apply a partial change (validated whole; raises BehaviourError). Turning refuse_connections on
+        resets the connections already open, as a network going down would."""
+        old = self.faults.behaviour
+        new = old.changed(changes)
+        self.faults = Faults(new)
+        if new.refuse_connections and not old.refuse_connections:
+            for connection in list(self.connections):
+                connection.abort()
+        return new
+
+    def corrupt_mac(self, message: bytes) -> bytes:
+        """The bad_mac fault: flip the last byte, which is the MAC field when the profile carries one
+        (ISO 8583 puts the MAC last). The MAC code may replace this with something sharper."""
+        return message[:-1] + bytes([message[-1] ^ 0x01]) if message else message
+
+    def refuse(self, request: dict[str, Any], field39: str) -> dict[str, Any]:
+        """The error fault: answer `field39` without letting the issuer see the request."""
+        self.stats.received += 1
+        self.stats.by_mti[request.get("t", "")] += 1
+        self.stats.by_field39[field39] += 1
+        self.stats.by_response[(request.get("t", ""), field39)] += 1
+        return self._answer(request, request.get("2", ""), _amount(request.get("4", "")) or 0,
+                            Decision(field39, None, "none"))  # fmt: skip
 
     def handle(self, message: dict[str, Any]) -> dict[str, Any] | None:
         """The response to one message, or None if there is nothing to answer."""
@@ -152,6 +199,7 @@ class NetworkServer:
         else:
             response = response_for(message, INVALID_TRANSACTION)
         stats.by_field39[response["39"]] += 1
+        stats.by_response[(mti, response["39"])] += 1
         return response
 
     def _card_request(self, request: dict[str, Any], decide: CardDecider) -> dict[str, Any]:
@@ -175,6 +223,8 @@ class NetworkServer:
             stan=request.get("11", ""),
             transmission_dt=request.get("7", ""),
             rrn=request.get("37", ""),
+            network=self.profile.name,
+            currency=request.get("49", ""),
         )
         return self._answer(request, pan, amount_minor, decision)
 
@@ -212,8 +262,9 @@ class NetworkServer:
             "auth_code": decision.auth_code, "effect": decision.effect, "held_minor": decision.held_minor,
             "captured_minor": decision.captured_minor, "released_minor": decision.released_minor,
             "refunded_minor": decision.refunded_minor, "reversed_minor": decision.reversed_minor,
-            "remaining_minor": decision.remaining_minor, "at": time.time(), **extra,
+            "remaining_minor": decision.remaining_minor, "at": time.time(), "fault": self.fault, **extra,
         })  # fmt: skip
+        self.stats.by_effect[decision.effect] += 1
         if decision.auth_code is None:
             return response_for(request, decision.field39)
         return response_for(request, decision.field39, **{"38": decision.auth_code})
@@ -236,6 +287,9 @@ class SimProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._write_buffer: list[bytes] = []
         self._flush_scheduled = False
+        self._payment_messages = 0  # For disconnect_after_messages.
+        # The MAC session key of this connection, derived at each sign-on from the generation it carries.
+        self._mac_key: bytes | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so this is a cast, not a check.
@@ -243,6 +297,9 @@ class SimProtocol(asyncio.Protocol):
         self._network.connections.add(self)
         self._network.stats.connections += 1
         self._network.stats.connections_open += 1
+        if self._network.faults.behaviour.refuse_connections:
+            self._network.stats.by_fault[FAULT_REFUSED] += 1
+            self.abort()  # A reset right after accept: the switch sees the network down.
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._network.connections.discard(self)
@@ -262,26 +319,110 @@ class SimProtocol(asyncio.Protocol):
     def _answer(self, frames: Iterable[bytes]) -> None:
         network = self._network
         profile = network.profile
-        behaviour = network.behaviour
         for frame in frames:
             try:
                 request = decode(profile, frame)
             except IsoError:
                 network.stats.decode_errors += 1
                 continue
+            if profile.mac and not self._mac_verified(frame, request):
+                # Never acted on. A request is told why (signed when this connection has a key at all).
+                if not is_response(request.get("t", "")):
+                    refusal = network.refuse(request, SECURITY_VIOLATION)
+                    network.stats.answered += 1
+                    self.send(network.framing.encode_frame(self._encode(refusal)))
+                continue
+            if network.faults.active:
+                if not self._answer_with_faults(request):
+                    return  # The connection was reset.
+                continue
             response = network.handle(request)
             if response is None:
                 continue
-            # Drops apply to payment messages only, so the link itself stays signed on.
-            if behaviour.drop_rate and response["t"] != "0810" and random.random() < behaviour.drop_rate:
-                network.stats.dropped += 1
-                continue
-            payload = network.framing.encode_frame(encode(profile, response))
+            payload = network.framing.encode_frame(self._encode(response))
             network.stats.answered += 1
-            if behaviour.latency_ms:
-                self._loop.call_later(behaviour.latency_ms / 1000, self.send, payload)
-            else:
-                self.send(payload)
+            self.send(payload)
+
+    def _answer_with_faults(self, request: dict[str, Any]) -> bool:
+        """The slow path, when any knob is set. Returns False if the connection was reset."""
+        network = self._network
+        faults = network.faults
+        behaviour = faults.behaviour
+        stats = network.stats
+        mti = request.get("t", "")
+        fault = error_code = None
+        # Faults apply to payment messages only, so the link itself stays signed on.
+        if mti != MTI_NETWORK_REQUEST and not is_response(mti):
+            self._payment_messages += 1
+            if behaviour.disconnect_after_messages and self._payment_messages > behaviour.disconnect_after_messages:
+                stats.by_fault[FAULT_DISCONNECT] += 1
+                self.abort()
+                return False
+            error_code = faults.error_code()
+            fault = FAULT_ERROR if error_code is not None else faults.after_decision()
+        network.fault = fault
+        try:
+            response = network.handle(request) if error_code is None else network.refuse(request, error_code)
+        finally:
+            network.fault = None
+        if response is None:
+            return True
+        if fault is not None:
+            stats.by_fault[fault] += 1
+        if fault == FAULT_NEVER_ANSWER:
+            stats.dropped += 1
+            return True
+        message = self._encode(response)
+        if fault == FAULT_BAD_MAC:
+            message = network.corrupt_mac(message)
+        payload = network.framing.encode_frame(message)
+        if fault == FAULT_GARBAGE:
+            payload = faults.garbage(network.framing, behaviour.garbage_framed)
+        elif fault == FAULT_DUPLICATE:
+            payload += payload
+        stats.answered += 1
+        delay_s = behaviour.late_answer_ms / 1000 if fault == FAULT_LATE_ANSWER else faults.latency_s()
+        if not delay_s:
+            self.send(payload)
+        elif stats.delayed_pending >= DELAYED_ANSWERS_MAX:
+            stats.by_fault[FAULT_OVERFLOW] += 1  # Bounded memory beats faithful latency.
+        else:
+            stats.delayed_pending += 1
+            self._loop.call_later(delay_s, self._send_delayed, payload)
+        return True
+
+    def _mac_verified(self, frame: bytes, request: dict[str, Any]) -> bool:
+        """Check the request's MAC with this connection's session key; a sign-on first renews the key."""
+        network = self._network
+        if request.get("t") == MTI_NETWORK_REQUEST and request.get("70") == NETWORK_SIGN_ON:
+            self._mac_key = self._session_key(generation_of(request))
+        key = self._mac_key
+        if key is None or not verify(network.profile, frame, key):
+            network.stats.mac_failures += 1
+            return False
+        request.pop(MAC_FIELD_PRIMARY, None)
+        request.pop(MAC_FIELD_SECONDARY, None)
+        return True
+
+    def _session_key(self, generation: int | None) -> bytes | None:
+        master_key = self._network.mac_master_key
+        if master_key is None or generation is None:
+            return None
+        try:
+            return derive_session_key(master_key, self._network.profile.name, generation)
+        except MacKeyError:
+            return None
+
+    def _encode(self, response: dict[str, Any]) -> bytes:
+        """Encode an answer, signed on a MAC'd network whenever this connection has a session key."""
+        profile = self._network.profile
+        if profile.mac and self._mac_key is not None:
+            return sign(profile, response, self._mac_key)
+        return encode(profile, response)
+
+    def _send_delayed(self, payload: bytes) -> None:
+        self._network.stats.delayed_pending -= 1
+        self.send(payload)
 
     def send(self, payload: bytes) -> None:
         self._write_buffer.append(payload)
@@ -303,12 +444,20 @@ class SimProtocol(asyncio.Protocol):
 class Simulator:
     """All simulated networks, sharing one issuer and one record log."""
 
-    def __init__(self, records_max: int = RECORDS_MAX_DEFAULT, issuer: Issuer | None = None) -> None:
+    def __init__(
+        self,
+        records_max: int = RECORDS_MAX_DEFAULT,
+        issuer: Issuer | None = None,
+        mac_master_keys: Mapping[str, bytes] | None = None,
+    ) -> None:
         self.issuer = issuer or Issuer()
         self.records = Records(records_max)
         self.networks = {
             name: NetworkServer(profile, self.issuer, self.records) for name, profile in PROFILES.items()
         }
+        for name, key in (mac_master_keys or {}).items():
+            if name in self.networks:
+                self.networks[name].mac_master_key = key
 
     async def start(self, host: str, ports: dict[str, int]) -> dict[str, int]:
         """Listen for each network in `ports` (0 picks a free port); return the ports bound."""

@@ -1,0 +1,191 @@
+"""Settlement files: at a cut-off, one CSV per network of what cleared since the previous cut-off.
+
+Cleared means money moved: a capture (0220/0221), a sale or a refund (0200). Holds that were never
+captured and items reversed before the cut-off do not appear; a reversal that arrives after its item
+was settled appears in the next file as a negative adjustment. The format is in docs/simulator.md.
+
+The issuer's state is read on the event loop (`Settlement.take`), the file is written elsewhere if the
+caller likes (`write` is plain blocking I/O): temp file in the same folder, fsync, then rename, so a
+reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from datetime import time as time_of_day
+from pathlib import Path
+from types import MappingProxyType
+
+from acquirer_sim.issuer import Issuer, Transaction, TransactionKey
+
+logger = logging.getLogger(__name__)
+
+COLUMNS = (
+    "record_type", "network", "rrn", "stan", "terminal_id", "auth_code", "transaction_type", "amount_minor",
+    "currency", "transaction_date", "settlement_date", "interchange_fee_minor",
+)  # fmt: skip
+TRAILER_COLUMNS = (
+    "record_type", "network", "currency", "count", "debit_total_minor", "credit_total_minor", "net_minor",
+    "interchange_fee_total_minor", "settlement_date", "cut_off_at",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Fee:
+    """Interchange on a capture or sale: rate_bps of the amount (rounded half up) plus fixed_minor."""
+
+    rate_bps: int
+    fixed_minor: int
+
+    def on(self, amount_minor: int) -> int:
+        return (amount_minor * self.rate_bps + 5_000) // 10_000 + self.fixed_minor
+
+
+# The documented per-network fee schedule (docs/simulator.md). Refunds and adjustments carry no fee.
+FEES: MappingProxyType[str, Fee] = MappingProxyType(
+    {"visa": Fee(150, 10), "mastercard": Fee(175, 12), "generic": Fee(200, 0)}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    network: str
+    rrn: str
+    stan: str
+    terminal_id: str
+    auth_code: str
+    transaction_type: str  # capture, sale, refund or adjustment
+    amount_minor: int  # Positive: to the merchant; negative: back to the cardholder.
+    currency: str
+    transaction_date: str  # YYYY-MM-DD (UTC) of the original authorization or sale.
+    interchange_fee_minor: int
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """What one cut-off settles, for all networks."""
+
+    cut_off_at: datetime
+    sequence: int
+    rows: dict[str, list[Row]]
+
+
+def row_for(key: TransactionKey, txn: Transaction, change_minor: int) -> Row:
+    """One settlement line for an original whose moved amount changed by `change_minor`."""
+    _, terminal_id, stan, _ = key
+    first = txn.settled_minor == change_minor  # Nothing of it was settled before this cut-off.
+    if txn.kind == "refund":
+        amount_minor = -change_minor
+    else:
+        amount_minor = change_minor
+    if not first:
+        transaction_type = "adjustment"
+    else:
+        transaction_type = "capture" if txn.kind == "authorization" else txn.kind
+    fee = FEES.get(txn.network)
+    fee_minor = fee.on(amount_minor) if fee is not None and first and txn.kind != "refund" else 0
+    return Row(
+        txn.network, txn.rrn, stan, terminal_id, txn.auth_code or "", transaction_type, amount_minor,
+        txn.currency, datetime.fromtimestamp(txn.created_at, UTC).date().isoformat(), fee_minor,
+    )  # fmt: skip
+
+
+def render(network: str, rows: Iterable[Row], cut_off_at: datetime) -> str:
+    """The CSV text of one file: header, detail rows (D), one trailer (T) per currency."""
+    settlement_date = cut_off_at.date().isoformat()
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    totals: dict[str, list[int]] = {}  # currency -> count, debit, credit, fees
+    for row in rows:
+        writer.writerow((
+            "D", row.network, row.rrn, row.stan, row.terminal_id, row.auth_code, row.transaction_type,
+            row.amount_minor, row.currency, row.transaction_date, settlement_date, row.interchange_fee_minor,
+        ))  # fmt: skip
+        total = totals.setdefault(row.currency, [0, 0, 0, 0])
+        total[0] += 1
+        total[1 if row.amount_minor > 0 else 2] += abs(row.amount_minor)
+        total[3] += row.interchange_fee_minor
+    cut_off_text = cut_off_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+    for currency, (count, debit, credit, fees) in sorted(totals.items() or [("", [0, 0, 0, 0])]):
+        writer.writerow(("T", network, currency, count, debit, credit, debit - credit, fees, settlement_date,
+                         cut_off_text))  # fmt: skip
+    return out.getvalue()
+
+
+def write_atomically(path: Path, text: str) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="ascii", newline="") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+class Settlement:
+    """Cut-offs for one simulator: on demand (`cut_off`) and daily at `daily_at` UTC (`run_daily`)."""
+
+    def __init__(self, issuer: Issuer, networks: Iterable[str], directory: Path) -> None:
+        self.issuer = issuer
+        self.networks = tuple(networks)
+        self.directory = directory
+        self.cut_offs = 0
+        self.last_files: list[str] = []
+
+    def take(self, now: datetime | None = None) -> Batch:
+        """Read and mark what cleared since the last cut-off (on the event loop: no I/O)."""
+        cut_off_at = now or datetime.now(UTC)
+        rows: dict[str, list[Row]] = {name: [] for name in self.networks}
+        for key, txn, change_minor in self.issuer.take_unsettled():
+            rows.setdefault(txn.network, []).append(row_for(key, txn, change_minor))
+        self.cut_offs += 1
+        return Batch(cut_off_at, self.cut_offs, rows)
+
+    def write(self, batch: Batch) -> list[Path]:
+        """One file per network, e.g. visa-20300506-0001.csv (the sequence counts cut-offs of this run)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        stamp = batch.cut_off_at.strftime("%Y%m%d-%H%M%S")
+        paths = []
+        for network, rows in batch.rows.items():
+            path = self.directory / f"{network}-{stamp}-{batch.sequence:04d}.csv"
+            write_atomically(path, render(network, rows, batch.cut_off_at))
+            paths.append(path)
+        self.last_files = [str(path) for path in paths]
+        return paths
+
+    def cut_off(self, now: datetime | None = None) -> list[Path]:
+        return self.write(self.take(now))
+
+    async def run_daily(self, daily_at: time_of_day) -> None:
+        """Cut off every day at `daily_at` (UTC) until cancelled; the file writes run in a thread."""
+        while True:
+            await asyncio.sleep(seconds_until(daily_at, datetime.now(UTC)))
+            batch = self.take()
+            try:
+                await asyncio.to_thread(self.write, batch)
+            except OSError as error:
+                logger.error("settlement cut-off %d not written: %s", batch.sequence, error)
+            await asyncio.sleep(1.0)  # Never twice in the same second.
+
+
+def seconds_until(daily_at: time_of_day, now: datetime) -> float:
+    target = datetime.combine(now.date(), daily_at, UTC)
+    if target <= now:
+        target += timedelta(days=1)
+    return max((target - now).total_seconds(), 0.0)
+
+
+def parse_daily_at(text: str) -> time_of_day | None:
+    """`HH:MM` (UTC), or `off`."""
+    if text == "off":
+        return None
+    parsed = time.strptime(text, "%H:%M")
+    return time_of_day(parsed.tm_hour, parsed.tm_min)
