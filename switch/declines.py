@@ -44,6 +44,8 @@ DECLINES: dict[ResultCode, Decline] = {
                                      "your card; try again."),
     ResultCode.SYSTEM_ERROR: Decline("processing_error", "processing_error", "An error occurred while processing "
                                      "your card; try again."),
+    ResultCode.SECURITY_VIOLATION: Decline("processing_error", "processing_error", "An error occurred while "
+                                           "processing your card; try again."),
 }
 
 GENERIC_DECLINE = Decline(_CARD_DECLINED, "generic_decline", "Your card was declined.")

@@ -31,6 +31,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 SCHEMA_SWITCH = REPO_ROOT / "schema.sql"
 SCHEMA_VAULT = REPO_ROOT / "vault" / "schema.sql"
 READY_TIMEOUT_S = 60.0
+MAC_MASTER_KEYS_FILE = "mac-master-keys.json"  # Under the run directory, mode 0600.
+MAC_NETWORKS = ("visa", "mastercard", "generic")
 PR_SET_PDEATHSIG = 1
 
 
@@ -70,6 +72,20 @@ def find_softhsm_module() -> str:
         if os.path.exists(path):
             return path
     raise StackError("libsofthsm2.so not found (apt-get install softhsm2, or run `make setup`)")
+
+
+def mac_master_keys_file(run_dir: Path) -> Path:
+    """The stack's MAC master keys (one per network), made once: the vault imports them into the HSM, the
+    simulator (the far end) reads its own copy. Written 0600 and never printed."""
+    from switch.iso.mac import MASTER_KEY_BYTES, format_master_keys
+
+    path = run_dir / MAC_MASTER_KEYS_FILE
+    if not path.exists():
+        text = format_master_keys({name: secrets.token_bytes(MASTER_KEY_BYTES) for name in MAC_NETWORKS})
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(text)
+    return path
 
 
 @dataclass
@@ -201,7 +217,7 @@ class Stack:
         ], user=user, stop_signal=signal.SIGINT)
         self._wait_postgres(bin_dir, port, service)
         admin_url = f"postgresql://postgres:{admin_password}@127.0.0.1:{port}/postgres"
-        self.database_admin_url = admin_url.replace("/postgres", "/switch")
+        self.database_admin_url = admin_url.rsplit("/", 1)[0] + "/switch"  # only the database name changes
         self._create_database(admin_url, port)
 
     def _run(self, argv: list[str], *, user: str | None = None, env: dict[str, str] | None = None) -> str:
@@ -307,17 +323,21 @@ class Stack:
         assert self.hsm is not None
         self.vault_socket = str(self.run_dir / "vault.sock")
         self.vault_credential = secrets.token_urlsafe(32)
+        http_port = free_port()
         service = self.spawn("vault", [sys.executable, "-m", "vault", "serve"], env={
             **self.hsm.env(), "VAULT_DATABASE_URL": self.vault_database_url,
             "VAULT_SOCKET": self.vault_socket, "VAULT_CREDENTIAL": self.vault_credential,
+            "VAULT_HTTP_PORT": str(http_port), "VAULT_MAC_KEYS_FILE": str(mac_master_keys_file(self.run_dir)),
         })
         self.wait_for_line(service, "VAULT READY")
+        self.vault_http_url = f"http://127.0.0.1:{http_port}"
 
     def start_simulator(self, extra_args: list[str] | None = None) -> None:
         service = self.spawn("acquirer_sim", [
             sys.executable, "-m", "acquirer_sim", "--host", "127.0.0.1", "--visa-port", "0",
             "--mastercard-port", "0", "--generic-port", "0", "--control-port", "0",
-            *(extra_args or []),
+            "--settlement-dir", str(self.run_dir / "settlement"),
+            "--mac-key-file", str(mac_master_keys_file(self.run_dir)), *(extra_args or []),
         ])
         line = self.wait_for_line(service, "SIM READY")
         ports = dict(part.split("=", 1) for part in line.split()[2:])
@@ -412,7 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "up":
             print(f"READY url={stack.switch_url} api_key={stack.api_key}", flush=True)
             print(f"  run dir: {run_dir} (removed on exit unless --keep-run-dir)  simulator control: "
-                  f"{stack.simulator_control_url}  Ctrl-C stops everything", flush=True)
+                  f"{stack.simulator_control_url}  vault tokens: {stack.vault_http_url}/v1/tokens  "
+                  "Ctrl-C stops everything", flush=True)
             _wait_for_signal()
             return 0
         from switch.demo import run_demo

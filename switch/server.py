@@ -72,7 +72,8 @@ class Worker:
                                             socket_connect_timeout=2.0)
         vault = VaultClient(settings.vault_socket, settings.vault_credential)
         await vault.connect()
-        networks = Networks(settings.networks, on_late_response)
+        # MAC session keys come from the vault, derived in its HSM, once per link sign-on.
+        networks = Networks(settings.networks, on_late_response, mac_key_source=vault.mac_key)
         await networks.start()
         outbox = OutboxSender(pool, vault, networks, settings.acquirer_id)
         payments = PaymentEngine(settings, pool, vault, networks, TraceAllocator(pool), outbox)

@@ -5,6 +5,9 @@ first frame is ``{"op": "hello", "credential": ...}``; the vault answers ``{"id"
 error frame and closes. Then requests ``{"id": n, "op": "tokenize" | "detokenize" | "ping", ...}`` are
 pipelined and answered ``{"id": n, "ok": bool, ...}`` in completion order.
 
+``mac_key`` (network, key generation) answers the MAC session key the vault derives from the network's MAC
+master key inside the HSM (see ``switch.iso.mac``); links ask once per sign-on, never per message.
+
 The vault imports the wire types from here (the switch must never import the vault, which holds the HSM).
 Message types that can hold a PAN or CVC mask their repr.
 """
@@ -21,6 +24,7 @@ from typing import cast
 import msgspec
 
 from switch.cards import CardData, CardError, CardNumber, SecretStr
+from switch.iso.mac import GENERATION_MAX, SESSION_KEY_BYTES
 
 log = logging.getLogger("switch.vault_client")
 
@@ -106,7 +110,13 @@ class DetokenizeRequest(msgspec.Struct, tag="detokenize", tag_field="op", forbid
     token: str
 
 
-Request = PingRequest | TokenizeRequest | DetokenizeRequest
+class MacKeyRequest(msgspec.Struct, tag="mac_key", tag_field="op", forbid_unknown_fields=True):
+    id: int
+    network: str
+    generation: int
+
+
+Request = PingRequest | TokenizeRequest | DetokenizeRequest | MacKeyRequest
 
 
 class Response(msgspec.Struct, omit_defaults=True):
@@ -122,6 +132,7 @@ class Response(msgspec.Struct, omit_defaults=True):
     fingerprint: str | None = None
     number: str | None = None
     cvc: str | None = None
+    key: bytes | None = None  # A MAC session key (mac_key); never in a repr or a log line.
 
     def __repr__(self) -> str:
         return f"Response(id={self.id}, ok={self.ok}, error={self.error!r}, token={self.token!r})"
@@ -388,3 +399,14 @@ class VaultClient:
         return CardData(number=number, exp_month=response.exp_month or 0, exp_year=response.exp_year or 0,
                         brand=response.brand or "", last4=response.last4 or "",
                         cvc=None if response.cvc is None else SecretStr(response.cvc))
+
+    async def mac_key(self, network: str, generation: int, *, timeout_s: float | None = None) -> bytes:
+        """The MAC session key of (network, generation), derived by the vault inside its HSM."""
+        if not 0 < generation <= GENERATION_MAX:
+            raise VaultError("invalid_request", "key generation out of range")
+        response = await self._call(MacKeyRequest, timeout_s, network=network, generation=generation)
+        if not response.ok:
+            raise VaultError(response.error or "unavailable")
+        if response.key is None or len(response.key) != SESSION_KEY_BYTES:
+            raise VaultError("unavailable", "vault returned a malformed MAC key")
+        return response.key

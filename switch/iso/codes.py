@@ -30,6 +30,7 @@ class ResultCode(StrEnum):
     ISSUER_UNAVAILABLE = "issuer_unavailable"
     PROCESSING_ERROR = "processing_error"
     FORMAT_ERROR = "format_error"
+    SECURITY_VIOLATION = "security_violation"  # The far end could not verify our MAC (field 64 / 128).
     SYSTEM_ERROR = "system_error"
 
 
@@ -65,6 +66,7 @@ _FIELD39_TABLE: tuple[tuple[str, ResultCode], ...] = (
     ("92", ResultCode.ISSUER_UNAVAILABLE),
     ("96", ResultCode.PROCESSING_ERROR),
     ("30", ResultCode.FORMAT_ERROR),
+    ("63", ResultCode.SECURITY_VIOLATION),
 )
 
 FIELD39_TO_RESULT: MappingProxyType[str, ResultCode] = MappingProxyType(dict(_FIELD39_TABLE))
@@ -75,7 +77,8 @@ RESULT_TO_FIELD39: MappingProxyType[ResultCode, str] = MappingProxyType(
 
 # Results that mean "the issuer or network could not decide": safe to retry on another route.
 RETRYABLE_RESULTS = frozenset(
-    {ResultCode.ISSUER_UNAVAILABLE, ResultCode.PROCESSING_ERROR, ResultCode.SYSTEM_ERROR}
+    {ResultCode.ISSUER_UNAVAILABLE, ResultCode.PROCESSING_ERROR, ResultCode.SECURITY_VIOLATION,
+     ResultCode.SYSTEM_ERROR}
 )
 
 # Unrecognised codes in these families are trouble on the far side rather than a decision.

@@ -181,6 +181,11 @@ def check_profile(profile: Profile) -> None:
             assert field_spec["max_len"] < 10 ** (2 * field_spec["len_type"]), where
         elif field_spec["len_type"]:
             assert field_spec["max_len"] < 10 ** field_spec["len_type"] or field_spec["len_enc"] == "b", where
+    if profile.mac:
+        # switch.iso.mac relies on the MAC field being the last field and exactly 8 raw bytes.
+        for key in ("64", "128"):
+            mac_spec = spec[key]
+            assert (mac_spec["data_enc"], mac_spec["len_type"], mac_spec["max_len"]) == ("b", 0, 8), key
 
 
 def _profile(
@@ -198,12 +203,13 @@ GENERIC = _profile(
 )
 
 # Visa-like (BASE I style): BCD MTI, numerics and lengths, binary bitmaps, EBCDIC (cp500) text,
-# 2-byte binary length header.
-VISA = _profile("visa", "binary", 2, False, bcd=True, text_encoding="cp500", bitmap_binary=True, mti_bcd=True)
+# 2-byte binary length header, AES-CMAC in field 64 / 128 (switch.iso.mac).
+VISA = _profile("visa", "binary", 2, True, bcd=True, text_encoding="cp500", bitmap_binary=True, mti_bcd=True)
 
-# Mastercard-like: ASCII everywhere including a hex-ASCII bitmap, and a 4-digit ASCII decimal length.
+# Mastercard-like: ASCII everywhere including a hex-ASCII bitmap, and a 4-digit ASCII decimal length;
+# AES-CMAC in field 64 / 128.
 MASTERCARD = _profile(
-    "mastercard", "ascii", 4, False, bcd=False, text_encoding="ascii", bitmap_binary=False, mti_bcd=False
+    "mastercard", "ascii", 4, True, bcd=False, text_encoding="ascii", bitmap_binary=False, mti_bcd=False
 )
 
 PROFILES: MappingProxyType[str, Profile] = MappingProxyType({p.name: p for p in (GENERIC, VISA, MASTERCARD)})

@@ -15,10 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from switch.iso.mac import AES_KEY_SIZES, MAC_FIELD_PRIMARY, MAC_FIELD_SECONDARY, sign, verify, with_generation
 from switch.iso.messages import (
     MTI_NETWORK_REQUEST,
     NETWORK_ECHO,
@@ -34,12 +36,15 @@ from switch.iso.messages import (
 )
 from switch.iso.profiles import Profile
 from switch.network.framing import FRAME_SIZE_MAX_DEFAULT, Framing, FramingError, framing_for
+from switch.network.metrics import LinkMetrics
 
 logger = logging.getLogger(__name__)
 
 Message = dict[str, Any]
 MatchKey = tuple[str, str, str]
 LateHandler = Callable[[Message], None]
+# Given a key generation, returns that generation's MAC session key (the router asks the vault).
+MacKeyProvider = Callable[[int], Awaitable[bytes]]
 
 STAN_MAX = 999_999
 
@@ -70,6 +75,13 @@ class LinkBusyError(NetworkError):
 
 class LinkTimeoutError(NetworkError):
     """No response in time. The outcome is unknown, so this is not retryable: reverse instead."""
+
+    retryable = False
+
+
+class MacError(NetworkError):
+    """The response carried a bad or missing MAC, so it cannot be trusted. The request may have been
+    processed, so this is not retryable: reverse instead."""
 
     retryable = False
 
@@ -105,6 +117,13 @@ class _LinkProtocol(asyncio.Protocol):
             return
         for frame in frames:
             self._link._on_frame(frame)
+
+    def pause_writing(self) -> None:
+        # The kernel buffer is full (the network reads slower than we write): stop taking requests.
+        self._link._on_flow(paused=True)
+
+    def resume_writing(self) -> None:
+        self._link._on_flow(paused=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._write_buffer.clear()
@@ -160,7 +179,12 @@ class Link:
         reconnect_delay_initial_s: float = 0.1,
         reconnect_delay_max_s: float = 10.0,
         frame_size_max: int = FRAME_SIZE_MAX_DEFAULT,
+        metrics: LinkMetrics | None = None,
+        on_connect_failed: Callable[[], None] | None = None,
+        mac_key_provider: MacKeyProvider | None = None,
     ) -> None:
+        if profile.mac and mac_key_provider is None:
+            raise ValueError(f"profile {profile.name} MACs its messages: the link needs a mac_key_provider")
         assert inflight_max > 0 and late_memory_max > 0
         assert 0 < reconnect_delay_initial_s <= reconnect_delay_max_s
         self.host = host
@@ -178,6 +202,13 @@ class Link:
         self._reconnect_delay_initial_s = reconnect_delay_initial_s
         self._reconnect_delay_max_s = reconnect_delay_max_s
         self._framing = framing_for(profile, frame_size_max)
+        self._metrics = metrics
+        self._on_connect_failed = on_connect_failed
+        self._writing_paused = False
+        self._mac_key_provider = mac_key_provider
+        # The session key of the current connection and its generation, renewed at every sign-on.
+        self._mac_key: bytes | None = None
+        self._mac_generation = 0
 
         self._protocol: _LinkProtocol | None = None
         self._pending: dict[MatchKey, tuple[asyncio.Future[Message], asyncio.TimerHandle]] = {}
@@ -198,6 +229,7 @@ class Link:
         self.late = 0
         self.reconnects = 0
         self.decode_errors = 0
+        self.mac_failures = 0
 
     # Public interface.
 
@@ -207,14 +239,26 @@ class Link:
         return self._signed_on and self._protocol is not None and self._protocol.is_open
 
     @property
+    def paused(self) -> bool:
+        """The transport asked us to stop writing (flow control): new requests are refused meanwhile."""
+        return self._writing_paused
+
+    @property
     def pending(self) -> int:
         """Requests in flight."""
         return len(self._pending)
 
-    async def start(self) -> None:
-        """Connect and sign on; raises LinkDownError if that fails. Afterwards the link reconnects itself."""
+    async def start(self, *, reconnect_on_failure: bool = False) -> None:
+        """Connect and sign on; raises LinkDownError if that fails. Afterwards the link reconnects itself;
+        with `reconnect_on_failure` it also keeps trying after a failed start (close() stops it)."""
         assert self._supervisor is None, "start() called twice"
-        await self._connect()
+        try:
+            await self._connect()
+        except LinkDownError:
+            self._connect_failed()
+            if reconnect_on_failure:
+                self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
+            raise
         self._supervisor = asyncio.get_running_loop().create_task(self._supervise())
 
     async def request(self, message: Message, timeout_s: float) -> Message:
@@ -226,6 +270,8 @@ class Link:
         protocol = self._protocol
         if not self._signed_on or protocol is None or not protocol.is_open:
             raise LinkDownError(f"link {self.name} is not ready")
+        if self._writing_paused:
+            raise LinkBusyError(f"link {self.name}: writing paused by flow control")
         return await self._exchange(protocol, message, timeout_s)
 
     async def close(self) -> None:
@@ -262,20 +308,28 @@ class Link:
             raise DuplicateKeyError(f"link {self.name}: key {key} already in flight")
         if len(pending) >= self._inflight_max:
             raise LinkBusyError(f"link {self.name}: {len(pending)} requests in flight (inflight_max)")
-        frame = self._framing.encode_frame(encode(self.profile, message))
+        frame = self._framing.encode_frame(self._encode(message))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Message] = loop.create_future()
         timer = loop.call_later(timeout_s, self._expire, key, future)
         pending[key] = (future, timer)
         protocol.send(frame)
         self.tx += 1
+        metrics = self._metrics
+        started = 0.0
+        if metrics is not None:
+            metrics.sent(message.get("t", ""))
+            started = loop.time()
         try:
-            return await future
+            response = await future
         except asyncio.CancelledError:
             # The caller gave up (its deadline passed): a reply may still come and must be seen as late.
             if self._forget(key, future):
                 self._remember_late(key)
             raise
+        if metrics is not None:
+            metrics.round_trip.observe(loop.time() - started)
+        return response
 
     def _forget(self, key: MatchKey, future: asyncio.Future[Message]) -> bool:
         entry = self._pending.get(key)
@@ -289,6 +343,8 @@ class Link:
         if not self._forget(key, future):
             return
         self.expired += 1
+        if self._metrics is not None:
+            self._metrics.timeouts.inc()
         self._remember_late(key)
         if not future.done():
             future.set_exception(LinkTimeoutError(f"link {self.name}: no response for {key}"))
@@ -323,6 +379,11 @@ class Link:
         self.rx += 1
         self._last_rx_time = asyncio.get_running_loop().time()
         mti = message.get("t", "")
+        if self._metrics is not None:
+            self._metrics.received(mti, message.get("39"))
+        if self.profile.mac and not self._mac_verified(frame, message):
+            self._on_mac_failure(message)
+            return
         if not is_response(mti):
             self._on_network_request(message)
             return
@@ -337,23 +398,77 @@ class Link:
         deadline = self._late_keys.pop(key, None)
         if deadline is not None and deadline >= self._last_rx_time:
             self.late += 1
+            if self._metrics is not None:
+                self._metrics.late.inc()
         else:
-            self.unhandled += 1
+            self._count_unhandled()
         self._hand_over(message)
 
     def _on_network_request(self, message: Message) -> None:
         if message["t"] == MTI_NETWORK_REQUEST and self._protocol is not None:
             # The network's own echo or sign-on: acknowledge it on the same connection.
             try:
-                frame = self._framing.encode_frame(encode(self.profile, response_for(message, "00")))
+                frame = self._framing.encode_frame(self._encode(response_for(message, "00")))
             except (IsoError, FramingError) as error:
                 logger.warning("link %s: cannot answer network request: %s", self.name, error)
                 return
             self._protocol.send(frame)
             self.tx += 1
             return
-        self.unhandled += 1
+        self._count_unhandled()
         self._hand_over(message)
+
+    # MAC: signed on the way out, verified on the way in, with the connection's session key.
+
+    def _encode(self, message: Message) -> bytes:
+        if not self.profile.mac:
+            return encode(self.profile, message)
+        assert self._mac_key is not None, "a MAC'd link sends nothing before its session key is set"
+        return sign(self.profile, message, self._mac_key)
+
+    def _mac_verified(self, frame: bytes, message: Message) -> bool:
+        key = self._mac_key
+        if key is None or not verify(self.profile, frame, key):
+            return False
+        # The MAC is this layer's business: callers see the message as sent, without it.
+        message.pop(MAC_FIELD_PRIMARY, None)
+        message.pop(MAC_FIELD_SECONDARY, None)
+        return True
+
+    def _on_mac_failure(self, message: Message) -> None:
+        """A message whose MAC is bad or missing is never acted on: its request fails, anything else is
+        dropped (not answered, not handed over)."""
+        self.mac_failures += 1
+        mti = message.get("t", "")
+        key = match_key(message)
+        logger.warning("link %s: %s %s rejected: bad or missing MAC", self.name, mti, key)
+        entry = self._pending.pop(key, None) if is_response(mti) else None
+        if entry is None:
+            return
+        future, timer = entry
+        timer.cancel()
+        # The genuine answer may still come; it is then late and goes to the reversal path.
+        self._remember_late(key)
+        if not future.done():
+            future.set_exception(MacError(f"link {self.name}: response {key} failed MAC verification"))
+
+    async def _renew_mac_key(self) -> None:
+        """A fresh session key for the next sign-on: a new, larger generation, derived by the provider."""
+        assert self._mac_key_provider is not None
+        generation = max(self._mac_generation + 1, int(time.time()))
+        try:
+            key = await asyncio.wait_for(self._mac_key_provider(generation), self._connect_timeout_s)
+        except Exception as error:  # noqa: BLE001 - any failure means no key; its text is not shown
+            raise LinkDownError(f"link {self.name}: no MAC session key ({type(error).__name__})") from None
+        if len(key) not in AES_KEY_SIZES:
+            raise LinkDownError(f"link {self.name}: MAC session key of {len(key)} bytes is not an AES key")
+        self._mac_generation = generation
+        self._mac_key = key
+
+    def _count_unhandled(self) -> None:
+        self.unhandled += 1
+        if self._metrics is not None:
+            self._metrics.unhandled.inc()
 
     def _hand_over(self, message: Message) -> None:
         try:
@@ -369,6 +484,7 @@ class Link:
         if protocol is not self._protocol:
             return
         self._signed_on = False
+        self._writing_paused = False
         self._cancel_echo_timer()
         # Requests already written have an unknown outcome: not retryable, they need a reversal.
         self._fail_pending(LinkDownError(f"link {self.name} lost its connection", retryable=False))
@@ -377,6 +493,8 @@ class Link:
 
     async def _connect(self) -> None:
         loop = asyncio.get_running_loop()
+        if self.profile.mac:
+            await self._renew_mac_key()
         try:
             _, protocol = await asyncio.wait_for(
                 loop.create_connection(self._new_protocol, self.host, self.port), self._connect_timeout_s
@@ -387,6 +505,8 @@ class Link:
         if not protocol.is_open:
             raise LinkDownError(f"link {self.name}: connection closed during connect")
         sign_on = network_request(NETWORK_SIGN_ON, self._next_stan())
+        if self.profile.mac:
+            sign_on = with_generation(sign_on, self._mac_generation)
         try:
             response = await self._exchange(protocol, sign_on, self._sign_on_timeout_s)
         except NetworkError as error:
@@ -415,10 +535,22 @@ class Link:
                     await self._connect()
                 except LinkDownError as error:
                     logger.info("%s; retrying", error)
+                    self._connect_failed()
                     delay_s = min(delay_s * 2, self._reconnect_delay_max_s)
                     continue
                 self.reconnects += 1
+                if self._metrics is not None:
+                    self._metrics.reconnects.inc()
                 break
+
+    def _connect_failed(self) -> None:
+        if self._metrics is not None:
+            self._metrics.connect_failures.inc()
+        if self._on_connect_failed is not None:
+            self._on_connect_failed()
+
+    def _on_flow(self, *, paused: bool) -> None:
+        self._writing_paused = paused
 
     def _next_stan(self) -> str:
         self._stan = self._stan % STAN_MAX + 1

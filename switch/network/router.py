@@ -1,73 +1,80 @@
-"""Which network carries a card, and the links to each network.
+"""Which network carries a card, and the pool of links to each network.
 
 Brands route to the network of the same name when one is configured, otherwise to ``generic`` (an
-ISO 8583:1987 acquirer host that takes Amex, Discover, JCB, Diners, UnionPay, Maestro). Each network has
-one or more links per endpoint; a request goes to the ready link with the fewest requests in flight.
+ISO 8583:1987 acquirer host that takes Amex, Discover, JCB, Diners, UnionPay, Maestro). Each network
+has one `Pool`: several links per endpoint, a primary endpoint and backups, a breaker per endpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
 
 from switch.config import NetworkConfig
 from switch.iso.profiles import profile_for
-from switch.network.link import Link, LinkDownError, Message, NetworkError
+from switch.network.breaker import BreakerConfig
+from switch.network.link import Message
+from switch.network.pool import NoRouteError, Pool
 
-log = logging.getLogger(__name__)
+__all__ = ["FALLBACK_NETWORK", "Networks", "NoRouteError"]
 
 FALLBACK_NETWORK = "generic"
 
-
-class NoRouteError(NetworkError):
-    """No ready link can take the request: nothing was sent, so the request may be retried."""
-
-    retryable = True
+# (network, key generation) -> that generation's MAC session key; the worker wires it to the vault.
+MacKeySource = Callable[[str, int], Awaitable[bytes]]
 
 
 class Networks:
-    def __init__(self, configs: dict[str, NetworkConfig], late_handler: Callable[[str, Message], None]) -> None:
+    def __init__(
+        self,
+        configs: dict[str, NetworkConfig],
+        late_handler: Callable[[str, Message], None],
+        *,
+        breaker_config: BreakerConfig | None = None,
+        link_options: Mapping[str, Any] | None = None,
+        mac_key_source: MacKeySource | None = None,
+    ) -> None:
         self.configs = configs
         self.late_handler = late_handler
-        self.links: dict[str, list[Link]] = {}
+        self.pools: dict[str, Pool] = {
+            name: Pool(name, profile_for(config.profile), config.endpoints, late_handler=self._late_for(name),
+                       links_per_endpoint=config.links_per_endpoint, breaker_config=breaker_config,
+                       link_options=_with_mac_keys(link_options, mac_key_source, name))
+            for name, config in configs.items()
+        }
 
     async def start(self) -> None:
         """Open every link; a network that cannot be reached now keeps reconnecting in the background."""
-        for name, config in self.configs.items():
-            profile = profile_for(config.profile)
-            links = []
-            for endpoint in config.endpoints:
-                for index in range(config.links_per_endpoint):
-                    links.append(Link(endpoint.host, endpoint.port, profile, name=f"{name}#{index}",
-                                      late_handler=self._late_for(name)))
-            self.links[name] = links
-        await asyncio.gather(*(self._start_link(link) for links in self.links.values() for link in links))
+        await asyncio.gather(*(pool.start() for pool in self.pools.values()))
 
     def _late_for(self, network: str) -> Callable[[Message], None]:
         return lambda message: self.late_handler(network, message)
 
-    @staticmethod
-    async def _start_link(link: Link) -> None:
-        try:
-            await link.start()
-        except LinkDownError as error:
-            log.warning("link %s not up at start (%s); it keeps retrying", link.name, error)
-
     async def close(self) -> None:
-        await asyncio.gather(*(link.close() for links in self.links.values() for link in links))
+        await asyncio.gather(*(pool.close() for pool in self.pools.values()))
 
     def route(self, brand: str) -> str:
         return brand if brand in self.configs else FALLBACK_NETWORK
 
     def ready(self) -> dict[str, bool]:
-        return {name: any(link.ready for link in links) for name, links in self.links.items()}
+        return {name: pool.ready for name, pool in self.pools.items()}
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per network: ready, degraded, the endpoint serving now, and each endpoint's links and breaker."""
+        return {name: pool.status() for name, pool in self.pools.items()}
 
     async def send(self, network: str, message: Message, timeout_s: float) -> Message:
-        return await self.pick(network).request(message, timeout_s)
+        pool = self.pools.get(network)
+        if pool is None:
+            raise NoRouteError(f"no network named {network!r} is configured")
+        return await pool.request(message, timeout_s)
 
-    def pick(self, network: str) -> Link:
-        candidates = [link for link in self.links.get(network, ()) if link.ready]
-        if not candidates:
-            raise NoRouteError(f"no ready link to network {network}")
-        return min(candidates, key=lambda link: link.pending)
+
+def _with_mac_keys(link_options: Mapping[str, Any] | None, source: MacKeySource | None,
+                   network: str) -> Mapping[str, Any] | None:
+    """Each link of `network` asks `source` for its session keys, bound to the network's name (its zone)."""
+    if source is None:
+        return link_options
+    return {**(link_options or {}), "mac_key_provider": functools.partial(source, network)}

@@ -14,6 +14,7 @@ from acquirer_sim.control import ControlApi
 from switch.iso import PROFILES
 from switch.iso.messages import authorization_request, completion_advice, financial_request, reversal
 from switch.network.link import Link
+from tests.network.mac_keys import key_provider
 
 PAN = "4242424242424242"
 TERMINAL = "TERM0042"
@@ -30,7 +31,8 @@ async def control(simulator):
 
 @pytest.fixture(params=list(PROFILES))
 async def link(request, simulator):
-    link = Link("127.0.0.1", simulator.ports[request.param], PROFILES[request.param], late_handler=print)
+    link = Link("127.0.0.1", simulator.ports[request.param], PROFILES[request.param], late_handler=print,
+                mac_key_provider=key_provider(request.param))
     await link.start()
     yield link
     await link.close()

@@ -7,6 +7,7 @@ import pytest
 from switch.iso import PROFILES
 from switch.iso.messages import authorization_request
 from switch.network.link import DuplicateKeyError, Link, LinkBusyError, LinkDownError, LinkTimeoutError
+from tests.network.mac_keys import key_provider
 
 CARDS = {
     "4242424242424242": "00",
@@ -34,6 +35,7 @@ def auth(stan: int, pan: str = "4242424242424242", terminal_id: str = "TERM0001"
 async def open_link(simulator, network: str = "generic", **options) -> tuple[Link, list[dict]]:
     handed_over: list[dict] = []
     options.setdefault("reconnect_delay_initial_s", 0.02)
+    options.setdefault("mac_key_provider", key_provider(network))
     link = Link(
         "127.0.0.1", simulator.ports[network], PROFILES[network], late_handler=handed_over.append, **options
     )
@@ -80,7 +82,7 @@ async def test_thousand_concurrent_requests_match(simulator):
 
 async def test_duplicate_key_refused_and_inflight_bounded(simulator):
     link, _ = await open_link(simulator, inflight_max=2)
-    simulator.networks["generic"].behaviour.latency_ms = 100
+    simulator.networks["generic"].set_behaviour({"latency_ms": 100})
     try:
         first = asyncio.ensure_future(link.request(auth(1), timeout_s=2.0))
         await asyncio.sleep(0)
@@ -99,7 +101,7 @@ async def test_duplicate_key_refused_and_inflight_bounded(simulator):
 
 async def test_timeout_then_late_response_reaches_handler(simulator):
     link, handed_over = await open_link(simulator)
-    simulator.networks["generic"].behaviour.latency_ms = 200
+    simulator.networks["generic"].set_behaviour({"latency_ms": 200})
     try:
         with pytest.raises(LinkTimeoutError) as error:
             await link.request(auth(7), timeout_s=0.05)
@@ -115,7 +117,7 @@ async def test_timeout_then_late_response_reaches_handler(simulator):
 
 async def test_caller_cancellation_also_counts_late(simulator):
     link, handed_over = await open_link(simulator)
-    simulator.networks["generic"].behaviour.latency_ms = 100
+    simulator.networks["generic"].set_behaviour({"latency_ms": 100})
     try:
         with pytest.raises(TimeoutError):
             async with asyncio.timeout(0.02):
@@ -130,7 +132,7 @@ async def test_caller_cancellation_also_counts_late(simulator):
 async def test_disconnect_fails_inflight_then_reconnects(simulator):
     link, handed_over = await open_link(simulator)
     network = simulator.networks["generic"]
-    network.behaviour.latency_ms = 500
+    network.set_behaviour({"latency_ms": 500})
     try:
         in_flight = [asyncio.ensure_future(link.request(auth(stan), timeout_s=5.0)) for stan in range(10)]
         await wait_until(lambda: network.stats.received >= 11)
@@ -140,7 +142,7 @@ async def test_disconnect_fails_inflight_then_reconnects(simulator):
         with pytest.raises(LinkDownError) as error:
             await link.request(auth(99), timeout_s=1.0)
         assert error.value.retryable  # Nothing was sent.
-        network.behaviour.latency_ms = 0
+        network.set_behaviour({"latency_ms": 0})
         await wait_until(lambda: link.ready)
         assert link.reconnects == 1 and network.stats.by_mti["0800"] == 2
         assert (await link.request(auth(100), timeout_s=2.0))["39"] == "00"

@@ -6,8 +6,10 @@ import signal
 import sys
 
 from switch.iso import PROFILES
+from switch.iso.mac import format_master_keys
 from switch.iso.messages import authorization_request
 from switch.network.link import Link
+from tests.network.mac_keys import MASTER_KEYS, key_provider
 
 
 async def http(port: int, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
@@ -22,9 +24,13 @@ async def http(port: int, method: str, path: str, body: dict | None = None) -> t
     return int(head.split()[1]), json.loads(body_bytes)
 
 
-async def test_simulator_process():
+async def test_simulator_process(tmp_path):
+    key_file = tmp_path / "mac-keys.json"
+    key_file.write_text(format_master_keys(MASTER_KEYS))
+    key_file.chmod(0o600)
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "acquirer_sim", "--records-max", "50", stdout=asyncio.subprocess.PIPE
+        sys.executable, "-m", "acquirer_sim", "--records-max", "50", "--mac-key-file", str(key_file),
+        stdout=asyncio.subprocess.PIPE,
     )
     try:
         line = (await asyncio.wait_for(process.stdout.readline(), 10)).decode()
@@ -33,7 +39,8 @@ async def test_simulator_process():
         assert set(ports) == {"visa", "mastercard", "generic", "control"}
         control = int(ports["control"])
 
-        link = Link("127.0.0.1", int(ports["visa"]), PROFILES["visa"], late_handler=print)
+        link = Link("127.0.0.1", int(ports["visa"]), PROFILES["visa"], late_handler=print,
+                    mac_key_provider=key_provider("visa"))
         await link.start()
         request = authorization_request(
             pan="4000000000009995",
@@ -58,9 +65,9 @@ async def test_simulator_process():
         assert status == 200 and body["visa"]["by_mti"] == {"0800": 2, "0100": 1}
 
         status, body = await http(control, "POST", "/behaviour", {"network": "visa", "latency_ms": 5})
-        assert status == 200 and body["visa"] == {"latency_ms": 5, "drop_rate": 0.0}
-        status, _ = await http(control, "POST", "/behaviour", {"network": "visa", "drop_rate": 2})
-        assert status == 400
+        assert status == 200 and (body["visa"]["latency_ms"], body["visa"]["drop_rate"]) == (5, 0.0)
+        status, body = await http(control, "POST", "/behaviour", {"network": "visa", "drop_rate": 2})
+        assert status == 400 and body["error"] == "Expected `float` <= 1.0 - at `$.drop_rate`"
         status, _ = await http(control, "GET", "/nothing")
         assert status == 404
     finally:
