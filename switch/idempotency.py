@@ -17,6 +17,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from switch import errors, store
+from switch.batch import Batcher, BatchQueueFull
 
 FINGERPRINT_BYTES = 32
 
@@ -33,10 +34,34 @@ def _unavailable() -> errors.ApiError:
                                       "Retry with the same Idempotency-Key.")
 
 
+class RedisPipeliner:
+    """Commands issued by concurrent requests in one loop pass go out as one pipeline (one round trip)."""
+
+    def __init__(self, client: redis.Redis, size_max: int = 512, inflight_max: int = 4) -> None:
+        self.client = client
+        self.batches: Batcher[tuple[tuple[object, ...], dict[str, object]], object] = Batcher(
+            self._run, size_max=size_max, inflight_max=inflight_max)
+
+    async def execute(self, *command: object, **options: object) -> object:
+        """`options` reach redis-py's response callback (e.g. get=True keeps SET ... GET's value)."""
+        try:
+            result = await self.batches.submit((command, options))
+        except BatchQueueFull:
+            raise RedisError("too many Redis commands waiting") from None
+        return result
+
+    async def _run(self, commands: list[tuple[tuple[object, ...], dict[str, object]]]) -> list[object]:
+        pipe = self.client.pipeline(transaction=False)
+        for command, options in commands:
+            pipe.execute_command(*command, **options)
+        return list(await pipe.execute(raise_on_error=False))
+
+
 class Idempotency:
     def __init__(self, client: redis.Redis, pool: asyncpg.Pool, hmac_key: bytes, lock_ttl_s: int,
                  retention_s: int) -> None:
         self.redis = client
+        self.commands = RedisPipeliner(client)
         self.pool = pool
         self.hmac_key = hmac_key
         self.lock_ttl_s = lock_ttl_s
@@ -58,15 +83,21 @@ class Idempotency:
         503 when Redis cannot be reached.
         """
         name = self.redis_key(merchant_id, key)
+        # SET NX GET (Redis >= 7): sets and answers nil, or leaves the key and answers its value.
+        previous = await self._call("SET", name, b"L" + fingerprint, "NX", "GET", "EX", self.lock_ttl_s, get=True)
+        if previous is None:
+            return None
+        assert isinstance(previous, bytes)
+        return self._decode(previous, fingerprint)
+
+    async def _call(self, *command: object, **options: object) -> object:
         try:
-            if await self.redis.set(name, b"L" + fingerprint, nx=True, ex=self.lock_ttl_s):
-                return None
-            value: bytes | None = await self.redis.get(name)  # type: ignore[assignment]  # bytes: no decode
-        except RedisError:
+            result = await self.commands.execute(*command, **options)
+        except (RedisError, OSError):
             raise _unavailable() from None
-        if value is None:               # expired between SET and GET: the finished answer is in Postgres
-            return await self.from_database(merchant_id, key, fingerprint)
-        return self._decode(value, fingerprint)
+        if isinstance(result, Exception):
+            raise _unavailable()
+        return result
 
     @staticmethod
     def _decode(value: bytes, fingerprint: bytes) -> Replay:
@@ -92,9 +123,9 @@ class Idempotency:
     async def remember(self, merchant_id: str, key: str, fingerprint: bytes, status: int, body: bytes) -> None:
         """Cache the finished response for replays. Best effort: Postgres already holds it."""
         try:
-            await self.redis.set(self.redis_key(merchant_id, key), b"D" + fingerprint + b"%03d" % status + body,
-                                 ex=self.retention_s)
-        except RedisError:
+            await self.commands.execute("SET", self.redis_key(merchant_id, key),
+                                        b"D" + fingerprint + b"%03d" % status + body, "EX", self.retention_s)
+        except (RedisError, OSError):
             pass
 
     async def release(self, merchant_id: str, key: str) -> None:

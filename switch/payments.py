@@ -90,6 +90,7 @@ class PaymentEngine:
         self.networks = networks
         self.traces = traces
         self.outbox = outbox
+        self.writer = store.PaymentWriter(pool)
 
     # ----- create -------------------------------------------------------------------------------------
 
@@ -104,7 +105,7 @@ class PaymentEngine:
         network = self.networks.route(card.brand)
         trace = await self.traces.next()
         new = self._new_payment(call, request, card, token, network, trace)
-        if not await store.begin_payment(self.pool, new, call.idempotency_key, call.fingerprint):
+        if not await self.writer.begin(new, call.idempotency_key, call.fingerprint):
             raise KeyTaken
         sale = request.capture_method == "automatic"
         message = self._request_message(sale, new, card, trace, currency.numeric)
@@ -177,8 +178,8 @@ class PaymentEngine:
             error = errors.ApiError(402, "card_error", decline.code, decline.message,
                                     decline_code=decline.decline_code, payment_id=new.id)
             reply = Reply(402, error.body(call.request_id))
-        if not await store.finish_payment(self.pool, new.id, outcome, call.idempotency_key, reply.status,
-                                          reply.body):
+        if not await self.writer.finish(store.Finish(new.id, outcome, call.idempotency_key, reply.status,
+                                                     reply.body)):
             # Recovery already failed and reversed this payment (we outlived its deadline); its answer stands.
             return await self._stored_reply(call)
         return reply

@@ -57,9 +57,15 @@ async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool release hook: we keep no session state (no SET, LISTEN, advisory locks or temp tables), so the
+    reset query asyncpg would otherwise send on every release is a wasted round trip. Open transactions are
+    still rolled back by asyncpg before this hook runs."""
+
+
 async def create_pool(url: str, size_max: int) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(url, min_size=min(2, size_max), max_size=size_max, init=init_connection,
-                                     command_timeout=10)
+                                     reset=_keep_session, command_timeout=10)
     assert pool is not None
     return pool
 
@@ -277,3 +283,116 @@ async def post_ledger(conn: asyncpg.Connection, posting_id: str, payment_id: str
 async def unbalanced_postings(conn: asyncpg.Connection | asyncpg.Pool) -> list[asyncpg.Record]:
     return await conn.fetch("SELECT posting_id, currency, sum(amount) AS total FROM ledger_entries "
                             "GROUP BY posting_id, currency HAVING sum(amount) <> 0 LIMIT 100")
+
+
+# ----- batched hot path (group commit) -------------------------------------------------------------------
+# The same two writes as begin_payment / finish_payment, for many payments in one statement: each row's
+# idempotency row, payment and event are still written atomically, and a batch is one round trip and one
+# WAL flush instead of one per payment.
+
+_BEGIN_PAYMENTS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::smallint[], $10::smallint[], $11::text[], $12::text[], $13::text[],
+                         $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::timestamptz[],
+                         $20::text[], $21::bytea[], $22::timestamptz[])
+        AS t(id, merchant_id, amount, currency, capture_method, card_token, card_brand, card_last4, card_exp_month,
+             card_exp_year, network, terminal_id, stan, rrn, transmitted_at, description, statement_descriptor,
+             metadata, deadline_at, idempotency_key, fingerprint, created_at)
+), idem AS (
+    INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint,
+                                  payment_id)
+    SELECT merchant_id, idempotency_key, 'POST', '/v1/payments', fingerprint, id FROM input
+    ON CONFLICT DO NOTHING RETURNING payment_id
+), pay AS (
+    INSERT INTO payments (id, merchant_id, status, amount, currency, capture_method, card_token, card_brand,
+                          card_last4, card_exp_month, card_exp_year, network, terminal_id, stan, rrn,
+                          transmitted_at, description, statement_descriptor, metadata, deadline_at, created_at)
+    SELECT id, merchant_id, 'processing', amount, currency, capture_method, card_token, card_brand, card_last4,
+           card_exp_month, card_exp_year, network, terminal_id, stan, rrn, transmitted_at, description,
+           statement_descriptor, metadata::jsonb, deadline_at, created_at
+    FROM input WHERE id IN (SELECT payment_id FROM idem)
+    RETURNING id, amount
+), event AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
+    SELECT id, 'payment.created', NULL, 'processing', amount FROM pay
+)
+SELECT payment_id FROM idem"""
+
+_FINISH_PAYMENTS = """
+WITH input AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[],
+                         $8::text[], $9::text[], $10::text[], $11::smallint[], $12::bytea[])
+        AS t(payment_id, status, amount_capturable, amount_received, auth_code, response_code, decline_code,
+             failure_message, event_type, idempotency_key, response_status, response_body)
+), pay AS (
+    UPDATE payments p SET status = i.status, amount_capturable = i.amount_capturable,
+        amount_received = i.amount_received, auth_code = i.auth_code, response_code = i.response_code,
+        decline_code = i.decline_code, failure_message = i.failure_message, updated_at = now()
+    FROM input i WHERE p.id = i.payment_id AND p.status = 'processing'
+    RETURNING p.id, p.merchant_id
+), event AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code)
+    SELECT i.payment_id, i.event_type, 'processing', i.status, i.amount_received, i.response_code
+    FROM input i JOIN pay ON pay.id = i.payment_id
+), idem AS (
+    UPDATE idempotency_keys k SET response_status = i.response_status, response_body = i.response_body,
+        finished_at = now()
+    FROM input i JOIN pay ON pay.id = i.payment_id
+    WHERE k.merchant_id = pay.merchant_id AND k.idempotency_key = i.idempotency_key
+)
+SELECT id FROM pay"""
+
+
+@dataclass(slots=True)
+class Finish:
+    payment_id: str
+    outcome: Outcome
+    idempotency_key: str
+    response_status: int
+    response_body: bytes
+
+
+class PaymentWriter:
+    """Batched begin/finish writes for the authorization hot path (see switch/batch.py)."""
+
+    def __init__(self, pool: asyncpg.Pool, size_max: int = 256, inflight_max: int = 4) -> None:
+        from switch.batch import Batcher
+
+        self.pool = pool
+        self.begin_batches: Batcher[tuple[NewPayment, str, bytes], bool] = Batcher(
+            self._begin_many, size_max=size_max, inflight_max=inflight_max)
+        self.finish_batches: Batcher[Finish, bool] = Batcher(
+            self._finish_many, size_max=size_max, inflight_max=inflight_max)
+
+    async def begin(self, payment: NewPayment, idempotency_key: str, fingerprint: bytes) -> bool:
+        """Like begin_payment: False, writing nothing, when the idempotency key already has a row."""
+        return await self.begin_batches.submit((payment, idempotency_key, fingerprint))
+
+    async def finish(self, item: Finish) -> bool:
+        """Like finish_payment: False when the payment already left `processing`."""
+        return await self.finish_batches.submit(item)
+
+    async def _begin_many(self, items: list[tuple[NewPayment, str, bytes]]) -> list[bool]:
+        columns: list[list[object]] = [[] for _ in range(22)]
+        for p, key, fingerprint in items:
+            row = (p.id, p.merchant_id, p.amount, p.currency, p.capture_method, p.card_token, p.card_brand,
+                   p.card_last4, p.card_exp_month, p.card_exp_year, p.network, p.terminal_id, p.stan, p.rrn,
+                   p.transmitted_at, p.description, p.statement_descriptor, json.dumps(p.metadata), p.deadline_at,
+                   key, fingerprint, p.created_at)
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        inserted = {record[0] for record in await self.pool.fetch(_BEGIN_PAYMENTS, *columns)}
+        return [p.id in inserted for p, _, _ in items]
+
+    async def _finish_many(self, items: list[Finish]) -> list[bool]:
+        columns: list[list[object]] = [[] for _ in range(12)]
+        for item in sorted(items, key=lambda i: i.payment_id):   # a fixed lock order across batches
+            o = item.outcome
+            row = (item.payment_id, o.status, o.amount_capturable, o.amount_received, o.auth_code, o.response_code,
+                   o.decline_code, o.failure_message, o.event_type, item.idempotency_key, item.response_status,
+                   item.response_body)
+            for column, value in zip(columns, row, strict=True):
+                column.append(value)
+        updated = {record[0] for record in await self.pool.fetch(_FINISH_PAYMENTS, *columns)}
+        return [item.payment_id in updated for item in items]

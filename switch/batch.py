@@ -1,0 +1,74 @@
+"""Group commit: what concurrent requests submit during one event-loop pass runs as one batch.
+
+A lone request is sent at once (a batch of one, no added latency). Under load, while ``inflight_max``
+batches are already running, new items wait in the queue and leave together as the next batch, so one
+Postgres statement or one Redis pipeline carries many payments. The queue is bounded: past
+``queue_max`` waiting items, ``submit`` raises ``BatchQueueFull`` so overload sheds with a clear error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+Item = TypeVar("Item")
+Result = TypeVar("Result")
+
+
+class BatchQueueFull(Exception):
+    """More work is waiting than ``queue_max``: the caller should answer a retryable overload error."""
+
+
+class Batcher(Generic[Item, Result]):
+    def __init__(self, run: Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]], *,
+                 size_max: int = 256, inflight_max: int = 2, queue_max: int = 20_000) -> None:
+        assert size_max > 0 and inflight_max > 0 and queue_max >= size_max
+        self.run = run
+        self.size_max = size_max
+        self.inflight_max = inflight_max
+        self.queue_max = queue_max
+        self.waiting: list[tuple[Item, asyncio.Future[Result]]] = []
+        self.inflight = 0
+        self.flush_scheduled = False
+        self.batches = 0
+        self.items = 0
+
+    async def submit(self, item: Item) -> Result:
+        if len(self.waiting) >= self.queue_max:
+            raise BatchQueueFull(f"{len(self.waiting)} items already waiting")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Result] = loop.create_future()
+        self.waiting.append((item, future))
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            loop.call_soon(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        loop = asyncio.get_running_loop()
+        while self.waiting and self.inflight < self.inflight_max:
+            batch, self.waiting = self.waiting[:self.size_max], self.waiting[self.size_max:]
+            self.inflight += 1
+            loop.create_task(self._run(batch))
+
+    async def _run(self, batch: list[tuple[Item, asyncio.Future[Result]]]) -> None:
+        self.batches += 1
+        self.items += len(batch)
+        try:
+            results = await self.run([item for item, _ in batch])
+        except BaseException as error:  # noqa: BLE001 - every waiter must hear about the failure
+            results = [error] * len(batch)
+        finally:
+            self.inflight -= 1
+            if self.waiting and not self.flush_scheduled:
+                self.flush_scheduled = True
+                asyncio.get_running_loop().call_soon(self._flush)
+        for (_, future), result in zip(batch, results, strict=True):
+            if future.done():
+                continue
+            if isinstance(result, BaseException):
+                future.set_exception(result)
+            else:
+                future.set_result(result)

@@ -1,0 +1,81 @@
+"""The group-commit batcher: batching per loop pass, bounded queue, errors reach every waiter."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from switch.batch import Batcher, BatchQueueFull
+
+
+async def test_concurrent_items_leave_in_few_batches() -> None:
+    seen: list[list[int]] = []
+    release = asyncio.Event()
+
+    async def run(items: list[int]) -> list[int]:
+        seen.append(items)
+        await release.wait()
+        return [item * 2 for item in items]
+
+    batcher: Batcher[int, int] = Batcher(run, size_max=100, inflight_max=1)
+    tasks = [asyncio.create_task(batcher.submit(i)) for i in range(250)]
+    await asyncio.sleep(0.01)
+    release.set()
+    results = await asyncio.gather(*tasks)
+    assert results == [i * 2 for i in range(250)]
+    assert [len(batch) for batch in seen] == [100, 100, 50]
+
+
+async def test_a_lone_item_is_sent_at_once() -> None:
+    async def run(items: list[str]) -> list[str]:
+        return [item.upper() for item in items]
+
+    batcher: Batcher[str, str] = Batcher(run)
+    assert await asyncio.wait_for(batcher.submit("a"), 1.0) == "A"
+    assert batcher.batches == 1
+
+
+async def test_a_failed_batch_fails_every_waiter_and_the_next_batch_still_runs() -> None:
+    calls = 0
+
+    async def run(items: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ConnectionError("database went away")
+        return items
+
+    batcher: Batcher[int, int] = Batcher(run, inflight_max=1)
+    first = await asyncio.gather(batcher.submit(1), batcher.submit(2), return_exceptions=True)
+    assert all(isinstance(result, ConnectionError) for result in first)
+    assert await batcher.submit(3) == 3
+
+
+async def test_per_item_errors_are_raised_to_their_own_waiter() -> None:
+    async def run(items: list[int]) -> list[object]:
+        return [ValueError(item) if item % 2 else item for item in items]
+
+    batcher: Batcher[int, int] = Batcher(run)
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(4)), return_exceptions=True)
+    assert results[0] == 0 and results[2] == 2
+    assert isinstance(results[1], ValueError) and isinstance(results[3], ValueError)
+
+
+async def test_the_queue_is_bounded() -> None:
+    gate = asyncio.Event()
+
+    async def run(items: list[int]) -> list[int]:
+        await gate.wait()
+        return items
+
+    batcher: Batcher[int, int] = Batcher(run, size_max=2, inflight_max=1, queue_max=4)
+    first = [asyncio.create_task(batcher.submit(i)) for i in range(4)]
+    await asyncio.sleep(0.01)          # two items in the running batch, two waiting
+    second = [asyncio.create_task(batcher.submit(i)) for i in range(4, 6)]
+    await asyncio.sleep(0.01)          # four waiting: the queue is full
+    assert len(batcher.waiting) == 4
+    with pytest.raises(BatchQueueFull):
+        await batcher.submit(99)
+    gate.set()
+    assert await asyncio.wait_for(asyncio.gather(*first, *second), 5) == list(range(6))
