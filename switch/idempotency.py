@@ -37,7 +37,7 @@ def _unavailable() -> errors.ApiError:
 class RedisPipeliner:
     """Commands issued by concurrent requests in one loop pass go out as one pipeline (one round trip)."""
 
-    def __init__(self, client: redis.Redis, size_max: int = 512, inflight_max: int = 4) -> None:
+    def __init__(self, client: redis.Redis, size_max: int = 512, inflight_max: int = 2) -> None:
         self.client = client
         self.batches: Batcher[tuple[tuple[object, ...], dict[str, object]], object] = Batcher(
             self._run, size_max=size_max, inflight_max=inflight_max)

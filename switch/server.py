@@ -77,6 +77,7 @@ class Worker:
         await networks.start()
         outbox = OutboxSender(pool, vault, networks, settings.acquirer_id)
         payments = PaymentEngine(settings, pool, vault, networks, TraceAllocator(pool), outbox)
+        await payments.writer.start()
         idempotency = Idempotency(redis_client, pool, settings.request_hmac_key, settings.idempotency_lock_ttl_s,
                                   settings.idempotency_retention_s)
         app = App(payments, RefundEngine(payments), idempotency, ApiKeyCache(pool), pool, redis_client, vault,
@@ -95,6 +96,7 @@ class Worker:
         reaper.cancel()
         await outbox.stop()
         await asyncio.sleep(0.2)            # let handlers already running write their final rows
+        await payments.writer.close()
         await networks.close()
         await vault.close()
         await redis_client.aclose()

@@ -268,6 +268,10 @@ class VaultProtocol(asyncio.Protocol):
 # ----- life cycle ----------------------------------------------------------------------------------------
 
 
+async def _keep_session(connection: asyncpg.Connection) -> None:
+    """Pool release hook: nothing to reset (asyncpg still rolls back an open transaction first)."""
+
+
 async def open_vault(config: VaultConfig, *, pool_size_max: int | None = None) -> tuple[Hsm, asyncpg.Pool]:
     """Open the HSM session and the database pool (closing the HSM again if the pool fails)."""
     if config.softhsm2_conf:
@@ -275,8 +279,10 @@ async def open_vault(config: VaultConfig, *, pool_size_max: int | None = None) -
         os.environ["SOFTHSM2_CONF"] = config.softhsm2_conf
     hsm = await asyncio.to_thread(Hsm.open, config.hsm_module, config.token_label, config.pin)
     try:
+        # reset=: no session state is kept (rotation's table lock ends with its transaction), so skip the
+        # reset query asyncpg would send on every release.
         pool = await asyncpg.create_pool(config.database_url, min_size=1,
-                                         max_size=pool_size_max or config.pool_size_max)
+                                         max_size=pool_size_max or config.pool_size_max, reset=_keep_session)
     except BaseException:
         hsm.close()
         raise

@@ -25,6 +25,7 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from switch.batch import Batcher, BatchQueueFull
 from switch.cards import CardData, CardError, CardNumber, SecretStr, validate_cvc, validate_expiry
 from vault.hsm import Hsm, HsmError
 from vault.keks import active_kek, ensure_active_kek
@@ -284,9 +285,11 @@ DO UPDATE SET exp_month = EXCLUDED.exp_month, exp_year = EXCLUDED.exp_year
 RETURNING id, brand, bin, last4, exp_month, exp_year
 """
 
-_SQL_SELECT_CARD = """
-SELECT key_version, nonce, ciphertext, brand, last4, exp_month, exp_year
-FROM vault.tokens WHERE id = $1 AND merchant_id = $2
+# Card lookups of concurrent detokenize calls go to Postgres as one statement (see switch/batch.py).
+_SQL_SELECT_CARDS = """
+SELECT q.position, t.key_version, t.nonce, t.ciphertext, t.brand, t.last4, t.exp_month, t.exp_year
+FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(id, merchant_id, position)
+JOIN vault.tokens t ON t.id = q.id AND t.merchant_id = q.merchant_id
 """
 
 _SQL_SELECT_STALE = """
@@ -314,6 +317,8 @@ class Vault:
         self._keys_lock = asyncio.Lock()
         self._cvc = cvc_cache or CvcCache()
         self.audit = audit or AuditLog(pool)
+        self._card_lookups: Batcher[tuple[str, str], asyncpg.Record | None] = Batcher(
+            self._select_cards, size_max=256, inflight_max=2)
         self._listener: Any = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -437,7 +442,10 @@ class Vault:
                 or len(token_id) > TOKEN_ID_LENGTH_MAX or not token_id.isascii()):
             self.audit.record(caller, "detokenize", None, merchant_id, "not_found")
             raise VaultError("not_found")
-        row = await self._pool.fetchrow(_SQL_SELECT_CARD, token_id, merchant_id)
+        try:
+            row = await self._card_lookups.submit((token_id, merchant_id))
+        except BatchQueueFull:
+            raise VaultError("unavailable", "too many lookups waiting") from None
         if row is None:
             self.audit.record(caller, "detokenize", token_id, merchant_id, "not_found")
             raise VaultError("not_found")
@@ -451,6 +459,12 @@ class Vault:
         self.audit.record(caller, "detokenize", token_id, merchant_id, "ok")
         return CardData(number=number, exp_month=row["exp_month"], exp_year=row["exp_year"],
                         brand=row["brand"], last4=row["last4"], cvc=self._cvc.take(token_id))
+
+    async def _select_cards(self, keys: list[tuple[str, str]]) -> list[asyncpg.Record | None]:
+        rows = await self._pool.fetch(_SQL_SELECT_CARDS, [token for token, _ in keys],
+                                      [merchant for _, merchant in keys])
+        found = {row["position"]: row for row in rows}
+        return [found.get(position) for position in range(1, len(keys) + 1)]
 
     async def _decrypt(self, token_id: str, version: int, nonce: bytes, ciphertext: bytes) -> str:
         if not self.keys.has(version):
