@@ -15,6 +15,7 @@ from typing import Any
 import asyncpg
 
 from switch import models
+from switch.fees import PLATFORM_FEES_ACCOUNT, fee_sql
 
 PAYMENT_COLUMNS = """id, merchant_id, status, amount, currency, capture_method, amount_capturable, amount_received,
     amount_refunded, card_token, card_brand, card_last4, card_exp_month, card_exp_year, network, terminal_id,
@@ -319,7 +320,7 @@ WITH input AS (
 )
 SELECT payment_id FROM idem"""
 
-_FINISH_PAYMENTS = """
+_FINISH_PAYMENTS = f"""
 WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[], $6::text[], $7::text[],
                          $8::text[], $9::text[], $10::text[], $11::smallint[], $12::bytea[])
@@ -330,7 +331,17 @@ WITH input AS (
         amount_received = i.amount_received, auth_code = i.auth_code, response_code = i.response_code,
         decline_code = i.decline_code, failure_message = i.failure_message, updated_at = now()
     FROM input i WHERE p.id = i.payment_id AND p.status = 'processing'
-    RETURNING p.id, p.merchant_id
+    RETURNING p.id, p.merchant_id, p.status, p.network, p.currency, p.amount_received
+), ledger AS (
+    -- An approved sale is captured at once: its capture and fee postings (switch/ledger.py), as at capture.
+    INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
+    SELECT e.posting_id || pay.id, pay.id, e.account, e.amount, pay.currency
+    FROM pay CROSS JOIN LATERAL (VALUES
+        ('capture:', 'network:' || pay.network || ':receivable', pay.amount_received),
+        ('capture:', 'merchant:' || pay.merchant_id || ':payable', -pay.amount_received),
+        ('fee:', 'merchant:' || pay.merchant_id || ':payable', {fee_sql("pay.amount_received")}),
+        ('fee:', '{PLATFORM_FEES_ACCOUNT}', -{fee_sql("pay.amount_received")})) AS e(posting_id, account, amount)
+    WHERE pay.status = 'succeeded'
 ), event AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code)
     SELECT i.payment_id, i.event_type, 'processing', i.status, i.amount_received, i.response_code
@@ -360,7 +371,7 @@ class PaymentWriter:
     acquire/release costs ~45 µs of CPU here, as much as a small statement, so the hot path skips it.
     """
 
-    def __init__(self, pool: asyncpg.Pool, size_max: int = 512, inflight_max: int = 4) -> None:
+    def __init__(self, pool: asyncpg.Pool, size_max: int = 512, inflight_max: int = 1) -> None:
         from switch.batch import Batcher
 
         self.pool = pool
