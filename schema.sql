@@ -78,15 +78,19 @@ CREATE TABLE refunds (
     amount         bigint NOT NULL CHECK (amount > 0),
     currency       text NOT NULL,
     status         text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    terminal_id    text NOT NULL,                      -- field 41 of the refund's 0200 (its reversal needs it)
     stan           text NOT NULL,
     rrn            text NOT NULL,
     transmitted_at text NOT NULL,
     response_code  text,
     failure_code   text,
+    idempotency_key text NOT NULL,                     -- the request's key: recovery stores its answer there
+    deadline_at    timestamptz NOT NULL,               -- after this, a refund still pending is recovered
     created_at     timestamptz NOT NULL DEFAULT now(),
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX refunds_payment ON refunds (payment_id);
+CREATE INDEX refunds_in_flight ON refunds (deadline_at) WHERE status = 'pending';
 
 -- Idempotency (Stripe semantics). Written before anything is sent to a network: the row is the
 -- write-ahead record of the request, and its stored response is replayed byte for byte.
@@ -141,7 +145,7 @@ CREATE TABLE ledger_entries (
     id           bigserial PRIMARY KEY,
     posting_id   text NOT NULL,
     payment_id   text REFERENCES payments (id),
-    account      text NOT NULL,             -- e.g. merchant:<id>:balance, card_network:<name>:receivable
+    account      text NOT NULL,             -- network:<name>:receivable, merchant:<id>:payable, platform:fees
     amount       bigint NOT NULL,           -- signed minor units: debit positive, credit negative
     currency     text NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now()

@@ -258,7 +258,8 @@ class NetworkServer:
         self.records.add({
             "network": self.profile.name, "mti": request["t"], "stan": request.get("11"),
             "rrn": request.get("37"), "terminal_id": request.get("41", "").strip(),
-            "card_last4": pan[-4:], "amount_minor": amount_minor, "field39": decision.field39,
+            "card_last4": pan[-4:], "amount_minor": amount_minor, "currency": request.get("49"),
+            "field39": decision.field39,
             "auth_code": decision.auth_code, "effect": decision.effect, "held_minor": decision.held_minor,
             "captured_minor": decision.captured_minor, "released_minor": decision.released_minor,
             "refunded_minor": decision.refunded_minor, "reversed_minor": decision.reversed_minor,

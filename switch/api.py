@@ -19,6 +19,7 @@ import msgspec
 import redis.asyncio as redis
 
 from switch import errors, metrics
+from switch.failpoints import failpoint
 from switch.httpserver import Request, Response
 from switch.idempotency import Idempotency
 from switch.merchants import ApiKeyCache, Merchant
@@ -147,6 +148,7 @@ class App:
             # Raised before anything was written (validation, card, lookup): nothing to replay.
             await self.idempotency.release(merchant.id, key)
             raise
+        failpoint("api.after_record")
         await self.idempotency.remember(merchant.id, key, fingerprint, reply.status, reply.body)
         return Response(reply.status, reply.body)
 

@@ -4,7 +4,8 @@
     switch merchants create --name shop        create a merchant; prints its API key once
     switch keys create --merchant acct_...     another API key for a merchant
     switch keys revoke --key key_...           revoke a key (workers stop accepting it within 30 s)
-    switch ledger check                        exit 1 if any posting does not sum to zero
+    switch ledger check                        exit 1 if a posting does not sum to zero, or a payment's
+                                               capture and fee or a refund's posting is missing or wrong
 """
 
 from __future__ import annotations
@@ -63,15 +64,15 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_check(args: argparse.Namespace) -> int:
-    from switch.store import unbalanced_postings
+    from switch import ledger
 
     async def check(conn: asyncpg.Connection) -> int:
-        rows = await unbalanced_postings(conn)
+        problems = await ledger.check(conn)
         total = await conn.fetchval("SELECT count(DISTINCT posting_id) FROM ledger_entries")
-        for row in rows:
-            print(f"UNBALANCED {row['posting_id']} {row['currency']} {row['total']}")
-        print(f"ledger: {total} postings, {len(rows)} unbalanced")
-        return 1 if rows else 0
+        for problem in problems:
+            print(problem)
+        print(f"ledger: {total} postings, {len(problems)} problems")
+        return 1 if problems else 0
 
     return int(asyncio.run(_with_connection(check)))
 
@@ -115,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     key_revoke.add_argument("--key", required=True)
     key_revoke.set_defaults(func=cmd_keys_revoke)
     ledger = sub.add_parser("ledger", help="ledger checks").add_subparsers(dest="action", required=True)
-    ledger.add_parser("check", help="exit 1 if any posting does not balance").set_defaults(func=cmd_ledger_check)
+    ledger.add_parser("check", help="exit 1 if any posting does not balance or match its payment").set_defaults(
+        func=cmd_ledger_check)
     return parser
 
 

@@ -40,6 +40,10 @@ class Settings:
     idempotency_retention_s: int = 86_400  # keys expire after 24 h
     acquirer_id: str = "400001"            # field 32
     card_acceptor_prefix: str = "SW"       # terminal ids (field 41) are SW + worker number
+    outbox_send_timeout_s: float = 5.0     # one advice or reversal round trip
+    outbox_lease_s: float = 15.0           # a claimed outbox row is invisible to other senders this long
+    outbox_poll_interval_s: float = 1.0    # outbox and recovery pass, when nothing wakes the sender
+    recovery_grace_s: float = 2.0          # how long past its deadline a step in flight is left alone
 
 
 def _require(name: str) -> str:
@@ -80,4 +84,9 @@ def load_settings() -> Settings:
         payment_budget_s=float(os.environ.get("SWITCH_PAYMENT_BUDGET_S", "1.8")),
         network_timeout_s=float(os.environ.get("SWITCH_NETWORK_TIMEOUT_S", "1.2")),
         database_pool_size_max=int(os.environ.get("SWITCH_DATABASE_POOL_SIZE_MAX", "20")),
+        idempotency_lock_ttl_s=int(os.environ.get("SWITCH_IDEMPOTENCY_LOCK_TTL_S", "30")),
+        outbox_send_timeout_s=float(os.environ.get("SWITCH_OUTBOX_SEND_TIMEOUT_S", "5.0")),
+        outbox_lease_s=float(os.environ.get("SWITCH_OUTBOX_LEASE_S", "15.0")),
+        outbox_poll_interval_s=float(os.environ.get("SWITCH_OUTBOX_POLL_INTERVAL_S", "1.0")),
+        recovery_grace_s=float(os.environ.get("SWITCH_RECOVERY_GRACE_S", "2.0")),
     )

@@ -7,7 +7,7 @@ the path of the offending field (``at `$.amount```), which becomes the error's `
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
@@ -110,6 +110,13 @@ class Refund(Struct):
     failure_reason: str | None
     created: int
     object: str = "refund"
+
+
+def refund_object(row: Any) -> Refund:
+    """A refund as merchants see it, from a row holding refunds' id, payment_id, amount, currency, status,
+    failure_code and created_at."""
+    return Refund(id=row["id"], payment=row["payment_id"], amount=row["amount"], currency=row["currency"],
+                  status=row["status"], failure_reason=row["failure_code"], created=int(row["created_at"].timestamp()))
 
 
 class PaymentList(Struct):

@@ -6,7 +6,9 @@ worker that dies mid-send only delays a row until its lease ends. The first atte
 STAN so the network can de-duplicate them. Any response acknowledges receipt.
 
 Recovery runs here too: a payment still ``processing`` past its deadline (the worker died mid-flight) is
-failed, answered for its idempotency key, and reversed, exactly as a timeout would have been.
+failed, answered for its idempotency key, and reversed, exactly as a timeout would have been. A refund
+still ``pending`` past its deadline is failed the same way: its reservation on the payment is released,
+its 0200 reversed and its idempotency key answered with the failed refund.
 """
 
 from __future__ import annotations
@@ -17,8 +19,9 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from switch import errors, states, store
+from switch import errors, models, states, store
 from switch.currency import lookup as lookup_currency
+from switch.failpoints import failpoint
 from switch.iso import messages
 from switch.network.link import NetworkError
 from switch.network.router import Networks
@@ -33,28 +36,45 @@ POLL_INTERVAL_S = 1.0
 BACKOFF_MAX_S = 60.0
 SEND_TIMEOUT_S = 5.0
 RECOVERY_GRACE_S = 2.0
+PROCESSING_CODE_REFUND = "200000"
 
-_CLAIM = f"""
-UPDATE network_outbox o SET attempts = attempts + 1, next_attempt_at = now() + interval '{LEASE_S} seconds'
+# A refund's 0200 carries its own terminal id (field 41), which its reversal must repeat.
+_CLAIM = """
+UPDATE network_outbox o SET attempts = attempts + 1, next_attempt_at = now() + make_interval(secs => $2)
 FROM payments p
 WHERE o.id IN (SELECT id FROM network_outbox WHERE acknowledged_at IS NULL AND next_attempt_at <= now()
                ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
   AND p.id = o.payment_id
 RETURNING o.id, o.kind, o.network, o.original_mti, o.processing_code, o.amount, o.original_amount, o.stan, o.rrn,
-          o.transmitted_at, o.attempts, p.merchant_id, p.card_token, p.terminal_id, p.currency, p.auth_code"""
+          o.transmitted_at, o.attempts, p.merchant_id, p.card_token, p.currency, p.auth_code,
+          COALESCE((SELECT r.terminal_id FROM refunds r WHERE r.id = o.refund_id), p.terminal_id) AS terminal_id"""
 
 _RECOVER = """
 SELECT id, merchant_id, network, amount, capture_method, stan, rrn, transmitted_at FROM payments
 WHERE status = 'processing' AND deadline_at < now() - make_interval(secs => $1)
 ORDER BY deadline_at LIMIT $2 FOR UPDATE SKIP LOCKED"""
 
+_RECOVER_REFUNDS = """
+SELECT r.id, r.payment_id, r.merchant_id, r.amount, r.currency, r.terminal_id, r.stan, r.rrn, r.transmitted_at,
+       r.idempotency_key, r.created_at, p.network
+FROM refunds r JOIN payments p ON p.id = r.payment_id
+WHERE r.status = 'pending' AND r.deadline_at < now() - make_interval(secs => $1)
+ORDER BY r.deadline_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED"""
+
 
 class OutboxSender:
-    def __init__(self, pool: asyncpg.Pool, vault: VaultClient, networks: Networks, acquirer_id: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, vault: VaultClient, networks: Networks, acquirer_id: str, *,
+                 send_timeout_s: float = SEND_TIMEOUT_S, lease_s: float = LEASE_S,
+                 poll_interval_s: float = POLL_INTERVAL_S, recovery_grace_s: float = RECOVERY_GRACE_S) -> None:
+        assert lease_s > send_timeout_s, "a lease must outlast the send it covers"
         self.pool = pool
         self.vault = vault
         self.networks = networks
         self.acquirer_id = acquirer_id
+        self.send_timeout_s = send_timeout_s
+        self.lease_s = lease_s
+        self.poll_interval_s = poll_interval_s
+        self.recovery_grace_s = recovery_grace_s
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
         self.sent = 0
@@ -75,19 +95,19 @@ class OutboxSender:
     async def _run(self) -> None:
         while True:
             try:
-                await recover_in_flight(self.pool)
+                await recover_in_flight(self.pool, grace_s=self.recovery_grace_s)
                 while await self.send_due() == BATCH_MAX:
                     pass
             except (asyncpg.PostgresError, OSError) as error:
                 log.warning("outbox pass failed: %s", error.__class__.__name__)
             self.wakeup.clear()
             try:
-                await asyncio.wait_for(self.wakeup.wait(), POLL_INTERVAL_S)
+                await asyncio.wait_for(self.wakeup.wait(), self.poll_interval_s)
             except TimeoutError:
                 pass
 
     async def send_due(self) -> int:
-        rows = await self.pool.fetch(_CLAIM, BATCH_MAX)
+        rows = await self.pool.fetch(_CLAIM, BATCH_MAX, self.lease_s)
         if rows:
             await asyncio.gather(*(self._send(row) for row in rows))
         return len(rows)
@@ -97,10 +117,11 @@ class OutboxSender:
             card = await self.vault.detokenize(row["merchant_id"], row["card_token"])
             message = self._message(row, card.number.reveal(), f"{card.exp_year % 100:02d}{card.exp_month:02d}")
             self.sent += 1
-            response = await self.networks.send(row["network"], message, SEND_TIMEOUT_S)
+            response = await self.networks.send(row["network"], message, self.send_timeout_s)
         except (NetworkError, VaultError) as error:
             await self._retry_later(row, error.__class__.__name__)
             return
+        failpoint("outbox.before_ack")
         await self.pool.execute("UPDATE network_outbox SET acknowledged_at = now(), response_code = $2 WHERE id = $1",
                                 row["id"], str(response.get("39", "")))
         self.acknowledged += 1
@@ -127,15 +148,23 @@ class OutboxSender:
                                 "WHERE id = $1", row["id"], delay_s)
 
 
-async def recover_in_flight(pool: asyncpg.Pool, batch_max: int = BATCH_MAX) -> int:
-    """Fail and reverse payments left `processing` past their deadline; answer their idempotency keys."""
+async def recover_in_flight(pool: asyncpg.Pool, batch_max: int = BATCH_MAX,
+                            grace_s: float = RECOVERY_GRACE_S) -> int:
+    """Fail and reverse payments left `processing` and refunds left `pending` past their deadline (plus
+    `grace_s`); answer their idempotency keys. Returns how many were recovered."""
     async with pool.acquire() as conn, conn.transaction():
-        rows = await conn.fetch(_RECOVER, RECOVERY_GRACE_S, batch_max)
+        rows = await conn.fetch(_RECOVER, grace_s, batch_max)
         for row in rows:
             await _recover_one(conn, row, reversal_of_authorization(row))
     if rows:
         log.warning("recovered %d payments left in flight past their deadline", len(rows))
-    return len(rows)
+    async with pool.acquire() as conn, conn.transaction():
+        refunds = await conn.fetch(_RECOVER_REFUNDS, grace_s, batch_max)
+        for refund in refunds:
+            await _recover_refund(conn, refund)
+    if refunds:
+        log.warning("recovered %d refunds left pending past their deadline", len(refunds))
+    return len(rows) + len(refunds)
 
 
 async def _recover_one(conn: asyncpg.Connection, row: asyncpg.Record, reversal: store.OutboxItem) -> None:
@@ -147,6 +176,25 @@ async def _recover_one(conn: asyncpg.Connection, row: asyncpg.Record, reversal: 
     body = errors.network_timeout(row["id"]).body(f"req_recovery_{datetime.now(UTC):%Y%m%d%H%M%S}")
     await conn.execute("UPDATE idempotency_keys SET response_status = 504, response_body = $2, finished_at = now() "
                        "WHERE payment_id = $1 AND response_status IS NULL", row["id"], body)
+
+
+async def _recover_refund(conn: asyncpg.Connection, refund: asyncpg.Record) -> None:
+    """As a refund that timed out: failed (`network_timeout`), its reservation released, its 0200 reversed
+    (it may have reached the network), and its idempotency key answered with the failed refund."""
+    await conn.execute("UPDATE refunds SET status = 'failed', failure_code = 'network_timeout', updated_at = now() "
+                       "WHERE id = $1", refund["id"])
+    await conn.execute("UPDATE payments SET amount_refunded = amount_refunded - $2, updated_at = now() WHERE id = $1",
+                       refund["payment_id"], refund["amount"])
+    await store.add_event(conn, refund["payment_id"], Event.REFUND_FAILED, states.Status.SUCCEEDED,
+                          states.Status.SUCCEEDED, refund["amount"])
+    await store.enqueue_outbox(conn, store.OutboxItem(
+        refund["payment_id"], "reversal", refund["network"], messages.MTI_FINANCIAL_REQUEST, PROCESSING_CODE_REFUND, 0,
+        refund["amount"], refund["stan"], refund["rrn"], refund["transmitted_at"], refund_id=refund["id"]))
+    body = models.encoder.encode(models.refund_object({**dict(refund.items()), "status": "failed",
+                                                               "failure_code": "network_timeout"}))
+    await conn.execute("UPDATE idempotency_keys SET response_status = 200, response_body = $3, finished_at = now() "
+                       "WHERE merchant_id = $1 AND idempotency_key = $2 AND response_status IS NULL",
+                       refund["merchant_id"], refund["idempotency_key"], body)
 
 
 def reversal_of_authorization(payment: store.NewPayment | asyncpg.Record) -> store.OutboxItem:

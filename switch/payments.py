@@ -21,9 +21,11 @@ from switch.cards import CardError, CardNumber, SecretStr
 from switch.config import Settings
 from switch.currency import lookup as lookup_currency
 from switch.declines import decline_for
+from switch.failpoints import failpoint, failpoint_soon
 from switch.ids import new_id
 from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
+from switch.ledger import post_fee
 from switch.merchants import Merchant
 from switch.network.link import NetworkError
 from switch.network.router import Networks
@@ -96,6 +98,7 @@ class PaymentEngine:
 
     async def create(self, call: Call, body: bytes) -> Reply:
         started = time.monotonic()
+        failpoint("payment.after_lock")
         request: models.PaymentCreate = decode(models.payment_create_decoder, body)
         currency = lookup_currency(request.currency)
         if currency is None:
@@ -107,13 +110,16 @@ class PaymentEngine:
         new = self._new_payment(call, request, card, token, network, trace)
         if not await self.writer.begin(new, call.idempotency_key, call.fingerprint):
             raise KeyTaken
+        failpoint("payment.after_write_ahead")
         sale = request.capture_method == "automatic"
         message = self._request_message(sale, new, card, trace, currency.numeric)
         budget_s = self.settings.payment_budget_s - (time.monotonic() - started)
+        failpoint_soon("payment.after_send")
         try:
             response = await self.networks.send(network, message, min(budget_s, self.settings.network_timeout_s))
         except NetworkError as error:
             return await self._not_answered(call, new, error)
+        failpoint("payment.after_answer")
         return await self._record_answer(call, new, sale, response)
 
     async def _card_for(self, merchant: Merchant, method: str | models.CardMethod) -> tuple[CardData, str]:
@@ -238,6 +244,7 @@ class PaymentEngine:
             await post_capture(conn, updated)
             reply = Reply(200, models.encoder.encode(store.payment_object(updated)))
             await store.finish_key(conn, call.merchant.id, call.idempotency_key, reply.status, reply.body, payment_id)
+        failpoint("capture.after_commit")
         self.outbox.wake()
         return reply
 
@@ -254,6 +261,7 @@ class PaymentEngine:
             await store.enqueue_outbox(conn, reversal_of_authorization(row))
             reply = Reply(200, models.encoder.encode(store.payment_object(updated)))
             await store.finish_key(conn, call.merchant.id, call.idempotency_key, reply.status, reply.body, payment_id)
+        failpoint("cancel.after_commit")
         self.outbox.wake()
         return reply
 
@@ -297,6 +305,7 @@ async def post_capture(conn: asyncpg.Connection, payment: asyncpg.Record) -> Non
         (f"network:{payment['network']}:receivable", amount),
         (f"merchant:{payment['merchant_id']}:payable", -amount),
     ])
+    await post_fee(conn, payment)
 
 
 def _row(new: store.NewPayment, outcome: store.Outcome) -> dict[str, object]:

@@ -8,23 +8,26 @@ reservation; no answer in time releases it too and queues a reversal of the refu
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
 
 from switch import errors, models, store
 from switch.currency import lookup as lookup_currency
+from switch.failpoints import failpoint, failpoint_soon
 from switch.ids import new_id
 from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
 from switch.network.link import NetworkError
+from switch.outbox import PROCESSING_CODE_REFUND
 from switch.payments import Call, KeyTaken, PaymentEngine, Reply, decode, vault_failure
 from switch.states import Event, Status, apply
+from switch.trace import Trace
 from switch.vault_client import VaultError
 
-PROCESSING_CODE_REFUND = "200000"
 REFUND_COLUMNS = "id, payment_id, merchant_id, amount, currency, status, failure_code, created_at"
+refund_object = models.refund_object
 
 
 class RefundEngine:
@@ -37,10 +40,12 @@ class RefundEngine:
         request: models.RefundCreate = decode(models.refund_create_decoder, body)
         trace = await self.payments.traces.next()
         now = datetime.now(UTC)
+        settings = self.payments.settings
         async with self.pool.acquire() as conn, conn.transaction():
             payment, amount = await self._reserve(conn, call, request)
-            refund_id = await self._insert(conn, call, payment, amount, trace.stan, trace.rrn,
-                                           messages.transmission_datetime(now))
+            refund_id = await self._insert(conn, call, payment, amount, trace, messages.transmission_datetime(now),
+                                           now + timedelta(seconds=settings.payment_budget_s))
+        failpoint("refund.after_reserve")
         try:
             card = await self.payments.vault.detokenize(call.merchant.id, payment["card_token"])
         except VaultError as error:
@@ -53,12 +58,13 @@ class RefundEngine:
             rrn=trace.rrn, terminal_id=trace.terminal_id, merchant_id=call.merchant.id[-15:],
             expiry_yymm=f"{card.exp_year % 100:02d}{card.exp_month:02d}", processing_code=PROCESSING_CODE_REFUND,
             now=now)
-        settings = self.payments.settings
         budget_s = min(settings.payment_budget_s - (time.monotonic() - started), settings.network_timeout_s)
+        failpoint_soon("refund.after_send")
         try:
             response = await self.payments.networks.send(payment["network"], message, budget_s)
         except NetworkError as error:
             return await self._not_answered(call, payment, refund_id, amount, sent=not error.retryable)
+        failpoint("refund.after_answer")
         code = str(response.get("39", ""))
         if result_for_field39(code) == ResultCode.APPROVED:
             return await self._finish(call, payment, refund_id, amount, "succeeded", None, code, None)
@@ -88,13 +94,17 @@ class RefundEngine:
         return payment, amount
 
     @staticmethod
-    async def _insert(conn: asyncpg.Connection, call: Call, payment: asyncpg.Record, amount: int, stan: str,
-                      rrn: str, transmitted_at: str) -> str:
+    async def _insert(conn: asyncpg.Connection, call: Call, payment: asyncpg.Record, amount: int, trace: Trace,
+                      transmitted_at: str, deadline_at: datetime) -> str:
+        """The pending refund, with its trace numbers, its deadline (after which recovery fails and
+        reverses it) and its idempotency key (which recovery answers)."""
         refund_id = new_id("re")
         await conn.execute(
-            "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status, stan, rrn, transmitted_at) "
-            "VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8)", refund_id, payment["id"], call.merchant.id, amount,
-            payment["currency"], stan, rrn, transmitted_at)
+            "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status, terminal_id, stan, rrn, "
+            "transmitted_at, deadline_at, idempotency_key) "
+            "VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11)", refund_id, payment["id"],
+            call.merchant.id, amount, payment["currency"], trace.terminal_id, trace.stan, trace.rrn, transmitted_at,
+            deadline_at, call.idempotency_key)
         await conn.execute("UPDATE idempotency_keys SET payment_id = $3 "
                            "WHERE merchant_id = $1 AND idempotency_key = $2",
                            call.merchant.id, call.idempotency_key, payment["id"])
@@ -120,7 +130,13 @@ class RefundEngine:
         async with self.pool.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 f"UPDATE refunds SET status = $2, failure_code = $3, response_code = $4, updated_at = now() "
-                f"WHERE id = $1 RETURNING {REFUND_COLUMNS}", refund_id, status, failure_code, response_code)
+                f"WHERE id = $1 AND status = 'pending' RETURNING {REFUND_COLUMNS}", refund_id, status, failure_code,
+                response_code)
+            if row is None:
+                # Recovery already failed and reversed this refund (we outlived its deadline); its answer stands.
+                stored = await store.load_key(conn, call.merchant.id, call.idempotency_key)
+                assert stored is not None and stored.response_status is not None and stored.response_body is not None
+                return Reply(stored.response_status, stored.response_body)
             if status == "succeeded":
                 await store.add_event(conn, payment["id"], Event.REFUND_SUCCEEDED, Status.SUCCEEDED, Status.SUCCEEDED,
                                       amount, response_code)
@@ -144,12 +160,6 @@ class RefundEngine:
         if row is None:
             raise errors.not_found("refund", refund_id)
         return msgspec.json.encode(refund_object(row))
-
-
-def refund_object(row: asyncpg.Record) -> models.Refund:
-    return models.Refund(id=row["id"], payment=row["payment_id"], amount=row["amount"], currency=row["currency"],
-                         status=row["status"], failure_reason=row["failure_code"],
-                         created=int(row["created_at"].timestamp()))
 
 
 async def post_refund(conn: asyncpg.Connection, payment: asyncpg.Record, refund_id: str, amount: int) -> None:

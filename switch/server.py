@@ -75,7 +75,10 @@ class Worker:
         # MAC session keys come from the vault, derived in its HSM, once per link sign-on.
         networks = Networks(settings.networks, on_late_response, mac_key_source=vault.mac_key)
         await networks.start()
-        outbox = OutboxSender(pool, vault, networks, settings.acquirer_id)
+        outbox = OutboxSender(pool, vault, networks, settings.acquirer_id,
+                              send_timeout_s=settings.outbox_send_timeout_s, lease_s=settings.outbox_lease_s,
+                              poll_interval_s=settings.outbox_poll_interval_s,
+                              recovery_grace_s=settings.recovery_grace_s)
         payments = PaymentEngine(settings, pool, vault, networks, TraceAllocator(pool), outbox)
         await payments.writer.start()
         idempotency = Idempotency(redis_client, pool, settings.request_hmac_key, settings.idempotency_lock_ttl_s,

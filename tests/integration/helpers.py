@@ -25,3 +25,27 @@ def payment(amount: int = 1000, number: str = VISA_OK, capture_method: str = "ma
 
 def key(prefix: str = "t") -> str:
     return f"{prefix}-{secrets.token_hex(8)}"
+
+
+_TEST_CARD_LAST4 = {"4242", "4444", "0005", "1117", "0505", "1667", "0002", "9995", "9987", "9979", "0069", "0127",
+                    "0119"}
+
+
+def luhn_card(prefix: str, length: int = 16) -> str:
+    """A random Luhn-valid card number: the simulator approves any such number in the 2-6 BIN range up to
+    its balance, and its last 4 digits (never a named test card's) let a test pick out its own messages
+    (`card_last4=`)."""
+    while (number := _luhn_card(prefix, length))[-4:] in _TEST_CARD_LAST4:
+        pass
+    return number
+
+
+def _luhn_card(prefix: str, length: int) -> str:
+    body = prefix + "".join(secrets.choice("0123456789") for _ in range(length - len(prefix) - 1))
+    total = 0
+    for index, char in enumerate(reversed(body)):
+        digit = int(char)
+        if index % 2 == 0:
+            digit = digit * 2 - 9 if digit > 4 else digit * 2
+        total += digit
+    return body + str((10 - total % 10) % 10)
