@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import time
 from dataclasses import dataclass
 
 import asyncpg
@@ -59,13 +60,16 @@ class RedisPipeliner:
 
 class Idempotency:
     def __init__(self, client: redis.Redis, pool: asyncpg.Pool, hmac_key: bytes, lock_ttl_s: int,
-                 retention_s: int) -> None:
+                 retention_s: int, lock_stale_after_s: float = 5.0) -> None:
         self.redis = client
         self.commands = RedisPipeliner(client)
         self.pool = pool
         self.hmac_key = hmac_key
         self.lock_ttl_s = lock_ttl_s
         self.retention_s = retention_s
+        # A lock older than this belongs to a request that should have finished (or been recovered): ask
+        # Postgres instead of answering 409 until the lock expires.
+        self.lock_stale_after_ms = int(lock_stale_after_s * 1000)
 
     def fingerprint(self, method: str, path: str, body: bytes) -> bytes:
         """Keyed hash of the request: bodies may hold card numbers, so an unkeyed hash would leak them."""
@@ -84,11 +88,18 @@ class Idempotency:
         """
         name = self.redis_key(merchant_id, key)
         # SET NX GET (Redis >= 7): sets and answers nil, or leaves the key and answers its value.
-        previous = await self._call("SET", name, b"L" + fingerprint, "NX", "GET", "EX", self.lock_ttl_s, get=True)
+        lock = b"L" + fingerprint + int(time.time() * 1000).to_bytes(8, "big")
+        previous = await self._call("SET", name, lock, "NX", "GET", "EX", self.lock_ttl_s, get=True)
         if previous is None:
             return None
         assert isinstance(previous, bytes)
+        if previous[:1] == b"L" and previous[1:1 + FINGERPRINT_BYTES] == fingerprint and self._stale(previous):
+            return await self.from_database(merchant_id, key, fingerprint)
         return self._decode(previous, fingerprint)
+
+    def _stale(self, lock: bytes) -> bool:
+        taken_ms = int.from_bytes(lock[1 + FINGERPRINT_BYTES:], "big")
+        return int(time.time() * 1000) - taken_ms > self.lock_stale_after_ms
 
     async def _call(self, *command: object, **options: object) -> object:
         try:

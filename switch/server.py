@@ -82,7 +82,8 @@ class Worker:
         payments = PaymentEngine(settings, pool, vault, networks, TraceAllocator(pool), outbox)
         await payments.writer.start()
         idempotency = Idempotency(redis_client, pool, settings.request_hmac_key, settings.idempotency_lock_ttl_s,
-                                  settings.idempotency_retention_s)
+                                  settings.idempotency_retention_s,
+                                  lock_stale_after_s=settings.payment_budget_s + settings.recovery_grace_s)
         app = App(payments, RefundEngine(payments), idempotency, ApiKeyCache(pool), pool, redis_client, vault,
                   networks)
         server = await httpserver.serve(app.handle, self.host, self.port)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 
 import pytest
+import redis.asyncio as redis
 
 from loadtest.httpclient import Client
+from switch.idempotency import Idempotency
 from tests.conftest import simulator
 from tests.integration.helpers import key, payment
 
@@ -58,3 +62,28 @@ async def test_concurrent_duplicates_charge_once(api: Client, stack, db) -> None
     rrn = await db.fetchval("SELECT rrn FROM payments WHERE id = $1", payment_id)
     records = simulator(stack, f"/records?rrn={rrn}")["records"]
     assert len([r for r in records if r["mti"] == "0100"]) == 1
+
+
+async def test_a_stale_lock_left_by_a_crash_is_answered_from_postgres(api: Client, stack, db) -> None:
+    """A worker killed after recording its answer but before caching it leaves a lock in Redis; once the
+    lock is older than the budget, the replay comes from Postgres instead of a 409 until the lock expires."""
+    idem = key("stale")
+    first = await api.request("POST", "/v1/payments", payment(777), idempotency_key=idem)
+    merchant_id = await db.fetchval("SELECT merchant_id FROM payments WHERE id = $1", first.json()["id"])
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        helper = Idempotency(client, db, bytes.fromhex(stack.switch_env()["SWITCH_REQUEST_HMAC_KEY"]), 30, 60,
+                             lock_stale_after_s=1.0)
+        fingerprint = helper.fingerprint("POST", "/v1/payments", json.dumps(payment(777)).encode())
+        name = helper.redis_key(merchant_id, idem)
+        fresh_ms = int(time.time() * 1000)
+        await client.set(name, b"L" + fingerprint + fresh_ms.to_bytes(8, "big"), ex=30)
+        fresh = await api.request("POST", "/v1/payments", payment(777), idempotency_key=idem)
+        assert fresh.status == 409                      # a young lock: the request may still be in flight
+        await client.set(name, b"L" + fingerprint + (fresh_ms - 60_000).to_bytes(8, "big"), ex=30)
+        stale = await api.request("POST", "/v1/payments", payment(777), idempotency_key=idem)
+    finally:
+        await client.aclose()
+    assert stale.status == 200
+    assert stale.body == first.body
+    assert stale.headers.get("idempotent-replayed") == "true"
