@@ -79,7 +79,8 @@ class Connection:
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
         try:
-            return await asyncio.wait_for(self._read(), timeout_s)
+            async with asyncio.timeout(timeout_s):      # no task per request, unlike wait_for
+                return await self._read()
         except BaseException:
             await self.close()      # the stream is in an unknown state: never reuse it
             raise
