@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 
 _ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -17,3 +18,13 @@ def base62(number: int, width: int = 22) -> str:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}_{base62(secrets.randbits(128))}"
+
+
+def new_secret_key(prefix: str) -> str:
+    """An API key: a visible type prefix and 256 random bits in base62 (e.g. sk_test_..., pk_test_...)."""
+    return prefix + base62(secrets.randbits(256), width=43)
+
+
+def key_digest(key: str) -> bytes:
+    """What is stored of a key: SHA-256 (a random 256-bit secret needs no salt or stretching)."""
+    return hashlib.sha256(key.encode()).digest()

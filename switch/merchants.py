@@ -8,15 +8,13 @@ a revoked key stops working within that time.
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
 
-from switch.ids import base62, new_id
+from switch.ids import key_digest, new_id, new_secret_key
 
 KEY_PREFIX = "sk_test_"
 KEY_VISIBLE_CHARS = 12
@@ -38,12 +36,11 @@ class CreatedKey:
     prefix: str
 
 
-def hash_key(api_key: str) -> bytes:
-    return hashlib.sha256(api_key.encode()).digest()
+hash_key = key_digest
 
 
 def new_api_key() -> str:
-    return KEY_PREFIX + base62(secrets.randbits(256), width=43)
+    return new_secret_key(KEY_PREFIX)
 
 
 async def create_merchant(conn: asyncpg.Connection, name: str) -> CreatedKey:

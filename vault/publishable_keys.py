@@ -10,15 +10,13 @@ switch's (``acct_...``): tokens made through the public endpoint are then payabl
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
 
-from switch.ids import base62, new_id
+from switch.ids import key_digest, new_id, new_secret_key
 
 PUBLISHABLE_KEY_PREFIX = "pk_test_"
 KEY_VISIBLE_CHARS = 12
@@ -43,12 +41,11 @@ class PublishableKeyOwner:
     prefix: str
 
 
-def hash_key(key: str) -> bytes:
-    return hashlib.sha256(key.encode()).digest()
+hash_key = key_digest
 
 
 def new_publishable_key() -> str:
-    return PUBLISHABLE_KEY_PREFIX + base62(secrets.randbits(256), width=43)
+    return new_secret_key(PUBLISHABLE_KEY_PREFIX)
 
 
 async def create_publishable_key(conn: asyncpg.Connection, merchant_id: str) -> CreatedPublishableKey:
