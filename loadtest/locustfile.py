@@ -51,14 +51,18 @@ class Merchant(FastHttpUser):
 
 
 class BlackFriday(LoadTestShape):
-    """(end time s, users, spawn rate/s): warm-up, ramp to the evening, the midnight spike, plateau, decay."""
+    """(end time s, users, spawn rate/s): warm-up, ramp to the evening, the midnight spike, plateau, decay.
+
+    BLACK_FRIDAY_SCALE (default 1.0) scales the timeline and the users, e.g. 0.1 for a 30 s smoke run.
+    """
 
     stages = [(30, 20, 5), (90, 200, 10), (120, 600, 100), (240, 400, 20), (300, 50, 20)]
-    TOTAL_S = stages[-1][0]
+    scale = float(os.environ.get("BLACK_FRIDAY_SCALE", "1.0"))
+    TOTAL_S = stages[-1][0] * scale
 
     def tick(self) -> tuple[int, float] | None:
         run_time = self.get_run_time()
         for end_s, users, rate in self.stages:
-            if run_time < end_s:
-                return users, rate
+            if run_time < end_s * self.scale:
+                return max(1, round(users * self.scale)), max(1.0, rate * self.scale)
         return None
