@@ -7,6 +7,7 @@ and a crash between statements can never leave half of a step written.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -16,6 +17,8 @@ import asyncpg
 
 from switch import models
 from switch.fees import PLATFORM_FEES_ACCOUNT, fee_sql
+
+log = logging.getLogger(__name__)
 
 PAYMENT_COLUMNS = """id, merchant_id, status, amount, currency, capture_method, amount_capturable, amount_received,
     amount_refunded, card_token, card_brand, card_last4, card_exp_month, card_exp_year, network, terminal_id,
@@ -388,6 +391,8 @@ class PaymentWriter:
             self.idle.append(await self.pool.acquire())
 
     async def close(self) -> None:
+        for name, batcher in (("begin", self.begin_batches), ("finish", self.finish_batches)):
+            log.info("%s writes: %d payments in %d statements", name, batcher.items, batcher.batches)
         while self.idle:
             await self.pool.release(self.idle.pop())
 
