@@ -164,6 +164,8 @@ class App:
         result: dict[str, object] = {name: check is True for name, check in zip(names, checks, strict=True)}
         networks = self.networks.ready()
         result["networks"] = networks
+        # Per network: endpoints, breaker states, links up, and whether it runs degraded (e.g. on its backup).
+        result["network_status"] = self.networks.status()
         ready = all(result[name] for name in names) and any(networks.values())
         result["status"] = "ready" if ready else "not_ready"
         return Response(200 if ready else 503, msgspec.json.encode(result))

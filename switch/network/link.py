@@ -439,6 +439,8 @@ class Link:
         """A message whose MAC is bad or missing is never acted on: its request fails, anything else is
         dropped (not answered, not handed over)."""
         self.mac_failures += 1
+        if self._metrics is not None:
+            self._metrics.mac_failures.inc()
         mti = message.get("t", "")
         key = match_key(message)
         logger.warning("link %s: %s %s rejected: bad or missing MAC", self.name, mti, key)

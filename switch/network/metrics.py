@@ -48,6 +48,8 @@ timeouts = Counter("switch_network_timeouts_total", "Requests that got no respon
 late = Counter("switch_network_link_late_total", "Responses that arrived after their request gave up", _ENDPOINT)
 unhandled = Counter("switch_network_link_unhandled_total", "Responses or requests nobody was waiting for",
                     _ENDPOINT)
+mac_failures = Counter("switch_network_mac_failures_total", "Messages rejected for a bad or missing MAC",
+                       _ENDPOINT)
 reconnects = Counter("switch_network_reconnects_total", "Links connected and signed on again after a loss",
                      _ENDPOINT)
 connect_failures = Counter("switch_network_connect_failures_total", "Failed connects or sign-ons", _ENDPOINT)
@@ -74,7 +76,7 @@ class LinkMetrics:
     """The children of one endpoint, bound once and shared by its links."""
 
     __slots__ = ("network", "endpoint", "_sent", "_received", "round_trip", "timeouts", "late", "unhandled",
-                 "reconnects", "connect_failures", "in_flight", "breaker_state")
+                 "reconnects", "connect_failures", "in_flight", "breaker_state", "mac_failures")
 
     def __init__(self, network: str, endpoint: str) -> None:
         self.network = network
@@ -86,6 +88,7 @@ class LinkMetrics:
         self.timeouts = timeouts.labels(*labels)
         self.late = late.labels(*labels)
         self.unhandled = unhandled.labels(*labels)
+        self.mac_failures = mac_failures.labels(*labels)
         self.reconnects = reconnects.labels(*labels)
         self.connect_failures = connect_failures.labels(*labels)
         self.in_flight = in_flight.labels(*labels)

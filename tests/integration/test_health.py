@@ -17,6 +17,9 @@ async def test_healthz_and_readyz(api: Client) -> None:
     body = ready.json()
     assert body["postgres"] and body["redis"] and body["vault"]
     assert body["networks"] == {"visa": True, "mastercard": True, "generic": True}
+    for network in ("visa", "mastercard", "generic"):
+        assert body["network_status"][network]["degraded"] is False
+        assert body["network_status"][network]["endpoints"][0]["breaker"] == "closed"
 
 
 async def test_metrics_count_requests(api: Client) -> None:

@@ -37,6 +37,10 @@ async def test_bad_answer_mac_fails_the_payment_and_reverses_it(api: Client, sta
     assert created.status == 504, created.body
     error = created.json()["error"]
     assert error["code"] == "network_timeout"
+    exposition = (await api.request("GET", "/metrics")).body.decode()
+    rejected = [line for line in exposition.splitlines()
+                if line.startswith("switch_network_mac_failures_total{") and 'network="mastercard"' in line]
+    assert rejected and float(rejected[0].rsplit(" ", 1)[1]) >= 1
     payment_id = error["payment_id"]
     assert await db.fetchval("SELECT status FROM payments WHERE id = $1", payment_id) == "failed"
     acknowledged = None
