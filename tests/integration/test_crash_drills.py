@@ -86,6 +86,7 @@ class Outcome:
     outbox: list[dict[str, Any]] = field(default_factory=list)
     stored: tuple[int, bytes] | None = None
     summaries: dict[str, Any] = field(default_factory=dict)
+    resent_and_acknowledged: int = 0   # outbox rows, of any drill, sent more than once and then acknowledged
     error: str = ""                # set when the drill could not run to its end
 
 
@@ -205,9 +206,12 @@ async def outcomes(solo_stack: SoloStack) -> dict[str, Outcome]:
     try:
         results = await asyncio.gather(*(
             _run(solo, switches[f"drill-{drill.name}"], drill, files[drill.name], db) for drill in DRILLS))
+        resent = await db.fetchval("SELECT count(*) FROM network_outbox WHERE attempts >= 2 "
+                                   "AND acknowledged_at IS NOT NULL")
         for outcome in results:
             if outcome.error:
                 continue
+            outcome.resent_and_acknowledged = resent
             for rrn in [outcome.payment["rrn"], *(refund["rrn"] for refund in outcome.refunds)]:
                 outcome.summaries[rrn] = simulator(solo.stack, f"/summary?rrn={rrn}")
     finally:
@@ -250,8 +254,10 @@ def test_every_payment_and_refund_reached_its_final_state(outcomes: dict[str, Ou
     if drill.failpoint != "api.after_record":       # a sale left standing sends nothing more
         assert outcome.outbox
     if drill.failpoint == "outbox.before_ack":
-        advice = next(row for row in outcome.outbox if row["kind"] == "capture_advice")
-        assert advice["attempts"] >= 2   # sent, worker killed before the acknowledgement, sent again (0221)
+        # The worker died between sending a row and acknowledging it. All drill switches share the outbox,
+        # so that row may be another drill's; whichever it was, it must have been sent again (0221 / 0421)
+        # and acknowledged. This drill's own advice is acknowledged (asserted above), by whoever sent it.
+        assert outcome.resent_and_acknowledged >= 1
 
 
 @pytest.mark.parametrize("drill", DRILLS, ids=lambda drill: drill.name)
