@@ -61,7 +61,6 @@ class RedisPipeliner:
 class Idempotency:
     def __init__(self, client: redis.Redis, pool: asyncpg.Pool, hmac_key: bytes, lock_ttl_s: int,
                  retention_s: int, lock_stale_after_s: float = 5.0) -> None:
-        self.redis = client
         self.commands = RedisPipeliner(client)
         self.pool = pool
         self.hmac_key = hmac_key
@@ -142,6 +141,6 @@ class Idempotency:
     async def release(self, merchant_id: str, key: str) -> None:
         """Drop the lock of a request that failed before writing anything, so it can be retried."""
         try:
-            await self.redis.delete(self.redis_key(merchant_id, key))
-        except RedisError:
+            await self.commands.execute("DEL", self.redis_key(merchant_id, key))
+        except (RedisError, OSError):
             pass

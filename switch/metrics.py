@@ -14,7 +14,6 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 http_requests = Counter("switch_http_requests_total", "Merchant API requests", ["method", "route", "status"])
 http_latency = Histogram("switch_http_request_duration_seconds", "Merchant API latency", ["route"],
                          buckets=LATENCY_BUCKETS_S)
-payments = Counter("switch_payments_total", "Payments by network and outcome", ["network", "outcome"])
 idempotent_replays = Counter("switch_idempotent_replays_total", "Requests answered from a stored response")
 late_responses = Counter("switch_network_late_responses_total", "Network responses after their request timed out",
                          ["network", "mti"])

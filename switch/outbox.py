@@ -187,9 +187,9 @@ async def _recover_refund(conn: asyncpg.Connection, refund: asyncpg.Record) -> N
                        refund["payment_id"], refund["amount"])
     await store.add_event(conn, refund["payment_id"], Event.REFUND_FAILED, states.Status.SUCCEEDED,
                           states.Status.SUCCEEDED, refund["amount"])
-    await store.enqueue_outbox(conn, store.OutboxItem(
-        refund["payment_id"], "reversal", refund["network"], messages.MTI_FINANCIAL_REQUEST, PROCESSING_CODE_REFUND, 0,
-        refund["amount"], refund["stan"], refund["rrn"], refund["transmitted_at"], refund_id=refund["id"]))
+    await store.enqueue_outbox(conn, reversal_of_refund(refund["payment_id"], refund["network"], refund["id"],
+                                                        refund["amount"], refund["stan"], refund["rrn"],
+                                                        refund["transmitted_at"]))
     body = models.encoder.encode(models.refund_object({**dict(refund.items()), "status": "failed",
                                                                "failure_code": "network_timeout"}))
     await conn.execute("UPDATE idempotency_keys SET response_status = 200, response_body = $3, finished_at = now() "
@@ -204,3 +204,10 @@ def reversal_of_authorization(payment: store.NewPayment | asyncpg.Record) -> sto
                     else messages.MTI_AUTHORIZATION_REQUEST)
     return store.OutboxItem(get("id"), "reversal", get("network"), original_mti, "000000", 0,
                             get("amount"), get("stan"), get("rrn"), get("transmitted_at"))
+
+
+def reversal_of_refund(payment_id: str, network: str, refund_id: str, amount: int, stan: str, rrn: str,
+                       transmitted_at: str) -> store.OutboxItem:
+    """A full reversal of a refund's 0200 (processing code 20), keeping its STAN and RRN."""
+    return store.OutboxItem(payment_id, "reversal", network, messages.MTI_FINANCIAL_REQUEST, PROCESSING_CODE_REFUND,
+                            0, amount, stan, rrn, transmitted_at, refund_id=refund_id)

@@ -20,7 +20,7 @@ from switch.ids import new_id
 from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
 from switch.network.link import NetworkError
-from switch.outbox import PROCESSING_CODE_REFUND
+from switch.outbox import PROCESSING_CODE_REFUND, reversal_of_refund
 from switch.payments import Call, KeyTaken, PaymentEngine, Reply, decode, vault_failure
 from switch.states import Event, Status, apply
 from switch.trace import Trace
@@ -63,7 +63,9 @@ class RefundEngine:
         try:
             response = await self.payments.networks.send(payment["network"], message, budget_s)
         except NetworkError as error:
-            return await self._not_answered(call, payment, refund_id, amount, sent=not error.retryable)
+            reversal = reversal_of_refund(payment["id"], payment["network"], refund_id, amount, trace.stan, trace.rrn,
+                                          messages.transmission_datetime(now)) if not error.retryable else None
+            return await self._not_answered(call, payment, refund_id, amount, reversal)
         failpoint("refund.after_answer")
         code = str(response.get("39", ""))
         if result_for_field39(code) == ResultCode.APPROVED:
@@ -110,17 +112,13 @@ class RefundEngine:
                            call.merchant.id, call.idempotency_key, payment["id"])
         return refund_id
 
-    async def _not_answered(self, call: Call, payment: asyncpg.Record, refund_id: str, amount: int, *,
-                            sent: bool) -> Reply:
-        reversal = None
-        if sent:
-            refund = await self.pool.fetchrow("SELECT stan, rrn, transmitted_at FROM refunds WHERE id = $1", refund_id)
-            reversal = store.OutboxItem(payment["id"], "reversal", payment["network"], messages.MTI_FINANCIAL_REQUEST,
-                                        PROCESSING_CODE_REFUND, 0, amount, refund["stan"], refund["rrn"],
-                                        refund["transmitted_at"], refund_id=refund_id)
+    async def _not_answered(self, call: Call, payment: asyncpg.Record, refund_id: str, amount: int,
+                            reversal: store.OutboxItem | None) -> Reply:
+        """No answer: a refund that may have reached the network (`reversal` given) is reversed; one that was
+        never sent simply fails."""
         reply = await self._finish(call, payment, refund_id, amount, "failed",
-                                   "network_timeout" if sent else "network_unavailable", None, None, reversal)
-        if sent:
+                                   "network_timeout" if reversal else "network_unavailable", None, None, reversal)
+        if reversal:
             self.payments.outbox.wake()
         return reply
 

@@ -111,39 +111,6 @@ async def delete_expired_keys(pool: asyncpg.Pool, retention_s: int, batch_max: i
 
 # ----- payments ----------------------------------------------------------------------------------------
 
-_BEGIN_PAYMENT = """
-WITH idem AS (
-    INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint,
-                                  payment_id)
-    VALUES ($2, $20, 'POST', '/v1/payments', $21, $1) ON CONFLICT DO NOTHING RETURNING 1
-), pay AS (
-    INSERT INTO payments (id, merchant_id, status, amount, currency, capture_method, card_token, card_brand,
-                          card_last4, card_exp_month, card_exp_year, network, terminal_id, stan, rrn,
-                          transmitted_at, description, statement_descriptor, metadata, deadline_at, created_at)
-    SELECT $1, $2, 'processing', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $22
-    WHERE EXISTS (SELECT 1 FROM idem)
-    RETURNING id
-), event AS (
-    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
-    SELECT id, 'payment.created', NULL, 'processing', $3 FROM pay
-)
-SELECT EXISTS (SELECT 1 FROM idem)"""
-
-
-async def begin_payment(pool: asyncpg.Pool, payment: NewPayment, idempotency_key: str,
-                        fingerprint: bytes) -> bool:
-    """Write-ahead: idempotency row + payment (processing) + event, atomically, before any network I/O.
-
-    Returns False, writing nothing, when the idempotency key already has a row (Redis lost the key).
-    """
-    p = payment
-    return bool(await pool.fetchval(
-        _BEGIN_PAYMENT, p.id, p.merchant_id, p.amount, p.currency, p.capture_method, p.card_token, p.card_brand,
-        p.card_last4, p.card_exp_month, p.card_exp_year, p.network, p.terminal_id, p.stan, p.rrn,
-        p.transmitted_at, p.description, p.statement_descriptor, p.metadata, p.deadline_at, idempotency_key,
-        fingerprint, p.created_at))
-
-
 _FINISH_PAYMENT = """
 WITH pay AS (
     UPDATE payments SET status = $2, amount_capturable = $3, amount_received = $4, auth_code = $5,
@@ -290,7 +257,7 @@ async def unbalanced_postings(conn: asyncpg.Connection | asyncpg.Pool) -> list[a
 
 
 # ----- batched hot path (group commit) -------------------------------------------------------------------
-# The same two writes as begin_payment / finish_payment, for many payments in one statement: each row's
+# The write-ahead and finish_payment's write, for many payments in one statement: each row's
 # idempotency row, payment and event are still written atomically, and a batch is one round trip and one
 # WAL flush instead of one per payment.
 
@@ -397,7 +364,8 @@ class PaymentWriter:
             await self.pool.release(self.idle.pop())
 
     async def begin(self, payment: NewPayment, idempotency_key: str, fingerprint: bytes) -> bool:
-        """Like begin_payment: False, writing nothing, when the idempotency key already has a row."""
+        """Write-ahead (idempotency row + payment + event) before any network I/O; False, writing nothing,
+        when the idempotency key already has a row (Redis lost the key)."""
         return await self.begin_batches.submit((payment, idempotency_key, fingerprint))
 
     async def finish(self, item: Finish) -> bool:
