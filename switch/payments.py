@@ -17,7 +17,7 @@ import asyncpg
 import msgspec
 
 from switch import errors, models, states, store
-from switch.cards import CardError, CardNumber, SecretStr
+from switch.cards import CardError, CardNumber, SecretStr, validate_expiry
 from switch.config import Settings
 from switch.currency import lookup as lookup_currency
 from switch.declines import decline_for
@@ -71,7 +71,17 @@ def decode(decoder: msgspec.json.Decoder, body: bytes):  # type: ignore[no-untyp
         raise errors.invalid_request("invalid_json", "The request body is not valid JSON.") from None
 
 
-def card_error(code: str, message: str, param: str = "payment_method[card][number]") -> errors.ApiError:
+NUMBER_PARAM = "payment_method[card][number]"
+# The field a card validation error is about (switch.cards and the vault use the same codes).
+CARD_ERROR_PARAMS = {
+    "invalid_expiry_month": "payment_method[card][exp_month]",
+    "invalid_expiry_year": "payment_method[card][exp_year]",
+    "expired_card": "payment_method[card][exp_year]",
+    "invalid_cvc": "payment_method[card][cvc]",
+}
+
+
+def card_error(code: str, message: str, param: str = NUMBER_PARAM) -> errors.ApiError:
     return errors.ApiError(402, "card_error", code, message, param=param)
 
 
@@ -80,6 +90,9 @@ def vault_failure(error: VaultError) -> errors.ApiError:
         return errors.invalid_request("resource_missing", "No such payment method token.", "payment_method")
     if error.code in ("invalid_number", "incorrect_number", "unsupported_brand"):
         return card_error(error.code, "The card number is not valid.")
+    if error.code in CARD_ERROR_PARAMS:
+        return card_error(error.code, "The card's expiry date or security code is not valid.",
+                          CARD_ERROR_PARAMS[error.code])
     return errors.service_unavailable("vault_unavailable", "The card vault is unavailable; retry the request.")
 
 
@@ -131,10 +144,10 @@ class PaymentEngine:
             raw = method.card
             number = CardNumber(raw.number)
             cvc = SecretStr(raw.cvc) if raw.cvc else None
-            check_expiry(raw.exp_month, raw.exp_year)
+            validate_expiry(raw.exp_month, raw.exp_year)
             info = await self.vault.tokenize(merchant.id, number, raw.exp_month, raw.exp_year, None)
         except CardError as error:
-            raise card_error(error.code, error.message) from None
+            raise card_error(error.code, error.message, CARD_ERROR_PARAMS.get(error.code, NUMBER_PARAM)) from None
         except VaultError as error:
             raise vault_failure(error) from None
         card = CardData(number=number, exp_month=raw.exp_month, exp_year=raw.exp_year, brand=info.brand,
@@ -290,12 +303,6 @@ class PaymentEngine:
                                                    query.get("ending_before"), created_gte, created_lte)
         return models.encoder.encode(models.PaymentList(data=[store.payment_object(r) for r in rows],
                                                         has_more=has_more))
-
-
-def check_expiry(exp_month: int, exp_year: int) -> None:
-    now = datetime.now(UTC)
-    if (exp_year, exp_month) < (now.year, now.month):
-        raise CardError("expired_card", "The card's expiration date is in the past.")
 
 
 async def post_capture(conn: asyncpg.Connection, payment: asyncpg.Record) -> None:

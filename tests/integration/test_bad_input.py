@@ -68,3 +68,17 @@ async def test_oversized_body_is_413(api: Client) -> None:
 async def test_unknown_route_is_404(api: Client) -> None:
     response = await api.request("GET", "/v1/nothing")
     assert response.status == 404
+
+
+@pytest.mark.parametrize(("exp_year", "exp_month", "code"), [(2090, 12, "invalid_expiry_year"),
+                                                              (2020, 1, "expired_card")])
+async def test_bad_expiry_is_a_card_error_naming_the_field(api: Client, db, exp_year: int, exp_month: int,
+                                                            code: str) -> None:
+    before = await _rows(db)
+    body = {"amount": 100, "currency": "usd", "payment_method": {"card": {
+        "number": "4242424242424242", "exp_month": exp_month, "exp_year": exp_year}}}
+    response = await api.request("POST", "/v1/payments", body, idempotency_key=key())
+    assert response.status == 402, response.body
+    error = response.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("card_error", code, "payment_method[card][exp_year]")
+    assert await _rows(db) == before
