@@ -221,3 +221,8 @@ class CardData:
     brand: str
     last4: str
     cvc: SecretStr | None = None
+
+    @property
+    def expiry_yymm(self) -> str:
+        """Field 14: the expiry as YYMM."""
+        return f"{self.exp_year % 100:02d}{self.exp_month:02d}"

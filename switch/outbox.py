@@ -36,7 +36,6 @@ POLL_INTERVAL_S = 1.0
 BACKOFF_MAX_S = 60.0
 SEND_TIMEOUT_S = 5.0
 RECOVERY_GRACE_S = 2.0
-PROCESSING_CODE_REFUND = "200000"
 
 # A refund's 0200 carries its own terminal id (field 41), which its reversal must repeat.
 _CLAIM = """
@@ -77,8 +76,7 @@ class OutboxSender:
         self.recovery_grace_s = recovery_grace_s
         self.wakeup = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
-        self.sent = 0
-        self.acknowledged = 0
+        self.recovered_at = 0.0
 
     def start(self) -> None:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -95,7 +93,7 @@ class OutboxSender:
     async def _run(self) -> None:
         while True:
             try:
-                await recover_in_flight(self.pool, grace_s=self.recovery_grace_s)
+                await self._recover_when_due()
                 while await self.send_due() == BATCH_MAX:
                     pass
             except (asyncpg.PostgresError, OSError) as error:
@@ -106,6 +104,14 @@ class OutboxSender:
             except TimeoutError:
                 pass
 
+    async def _recover_when_due(self) -> None:
+        """Recovery scans once per poll interval, not on every wake(): a capture or cancel wakes the sender
+        to deliver its own row, which needs no scan of everything in flight."""
+        now = asyncio.get_running_loop().time()
+        if now - self.recovered_at >= self.poll_interval_s:
+            self.recovered_at = now
+            await recover_in_flight(self.pool, grace_s=self.recovery_grace_s)
+
     async def send_due(self) -> int:
         rows = await self.pool.fetch(_CLAIM, BATCH_MAX, self.lease_s)
         if rows:
@@ -115,8 +121,7 @@ class OutboxSender:
     async def _send(self, row: asyncpg.Record) -> None:
         try:
             card = await self.vault.detokenize(row["merchant_id"], row["card_token"])
-            message = self._message(row, card.number.reveal(), f"{card.exp_year % 100:02d}{card.exp_month:02d}")
-            self.sent += 1
+            message = self._message(row, card.number.reveal(), card.expiry_yymm)
             response = await self.networks.send(row["network"], message, self.send_timeout_s)
         except (NetworkError, VaultError) as error:
             await self._retry_later(row, error.__class__.__name__)
@@ -124,7 +129,6 @@ class OutboxSender:
         failpoint("outbox.before_ack")
         await self.pool.execute("UPDATE network_outbox SET acknowledged_at = now(), response_code = $2 WHERE id = $1",
                                 row["id"], str(response.get("39", "")))
-        self.acknowledged += 1
 
     def _message(self, row: asyncpg.Record, pan: str, expiry_yymm: str) -> messages.Message:
         repeat = row["attempts"] > 1
@@ -183,18 +187,16 @@ async def _recover_refund(conn: asyncpg.Connection, refund: asyncpg.Record) -> N
     (it may have reached the network), and its idempotency key answered with the failed refund."""
     await conn.execute("UPDATE refunds SET status = 'failed', failure_code = 'network_timeout', updated_at = now() "
                        "WHERE id = $1", refund["id"])
-    await conn.execute("UPDATE payments SET amount_refunded = amount_refunded - $2, updated_at = now() WHERE id = $1",
-                       refund["payment_id"], refund["amount"])
-    await store.add_event(conn, refund["payment_id"], Event.REFUND_FAILED, states.Status.SUCCEEDED,
-                          states.Status.SUCCEEDED, refund["amount"])
+    await store.release_refund(conn, refund["payment_id"], refund["amount"])
     await store.enqueue_outbox(conn, reversal_of_refund(refund["payment_id"], refund["network"], refund["id"],
                                                         refund["amount"], refund["stan"], refund["rrn"],
                                                         refund["transmitted_at"]))
     body = models.encoder.encode(models.refund_object({**dict(refund.items()), "status": "failed",
                                                                "failure_code": "network_timeout"}))
-    await conn.execute("UPDATE idempotency_keys SET response_status = 200, response_body = $3, finished_at = now() "
+    await conn.execute("UPDATE idempotency_keys SET response_status = 200, response_body = $3, payment_id = $4, "
+                       "finished_at = now() "
                        "WHERE merchant_id = $1 AND idempotency_key = $2 AND response_status IS NULL",
-                       refund["merchant_id"], refund["idempotency_key"], body)
+                       refund["merchant_id"], refund["idempotency_key"], body, refund["payment_id"])
 
 
 def reversal_of_authorization(payment: store.NewPayment | asyncpg.Record) -> store.OutboxItem:
@@ -202,12 +204,12 @@ def reversal_of_authorization(payment: store.NewPayment | asyncpg.Record) -> sto
     get = payment.__getitem__ if isinstance(payment, asyncpg.Record) else payment.__getattribute__
     original_mti = (messages.MTI_FINANCIAL_REQUEST if get("capture_method") == "automatic"
                     else messages.MTI_AUTHORIZATION_REQUEST)
-    return store.OutboxItem(get("id"), "reversal", get("network"), original_mti, "000000", 0,
+    return store.OutboxItem(get("id"), "reversal", get("network"), original_mti, messages.PROCESSING_CODE_PURCHASE, 0,
                             get("amount"), get("stan"), get("rrn"), get("transmitted_at"))
 
 
 def reversal_of_refund(payment_id: str, network: str, refund_id: str, amount: int, stan: str, rrn: str,
                        transmitted_at: str) -> store.OutboxItem:
     """A full reversal of a refund's 0200 (processing code 20), keeping its STAN and RRN."""
-    return store.OutboxItem(payment_id, "reversal", network, messages.MTI_FINANCIAL_REQUEST, PROCESSING_CODE_REFUND,
-                            0, amount, stan, rrn, transmitted_at, refund_id=refund_id)
+    return store.OutboxItem(payment_id, "reversal", network, messages.MTI_FINANCIAL_REQUEST,
+                            messages.PROCESSING_CODE_REFUND, 0, amount, stan, rrn, transmitted_at, refund_id=refund_id)

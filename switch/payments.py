@@ -25,6 +25,7 @@ from switch.failpoints import failpoint, failpoint_soon
 from switch.ids import new_id
 from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
+from switch.iso.messages import PROCESSING_CODE_PURCHASE
 from switch.ledger import post_fee
 from switch.merchants import Merchant
 from switch.network.link import NetworkError
@@ -36,7 +37,6 @@ from switch.vault_client import CardData, VaultClient, VaultError
 
 log = logging.getLogger(__name__)
 
-PROCESSING_CODE_PURCHASE = "000000"
 
 
 class KeyTaken(Exception):
@@ -173,7 +173,7 @@ class PaymentEngine:
         build = messages.financial_request if sale else messages.authorization_request
         return build(pan=card.number.reveal(), amount_minor=new.amount, currency=currency_numeric, stan=trace.stan,
                      rrn=trace.rrn, terminal_id=trace.terminal_id, merchant_id=new.merchant_id[-15:],
-                     expiry_yymm=f"{card.exp_year % 100:02d}{card.exp_month:02d}",
+                     expiry_yymm=card.expiry_yymm,
                      cvv=card.cvc.reveal() if card.cvc else None, processing_code=PROCESSING_CODE_PURCHASE,
                      now=new.created_at)
 

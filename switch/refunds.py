@@ -19,15 +19,15 @@ from switch.failpoints import failpoint, failpoint_soon
 from switch.ids import new_id
 from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
+from switch.iso.messages import PROCESSING_CODE_REFUND
 from switch.network.link import NetworkError
-from switch.outbox import PROCESSING_CODE_REFUND, reversal_of_refund
+from switch.outbox import reversal_of_refund
 from switch.payments import Call, KeyTaken, PaymentEngine, Reply, decode, vault_failure
 from switch.states import Event, Status, apply
 from switch.trace import Trace
 from switch.vault_client import VaultError
 
 REFUND_COLUMNS = "id, payment_id, merchant_id, amount, currency, status, failure_code, created_at"
-refund_object = models.refund_object
 
 
 class RefundEngine:
@@ -56,7 +56,7 @@ class RefundEngine:
         message = messages.financial_request(
             pan=card.number.reveal(), amount_minor=amount, currency=currency.numeric, stan=trace.stan,
             rrn=trace.rrn, terminal_id=trace.terminal_id, merchant_id=call.merchant.id[-15:],
-            expiry_yymm=f"{card.exp_year % 100:02d}{card.exp_month:02d}", processing_code=PROCESSING_CODE_REFUND,
+            expiry_yymm=card.expiry_yymm, processing_code=PROCESSING_CODE_REFUND,
             now=now)
         budget_s = min(settings.payment_budget_s - (time.monotonic() - started), settings.network_timeout_s)
         failpoint_soon("refund.after_send")
@@ -107,9 +107,6 @@ class RefundEngine:
             "VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11)", refund_id, payment["id"],
             call.merchant.id, amount, payment["currency"], trace.terminal_id, trace.stan, trace.rrn, transmitted_at,
             deadline_at, call.idempotency_key)
-        await conn.execute("UPDATE idempotency_keys SET payment_id = $3 "
-                           "WHERE merchant_id = $1 AND idempotency_key = $2",
-                           call.merchant.id, call.idempotency_key, payment["id"])
         return refund_id
 
     async def _not_answered(self, call: Call, payment: asyncpg.Record, refund_id: str, amount: int,
@@ -140,14 +137,11 @@ class RefundEngine:
                                       amount, response_code)
                 await post_refund(conn, payment, refund_id, amount)
             else:
-                await conn.execute("UPDATE payments SET amount_refunded = amount_refunded - $2, updated_at = now() "
-                                   "WHERE id = $1", payment["id"], amount)
-                await store.add_event(conn, payment["id"], Event.REFUND_FAILED, Status.SUCCEEDED, Status.SUCCEEDED,
-                                      amount, response_code)
+                await store.release_refund(conn, payment["id"], amount, response_code)
             if reversal is not None:
                 await store.enqueue_outbox(conn, reversal)
             reply = (Reply(error.status, error.body(call.request_id)) if error
-                     else Reply(200, models.encoder.encode(refund_object(row))))
+                     else Reply(200, models.encoder.encode(models.refund_object(row))))
             await store.finish_key(conn, call.merchant.id, call.idempotency_key, reply.status, reply.body,
                                    payment["id"])
         return reply
@@ -157,7 +151,7 @@ class RefundEngine:
                                        refund_id, merchant_id)
         if row is None:
             raise errors.not_found("refund", refund_id)
-        return msgspec.json.encode(refund_object(row))
+        return msgspec.json.encode(models.refund_object(row))
 
 
 async def post_refund(conn: asyncpg.Connection, payment: asyncpg.Record, refund_id: str, amount: int) -> None:

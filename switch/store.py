@@ -17,6 +17,7 @@ import asyncpg
 
 from switch import models
 from switch.fees import PLATFORM_FEES_ACCOUNT, fee_sql
+from switch.states import Event, Status
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +213,14 @@ async def add_event(conn: asyncpg.Connection, payment_id: str, type_: str, from_
     await conn.execute("INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code) "
                        "VALUES ($1, $2, $3, $4, $5, $6)", payment_id, type_, from_status, to_status, amount,
                        response_code)
+
+
+async def release_refund(conn: asyncpg.Connection, payment_id: str, amount: int,
+                         response_code: str | None = None) -> None:
+    """A refund that failed (declined, not answered, or recovered) gives its reserved amount back."""
+    await conn.execute("UPDATE payments SET amount_refunded = amount_refunded - $2, updated_at = now() WHERE id = $1",
+                       payment_id, amount)
+    await add_event(conn, payment_id, Event.REFUND_FAILED, Status.SUCCEEDED, Status.SUCCEEDED, amount, response_code)
 
 
 # ----- outbox and ledger -------------------------------------------------------------------------------
