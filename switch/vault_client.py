@@ -32,7 +32,6 @@ FRAME_HEADER = struct.Struct(">I")
 FRAME_BYTES_MAX = 64 * 1024
 HELLO_ID = 0
 MERCHANT_ID_LENGTH_MAX = 64
-TOKEN_LENGTH_MAX = 64
 CALLER_LENGTH_MAX = 64
 CREDENTIAL_LENGTH_MAX = 256
 
@@ -77,7 +76,6 @@ def encode_frame(body: bytes) -> bytes:
 
 # ----- messages --------------------------------------------------------------------------------------
 
-_MerchantId = msgspec.Meta(min_length=1, max_length=MERCHANT_ID_LENGTH_MAX)
 
 
 class Hello(msgspec.Struct, tag="hello", tag_field="op", forbid_unknown_fields=True):

@@ -48,7 +48,7 @@ class RewrapResult:
     destroyed_labels: tuple[str, ...] = ()
 
 
-async def _hsm(function: Callable[..., T], *args: Any) -> T:
+async def hsm_call(function: Callable[..., T], *args: Any) -> T:
     """A blocking HSM call off the event loop; any failure becomes an HsmError without key material."""
     try:
         return await asyncio.to_thread(function, *args)
@@ -65,7 +65,7 @@ async def ensure_active_kek(pool: asyncpg.Pool, hsm: Hsm, first_label: str) -> s
     label: str | None = await pool.fetchval(_SQL_ACTIVE)
     if label is None:
         raise HsmError("no active key-encryption key in vault.keks")
-    await _hsm(hsm.ensure_kek, label)
+    await hsm_call(hsm.ensure_kek, label)
     return label
 
 
@@ -84,7 +84,7 @@ async def rotate_kek(pool: asyncpg.Pool, hsm: Hsm) -> tuple[int, str]:
         await connection.execute("LOCK TABLE vault.keks IN EXCLUSIVE MODE")
         version = (await connection.fetchval("SELECT coalesce(max(version), 0) FROM vault.keks")) + 1
         label = f"{kek_label(version)}-{secrets.token_hex(LABEL_SUFFIX_BYTES)}"
-        await _hsm(hsm.ensure_kek, label)
+        await hsm_call(hsm.ensure_kek, label)
         await connection.execute("UPDATE vault.keks SET state = 'retired' WHERE state = 'active'")
         await connection.execute("INSERT INTO vault.keks (version, label, state) VALUES ($1, $2, 'active')",
                                  version, label)
@@ -132,8 +132,8 @@ async def rewrap(pool: asyncpg.Pool, hsm: Hsm, *, destroy_retired: bool = False)
 
 async def _rewrap_one(hsm: Hsm, old_label: str, new_label: str, nonce: bytes, wrapped: bytes,
                       associated_data: bytes) -> tuple[bytes, bytes]:
-    secret = await _hsm(hsm.unwrap, old_label, nonce, wrapped, associated_data)
-    return await _hsm(hsm.wrap, new_label, secret, associated_data)
+    secret = await hsm_call(hsm.unwrap, old_label, nonce, wrapped, associated_data)
+    return await hsm_call(hsm.wrap, new_label, secret, associated_data)
 
 
 async def destroy_unreferenced(pool: asyncpg.Pool, hsm: Hsm) -> tuple[str, ...]:
@@ -146,7 +146,7 @@ async def destroy_unreferenced(pool: asyncpg.Pool, hsm: Hsm) -> tuple[str, ...]:
         for row in await connection.fetch("SELECT label FROM vault.keks WHERE state = 'retired' ORDER BY version"):
             if row["label"] in referenced:
                 continue
-            await _hsm(hsm.destroy_kek, row["label"])
+            await hsm_call(hsm.destroy_kek, row["label"])
             await connection.execute("UPDATE vault.keks SET state = 'destroyed' WHERE label = $1", row["label"])
             destroyed.append(row["label"])
     return tuple(destroyed)

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import asyncpg
 
 from switch.ids import key_digest, new_id, new_secret_key
+from switch.vault_client import MERCHANT_ID_LENGTH_MAX
 
 PUBLISHABLE_KEY_PREFIX = "pk_test_"
 KEY_VISIBLE_CHARS = 12
 KEY_LENGTH_MAX = 128
-MERCHANT_ID_LENGTH_MAX = 64
 LOOKUP_CACHE_TTL_S = 30.0
 LOOKUP_CACHE_SIZE_MAX = 10_000
 

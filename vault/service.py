@@ -27,8 +27,9 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from switch.batch import Batcher, BatchQueueFull
 from switch.cards import CardData, CardError, CardNumber, SecretStr, validate_cvc, validate_expiry
+from switch.vault_client import MERCHANT_ID_LENGTH_MAX, VAULT_ERROR_CODES
 from vault.hsm import Hsm, HsmError
-from vault.keks import active_kek, ensure_active_kek
+from vault.keks import FINGERPRINT_AAD, active_kek, dek_aad, ensure_active_kek, hsm_call
 
 log = logging.getLogger("vault.service")
 
@@ -38,8 +39,6 @@ NONCE_BYTES = 12
 TOKEN_PREFIX = "tok_"  # noqa: S105 - a public id prefix, not a secret
 TOKEN_RANDOM_BYTES = 16
 TOKEN_ID_LENGTH_MAX = 64
-MERCHANT_ID_LENGTH_MAX = 64
-CALLER_LENGTH_MAX = 64
 CVC_TTL_S = 600.0
 CVC_ENTRIES_MAX = 100_000
 AUDIT_ROWS_MAX = 100_000
@@ -48,13 +47,6 @@ AUDIT_FLUSH_INTERVAL_S = 0.05
 REENCRYPT_BATCH_ROWS_DEFAULT = 500
 REENCRYPT_IDLE_ROUNDS_MAX = 200
 KEYS_CHANNEL = "vault_keys"
-FINGERPRINT_AAD = b"vault:fingerprint-key"
-
-VAULT_ERROR_CODES = frozenset({
-    "not_found", "invalid_request", "invalid_number", "incorrect_number", "unsupported_brand",
-    "invalid_expiry_month", "invalid_expiry_year", "expired_card", "invalid_cvc", "decrypt_failed",
-    "unauthorized", "unavailable",
-})
 
 T = TypeVar("T")
 
@@ -66,10 +58,6 @@ class VaultError(Exception):
         assert code in VAULT_ERROR_CODES, code
         super().__init__(code if not detail else f"{code}: {detail}")
         self.code = code
-
-
-def dek_aad(version: int) -> bytes:
-    return b"vault:dek:v%d" % version
 
 
 _BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
@@ -350,30 +338,21 @@ class Vault:
         assert self._keys is not None, "Vault.start() not called"
         return self._keys
 
-    @staticmethod
-    async def _hsm_call(function: Callable[..., T], *args: Any) -> T:
-        try:
-            return await asyncio.to_thread(function, *args)
-        except HsmError:
-            raise
-        except Exception as exc:  # a PKCS#11 failure must not take the message of a random exception
-            raise HsmError(f"HSM call failed: {type(exc).__name__}") from None
-
     async def _load_fingerprint_key(self) -> bytes:
         row = await self._pool.fetchrow("SELECT wrapped_key, nonce, kek_label FROM vault.fingerprint_key")
         if row is None:
-            nonce, wrapped = await self._hsm_call(
+            nonce, wrapped = await hsm_call(
                 self._hsm.wrap, self._kek_label, secrets.token_bytes(FINGERPRINT_KEY_BYTES), FINGERPRINT_AAD)
             await self._pool.execute(
                 "INSERT INTO vault.fingerprint_key (id, wrapped_key, nonce, kek_label) VALUES (1, $1, $2, $3)"
                 " ON CONFLICT DO NOTHING", wrapped, nonce, self._kek_label)
             row = await self._pool.fetchrow("SELECT wrapped_key, nonce, kek_label FROM vault.fingerprint_key")
-        return await self._hsm_call(self._hsm.unwrap, row["kek_label"], row["nonce"], row["wrapped_key"],
+        return await hsm_call(self._hsm.unwrap, row["kek_label"], row["nonce"], row["wrapped_key"],
                                     FINGERPRINT_AAD)
 
     async def _ensure_first_dek(self) -> None:
         if await self._pool.fetchval("SELECT count(*) FROM vault.data_keys") == 0:
-            nonce, wrapped = await self._hsm_call(
+            nonce, wrapped = await hsm_call(
                 self._hsm.wrap, self._kek_label, secrets.token_bytes(DEK_BYTES), dek_aad(1))
             # Two vaults starting at once: the loser's key is discarded and it loads the winner's.
             await self._pool.execute(
@@ -387,7 +366,7 @@ class Vault:
                 "SELECT version, wrapped_key, nonce, kek_label, state FROM vault.data_keys ORDER BY version")
             for row in rows:
                 if not self.keys.has(row["version"]):
-                    key = await self._hsm_call(self._hsm.unwrap, row["kek_label"], row["nonce"],
+                    key = await hsm_call(self._hsm.unwrap, row["kek_label"], row["nonce"],
                                                row["wrapped_key"], dek_aad(row["version"]))
                     self.keys.add(row["version"], key)
                 if row["state"] == "active":
@@ -482,7 +461,7 @@ class Vault:
             key = secrets.token_bytes(DEK_BYTES)
             # The active KEK may have been rotated by another process since this vault started.
             self._kek_label = await active_kek(connection) or self._kek_label
-            nonce, wrapped = await self._hsm_call(self._hsm.wrap, self._kek_label, key, dek_aad(version))
+            nonce, wrapped = await hsm_call(self._hsm.wrap, self._kek_label, key, dek_aad(version))
             await connection.execute("UPDATE vault.data_keys SET state = 'retired' WHERE state = 'active'")
             await connection.execute(
                 "INSERT INTO vault.data_keys (version, wrapped_key, nonce, kek_label, state)"

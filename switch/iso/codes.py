@@ -75,12 +75,6 @@ RESULT_TO_FIELD39: MappingProxyType[ResultCode, str] = MappingProxyType(
     {result: code for code, result in reversed(_FIELD39_TABLE)}
 )
 
-# Results that mean "the issuer or network could not decide": safe to retry on another route.
-RETRYABLE_RESULTS = frozenset(
-    {ResultCode.ISSUER_UNAVAILABLE, ResultCode.PROCESSING_ERROR, ResultCode.SECURITY_VIOLATION,
-     ResultCode.SYSTEM_ERROR}
-)
-
 # Unrecognised codes in these families are trouble on the far side rather than a decision.
 _TROUBLE_PREFIXES = ("9",)
 

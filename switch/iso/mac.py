@@ -34,7 +34,6 @@ from switch.iso.messages import IsoError, encode, field48_decode, field48_encode
 from switch.iso.profiles import Profile
 
 MAC_BYTES = 8
-CMAC_BYTES = 16
 SESSION_KEY_BYTES = 16  # AES-128: one CMAC block of KDF output.
 MASTER_KEY_BYTES = 32  # AES-256 master keys; 16 and 24 bytes are accepted too.
 AES_KEY_SIZES = frozenset({16, 24, 32})
