@@ -21,6 +21,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from switch import cards
+
 APPROVED = "00"
 DO_NOT_HONOR = "05"
 INVALID_CARD = "14"
@@ -67,15 +69,8 @@ TransactionKey = tuple[str, str, str, str]
 
 
 def luhn_valid(pan: str) -> bool:
-    if not (12 <= len(pan) <= 19 and pan.isascii() and pan.isdigit()):
-        return False
-    total = 0
-    for index, char in enumerate(reversed(pan)):
-        digit = ord(char) - 48
-        if index % 2:
-            digit = digit * 2 - 9 if digit > 4 else digit * 2
-        total += digit
-    return total % 10 == 0
+    """A card number the issuer could have issued: 12-19 digits passing the switch's Luhn check."""
+    return 12 <= len(pan) <= 19 and cards.luhn_valid(pan)
 
 
 def known_card(pan: str) -> bool:
