@@ -370,8 +370,13 @@ def encode(profile: Profile, message: dict[str, str]) -> bytes:
         value = message[key]
         if not (isinstance(value, str) and value.isascii() and value.isdigit()):
             raise IsoError(f"{profile.name} {mti}: field {key} must be digits")
+    if profile.codec is not None:
+        encoded = profile.codec.encode(message)
+        if encoded is not None:
+            return encoded
     try:
-        # pyiso8583 writes bitmaps into the dict it is given, so it gets a copy.
+        # The reference codec, for what the compiled one leaves to it (errors included). It writes
+        # bitmaps into the dict it is given, so it gets a copy.
         data, _ = iso8583.encode(dict(message), profile.spec)  # type: ignore[arg-type]
     except iso8583.EncodeError as error:
         raise IsoError(f"{profile.name} {mti}: cannot encode field {error.field}: {error.msg}") from None
@@ -384,6 +389,10 @@ def encode(profile: Profile, message: dict[str, str]) -> bytes:
 
 def decode(profile: Profile, data: bytes) -> dict[str, Any]:
     """Decode one message (without its frame header). Raises IsoError."""
+    if profile.codec is not None:
+        message = profile.codec.decode(data)
+        if message is not None:
+            return message
     try:
         message, _ = iso8583.decode(data, profile.spec)  # type: ignore[arg-type]
     except iso8583.DecodeError as error:

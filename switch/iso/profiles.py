@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal
 
+from switch.iso.codec import Codec, compile_codec
+
 FramingKind = Literal["binary", "ascii"]
 
 # Keys pyiso8583 reads from every field spec; "len_count" and the pads are optional there but we
@@ -60,7 +62,7 @@ _FIELD_TABLE: dict[str, tuple[str, str, int, int]] = {
 
 @dataclass(frozen=True, slots=True)
 class Profile:
-    """One network's wire format. `spec` is read-only and passed straight to pyiso8583."""
+    """One network's wire format. `spec` is read-only; pyiso8583 reads it, and `codec` is compiled from it."""
 
     name: str
     spec: MappingProxyType[str, Any]
@@ -68,9 +70,12 @@ class Profile:
     framing_header_size: int  # bytes for "binary", decimal digits for "ascii"
     mac: bool
     numeric_fields: frozenset[str] = field(default=frozenset())
+    # The spec compiled once (switch.iso.codec); None when only pyiso8583 can handle it.
+    codec: Codec | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_profile(self)
+        object.__setattr__(self, "codec", compile_codec(self.spec))
 
 
 def _numeric(len_type: int, max_len: int, bcd: bool) -> dict[str, Any]:
