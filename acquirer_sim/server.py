@@ -59,6 +59,7 @@ from switch.iso.messages import (
 )
 from switch.iso.profiles import PROFILES, Profile
 from switch.network.framing import Framing, FramingError, framing_for
+from switch.writes import CoalescedWriter
 
 RECORDS_MAX_DEFAULT = 100_000
 DELAYED_ANSWERS_MAX = 100_000  # Per network: answers held back by latency knobs; beyond it they are dropped.
@@ -286,8 +287,7 @@ class SimProtocol(asyncio.Protocol):
         self._loop = loop
         self._reader = network.framing.reader()
         self._transport: asyncio.Transport | None = None
-        self._write_buffer: list[bytes] = []
-        self._flush_scheduled = False
+        self._writer: CoalescedWriter | None = None
         self._payment_messages = 0  # For disconnect_after_messages.
         # The MAC session key of this connection, derived at each sign-on from the generation it carries.
         self._mac_key: bytes | None = None
@@ -295,6 +295,7 @@ class SimProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so this is a cast, not a check.
         self._transport = cast(asyncio.Transport, transport)
+        self._writer = CoalescedWriter(self._transport, self._loop)
         self._network.connections.add(self)
         self._network.stats.connections += 1
         self._network.stats.connections_open += 1
@@ -306,6 +307,8 @@ class SimProtocol(asyncio.Protocol):
         self._network.connections.discard(self)
         self._network.stats.connections_open -= 1
         self._transport = None
+        if self._writer is not None:
+            self._writer.discard()
 
     def data_received(self, data: bytes) -> None:
         network = self._network
@@ -426,16 +429,8 @@ class SimProtocol(asyncio.Protocol):
         self.send(payload)
 
     def send(self, payload: bytes) -> None:
-        self._write_buffer.append(payload)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(b"".join(self._write_buffer))
-        self._write_buffer.clear()
+        if self._writer is not None:
+            self._writer.write(payload)
 
     def abort(self) -> None:
         if self._transport is not None:

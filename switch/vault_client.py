@@ -25,6 +25,7 @@ import msgspec
 
 from switch.cards import CardData, CardError, CardNumber, SecretStr
 from switch.iso.mac import GENERATION_MAX, SESSION_KEY_BYTES
+from switch.writes import CoalescedWriter
 
 log = logging.getLogger("switch.vault_client")
 
@@ -189,6 +190,7 @@ class _Connection(asyncio.Protocol):
     def __init__(self, on_lost: asyncio.Future[None]) -> None:
         self._decoder = FrameDecoder()
         self._transport: asyncio.Transport | None = None
+        self._writer: CoalescedWriter | None = None
         self._pending: dict[int, asyncio.Future[Response]] = {}
         self._ids = itertools.count(HELLO_ID + 1)
         self._on_lost = on_lost
@@ -196,6 +198,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self._writer = CoalescedWriter(self._transport, asyncio.get_running_loop())
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -219,6 +222,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._writer is not None:
+            self._writer.discard()
         pending, self._pending = self._pending, {}
         for future in pending.values():
             if not future.done():
@@ -236,11 +241,11 @@ class _Connection(asyncio.Protocol):
         return len(self._pending)
 
     def send(self, message: msgspec.Struct, request_id: int) -> asyncio.Future[Response]:
-        if self.closed or self._transport is None:
+        if self.closed or self._writer is None:
             raise VaultUnavailable("connection closed")
         future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
-        self._transport.write(encode_frame(ENCODER.encode(message)))
+        self._writer.write(encode_frame(ENCODER.encode(message)))   # one write for a loop pass's requests
         return future
 
     def next_id(self) -> int:
@@ -254,7 +259,8 @@ class _Connection(asyncio.Protocol):
             self._transport.abort()
 
     def close(self) -> None:
-        if self._transport is not None:
+        if self._transport is not None and self._writer is not None:
+            self._writer.flush()
             self._transport.close()
 
 

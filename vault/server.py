@@ -39,6 +39,7 @@ from switch.vault_client import (
     TokenizeRequest,
     encode_frame,
 )
+from switch.writes import CoalescedWriter
 from vault.hsm import Hsm, HsmError, kek_label
 from vault.mac_keys import MacKeys
 from vault.public_api import start_public_api
@@ -168,6 +169,7 @@ class VaultProtocol(asyncio.Protocol):
         self._app = app
         self._decoder = FrameDecoder()
         self._transport: asyncio.Transport | None = None
+        self._writer: CoalescedWriter | None = None
         self._caller: str | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._hello_timer: asyncio.TimerHandle | None = None
@@ -176,6 +178,7 @@ class VaultProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's transports do not subclass it
+        self._writer = CoalescedWriter(self._transport, asyncio.get_running_loop())
         if len(self._app.connections) >= CONNECTIONS_MAX:
             log.warning("connection refused: %d connections open", len(self._app.connections))
             self._transport.abort()
@@ -203,6 +206,8 @@ class VaultProtocol(asyncio.Protocol):
         if self._hello_timer is not None:
             self._hello_timer.cancel()
         self._transport = None
+        if self._writer is not None:
+            self._writer.discard()
 
     # handshake and requests
 
@@ -245,14 +250,16 @@ class VaultProtocol(asyncio.Protocol):
         self._write(response)
 
     def _write(self, response: Response) -> None:
-        if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(encode_frame(ENCODER.encode(response)))
+        # Answers finished in one loop pass (a batch of card lookups) leave in one write.
+        if self._writer is not None:
+            self._writer.write(encode_frame(ENCODER.encode(response)))
 
     def _refuse(self, code: str) -> None:
         """Answer one error frame and close: refused callers learn why, and nothing else."""
         log.warning("connection refused: %s", code)
         self._write(Response(id=HELLO_ID, ok=False, error=code))
-        if self._transport is not None:
+        if self._transport is not None and self._writer is not None:
+            self._writer.flush()
             self._transport.close()
 
     async def drain(self) -> None:
@@ -261,7 +268,8 @@ class VaultProtocol(asyncio.Protocol):
             await asyncio.wait(set(self._tasks), timeout=SHUTDOWN_GRACE_S)
 
     def close(self) -> None:
-        if self._transport is not None:
+        if self._transport is not None and self._writer is not None:
+            self._writer.flush()                # answers of the requests drain() waited for
             self._transport.close()
 
 

@@ -37,6 +37,7 @@ from switch.iso.messages import (
 from switch.iso.profiles import Profile
 from switch.network.framing import FRAME_SIZE_MAX_DEFAULT, Framing, FramingError, framing_for
 from switch.network.metrics import LinkMetrics
+from switch.writes import CoalescedWriter
 
 logger = logging.getLogger(__name__)
 
@@ -99,14 +100,14 @@ class _LinkProtocol(asyncio.Protocol):
         self._link = link
         self._reader = framing.reader()
         self._loop = loop
-        self._write_buffer: list[bytes] = []
-        self._flush_scheduled = False
+        self._writer: CoalescedWriter | None = None
         self.transport: asyncio.Transport | None = None
         self.closed: asyncio.Future[None] = loop.create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so this is a cast, not a check.
         self.transport = cast(asyncio.Transport, transport)
+        self._writer = CoalescedWriter(self.transport, self._loop)
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -126,31 +127,23 @@ class _LinkProtocol(asyncio.Protocol):
         self._link._on_flow(paused=False)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._write_buffer.clear()
+        if self._writer is not None:
+            self._writer.discard()
         if not self.closed.done():
             self.closed.set_result(None)
         self._link._on_connection_lost(self)
 
     def send(self, frame: bytes) -> None:
-        self._write_buffer.append(frame)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        transport = self.transport
-        if self._write_buffer and transport is not None and not transport.is_closing():
-            transport.write(b"".join(self._write_buffer))
-        self._write_buffer.clear()
+        if self._writer is not None:
+            self._writer.write(frame)
 
     @property
     def is_open(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
     def close(self) -> None:
-        if self.transport is not None:
-            self._flush()
+        if self.transport is not None and self._writer is not None:
+            self._writer.flush()
             self.transport.close()
 
     def abort(self) -> None:
