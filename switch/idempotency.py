@@ -8,6 +8,7 @@ network I/O. Redis unreachable -> fail closed (503): no request is processed wit
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import time
@@ -21,6 +22,9 @@ from switch import errors, store
 from switch.batch import Batcher, BatchQueueFull
 
 FINGERPRINT_BYTES = 32
+# The longest a pipeline (a loop pass's commands) may take to go out and come back. On expiry redis-py
+# drops the connection (no half-read replies are left on it) and the requests answer 503.
+REDIS_TIMEOUT_S = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,8 +42,10 @@ def _unavailable() -> errors.ApiError:
 class RedisPipeliner:
     """Commands issued by concurrent requests in one loop pass go out as one pipeline (one round trip)."""
 
-    def __init__(self, client: redis.Redis, size_max: int = 512, inflight_max: int = 2) -> None:
+    def __init__(self, client: redis.Redis, size_max: int = 512, inflight_max: int = 2,
+                 timeout_s: float = REDIS_TIMEOUT_S) -> None:
         self.client = client
+        self.timeout_s = timeout_s
         self.batches: Batcher[tuple[tuple[object, ...], dict[str, object]], object] = Batcher(
             self._run, size_max=size_max, inflight_max=inflight_max)
 
@@ -55,7 +61,11 @@ class RedisPipeliner:
         pipe = self.client.pipeline(transaction=False)
         for command, options in commands:
             pipe.execute_command(*command, **options)
-        return list(await pipe.execute(raise_on_error=False))
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return list(await pipe.execute(raise_on_error=False))
+        except TimeoutError:
+            raise RedisError(f"no answer from Redis in {self.timeout_s} s") from None
 
 
 class Idempotency:

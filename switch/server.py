@@ -68,7 +68,9 @@ class Worker:
     async def run(self, ready_fd: int | None) -> None:
         settings = self.settings
         pool = await store.create_pool(settings.database_url, settings.database_pool_size_max)
-        redis_client = redis.Redis.from_url(settings.redis_url, max_connections=256, socket_timeout=2.0,
+        # No socket_timeout: redis-py would then start a task per send and a timer per reply read. The
+        # pipeliner bounds each whole round trip instead (switch.idempotency.REDIS_TIMEOUT_S).
+        redis_client = redis.Redis.from_url(settings.redis_url, max_connections=256, socket_timeout=None,
                                             socket_connect_timeout=2.0)
         vault = VaultClient(settings.vault_socket, settings.vault_credential)
         await vault.connect()
