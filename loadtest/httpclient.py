@@ -49,50 +49,84 @@ class _ResponseReader:
         self.done = True
 
 
+class _ClientProtocol(asyncio.Protocol):
+    """The socket of one Connection: feeds the parser of the response being read and wakes its waiter."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.collector: _ResponseReader | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        collector, waiter = self.collector, self.waiter
+        if collector is None or waiter is None or waiter.done():
+            self._fail(ConnectionResetError("data from the server while no request was waiting"))
+            return
+        try:
+            collector.parser.feed_data(data)
+        except Exception as error:  # noqa: BLE001 - a malformed or oversized response fails the request
+            self._fail(error)
+            return
+        if collector.done:
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionResetError("server closed the connection"))
+
+    def _fail(self, error: Exception) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(error)
+        if self.transport is not None:
+            self.transport.abort()
+
+
 class Connection:
+    """One keep-alive connection on a plain asyncio Protocol (no stream layer: the load generator's CPU
+    per request counts in `make bench`)."""
+
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port = host, port
-        self.reader: asyncio.StreamReader | None = None
-        self.writer: asyncio.StreamWriter | None = None
+        self.protocol: _ClientProtocol | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.protocol is not None and self.protocol.transport is not None
 
     async def open(self) -> None:
-        self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        _, self.protocol = await asyncio.get_running_loop().create_connection(_ClientProtocol, self.host, self.port)
 
     async def close(self) -> None:
-        if self.writer:
-            self.writer.close()
-            try:
-                await self.writer.wait_closed()
-            except OSError:
-                pass
-            self.writer = None
+        protocol, self.protocol = self.protocol, None
+        if protocol is not None and protocol.transport is not None:
+            protocol.transport.close()
 
     async def request(self, method: str, path: str, *, body: bytes | dict | None = None,  # type: ignore[type-arg]
                       headers: dict[str, str] | None = None, timeout_s: float = 10.0) -> HttpResponse:
-        if self.writer is None:
+        if not self.is_open:
             await self.open()
-        assert self.reader is not None and self.writer is not None
+        protocol = self.protocol
+        assert protocol is not None and protocol.transport is not None
         payload = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
         lines = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}", f"content-length: {len(payload)}"]
         if payload:
             lines.append("content-type: application/json")
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
+        collector = protocol.collector = _ResponseReader()
+        waiter = protocol.waiter = asyncio.get_running_loop().create_future()
+        protocol.transport.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload)
         try:
             async with asyncio.timeout(timeout_s):      # no task per request, unlike wait_for
-                return await self._read()
+                await waiter
         except BaseException:
-            await self.close()      # the stream is in an unknown state: never reuse it
+            await self.close()      # the connection is in an unknown state: never reuse it
             raise
-
-    async def _read(self) -> HttpResponse:
-        assert self.reader is not None
-        collector = _ResponseReader()
-        while not collector.done:
-            data = await self.reader.read(65536)
-            if not data:
-                raise ConnectionResetError("server closed the connection")
-            collector.parser.feed_data(data)
+        finally:
+            protocol.collector = protocol.waiter = None
         if collector.headers.get("connection", "").lower() == "close":
             await self.close()
         return HttpResponse(collector.parser.get_status_code(), b"".join(collector.body), collector.headers)
@@ -119,7 +153,7 @@ class Client:
             all_headers["idempotency-key"] = idempotency_key
         connection = self.idle.pop() if self.idle else Connection(self.host, self.port)
         response = await connection.request(method, path, body=body, headers=all_headers, timeout_s=timeout_s)
-        if connection.writer is not None:
+        if connection.is_open:
             self.idle.append(connection)
         return response
 
