@@ -6,6 +6,7 @@ and a crash between statements can never leave half of a step written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Mapping
@@ -65,7 +66,8 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Pool release hook: we keep no session state (no SET, LISTEN, advisory locks or temp tables), so the
     reset query asyncpg would otherwise send on every release is a wasted round trip. Open transactions are
-    still rolled back by asyncpg before this hook runs."""
+    still rolled back by asyncpg before this hook runs. (PaymentWriter's sessions undo their SET before
+    they come back: PaymentWriter._give_back.)"""
 
 
 async def create_pool(url: str, size_max: int) -> asyncpg.Pool:
@@ -340,6 +342,11 @@ WITH input AS MATERIALIZED (
 SELECT id FROM pay"""
 
 
+_WRITER_SESSION_SET = "SET enable_seqscan = off"
+_WRITER_SESSION_RESET = "RESET enable_seqscan"
+WRITER_RESET_TIMEOUT_S = 2.0
+
+
 @dataclass(slots=True)
 class Finish:
     payment_id: str
@@ -370,20 +377,38 @@ class PaymentWriter:
     async def start(self) -> None:
         # One per batch that may be in flight, per batcher; always leave the pool room for other work.
         for _ in range(min(2 * self.inflight_max, self.pool.get_max_size() - 4)):
-            conn = await self.pool.acquire()
-            # The batch statements are prepared once, and their generic plan is made when the tables are
-            # as small as they will ever be (a fresh database): it scanned all of `payments` per batch,
-            # more each minute. On these sessions the planner must use the keys.
-            await conn.execute("SET enable_seqscan = off")
-            self.idle.append(conn)
+            self.idle.append(await self._session())
 
     async def close(self) -> None:
         for name, batcher in (("begin", self.begin_batches), ("finish", self.finish_batches)):
             log.info("%s writes: %d payments in %d statements", name, batcher.items, batcher.batches)
         while self.idle:
-            conn = self.idle.pop()
-            await conn.execute("RESET enable_seqscan")
+            await self._give_back(self.idle.pop())
+
+    async def _session(self) -> asyncpg.Connection:
+        """A pooled connection set up for the batch statements.
+
+        Their plans are prepared once, often while the tables are as small as they will ever be (a fresh
+        database): the generic plan then scanned all of `payments` per batch, more each minute. On these
+        sessions the planner must use the keys.
+        """
+        conn = await self.pool.acquire()
+        try:
+            await conn.execute(_WRITER_SESSION_SET)
+        except BaseException:
             await self.pool.release(conn)
+            raise
+        return conn
+
+    async def _give_back(self, conn: asyncpg.Connection) -> None:
+        """Return a session to the pool as the other pooled sessions are (our release hook resets nothing);
+        one that cannot be reset is closed, and the pool opens a new one when needed. Never raises."""
+        try:
+            await conn.execute(_WRITER_SESSION_RESET, timeout=WRITER_RESET_TIMEOUT_S)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            with contextlib.suppress(asyncpg.InterfaceError):   # a lost connection is already detached
+                conn.terminate()
+        await self.pool.release(conn)
 
     async def begin(self, payment: NewPayment, idempotency_key: str, fingerprint: bytes) -> bool:
         """Write-ahead (idempotency row + payment + event) before any network I/O; False, writing nothing,
@@ -400,14 +425,21 @@ class PaymentWriter:
             if conn is None:                        # not started (tests) or a connection was lost
                 return await self.pool.fetch(query, *columns)
             return await conn.fetch(query, *columns)
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):
-            if conn is not None:                    # give a broken connection back; the pool replaces it
-                await self.pool.release(conn)
-                conn = None                         # later batches fall back to pooled statements
+        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):   # OSError: timeouts too
+            if conn is not None:                    # broken, or in an unknown state: swap it for a new one
+                await self._give_back(conn)
+                conn = None
+                await self._replace_session()
             raise
         finally:
             if conn is not None:
                 self.idle.append(conn)
+
+    async def _replace_session(self) -> None:
+        try:
+            self.idle.append(await self._session())
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            pass                                    # Postgres is away: later batches use pooled statements
 
     async def _begin_many(self, items: list[tuple[NewPayment, str, bytes]]) -> list[bool]:
         columns: list[list[object]] = [[] for _ in range(22)]

@@ -7,6 +7,7 @@ payments_in_flight partial index, which re-reads the dead entry of every finishe
 
 from __future__ import annotations
 
+import asyncpg
 import pytest
 
 from switch import store
@@ -34,7 +35,62 @@ async def test_finish_batches_update_payments_by_primary_key(stack):
         plan = await generic_plan(writer.idle[0], store._FINISH_PAYMENTS, 12)
     finally:
         await writer.close()
-        await pool.close()
+        pool.terminate()                    # no wait on a session a failing close() kept
     assert "payments_pkey" in plan
     assert "Seq Scan on payments" not in plan
     assert "payments_in_flight" not in plan
+
+
+async def settings_of(conns) -> list[str]:
+    return [await conn.fetchval("SHOW enable_seqscan") for conn in conns]
+
+
+async def test_sessions_go_back_to_the_pool_without_the_writer_setting(stack):
+    pool = await store.create_pool(stack.database_url, 8)
+    writer = store.PaymentWriter(pool)
+    await writer.start()
+    try:
+        session = writer.idle.pop()
+        pid = session.get_server_pid()
+        await writer._give_back(session)            # as after a failed batch, or at close
+        others = [await pool.acquire() for _ in range(pool.get_max_size() - len(writer.idle))]
+        try:
+            settings = {conn.get_server_pid(): await conn.fetchval("SHOW enable_seqscan") for conn in others}
+        finally:
+            for conn in others:
+                await pool.release(conn)
+        assert settings[pid] == "on" and set(settings.values()) == {"on"}
+    finally:
+        await writer.close()
+        pool.terminate()                    # no wait on a session a failing close() kept
+
+
+async def test_a_timed_out_batch_keeps_the_writer_sessions(stack):
+    # A short command timeout stands in for a batch stuck behind a lock or a stalled database; the release
+    # hook is the switch's own, which resets nothing.
+    pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=8, command_timeout=0.5,
+                                     init=store.init_connection, reset=store._keep_session)
+    writer = store.PaymentWriter(pool)
+    await writer.start()
+    try:
+        with pytest.raises(TimeoutError):
+            await writer._fetch("SELECT pg_sleep(2)", [])
+        assert await settings_of(writer.idle) == ["off", "off"]
+    finally:
+        await writer.close()
+        pool.terminate()                    # no wait on a session a failing close() kept
+
+
+async def test_close_survives_a_session_that_died(stack):
+    pool = await store.create_pool(stack.database_url, 8)
+    writer = store.PaymentWriter(pool)
+    await writer.start()
+    try:
+        dead = writer.idle[0]
+        async with pool.acquire() as admin:
+            await admin.execute("SELECT pg_terminate_backend($1)", dead.get_server_pid())
+        await writer.close()                # must not raise, and must give every session back
+        assert writer.idle == []
+        assert await pool.fetchval("SELECT 1") == 1
+    finally:
+        pool.terminate()                    # no wait on a session a failing close() kept
