@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import sys
 import time
 from collections import Counter
@@ -210,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payments-max", type=int, default=500_000, help="stop after this many requests")
     parser.add_argument("--workers", type=int, default=2, help="switch workers when starting a stack")
     parser.add_argument("--raw-card", action="store_true", help="send card data (tokenize) instead of a token")
+    parser.add_argument("--keep-run-dir", action="store_true",
+                        help="keep the stack's logs and throwaway keys under .run/ (removed by default)")
     args = parser.parse_args(argv)
     import uvloop
 
@@ -230,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     finally:
         stack.stop()
+        if args.keep_run_dir:
+            print(f"run dir kept: {stack.run_dir}")
+        else:
+            shutil.rmtree(stack.run_dir, ignore_errors=True)   # logs, HSM token and key files of this run
     return 0
 
 
