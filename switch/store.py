@@ -405,7 +405,7 @@ class PaymentWriter:
         one that cannot be reset is closed, and the pool opens a new one when needed. Never raises."""
         try:
             await conn.execute(_WRITER_SESSION_RESET, timeout=WRITER_RESET_TIMEOUT_S)
-        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+        except Exception:  # noqa: BLE001 - any state we cannot reset (lost, mid-error) is closed, not reused
             with contextlib.suppress(asyncpg.InterfaceError):   # a lost connection is already detached
                 conn.terminate()
         await self.pool.release(conn)
