@@ -8,13 +8,12 @@ a revoked key stops working within that time.
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
 
 from switch.ids import key_digest, new_id, new_secret_key
+from switch.ttlcache import TtlLru
 
 KEY_PREFIX = "sk_test_"
 KEY_VISIBLE_CHARS = 12
@@ -66,27 +65,21 @@ async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
 
 
 class ApiKeyCache:
-    """Bounded LRU of key hash -> (merchant, expiry). Misses (unknown keys) are cached too, briefly."""
+    """API key -> merchant, through a TtlLru on the key's hash (unknown keys are cached too, briefly)."""
 
     def __init__(self, pool: asyncpg.Pool, ttl_s: float = AUTH_CACHE_TTL_S,
                  size_max: int = AUTH_CACHE_SIZE_MAX) -> None:
         self.pool = pool
-        self.ttl_s = ttl_s
-        self.size_max = size_max
-        self.entries: OrderedDict[bytes, tuple[Merchant | None, float]] = OrderedDict()
+        self.cache: TtlLru[bytes, Merchant] = TtlLru(ttl_s, size_max)
 
     async def merchant_for(self, api_key: str) -> Merchant | None:
         digest = hash_key(api_key)
-        now = time.monotonic()
-        cached = self.entries.get(digest)
-        if cached and cached[1] > now:
-            self.entries.move_to_end(digest)
-            return cached[0]
+        found, merchant = self.cache.lookup(digest)
+        if found:
+            return merchant
         row = await self.pool.fetchrow(
             "SELECT m.id, m.name FROM api_keys k JOIN merchants m ON m.id = k.merchant_id "
             "WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND m.status = 'active'", digest)
         merchant = Merchant(row["id"], row["name"]) if row else None
-        self.entries[digest] = (merchant, now + (self.ttl_s if merchant else min(self.ttl_s, 5.0)))
-        if len(self.entries) > self.size_max:
-            self.entries.popitem(last=False)
+        self.cache.store(digest, merchant)
         return merchant

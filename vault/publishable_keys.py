@@ -10,13 +10,12 @@ switch's (``acct_...``): tokens made through the public endpoint are then payabl
 
 from __future__ import annotations
 
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 
 import asyncpg
 
 from switch.ids import key_digest, new_id, new_secret_key
+from switch.ttlcache import TtlLru
 from switch.vault_client import MERCHANT_ID_LENGTH_MAX
 
 PUBLISHABLE_KEY_PREFIX = "pk_test_"
@@ -72,28 +71,21 @@ class PublishableKeyCache:
     def __init__(self, pool: asyncpg.Pool, ttl_s: float = LOOKUP_CACHE_TTL_S,
                  size_max: int = LOOKUP_CACHE_SIZE_MAX) -> None:
         self._pool = pool
-        self._ttl_s = ttl_s
-        self._size_max = size_max
-        self._entries: OrderedDict[bytes, tuple[PublishableKeyOwner | None, float]] = OrderedDict()
+        self._cache: TtlLru[bytes, PublishableKeyOwner] = TtlLru(ttl_s, size_max)
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._cache)
 
     async def owner(self, key: str) -> PublishableKeyOwner | None:
         if not key.startswith(PUBLISHABLE_KEY_PREFIX) or len(key) > KEY_LENGTH_MAX:
             return None
         digest = hash_key(key)
-        now = time.monotonic()
-        cached = self._entries.get(digest)
-        if cached is not None and cached[1] > now:
-            self._entries.move_to_end(digest)
-            return cached[0]
+        found, owner = self._cache.lookup(digest)
+        if found:
+            return owner
         row = await self._pool.fetchrow(
             "SELECT id, merchant_id, prefix FROM vault.publishable_keys WHERE key_hash = $1 AND revoked_at IS NULL",
             digest)
         owner = PublishableKeyOwner(row["id"], row["merchant_id"], row["prefix"]) if row else None
-        self._entries[digest] = (owner, now + (self._ttl_s if owner else min(self._ttl_s, 5.0)))
-        self._entries.move_to_end(digest)
-        while len(self._entries) > self._size_max:
-            self._entries.popitem(last=False)
+        self._cache.store(digest, owner)
         return owner
