@@ -70,7 +70,7 @@ TransactionKey = tuple[str, str, str, str]
 
 def luhn_valid(pan: str) -> bool:
     """A card number the issuer could have issued: 12-19 digits passing the switch's Luhn check."""
-    return 12 <= len(pan) <= 19 and cards.luhn_valid(pan)
+    return cards.PAN_LENGTH_MIN <= len(pan) <= cards.PAN_LENGTH_MAX and cards.luhn_valid(pan)
 
 
 def known_card(pan: str) -> bool:

@@ -32,10 +32,6 @@ COLUMNS = (
     "record_type", "network", "rrn", "stan", "terminal_id", "auth_code", "transaction_type", "amount_minor",
     "currency", "transaction_date", "settlement_date", "interchange_fee_minor",
 )  # fmt: skip
-TRAILER_COLUMNS = (
-    "record_type", "network", "currency", "count", "debit_total_minor", "credit_total_minor", "net_minor",
-    "interchange_fee_total_minor", "settlement_date", "cut_off_at",
-)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

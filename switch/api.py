@@ -7,7 +7,6 @@ stored status and body byte for byte with ``Idempotent-Replayed: true``.
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import secrets
 import time
@@ -28,15 +27,12 @@ from switch.payments import Call, KeyTaken, PaymentEngine, Reply
 from switch.refunds import RefundEngine
 from switch.vault_client import VaultClient
 
-log = logging.getLogger(__name__)
-
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
 READINESS_TIMEOUT_S = 1.0
 _ID = r"[a-z]{2,4}_[0-9A-Za-z]{10,40}"
 _PAYMENT_ACTION = re.compile(rf"^/v1/payments/({_ID})/(capture|cancel)$")
 _PAYMENT = re.compile(rf"^/v1/payments/({_ID})$")
 _REFUND = re.compile(rf"^/v1/refunds/({_ID})$")
-_JSON = "application/json"
 
 Operation = Callable[[Call], Awaitable[Reply]]
 
@@ -118,9 +114,10 @@ class App:
             raise errors.authentication_error("You did not provide an API key. Send it as 'Authorization: Bearer "
                                               "<api key>'.")
         scheme, _, api_key = header.partition(" ")
-        if scheme.lower() != "bearer" or not api_key.strip():
+        api_key = api_key.strip()
+        if scheme.lower() != "bearer" or not api_key:
             raise errors.authentication_error("The Authorization header must be 'Bearer <api key>'.")
-        merchant = await self.api_keys.merchant_for(api_key.strip())
+        merchant = await self.api_keys.merchant_for(api_key)
         if merchant is None:
             raise errors.authentication_error("Invalid API key provided.")
         return merchant

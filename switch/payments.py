@@ -8,7 +8,6 @@ is queued in the same transaction, so a late approval can never stand.
 
 from __future__ import annotations
 
-import logging
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,9 +33,6 @@ from switch.outbox import OutboxSender, reversal_of_authorization
 from switch.states import Event, Status
 from switch.trace import Trace, TraceAllocator
 from switch.vault_client import CardData, VaultClient, VaultError
-
-log = logging.getLogger(__name__)
-
 
 
 class KeyTaken(Exception):
@@ -230,8 +226,9 @@ class PaymentEngine:
             self.outbox.wake()
         return reply
 
-    async def _stored_reply(self, call: Call) -> Reply:
-        row = await store.load_key(self.pool, call.merchant.id, call.idempotency_key)
+    async def _stored_reply(self, call: Call, conn: asyncpg.Connection | asyncpg.Pool | None = None) -> Reply:
+        """The answer already stored for this request's idempotency key (another path finished it)."""
+        row = await store.load_key(conn or self.pool, call.merchant.id, call.idempotency_key)
         assert row is not None and row.response_status is not None and row.response_body is not None
         return Reply(row.response_status, row.response_body)
 

@@ -40,10 +40,11 @@ class RefundEngine:
         request: models.RefundCreate = decode(models.refund_create_decoder, body)
         trace = await self.payments.traces.next()
         now = datetime.now(UTC)
+        transmitted_at = messages.transmission_datetime(now)
         settings = self.payments.settings
         async with self.pool.acquire() as conn, conn.transaction():
             payment, amount = await self._reserve(conn, call, request)
-            refund_id = await self._insert(conn, call, payment, amount, trace, messages.transmission_datetime(now),
+            refund_id = await self._insert(conn, call, payment, amount, trace, transmitted_at,
                                            now + timedelta(seconds=settings.payment_budget_s))
         failpoint("refund.after_reserve")
         try:
@@ -64,7 +65,7 @@ class RefundEngine:
             response = await self.payments.networks.send(payment["network"], message, budget_s)
         except NetworkError as error:
             reversal = reversal_of_refund(payment["id"], payment["network"], refund_id, amount, trace.stan, trace.rrn,
-                                          messages.transmission_datetime(now)) if not error.retryable else None
+                                          transmitted_at) if not error.retryable else None
             return await self._not_answered(call, payment, refund_id, amount, reversal)
         failpoint("refund.after_answer")
         code = str(response.get("39", ""))
@@ -129,9 +130,7 @@ class RefundEngine:
                 response_code)
             if row is None:
                 # Recovery already failed and reversed this refund (we outlived its deadline); its answer stands.
-                stored = await store.load_key(conn, call.merchant.id, call.idempotency_key)
-                assert stored is not None and stored.response_status is not None and stored.response_body is not None
-                return Reply(stored.response_status, stored.response_body)
+                return await self.payments._stored_reply(call, conn)
             if status == "succeeded":
                 await store.add_event(conn, payment["id"], Event.REFUND_SUCCEEDED, Status.SUCCEEDED, Status.SUCCEEDED,
                                       amount, response_code)

@@ -236,10 +236,6 @@ class _Connection(asyncio.Protocol):
         """Resolved when the connection is gone."""
         return self._on_lost
 
-    @property
-    def inflight(self) -> int:
-        return len(self._pending)
-
     def send(self, message: msgspec.Struct, request_id: int) -> asyncio.Future[Response]:
         if self.closed or self._writer is None:
             raise VaultUnavailable("connection closed")

@@ -43,16 +43,7 @@ def _one_shot(body: Callable[[Vault], Awaitable[tuple[str, int]]]) -> int:
             await pool.close()
             hsm.close()
 
-    try:
-        message, exit_code = asyncio.run(run())
-    except (ConfigError, HsmError, VaultError) as exc:
-        print(f"vault: {exc}", file=sys.stderr, flush=True)
-        return 2
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-        print(f"vault: database unavailable: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
-        return 2
-    print(message, flush=True)
-    return exit_code
+    return _report(run)
 
 
 def _kek_command(body: Callable[[asyncpg.Pool, Hsm], Awaitable[tuple[str, int]]]) -> int:

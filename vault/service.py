@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from switch.batch import Batcher, BatchQueueFull
 from switch.cards import CardData, CardError, CardNumber, SecretStr, validate_cvc, validate_expiry
+from switch.ids import new_id
 from switch.vault_client import MERCHANT_ID_LENGTH_MAX, VAULT_ERROR_CODES
 from vault.hsm import Hsm, HsmError
 from vault.keks import FINGERPRINT_AAD, active_kek, dek_aad, ensure_active_kek, hsm_call
@@ -37,7 +38,6 @@ DEK_BYTES = 32
 FINGERPRINT_KEY_BYTES = 32
 NONCE_BYTES = 12
 TOKEN_PREFIX = "tok_"  # noqa: S105 - a public id prefix, not a secret
-TOKEN_RANDOM_BYTES = 16
 TOKEN_ID_LENGTH_MAX = 64
 CVC_TTL_S = 600.0
 CVC_ENTRIES_MAX = 100_000
@@ -60,17 +60,9 @@ class VaultError(Exception):
         self.code = code
 
 
-_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-
-
 def new_token_id() -> str:
-    """``tok_`` + 22 base62 characters from 128 random bits."""
-    value = int.from_bytes(secrets.token_bytes(TOKEN_RANDOM_BYTES), "big")
-    chars = []
-    for _ in range(22):
-        value, rest = divmod(value, 62)
-        chars.append(_BASE62[rest])
-    return TOKEN_PREFIX + "".join(chars)
+    """``tok_`` + 22 base62 characters (switch.ids: 131 random bits)."""
+    return new_id(TOKEN_PREFIX.rstrip("_"))
 
 
 @dataclass(frozen=True, slots=True)
