@@ -37,10 +37,10 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: setup ## start the whole stack, run a scripted payment flow over HTTP, tear it all down
-	$(PY) -m switch.devstack demo
+	$(PY) -m switch.dev.devstack demo
 
 up: setup ## run the whole stack in the foreground; prints READY url=... api_key=...; Ctrl-C stops it
-	$(PY) -m switch.devstack up
+	$(PY) -m switch.dev.devstack up
 
 test: setup ## the whole test suite (real Postgres, Redis, SoftHSM2 and simulator, started by the harness)
 	$(PY) -m pytest

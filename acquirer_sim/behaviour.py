@@ -17,7 +17,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from switch.network.framing import Framing
+from switch.iso.framing import Framing
 
 DELAY_MS_MAX = 600_000
 MESSAGES_MAX = 1_000_000_000

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from switch import cards
+from switch.common import cards
 
 APPROVED = "00"
 DO_NOT_HONOR = "05"

@@ -28,6 +28,8 @@ from acquirer_sim.behaviour import (
     Faults,
 )
 from acquirer_sim.issuer import Decision, Issuer
+from switch.common.writes import CoalescedWriter
+from switch.iso.framing import Framing, FramingError, framing_for
 from switch.iso.mac import (
     MAC_FIELD_PRIMARY,
     MAC_FIELD_SECONDARY,
@@ -58,8 +60,6 @@ from switch.iso.messages import (
     response_for,
 )
 from switch.iso.profiles import PROFILES, Profile
-from switch.network.framing import Framing, FramingError, framing_for
-from switch.writes import CoalescedWriter
 
 RECORDS_MAX_DEFAULT = 100_000
 DELAYED_ANSWERS_MAX = 100_000  # Per network: answers held back by latency knobs; beyond it they are dropped.

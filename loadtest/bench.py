@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--url needs --api-key")
         uvloop.run(measure(args.url, args.api_key, args, {}))
         return 0
-    from switch.devstack import Stack, StackError, new_run_dir
+    from switch.dev.devstack import Stack, StackError, new_run_dir
 
     stack = Stack(run_dir=new_run_dir())
     try:

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import uvloop
 
-from switch.config import Endpoint
 from switch.iso.messages import authorization_request, decode, encode
 from switch.iso.profiles import PROFILES, Profile
+from switch.network.config import Endpoint
 from switch.network.link import Message, NetworkError
 from switch.network.pool import Pool
 

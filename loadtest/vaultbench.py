@@ -2,7 +2,7 @@
 
     python -m loadtest.vaultbench [--count 20000] [--concurrency 64] [--duration-s 10]
 
-Starts a throwaway Postgres and SoftHSM2 token and the real ``vault serve`` process (switch.devstack), then
+Starts a throwaway Postgres and SoftHSM2 token and the real ``vault serve`` process (switch.dev.devstack), then
 drives it from this process over the Unix socket with ``VaultClient``: first one call at a time (the latency
 of one call), then ``--concurrency`` calls in flight (throughput). Every phase stops at ``--count`` calls or
 ``--duration-s``, whichever comes first. With VAULT_SOCKET and VAULT_CREDENTIAL set it loads that vault
@@ -21,8 +21,8 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 
-from switch.cards import CardNumber, SecretStr
-from switch.devstack import REPO_ROOT, Stack, StackError, new_run_dir
+from switch.common.cards import CardNumber, SecretStr
+from switch.dev.devstack import REPO_ROOT, Stack, StackError, new_run_dir
 from switch.vault_client import VaultClient
 
 MERCHANT_ID = "m_vaultbench"

@@ -1,5 +1,5 @@
 import sys
 
-from switch.cli import main
+from switch.process.cli import main
 
 sys.exit(main())

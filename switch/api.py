@@ -17,9 +17,9 @@ import asyncpg
 import msgspec
 import redis.asyncio as redis
 
-from switch import errors, metrics
-from switch.failpoints import failpoint
-from switch.httpserver import Request, Response
+from switch.common import errors, metrics
+from switch.common.failpoints import failpoint
+from switch.common.http import Request, Response
 from switch.idempotency import Idempotency
 from switch.merchants import ApiKeyCache, Merchant
 from switch.network.router import Networks

@@ -18,8 +18,9 @@ import asyncpg
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
-from switch import errors, store
-from switch.batch import Batcher, BatchQueueFull
+from switch import store
+from switch.common import errors
+from switch.common.batch import Batcher, BatchQueueFull
 
 FINGERPRINT_BYTES = 32
 # The longest a pipeline (a loop pass's commands) may take to go out and come back. On expiry redis-py

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from switch.ids import key_digest, new_id, new_secret_key
-from switch.ttlcache import TtlLru
+from switch.common.ids import key_digest, new_id, new_secret_key
+from switch.common.ttlcache import TtlLru
 
 KEY_PREFIX = "sk_test_"
 KEY_VISIBLE_CHARS = 12

@@ -6,13 +6,13 @@ the path of the offending field (``at `$.amount```), which becomes the error's `
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Any, Literal
 
 import msgspec
 from msgspec import Meta, Struct
 
-from switch.currency import AMOUNT_MAX
+from switch.common.currency import AMOUNT_MAX
+from switch.common.validation import error_message, error_param  # noqa: F401 - re-exported for the API
 
 Amount = Annotated[int, Meta(ge=1, le=AMOUNT_MAX)]
 CurrencyCode = Annotated[str, Meta(pattern="^[a-z]{3}$")]
@@ -131,20 +131,3 @@ capture_decoder = msgspec.json.Decoder(CaptureRequest)
 cancel_decoder = msgspec.json.Decoder(CancelRequest)
 refund_create_decoder = msgspec.json.Decoder(RefundCreate)
 encoder = msgspec.json.Encoder()
-
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
-
-
-def error_param(error: msgspec.ValidationError) -> str | None:
-    """`Expected int, got str - at $.payment_method.card.exp_month` -> payment_method[card][exp_month]."""
-    match = _PATH.search(str(error))
-    if not match or not match.group(1):
-        return None
-    parts = re.split(r"\.|\[|\]", match.group(1))
-    parts = [part for part in parts if part]
-    return parts[0] + "".join(f"[{part}]" for part in parts[1:])
-
-
-def error_message(error: msgspec.ValidationError) -> str:
-    """msgspec's message without its path suffix (the path goes to ``param``)."""
-    return str(error).split(" - at `", 1)[0].rstrip(".") + "."

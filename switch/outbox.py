@@ -19,9 +19,10 @@ from datetime import UTC, datetime
 
 import asyncpg
 
-from switch import errors, models, states, store
-from switch.currency import lookup as lookup_currency
-from switch.failpoints import failpoint
+from switch import models, states, store
+from switch.common import errors
+from switch.common.currency import lookup as lookup_currency
+from switch.common.failpoints import failpoint
 from switch.iso import messages
 from switch.network.link import NetworkError
 from switch.network.router import Networks

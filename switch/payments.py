@@ -15,13 +15,13 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import msgspec
 
-from switch import errors, models, states, store
-from switch.cards import CardError, CardNumber, SecretStr, validate_expiry
-from switch.config import Settings
-from switch.currency import lookup as lookup_currency
+from switch import models, states, store
+from switch.common import errors
+from switch.common.cards import CardError, CardNumber, SecretStr, validate_expiry
+from switch.common.currency import lookup as lookup_currency
+from switch.common.failpoints import failpoint, failpoint_soon
+from switch.common.ids import new_id
 from switch.declines import decline_for
-from switch.failpoints import failpoint, failpoint_soon
-from switch.ids import new_id
 from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
 from switch.iso.messages import PROCESSING_CODE_PURCHASE
@@ -30,6 +30,7 @@ from switch.merchants import Merchant
 from switch.network.link import NetworkError
 from switch.network.router import Networks
 from switch.outbox import OutboxSender, reversal_of_authorization
+from switch.process.config import Settings
 from switch.states import Event, Status
 from switch.trace import Trace, TraceAllocator
 from switch.vault_client import CardData, VaultClient, VaultError
@@ -68,7 +69,7 @@ def decode(decoder: msgspec.json.Decoder, body: bytes):  # type: ignore[no-untyp
 
 
 NUMBER_PARAM = "payment_method[card][number]"
-# The field a card validation error is about (switch.cards and the vault use the same codes).
+# The field a card validation error is about (switch.common.cards and the vault use the same codes).
 CARD_ERROR_PARAMS = {
     "invalid_expiry_month": "payment_method[card][exp_month]",
     "invalid_expiry_year": "payment_method[card][exp_year]",

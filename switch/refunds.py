@@ -13,10 +13,11 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import msgspec
 
-from switch import errors, models, store
-from switch.currency import lookup as lookup_currency
-from switch.failpoints import failpoint, failpoint_soon
-from switch.ids import new_id
+from switch import models, store
+from switch.common import errors
+from switch.common.currency import lookup as lookup_currency
+from switch.common.failpoints import failpoint, failpoint_soon
+from switch.common.ids import new_id
 from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
 from switch.iso.messages import PROCESSING_CODE_REFUND

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from switch import errors
+from switch.common import errors
 
 
 class Status(StrEnum):

@@ -364,7 +364,7 @@ class PaymentWriter:
     """
 
     def __init__(self, pool: asyncpg.Pool, size_max: int = 512, inflight_max: int = 1) -> None:
-        from switch.batch import Batcher
+        from switch.common.batch import Batcher
 
         self.pool = pool
         self.inflight_max = inflight_max

@@ -1,15 +1,6 @@
-"""Client for the vault process, and the wire contract both sides speak.
+"""Client for the vault process: pipelined requests over persistent Unix-socket connections.
 
-Transport: a Unix socket. Frames: 4-byte big-endian length + msgpack body, at most FRAME_BYTES_MAX. The
-first frame is ``{"op": "hello", "credential": ...}``; the vault answers ``{"id": 0, "ok": true}`` or an
-error frame and closes. Then requests ``{"id": n, "op": "tokenize" | "detokenize" | "ping", ...}`` are
-pipelined and answered ``{"id": n, "ok": bool, ...}`` in completion order.
-
-``mac_key`` (network, key generation) answers the MAC session key the vault derives from the network's MAC
-master key inside the HSM (see ``switch.iso.mac``); links ask once per sign-on, never per message.
-
-The vault imports the wire types from here (the switch must never import the vault, which holds the HSM).
-Message types that can hold a PAN or CVC mask their repr.
+The wire contract (frames, messages, ``VaultError``) is ``switch.vault_protocol``.
 """
 
 from __future__ import annotations
@@ -17,169 +8,32 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import struct
-from dataclasses import dataclass
 from typing import cast
 
 import msgspec
 
-from switch.cards import CardData, CardError, CardNumber, SecretStr
+from switch.common.cards import CardData, CardError, CardNumber, SecretStr
+from switch.common.writes import CoalescedWriter
 from switch.iso.mac import GENERATION_MAX, SESSION_KEY_BYTES
-from switch.writes import CoalescedWriter
+from switch.vault_protocol import (
+    ENCODER,
+    FRAMING,
+    HELLO_ID,
+    RESPONSE_DECODER,
+    DetokenizeRequest,
+    FrameError,
+    Hello,
+    MacKeyRequest,
+    PingRequest,
+    Response,
+    TokenInfo,
+    TokenizeRequest,
+    VaultError,
+    VaultUnavailable,
+    encode_frame,
+)
 
 log = logging.getLogger("switch.vault_client")
-
-FRAME_HEADER = struct.Struct(">I")
-FRAME_BYTES_MAX = 64 * 1024
-HELLO_ID = 0
-MERCHANT_ID_LENGTH_MAX = 64
-CALLER_LENGTH_MAX = 64
-CREDENTIAL_LENGTH_MAX = 256
-
-# ----- framing ---------------------------------------------------------------------------------------
-
-
-class FrameError(ValueError):
-    """The peer sent a frame header announcing more than the maximum we accept."""
-
-
-class FrameDecoder:
-    """Splits a byte stream into frame bodies. Holds at most one partial frame."""
-
-    def __init__(self, frame_bytes_max: int = FRAME_BYTES_MAX) -> None:
-        self._frame_bytes_max = frame_bytes_max
-        self._buffer = bytearray()
-
-    def feed(self, data: bytes) -> list[bytes]:
-        self._buffer += data
-        frames: list[bytes] = []
-        offset = 0
-        buffer = self._buffer
-        while len(buffer) - offset >= FRAME_HEADER.size:
-            (length,) = FRAME_HEADER.unpack_from(buffer, offset)
-            if length > self._frame_bytes_max:
-                raise FrameError(f"frame of {length} bytes exceeds {self._frame_bytes_max}")
-            end = offset + FRAME_HEADER.size + length
-            if len(buffer) < end:
-                break
-            frames.append(bytes(buffer[offset + FRAME_HEADER.size:end]))
-            offset = end
-        if offset:
-            del buffer[:offset]
-        return frames
-
-
-def encode_frame(body: bytes) -> bytes:
-    if len(body) > FRAME_BYTES_MAX:
-        raise FrameError(f"frame of {len(body)} bytes exceeds {FRAME_BYTES_MAX}")
-    return FRAME_HEADER.pack(len(body)) + body
-
-
-# ----- messages --------------------------------------------------------------------------------------
-
-
-
-class Hello(msgspec.Struct, tag="hello", tag_field="op", forbid_unknown_fields=True):
-    credential: str
-    caller: str = "switch"
-
-    def __repr__(self) -> str:
-        return f"Hello(caller={self.caller!r}, credential='***')"
-
-
-class PingRequest(msgspec.Struct, tag="ping", tag_field="op", forbid_unknown_fields=True):
-    id: int
-
-
-class TokenizeRequest(msgspec.Struct, tag="tokenize", tag_field="op", forbid_unknown_fields=True):
-    id: int
-    merchant_id: str
-    number: str
-    exp_month: int
-    exp_year: int
-    cvc: str | None = None
-
-    def __repr__(self) -> str:
-        return f"TokenizeRequest(id={self.id}, merchant_id={self.merchant_id!r}, number='***', cvc='***')"
-
-
-class DetokenizeRequest(msgspec.Struct, tag="detokenize", tag_field="op", forbid_unknown_fields=True):
-    id: int
-    merchant_id: str
-    token: str
-
-
-class MacKeyRequest(msgspec.Struct, tag="mac_key", tag_field="op", forbid_unknown_fields=True):
-    id: int
-    network: str
-    generation: int
-
-
-Request = PingRequest | TokenizeRequest | DetokenizeRequest | MacKeyRequest
-
-
-class Response(msgspec.Struct, omit_defaults=True):
-    id: int
-    ok: bool
-    error: str | None = None
-    token: str | None = None
-    brand: str | None = None
-    bin: str | None = None
-    last4: str | None = None
-    exp_month: int | None = None
-    exp_year: int | None = None
-    fingerprint: str | None = None
-    number: str | None = None
-    cvc: str | None = None
-    key: bytes | None = None  # A MAC session key (mac_key); never in a repr or a log line.
-
-    def __repr__(self) -> str:
-        return f"Response(id={self.id}, ok={self.ok}, error={self.error!r}, token={self.token!r})"
-
-
-REQUEST_DECODER = msgspec.msgpack.Decoder(Request)
-HELLO_DECODER = msgspec.msgpack.Decoder(Hello)
-RESPONSE_DECODER = msgspec.msgpack.Decoder(Response)
-ENCODER = msgspec.msgpack.Encoder()
-
-# ----- errors ----------------------------------------------------------------------------------------
-
-VAULT_ERROR_CODES = frozenset({
-    "not_found", "invalid_request", "invalid_number", "incorrect_number", "unsupported_brand",
-    "invalid_expiry_month", "invalid_expiry_year", "expired_card", "invalid_cvc", "decrypt_failed",
-    "unauthorized", "unavailable",
-})
-
-
-class VaultError(Exception):
-    """The vault answered with an error code (VAULT_ERROR_CODES). Never carries card data."""
-
-    retryable = False
-
-    def __init__(self, code: str, detail: str = "") -> None:
-        super().__init__(code if not detail else f"{code}: {detail}")
-        self.code = code if code in VAULT_ERROR_CODES else "unavailable"
-
-
-class VaultUnavailable(VaultError):
-    """No connection, too many requests in flight, or no answer in time. Safe to retry."""
-
-    retryable = True
-
-    def __init__(self, detail: str = "") -> None:
-        super().__init__("unavailable", detail)
-
-
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    token: str
-    brand: str
-    bin: str
-    last4: str
-    exp_month: int
-    exp_year: int
-    fingerprint_hex: str
-
 
 # ----- connection ------------------------------------------------------------------------------------
 
@@ -188,7 +42,7 @@ class _Connection(asyncio.Protocol):
     """One persistent, pipelined connection: a pending map of request id → future."""
 
     def __init__(self, on_lost: asyncio.Future[None]) -> None:
-        self._decoder = FrameDecoder()
+        self._decoder = FRAMING.reader()
         self._transport: asyncio.Transport | None = None
         self._writer: CoalescedWriter | None = None
         self._pending: dict[int, asyncio.Future[Response]] = {}

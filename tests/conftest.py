@@ -1,6 +1,6 @@
 """Test harness: the real services, started once per session on free loopback ports.
 
-``base_stack``: a throwaway Postgres cluster, redis-server and a SoftHSM2 token (switch.devstack).
+``base_stack``: a throwaway Postgres cluster, redis-server and a SoftHSM2 token (switch.dev.devstack).
 ``stack``: the same plus the vault, the acquirer simulator and a switch with one worker, and a seeded
 merchant. Unit tests of pure logic use neither and start nothing.
 """
@@ -19,7 +19,7 @@ import pytest
 import pytest_asyncio
 
 from loadtest.httpclient import Client
-from switch.devstack import REPO_ROOT, Stack, new_run_dir
+from switch.dev.devstack import REPO_ROOT, Stack, new_run_dir
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ import os
 from collections.abc import Mapping
 
 from switch.iso.mac import MacKeyError, cmac_full, kdf_input, parse_master_keys
+from switch.vault_protocol import VaultError
 from vault.hsm import Hsm, HsmError, HsmKeyNotFound, mac_master_label
-from vault.service import VaultError
 
 log = logging.getLogger("vault.mac_keys")
 

@@ -2,7 +2,7 @@
 
 A merchant's checkout page sends the card straight to the vault with the merchant's publishable key; the
 merchant's server then only ever handles the token (``payment_method: "tok_..."`` on the switch). The
-vault process serves it over HTTP (``switch.httpserver``) next to its Unix socket when ``VAULT_HTTP_PORT``
+vault process serves it over HTTP (``switch.common.http``) next to its Unix socket when ``VAULT_HTTP_PORT``
 is set, on ``VAULT_HTTP_HOST`` (127.0.0.1 by default; a TLS-terminating proxy sits in front in production).
 
 Request: ``Authorization: Bearer pk_test_...`` and ``{"card": {"number", "exp_month", "exp_year", "cvc"}}``.
@@ -27,12 +27,13 @@ import asyncpg
 import msgspec
 from msgspec import Meta, Struct
 
-from switch.cards import CardError, CardNumber, SecretStr
-from switch.errors import ApiError, authentication_error, invalid_request, service_unavailable
-from switch.httpserver import Request, Response, serve
-from switch.models import error_message, error_param
+from switch.common.cards import CardError, CardNumber, SecretStr
+from switch.common.errors import ApiError, authentication_error, invalid_request, service_unavailable
+from switch.common.http import Request, Response, serve
+from switch.common.validation import error_message, error_param
+from switch.vault_protocol import VaultError
 from vault.publishable_keys import PUBLISHABLE_KEY_PREFIX, PublishableKeyCache
-from vault.service import Vault, VaultError
+from vault.service import Vault
 
 log = logging.getLogger("vault.public_api")
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
-from switch.ids import key_digest, new_id, new_secret_key
-from switch.ttlcache import TtlLru
-from switch.vault_client import MERCHANT_ID_LENGTH_MAX
+from switch.common.ids import key_digest, new_id, new_secret_key
+from switch.common.ttlcache import TtlLru
+from switch.vault_protocol import MERCHANT_ID_LENGTH_MAX
 
 PUBLISHABLE_KEY_PREFIX = "pk_test_"
 KEY_VISIBLE_CHARS = 12

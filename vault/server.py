@@ -1,6 +1,6 @@
 """The vault process: a Unix-socket server (asyncio.Protocol on uvloop) in front of ``Vault``.
 
-Wire contract: ``switch.vault_client`` (framing, hello, pipelined requests answered as they finish).
+Wire contract: ``switch.vault_protocol`` (framing, hello, pipelined requests answered as they finish).
 Layers: ``VaultProtocol`` knows frames and the hello handshake; ``VaultApp`` maps requests to the vault
 and errors to codes; ``serve`` owns the life cycle (HSM, pool, socket, signals).
 """
@@ -20,30 +20,31 @@ from typing import cast
 import asyncpg
 import msgspec
 
-from switch.cards import CardError, CardNumber, SecretStr
-from switch.vault_client import (
+from switch.common.cards import CardError, CardNumber, SecretStr
+from switch.common.writes import CoalescedWriter
+from switch.vault_protocol import (
     CALLER_LENGTH_MAX,
     CREDENTIAL_LENGTH_MAX,
     ENCODER,
+    FRAMING,
     HELLO_DECODER,
     HELLO_ID,
     MERCHANT_ID_LENGTH_MAX,
     REQUEST_DECODER,
     DetokenizeRequest,
-    FrameDecoder,
     FrameError,
     MacKeyRequest,
     PingRequest,
     Request,
     Response,
     TokenizeRequest,
+    VaultError,
     encode_frame,
 )
-from switch.writes import CoalescedWriter
 from vault.hsm import Hsm, HsmError, kek_label
 from vault.mac_keys import MacKeys
 from vault.public_api import start_public_api
-from vault.service import Vault, VaultError
+from vault.service import Vault
 
 log = logging.getLogger("vault.server")
 
@@ -167,7 +168,7 @@ class VaultProtocol(asyncio.Protocol):
 
     def __init__(self, app: VaultApp) -> None:
         self._app = app
-        self._decoder = FrameDecoder()
+        self._decoder = FRAMING.reader()
         self._transport: asyncio.Transport | None = None
         self._writer: CoalescedWriter | None = None
         self._caller: str | None = None

@@ -25,10 +25,10 @@ import asyncpg
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from switch.batch import Batcher, BatchQueueFull
-from switch.cards import CardData, CardError, CardNumber, SecretStr, validate_cvc, validate_expiry
-from switch.ids import new_id
-from switch.vault_client import MERCHANT_ID_LENGTH_MAX, VAULT_ERROR_CODES
+from switch.common.batch import Batcher, BatchQueueFull
+from switch.common.cards import CardData, CardError, CardNumber, SecretStr, validate_cvc, validate_expiry
+from switch.common.ids import new_id
+from switch.vault_protocol import MERCHANT_ID_LENGTH_MAX, VaultError
 from vault.hsm import Hsm, HsmError
 from vault.keks import FINGERPRINT_AAD, active_kek, dek_aad, ensure_active_kek, hsm_call
 
@@ -51,17 +51,8 @@ KEYS_CHANNEL = "vault_keys"
 T = TypeVar("T")
 
 
-class VaultError(Exception):
-    """An operating error with a code from VAULT_ERROR_CODES. Never carries card data."""
-
-    def __init__(self, code: str, detail: str = "") -> None:
-        assert code in VAULT_ERROR_CODES, code
-        super().__init__(code if not detail else f"{code}: {detail}")
-        self.code = code
-
-
 def new_token_id() -> str:
-    """``tok_`` + 22 base62 characters (switch.ids: 131 random bits)."""
+    """``tok_`` + 22 base62 characters (switch.common.ids: 131 random bits)."""
     return new_id(TOKEN_PREFIX.rstrip("_"))
 
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 import msgspec
 
 
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable, never its value."""
+
+
 class ApiError(Exception):
     """An expected failure with its HTTP status; ``retryable`` marks errors a client may simply retry."""
 

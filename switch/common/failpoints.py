@@ -38,7 +38,7 @@ _ARMED = os.environ.get("SWITCH_FAILPOINT") or None
 _FILE = os.environ.get("SWITCH_FAILPOINT_FILE") or ""
 
 if _ARMED is not None and (_ARMED not in NAMES or not _FILE):
-    raise RuntimeError("SWITCH_FAILPOINT must be one of switch.failpoints.NAMES, with SWITCH_FAILPOINT_FILE set")
+    raise RuntimeError("SWITCH_FAILPOINT must be one of switch.common.failpoints.NAMES, with SWITCH_FAILPOINT_FILE set")
 
 
 def failpoint(name: str) -> None:

@@ -5,7 +5,7 @@ service can be replaced by an existing one through environment variables (``DATA
 ``REDIS_URL``). Every process started here is a child that dies with us (PR_SET_PDEATHSIG) and is stopped
 in reverse order by ``Stack.stop()``, so nothing is left behind even when the runner itself is killed.
 
-Used by ``make up`` / ``make demo`` (``python -m switch.devstack``), by ``make bench`` and by the test
+Used by ``make up`` / ``make demo`` (``python -m switch.dev.devstack``), by ``make bench`` and by the test
 harness (tests/conftest.py).
 """
 
@@ -27,7 +27,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_SWITCH = REPO_ROOT / "schema.sql"
 SCHEMA_VAULT = REPO_ROOT / "vault" / "schema.sql"
 READY_TIMEOUT_S = 60.0
@@ -418,7 +418,7 @@ def _wait_for_signal() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m switch.devstack", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m switch.dev.devstack", description=__doc__.split("\n")[0])
     parser.add_argument("command", choices=["up", "demo"], help="up: run in the foreground; demo: scripted flow")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("SWITCH_WORKERS", "2")))
     parser.add_argument("--keep-run-dir", action="store_true", help="keep logs and data under .run/ afterwards")
@@ -436,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
                   "Ctrl-C stops everything", flush=True)
             _wait_for_signal()
             return 0
-        from switch.demo import run_demo
+        from switch.dev.demo import run_demo
 
         return run_demo(stack.switch_url, stack.api_key)
     except StackError as error:

@@ -20,6 +20,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
+from switch.common.writes import CoalescedWriter
+from switch.iso.framing import FRAME_SIZE_MAX_DEFAULT, Framing, FramingError, framing_for
 from switch.iso.mac import AES_KEY_SIZES, MAC_FIELD_PRIMARY, MAC_FIELD_SECONDARY, sign, verify, with_generation
 from switch.iso.messages import (
     MTI_NETWORK_REQUEST,
@@ -35,9 +37,7 @@ from switch.iso.messages import (
     response_for,
 )
 from switch.iso.profiles import Profile
-from switch.network.framing import FRAME_SIZE_MAX_DEFAULT, Framing, FramingError, framing_for
 from switch.network.metrics import LinkMetrics
-from switch.writes import CoalescedWriter
 
 logger = logging.getLogger(__name__)
 

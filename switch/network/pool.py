@@ -20,10 +20,10 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from switch.config import Endpoint
 from switch.iso.profiles import Profile
 from switch.network import metrics
 from switch.network.breaker import BreakerConfig, BreakerState, CircuitBreaker, Outcome, Permit
+from switch.network.config import Endpoint
 from switch.network.link import Link, LinkDownError, LinkTimeoutError, Message, NetworkError
 
 logger = logging.getLogger(__name__)

@@ -12,9 +12,9 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
-from switch.config import NetworkConfig
 from switch.iso.profiles import profile_for
 from switch.network.breaker import BreakerConfig
+from switch.network.config import NetworkConfig
 from switch.network.link import Message
 from switch.network.pool import NoRouteError, Pool
 

@@ -78,13 +78,13 @@ def cmd_ledger_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from switch.server import Supervisor
+    from switch.process.supervisor import Supervisor
 
     return Supervisor(args.host, args.port, args.workers).run()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from switch.server import run_worker
+    from switch.process.worker import run_worker
 
     return run_worker(args.host, args.port, args.index)
 

@@ -6,23 +6,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-
-class ConfigError(ValueError):
-    """A setting is missing or malformed; the message names the variable, never its value."""
-
-
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    host: str
-    port: int
-
-
-@dataclass(frozen=True, slots=True)
-class NetworkConfig:
-    name: str
-    profile: str
-    endpoints: tuple[Endpoint, ...]
-    links_per_endpoint: int = 1
+from switch.common.errors import ConfigError
+from switch.network.config import Endpoint, NetworkConfig
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from switch.devstack import REPO_ROOT, new_run_dir
+from switch.dev.devstack import REPO_ROOT, new_run_dir
 from tests.integration.solo import SoloStack
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import asyncpg
 
 from loadtest.httpclient import Client
-from switch.devstack import Service, Stack, free_port
+from switch.dev.devstack import Service, Stack, free_port
 
 # Short budgets: a payment left in flight is recovered about 1.5 s after it started, a leased outbox row
 # is retried 1.5 s after its claim, and a Redis lock left by a dead worker expires after 2 s.

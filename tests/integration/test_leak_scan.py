@@ -23,8 +23,8 @@ import pytest
 import redis.asyncio as redis
 
 from loadtest.httpclient import Client
-from switch.cards import CardNumber
-from switch.devstack import Stack
+from switch.common.cards import CardNumber
+from switch.dev.devstack import Stack
 from tests.integration.helpers import VISA_DECLINE, key
 from tests.vault.conftest import make_pan, run_vault_cli
 

@@ -3,8 +3,8 @@
 import asyncio
 
 from switch.iso import GENERIC, decode, encode
+from switch.iso.framing import framing_for
 from switch.iso.messages import network_request, response_for
-from switch.network.framing import framing_for
 from switch.network.link import Link
 
 FRAMING = framing_for(GENERIC)

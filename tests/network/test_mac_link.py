@@ -6,9 +6,9 @@ import asyncio
 import pytest
 
 from switch.iso import PROFILES
+from switch.iso.framing import framing_for
 from switch.iso.mac import derive_session_key, sign, verify, with_generation
 from switch.iso.messages import NETWORK_SIGN_ON, authorization_request, decode, encode, network_request, response_for
-from switch.network.framing import framing_for
 from switch.network.link import Link, LinkDownError, MacError
 from tests.network.mac_keys import MASTER_KEYS, KeyProvider
 

@@ -9,10 +9,10 @@ import pytest_asyncio
 from prometheus_client import REGISTRY
 
 from acquirer_sim.server import Simulator
-from switch.config import Endpoint, NetworkConfig
 from switch.iso import PROFILES
 from switch.iso.messages import authorization_request
 from switch.network.breaker import BreakerConfig, BreakerState
+from switch.network.config import Endpoint, NetworkConfig
 from switch.network.link import LinkBusyError, LinkDownError, LinkTimeoutError
 from switch.network.pool import NoRouteError, Pool
 from switch.network.router import Networks

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from switch.batch import Batcher, BatchQueueFull
+from switch.common.batch import Batcher, BatchQueueFull
 
 
 async def test_concurrent_items_leave_in_few_batches() -> None:

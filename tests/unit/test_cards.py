@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switch.cards import (
+from switch.common.cards import (
     CardData,
     CardError,
     CardNumber,

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-CALL = "from switch.failpoints import failpoint; failpoint('refund.after_send'); print('alive')"
+CALL = "from switch.common.failpoints import failpoint; failpoint('refund.after_send'); print('alive')"
 
 
 def run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -46,7 +46,7 @@ def test_unknown_name_is_refused_at_import(tmp_path: Path) -> None:
 def test_every_name_is_placed_in_the_code_exactly_once() -> None:
     import re
 
-    from switch.failpoints import NAMES
+    from switch.common.failpoints import NAMES
 
     package = Path(__file__).resolve().parents[2] / "switch"
     source = "".join(path.read_text() for path in package.rglob("*.py") if path.name != "failpoints.py")

@@ -2,7 +2,7 @@
 
 import pytest
 
-from switch.network.framing import AsciiLengthFraming, BinaryLengthFraming, FramingError
+from switch.iso.framing import AsciiLengthFraming, BinaryLengthFraming, FramingError
 
 FRAMINGS = [BinaryLengthFraming(2), BinaryLengthFraming(4), AsciiLengthFraming(4)]
 PAYLOADS = [b"x", b"0800" + bytes(range(256)), b"\x00" * 70]

@@ -6,8 +6,8 @@ import asyncio
 
 import msgspec
 
-from switch import httpserver
-from switch.httpserver import HttpProtocol, Request, Response
+from switch.common import http
+from switch.common.http import HttpProtocol, Request, Response
 
 
 class FakeTransport:
@@ -71,7 +71,7 @@ async def test_pipelined_requests_answered_in_order() -> None:
 
 
 async def test_oversized_body_is_413_and_closes() -> None:
-    transport, responses = await feed(post(b"x" * (httpserver.BODY_BYTES_MAX + 1)))
+    transport, responses = await feed(post(b"x" * (http.BODY_BYTES_MAX + 1)))
     assert responses[0].startswith(b"HTTP/1.1 413 ")
     assert b'"code":"request_too_large"' in responses[0]
     assert transport.closed
@@ -86,7 +86,7 @@ async def test_chunked_body_over_the_limit_is_413() -> None:
 
 
 async def test_headers_over_the_limit_are_431() -> None:
-    raw = b"GET / HTTP/1.1\r\nX-Big: " + b"h" * (httpserver.HEADER_BYTES_MAX + 10) + b"\r\n\r\n"
+    raw = b"GET / HTTP/1.1\r\nX-Big: " + b"h" * (http.HEADER_BYTES_MAX + 10) + b"\r\n\r\n"
     _, responses = await feed(raw)
     assert responses[0].startswith(b"HTTP/1.1 431 ")
 

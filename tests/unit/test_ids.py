@@ -2,7 +2,7 @@
 
 from collections import Counter
 
-from switch import ids
+from switch.common import ids
 
 
 def test_ids_are_22_base62_digits_after_the_prefix():

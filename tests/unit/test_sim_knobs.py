@@ -12,8 +12,8 @@ from acquirer_sim.issuer import Issuer
 from acquirer_sim.server import Records
 from acquirer_sim.settlement import FEES, Fee, Settlement, parse_daily_at, render, seconds_until
 from switch.iso import PROFILES
+from switch.iso.framing import FramingError, framing_for
 from switch.iso.messages import IsoError, decode
-from switch.network.framing import FramingError, framing_for
 
 
 def faults(**fields) -> Faults:

@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from switch import models, states
-from switch.currency import CURRENCIES, lookup
-from switch.errors import ApiError
+from switch.common.currency import CURRENCIES, lookup
+from switch.common.errors import ApiError
 from switch.trace import trace_for
 
 

@@ -1,7 +1,7 @@
 """TtlLru: entries expire, unknown keys are believed briefly, the least recently used goes first."""
 
-from switch import ttlcache
-from switch.ttlcache import TtlLru
+from switch.common import ttlcache
+from switch.common.ttlcache import TtlLru
 
 
 def test_entries_expire_and_unknown_keys_expire_sooner(monkeypatch):

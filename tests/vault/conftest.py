@@ -17,7 +17,7 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
-from switch.devstack import REPO_ROOT, Stack
+from switch.dev.devstack import REPO_ROOT, Stack
 from switch.vault_client import VaultClient
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from switch.devstack import Stack
-from switch.vault_client import ENCODER, FRAME_HEADER, RESPONSE_DECODER, VaultClient, VaultError
+from switch.dev.devstack import Stack
+from switch.vault_client import VaultClient
+from switch.vault_protocol import ENCODER, FRAME_HEADER, RESPONSE_DECODER, VaultError
 from tests.vault.conftest import run_vault_cli
 
 

@@ -10,8 +10,8 @@ import asyncio
 
 import pytest
 
-from switch.cards import CardNumber
-from switch.vault_client import ENCODER, FRAME_HEADER, HELLO_ID, RESPONSE_DECODER, FrameDecoder, Response, VaultError
+from switch.common.cards import CardNumber
+from switch.vault_protocol import ENCODER, FRAME_HEADER, FRAMING, HELLO_ID, RESPONSE_DECODER, Response, VaultError
 from tests.vault.conftest import make_pan, run_vault_cli
 
 
@@ -23,7 +23,7 @@ async def _raw_requests(stack, requests: list[dict[str, object]]) -> list[Respon
         body = ENCODER.encode(frame)
         writer.write(FRAME_HEADER.pack(len(body)) + body)
     await writer.drain()
-    decoder = FrameDecoder()
+    decoder = FRAMING.reader()
     answers: dict[int, Response] = {}
     try:
         while len(answers) < len(frames):

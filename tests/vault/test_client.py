@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from switch.cards import CardNumber
+from switch.common.cards import CardNumber
 from switch.vault_client import VaultClient, VaultUnavailable
 from tests.vault.conftest import make_pan
 

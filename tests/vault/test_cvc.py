@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from switch.cards import CardNumber, SecretStr
+from switch.common.cards import CardNumber, SecretStr
 from tests.vault.conftest import make_pan
 from vault.service import CvcCache
 

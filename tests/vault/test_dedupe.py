@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from switch.cards import CardNumber
+from switch.common.cards import CardNumber
 from tests.vault.conftest import make_pan
 
 

@@ -11,8 +11,8 @@ import secrets
 
 import asyncpg
 
-from switch.cards import CardNumber
-from switch.devstack import Stack
+from switch.common.cards import CardNumber
+from switch.dev.devstack import Stack
 from switch.vault_client import VaultClient
 from tests.vault.conftest import make_pan, run_vault_cli, spawned_vault
 from vault import keks, service

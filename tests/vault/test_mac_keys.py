@@ -9,17 +9,10 @@ import os
 import pytest
 from pkcs11 import Attribute
 
-from switch.devstack import mac_master_keys_file
+from switch.dev.devstack import mac_master_keys_file
 from switch.iso.mac import derive_session_key, parse_master_keys
-from switch.vault_client import (
-    ENCODER,
-    FRAME_HEADER,
-    RESPONSE_DECODER,
-    Hello,
-    MacKeyRequest,
-    VaultClient,
-    VaultError,
-)
+from switch.vault_client import VaultClient
+from switch.vault_protocol import ENCODER, FRAME_HEADER, RESPONSE_DECODER, Hello, MacKeyRequest, VaultError
 from vault.hsm import Hsm, mac_master_label
 
 

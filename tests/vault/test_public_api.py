@@ -9,8 +9,8 @@ import pytest
 import pytest_asyncio
 
 from loadtest.httpclient import Client
-from switch.devstack import Stack, free_port
-from switch.vault_client import VaultError
+from switch.dev.devstack import Stack, free_port
+from switch.vault_protocol import VaultError
 from tests.vault.conftest import make_pan, run_vault_cli, spawned_vault
 from vault.public_api import RateLimiter
 

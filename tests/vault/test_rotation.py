@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from switch.cards import CardNumber
-from switch.devstack import REPO_ROOT
+from switch.common.cards import CardNumber
+from switch.dev.devstack import REPO_ROOT
 from tests.vault.conftest import make_pan, vault_env
 
 

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from switch.cards import CardNumber, SecretStr
-from switch.vault_client import VaultError
+from switch.common.cards import CardNumber, SecretStr
+from switch.vault_protocol import VaultError
 from tests.vault.conftest import make_pan
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from switch.cards import CardNumber
-from switch.vault_client import VaultError
+from switch.common.cards import CardNumber
+from switch.vault_protocol import VaultError
 from tests.vault.conftest import make_pan
 
 

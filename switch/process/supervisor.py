@@ -1,0 +1,97 @@
+"""The supervisor of ``switch serve``: starts N worker processes on one port (SO_REUSEPORT), prints
+``SWITCH READY url=...`` once every worker reports ready through a pipe, forwards SIGTERM / SIGINT to the
+workers, and restarts a worker that dies (its in-flight payments are resolved by recovery once their
+deadline passes).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from switch.process.worker import configure_logging
+
+log = logging.getLogger("switch")
+
+WORKER_READY_TIMEOUT_S = 60.0
+RESTART_DELAY_S = 1.0
+
+
+class Supervisor:
+    def __init__(self, host: str, port: int, workers: int) -> None:
+        self.host, self.port, self.count = host, port, workers
+        self.processes: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+
+    def spawn(self, index: int) -> int:
+        """Start worker `index`; returns the read end of its readiness pipe."""
+        read_fd, write_fd = os.pipe()
+        env = {**os.environ, "SWITCH_READY_FD": str(write_fd)}
+        self.processes[index] = subprocess.Popen(
+            [sys.executable, "-m", "switch", "worker", "--host", self.host, "--port", str(self.port),
+             "--index", str(index)], env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL)
+        os.close(write_fd)
+        return read_fd
+
+    def run(self) -> int:
+        configure_logging("supervisor")
+        self._prepare_metrics_dir()
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        pipes = [self.spawn(index) for index in range(self.count)]
+        if not all(self._wait_ready(fd) for fd in pipes):
+            log.error("a worker failed to start")
+            self._stop(signal.SIGTERM, None)
+            self._reap_all()
+            return 1
+        print(f"SWITCH READY url=http://{self.host}:{self.port} workers={self.count}", flush=True)
+        while not self.stopping:
+            self._restart_dead()
+            time.sleep(0.2)
+        return self._reap_all()
+
+    @staticmethod
+    def _wait_ready(fd: int) -> bool:
+        import select
+
+        readable, _, _ = select.select([fd], [], [], WORKER_READY_TIMEOUT_S)
+        ok = bool(readable) and os.read(fd, 16).startswith(b"ready")
+        os.close(fd)
+        return ok
+
+    def _restart_dead(self) -> None:
+        for index, process in list(self.processes.items()):
+            if process.poll() is not None and not self.stopping:
+                log.error("worker %d exited with %s; restarting", index, process.returncode)
+                time.sleep(RESTART_DELAY_S)
+                os.close(self.spawn(index))
+
+    def _stop(self, signum: int, frame: object) -> None:
+        self.stopping = True
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+
+    def _reap_all(self) -> int:
+        codes = []
+        for process in self.processes.values():
+            try:
+                codes.append(process.wait(timeout=20))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                codes.append(process.wait())
+        return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+
+    @staticmethod
+    def _prepare_metrics_dir() -> None:
+        """prometheus-client multiprocess mode: one directory of mmap files shared by the workers."""
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="switch-metrics-")
+        directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        for name in os.listdir(directory):
+            os.unlink(os.path.join(directory, name))
