@@ -93,7 +93,7 @@ CREATE INDEX refunds_payment ON refunds (payment_id);
 CREATE INDEX refunds_in_flight ON refunds (deadline_at) WHERE status = 'pending';
 
 -- Idempotency (Stripe semantics). Written before anything is sent to a network: the row is the
--- write-ahead record of the request, and its stored response is replayed byte for byte.
+-- write-ahead record of the request; its stored outcome is rendered again, byte for byte, on a replay.
 CREATE TABLE idempotency_keys (
     merchant_id      text NOT NULL REFERENCES merchants (id),
     idempotency_key  text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
@@ -101,8 +101,7 @@ CREATE TABLE idempotency_keys (
     request_path     text NOT NULL,
     fingerprint      bytea NOT NULL,                   -- HMAC-SHA256 of the request (keyed: bodies hold PANs)
     payment_id       text,
-    response_status  smallint,                         -- NULL while the request is in flight
-    response_body    bytea,
+    outcome          bytea,                            -- the canonical outcome (msgpack); NULL while in flight
     created_at       timestamptz NOT NULL DEFAULT now(),
     finished_at      timestamptz,
     PRIMARY KEY (merchant_id, idempotency_key)

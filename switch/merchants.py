@@ -14,6 +14,7 @@ import asyncpg
 
 from switch.common.ids import key_digest, new_id, new_secret_key
 from switch.common.ttlcache import TtlLru
+from switch.store import merchants as merchant_store
 
 KEY_PREFIX = "sk_test_"
 KEY_VISIBLE_CHARS = 12
@@ -45,7 +46,7 @@ def new_api_key() -> str:
 async def create_merchant(conn: asyncpg.Connection, name: str) -> CreatedKey:
     merchant_id = new_id("acct")
     async with conn.transaction():
-        await conn.execute("INSERT INTO merchants (id, name) VALUES ($1, $2)", merchant_id, name)
+        await merchant_store.insert_merchant(conn, merchant_id, name)
         return await create_key(conn, merchant_id)
 
 
@@ -53,15 +54,12 @@ async def create_key(conn: asyncpg.Connection, merchant_id: str) -> CreatedKey:
     api_key = new_api_key()
     key_id = new_id("key")
     prefix = api_key[:KEY_VISIBLE_CHARS]
-    await conn.execute("INSERT INTO api_keys (id, merchant_id, prefix, key_hash) VALUES ($1, $2, $3, $4)",
-                       key_id, merchant_id, prefix, hash_key(api_key))
+    await merchant_store.insert_api_key(conn, key_id, merchant_id, prefix, hash_key(api_key))
     return CreatedKey(key_id, merchant_id, api_key, prefix)
 
 
 async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
-    status = await conn.execute("UPDATE api_keys SET revoked_at = now() WHERE id = $1 AND revoked_at IS NULL",
-                                key_id)
-    return status.endswith(" 1")
+    return await merchant_store.update_key_revoked(conn, key_id)
 
 
 class ApiKeyCache:
@@ -77,9 +75,7 @@ class ApiKeyCache:
         found, merchant = self.cache.lookup(digest)
         if found:
             return merchant
-        row = await self.pool.fetchrow(
-            "SELECT m.id, m.name FROM api_keys k JOIN merchants m ON m.id = k.merchant_id "
-            "WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND m.status = 'active'", digest)
-        merchant = Merchant(row["id"], row["name"]) if row else None
+        record = await merchant_store.get_merchant_by_key_hash(self.pool, digest)
+        merchant = Merchant(record.id, record.name) if record else None
         self.cache.store(digest, merchant)
         return merchant

@@ -1,4 +1,5 @@
-"""API errors: one exception type, rendered as Stripe-style error objects.
+"""Errors a front end answers itself (bad input, authentication), rendered as Stripe-style error objects.
+Outcomes of the payments engine map to the same objects through switch.payments.results.
 
 ``{"error": {"type", "code", "decline_code", "message", "param", "request_id"}}``. Messages are written
 for merchants and never carry card data. The table of codes lives in docs/errors.md.
@@ -52,24 +53,5 @@ def not_found(kind: str, object_id: str, param: str = "id") -> ApiError:
                     param=param)
 
 
-def idempotency_conflict() -> ApiError:
-    return ApiError(409, "idempotency_error", "idempotency_key_in_use",
-                    "A request with this Idempotency-Key is still being processed; retry shortly.",
-                    retryable=True)
-
-
-def idempotency_mismatch() -> ApiError:
-    return ApiError(400, "idempotency_error", "idempotency_key_reused",
-                    "This Idempotency-Key was already used with different request parameters.")
-
-
 def service_unavailable(code: str, message: str) -> ApiError:
     return ApiError(503, "api_error", code, message, retryable=True)
-
-
-def network_timeout(payment_id: str) -> ApiError:
-    """No answer within the budget: not a decline. The authorization is reversed, never left standing."""
-    return ApiError(504, "api_error", "network_timeout",
-                    "The card network did not answer in time. The authorization is being reversed, so the card "
-                    "will not be charged; create a new payment (new Idempotency-Key) to try again.",
-                    payment_id=payment_id)

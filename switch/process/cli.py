@@ -26,7 +26,9 @@ def _database_url() -> str:
 
 
 async def _with_connection(action):  # type: ignore[no-untyped-def]
-    conn = await asyncpg.connect(_database_url())
+    from switch.store.pool import connect
+
+    conn = await connect(_database_url())
     try:
         return await action(conn)
     finally:
@@ -64,11 +66,12 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_check(args: argparse.Namespace) -> int:
-    from switch import ledger
+    from switch.ledger.check import check as check_ledger
+    from switch.store.ledger import count_postings
 
     async def check(conn: asyncpg.Connection) -> int:
-        problems = await ledger.check(conn)
-        total = await conn.fetchval("SELECT count(DISTINCT posting_id) FROM ledger_entries")
+        problems = await check_ledger(conn)
+        total = await count_postings(conn)
         for problem in problems:
             print(problem)
         print(f"ledger: {total} postings, {len(problems)} problems")

@@ -15,18 +15,20 @@ from dataclasses import dataclass
 import redis.asyncio as redis
 import uvloop
 
-from switch import store
-from switch.api import App
 from switch.common import http, metrics
-from switch.idempotency import Idempotency
+from switch.frontends.http.app import App
+from switch.idempotency.lock import Idempotency
 from switch.iso.messages import mask_pan
 from switch.merchants import ApiKeyCache
 from switch.network.router import Networks
-from switch.outbox import OutboxSender
-from switch.payments import PaymentEngine
+from switch.outbox.sender import OutboxSender
+from switch.payments.context import Budgets, Services
+from switch.payments.engine import Payments
+from switch.payments.trace import TraceAllocator
 from switch.process.config import Settings, load_settings
-from switch.refunds import RefundEngine
-from switch.trace import TraceAllocator
+from switch.store import idempotency as key_store
+from switch.store.pool import create_pool
+from switch.store.writer import PaymentWriter
 from switch.vault_client import VaultClient
 
 log = logging.getLogger("switch")
@@ -57,9 +59,9 @@ class Worker:
 
     async def run(self, ready_fd: int | None) -> None:
         settings = self.settings
-        pool = await store.create_pool(settings.database_url, settings.database_pool_size_max)
+        pool = await create_pool(settings.database_url, settings.database_pool_size_max)
         # No socket_timeout: redis-py would then start a task per send and a timer per reply read. The
-        # pipeliner bounds each whole round trip instead (switch.idempotency.REDIS_TIMEOUT_S).
+        # pipeliner bounds each whole round trip instead (switch.idempotency.pipeline.REDIS_TIMEOUT_S).
         redis_client = redis.Redis.from_url(settings.redis_url, max_connections=256, socket_timeout=None,
                                             socket_connect_timeout=2.0)
         vault = VaultClient(settings.vault_socket, settings.vault_credential)
@@ -67,17 +69,19 @@ class Worker:
         # MAC session keys come from the vault, derived in its HSM, once per link sign-on.
         networks = Networks(settings.networks, on_late_response, mac_key_source=vault.mac_key)
         await networks.start()
-        outbox = OutboxSender(pool, vault, networks, settings.acquirer_id,
-                              send_timeout_s=settings.outbox_send_timeout_s, lease_s=settings.outbox_lease_s,
-                              poll_interval_s=settings.outbox_poll_interval_s,
-                              recovery_grace_s=settings.recovery_grace_s)
-        payments = PaymentEngine(settings, pool, vault, networks, TraceAllocator(pool), outbox)
-        await payments.writer.start()
+        writer = PaymentWriter(pool)
+        await writer.start()
         idempotency = Idempotency(redis_client, pool, settings.request_hmac_key, settings.idempotency_lock_ttl_s,
                                   settings.idempotency_retention_s,
                                   lock_stale_after_s=settings.payment_budget_s + settings.recovery_grace_s)
-        app = App(payments, RefundEngine(payments), idempotency, ApiKeyCache(pool), pool, redis_client, vault,
-                  networks)
+        # The outbox loop runs the engine's recovery; the engine wakes the outbox when it queues a row.
+        outbox = OutboxSender(pool, vault, networks, settings.acquirer_id, lambda: payments.recover(),
+                              send_timeout_s=settings.outbox_send_timeout_s, lease_s=settings.outbox_lease_s,
+                              poll_interval_s=settings.outbox_poll_interval_s)
+        services = Services(Budgets(settings.payment_budget_s, settings.network_timeout_s), pool, writer, vault,
+                            networks, TraceAllocator(pool), idempotency, outbox.wake)
+        payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
+        app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, redis_client, vault, networks)
         server = await http.serve(app.handle, self.host, self.port)
         outbox.start()
         reaper = asyncio.get_running_loop().create_task(self._reap(pool))
@@ -92,7 +96,7 @@ class Worker:
         reaper.cancel()
         await outbox.stop()
         await asyncio.sleep(0.2)            # let handlers already running write their final rows
-        await payments.writer.close()
+        await writer.close()
         await networks.close()
         await vault.close()
         await redis_client.aclose()
@@ -110,7 +114,7 @@ class Worker:
         while True:
             await asyncio.sleep(REAPER_INTERVAL_S)
             try:
-                await store.delete_expired_keys(pool, self.settings.idempotency_retention_s)  # type: ignore[arg-type]
+                await key_store.delete_expired_keys(pool, self.settings.idempotency_retention_s)  # type: ignore[arg-type]
             except Exception as error:  # noqa: BLE001 - a failed pass is retried next interval
                 log.warning("idempotency reaper failed: %s", error.__class__.__name__)
 

@@ -21,6 +21,8 @@ import pytest
 import pytest_asyncio
 
 from loadtest.httpclient import Client, HttpResponse
+from switch.frontends.http.render import answer
+from switch.payments.outcome import decode
 from tests.conftest import simulator
 from tests.integration.helpers import MASTERCARD_OK, VISA_OK, key, payment
 from tests.integration.solo import SoloStack, Switch, eventually
@@ -171,10 +173,11 @@ async def _drill(solo: SoloStack, switch: Switch, outcome: Outcome, db: asyncpg.
 async def _collect(db: asyncpg.Pool, outcome: Outcome) -> None:
     """Wait (bounded) until nothing of the drill is in flight or unacknowledged, then read its state."""
     merchant_key = outcome.idempotency_key
-    row = await db.fetchrow("SELECT payment_id, response_status, response_body FROM idempotency_keys "
+    row = await db.fetchrow("SELECT payment_id, outcome FROM idempotency_keys "
                             "WHERE idempotency_key = $1", merchant_key)
-    assert row is not None and row["response_body"] is not None, f"{outcome.drill.name}: no stored response"
-    outcome.stored = (row["response_status"], bytes(row["response_body"]))
+    assert row is not None and row["outcome"] is not None, f"{outcome.drill.name}: no stored outcome"
+    # The stored outcome as the HTTP front end renders it: what every replay must answer.
+    outcome.stored = answer(decode(bytes(row["outcome"])))
     payment_id = outcome.payment_id or row["payment_id"]
     assert payment_id, f"{outcome.drill.name}: no payment"
 

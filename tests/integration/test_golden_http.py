@@ -35,7 +35,7 @@ REGENERATE = "UPDATE_GOLDEN=1 .venv/bin/python -m pytest tests/integration/test_
 VISA_OK = "4242424242424242"
 VISA_DECLINE = "4000000000000002"
 
-# switch/ids.py: a type prefix and 22 base62 digits. switch/api.py: "req_" + token_urlsafe(12) (16 chars).
+# switch/common/ids.py: a type prefix and 22 base62 digits. The HTTP front end: "req_" + token_urlsafe(12).
 _OBJECT_ID = re.compile(rb"\b([a-z]{2,5})_([0-9A-Za-z]{22})(?![0-9A-Za-z])")
 _REQUEST_ID = re.compile(rb"\breq_[0-9A-Za-z_-]{16}(?![0-9A-Za-z_-])")
 _CREATED = re.compile(rb'"created":\d+')

@@ -10,7 +10,7 @@ import pytest
 import redis.asyncio as redis
 
 from loadtest.httpclient import Client
-from switch.idempotency import Idempotency
+from switch.idempotency.lock import Idempotency
 from tests.conftest import simulator
 from tests.integration.helpers import key, payment
 

@@ -1,5 +1,5 @@
-"""The 24 h idempotency reaper (store.delete_expired_keys): finished keys older than the retention go,
-recent ones and ones still in flight stay."""
+"""The 24 h idempotency reaper (switch.store.idempotency.delete_expired_keys): finished keys older than the
+retention go, recent ones and ones still in flight stay."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from datetime import timedelta
 
 import pytest
 
-from switch import store
+from switch.store import idempotency as store
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +23,8 @@ async def test_reaper_removes_only_finished_keys_past_retention(db) -> None:
     for name, (age, finished) in rows.items():
         await db.execute(
             "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint, "
-            "response_status, response_body, created_at) VALUES ($1, $2, 'POST', '/v1/payments', '\\x00', $3, $4, "
-            "now() - $5::interval)", merchant_id, name, 200 if finished else None, b"{}" if finished else None, age)
+            "outcome, created_at) VALUES ($1, $2, 'POST', '/v1/payments', '\\x00', $3, "
+            "now() - $4::interval)", merchant_id, name, b"{}" if finished else None, age)
     deleted = await store.delete_expired_keys(db, retention_s=3600)
     left = {row["idempotency_key"] for row in await db.fetch(
         "SELECT idempotency_key FROM idempotency_keys WHERE merchant_id = $1", merchant_id)}

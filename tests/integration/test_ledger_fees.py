@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from loadtest.httpclient import Client
-from switch.fees import fee_minor
+from switch.common.fees import fee_minor
 from tests.integration.helpers import MASTERCARD_OK, key, payment
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from switch import store
+from switch.store import pool as store_pool
+from switch.store.writer import FINISH_PAYMENTS, FINISH_PAYMENTS_ARGUMENTS, PaymentWriter
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +29,11 @@ async def generic_plan(conn, query: str, arguments: int) -> str:
 
 
 async def test_finish_batches_update_payments_by_primary_key(stack):
-    pool = await store.create_pool(stack.database_url, 8)
-    writer = store.PaymentWriter(pool)
+    pool = await store_pool.create_pool(stack.database_url, 8)
+    writer = PaymentWriter(pool)
     await writer.start()
     try:
-        plan = await generic_plan(writer.idle[0], store._FINISH_PAYMENTS, 12)
+        plan = await generic_plan(writer.idle[0], FINISH_PAYMENTS, FINISH_PAYMENTS_ARGUMENTS)
     finally:
         await writer.close()
         pool.terminate()                    # no wait on a session a failing close() kept
@@ -46,8 +47,8 @@ async def settings_of(conns) -> list[str]:
 
 
 async def test_sessions_go_back_to_the_pool_without_the_writer_setting(stack):
-    pool = await store.create_pool(stack.database_url, 8)
-    writer = store.PaymentWriter(pool)
+    pool = await store_pool.create_pool(stack.database_url, 8)
+    writer = PaymentWriter(pool)
     await writer.start()
     try:
         session = writer.idle.pop()
@@ -69,8 +70,8 @@ async def test_a_timed_out_batch_keeps_the_writer_sessions(stack):
     # A short command timeout stands in for a batch stuck behind a lock or a stalled database; the release
     # hook is the switch's own, which resets nothing.
     pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=8, command_timeout=0.5,
-                                     init=store.init_connection, reset=store._keep_session)
-    writer = store.PaymentWriter(pool)
+                                     init=store_pool.init_connection, reset=store_pool.keep_session)
+    writer = PaymentWriter(pool)
     await writer.start()
     try:
         with pytest.raises(TimeoutError):
@@ -82,8 +83,8 @@ async def test_a_timed_out_batch_keeps_the_writer_sessions(stack):
 
 
 async def test_close_survives_a_session_that_died(stack):
-    pool = await store.create_pool(stack.database_url, 8)
-    writer = store.PaymentWriter(pool)
+    pool = await store_pool.create_pool(stack.database_url, 8)
+    writer = PaymentWriter(pool)
     await writer.start()
     try:
         dead = writer.idle[0]

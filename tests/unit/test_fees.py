@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from switch.fees import fee_minor, fee_sql
+from switch.common.fees import fee_minor, fee_sql
 
 
 @pytest.mark.parametrize(("captured", "fee"), [

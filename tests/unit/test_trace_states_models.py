@@ -7,10 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from switch import models, states
 from switch.common.currency import CURRENCIES, lookup
-from switch.common.errors import ApiError
-from switch.trace import trace_for
+from switch.common.validation import error_param
+from switch.frontends.http import schema
+from switch.payments import states
+from switch.payments.commands import Card
+from switch.payments.trace import trace_for
 
 
 @given(st.integers(min_value=1, max_value=10**13), st.integers(min_value=1, max_value=10**13))
@@ -31,11 +33,18 @@ def test_trace_shapes() -> None:
 
 def test_state_table_allows_only_listed_moves() -> None:
     assert states.apply("requires_capture", states.Event.CAPTURED) == states.Status.SUCCEEDED
-    with pytest.raises(ApiError) as error:
-        states.apply("succeeded", states.Event.CAPTURED)
-    assert error.value.code == "payment_unexpected_state"
-    with pytest.raises(ApiError):
-        states.apply("canceled", states.Event.REFUND_REQUESTED)
+    assert states.apply("succeeded", states.Event.CAPTURED) is None
+    assert states.apply("canceled", states.Event.REFUND_REQUESTED) is None
+    assert "succeeded" in states.not_allowed_message("succeeded", states.Event.CAPTURED)
+
+
+def test_refund_table_moves_only_from_pending() -> None:
+    assert states.apply_refund("pending", states.RefundEvent.APPROVED) == states.RefundStatus.SUCCEEDED
+    for event in states.RefundEvent:
+        if event is not states.RefundEvent.APPROVED:
+            assert states.apply_refund("pending", event) == states.RefundStatus.FAILED
+    with pytest.raises(AssertionError):
+        states.apply_refund("succeeded", states.RefundEvent.DECLINED)
 
 
 @pytest.mark.parametrize(("body", "param"), [
@@ -46,12 +55,12 @@ def test_state_table_allows_only_listed_moves() -> None:
 ])
 def test_validation_errors_name_the_field(body: bytes, param: str | None) -> None:
     with pytest.raises(msgspec.ValidationError) as error:
-        models.payment_create_decoder.decode(body)
-    assert models.error_param(error.value) == param
+        schema.authorize_decoder.decode(body)
+    assert error_param(error.value) == param
 
 
 def test_card_input_repr_is_masked() -> None:
-    card = models.CardInput(number="4242424242424242", exp_month=1, exp_year=2030, cvc="123")
+    card = Card(number="4242424242424242", exp_month=1, exp_year=2030, cvc="123")
     assert "4242424242424242" not in repr(card) and "123'" not in repr(card)
     assert "424242******4242" in repr(card)
 

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from switch.store.trace import next_trace_block
+
 BLOCK_SIZE = 1000
 
 
@@ -34,7 +36,7 @@ class TraceAllocator:
     async def next(self) -> Trace:
         while True:
             if self.next_counter >= self.block_end:
-                block = int(await self.pool.fetchval("SELECT nextval('trace_blocks')"))
+                block = await next_trace_block(self.pool)
                 self.next_counter, self.block_end = block * BLOCK_SIZE, (block + 1) * BLOCK_SIZE
             counter = self.next_counter
             self.next_counter += 1

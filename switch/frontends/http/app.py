@@ -1,7 +1,8 @@
 """The merchant HTTP API: routing, authentication, idempotent POSTs, health and metrics.
 
-Every POST needs ``Authorization: Bearer <api key>`` and an ``Idempotency-Key``. A replay answers the
-stored status and body byte for byte with ``Idempotent-Replayed: true``.
+Every POST needs ``Authorization: Bearer <api key>`` and an ``Idempotency-Key``; its body is decoded into a
+command (switch.payments.commands) and run by the payments engine, whose outcome is rendered here. A replay
+answers the stored outcome, rendered byte for byte as the first answer, with ``Idempotent-Replayed: true``.
 """
 
 from __future__ import annotations
@@ -10,21 +11,20 @@ import asyncio
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-import asyncpg
 import msgspec
 import redis.asyncio as redis
 
 from switch.common import errors, metrics
-from switch.common.failpoints import failpoint
 from switch.common.http import Request, Response
-from switch.idempotency import Idempotency
+from switch.frontends.http import render, schema
 from switch.merchants import ApiKeyCache, Merchant
 from switch.network.router import Networks
-from switch.payments import Call, KeyTaken, PaymentEngine, Reply
-from switch.refunds import RefundEngine
+from switch.payments.commands import Caller, GetPayment, GetRefund, Mutation
+from switch.payments.engine import Payments
+from switch.store import pool as store_pool
 from switch.vault_client import VaultClient
 
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
@@ -34,22 +34,17 @@ _PAYMENT_ACTION = re.compile(rf"^/v1/payments/({_ID})/(capture|cancel)$")
 _PAYMENT = re.compile(rf"^/v1/payments/({_ID})$")
 _REFUND = re.compile(rf"^/v1/refunds/({_ID})$")
 
-Operation = Callable[[Call], Awaitable[Reply]]
-
 
 def new_request_id() -> str:
     return "req_" + secrets.token_urlsafe(12)
 
 
 class App:
-    def __init__(self, payments: PaymentEngine, refunds: RefundEngine, idempotency: Idempotency,
-                 api_keys: ApiKeyCache, pool: asyncpg.Pool, redis_client: redis.Redis, vault: VaultClient,
-                 networks: Networks) -> None:
+    def __init__(self, payments: Payments, api_keys: ApiKeyCache, fingerprint: Callable[[str, str, bytes], bytes],
+                 redis_client: redis.Redis, vault: VaultClient, networks: Networks) -> None:
         self.payments = payments
-        self.refunds = refunds
-        self.idempotency = idempotency
         self.api_keys = api_keys
-        self.pool = pool
+        self.fingerprint = fingerprint
         self.redis = redis_client
         self.vault = vault
         self.networks = networks
@@ -80,33 +75,40 @@ class App:
                                          status=404)
         merchant = await self.authenticate(request)
         if method == "POST":
-            route, operation = self._post_route(path, request.body)
-            return route, await self.idempotent(request, merchant, request_id, operation)
+            route, build = self._post_route(path)
+            key = self._idempotency_key(request)
+            return route, await self.idempotent(request, merchant, request_id, key, build(request.body))
         if method == "GET":
-            route, body = await self._get_route(path, merchant, request.query)
-            return route, Response(200, body)
+            route, response = await self._get(path, Caller(merchant, request_id), request.query)
+            return route, response
         raise errors.invalid_request("method_not_allowed", f"{method} is not allowed on {path[:100]}.", status=405)
 
-    def _post_route(self, path: str, body: bytes) -> tuple[str, Operation]:
+    def _post_route(self, path: str) -> tuple[str, Callable[[bytes], Mutation]]:
         if path == "/v1/payments":
-            return "payments.create", lambda call: self.payments.create(call, body)
+            return "payments.create", lambda body: schema.decode(schema.authorize_decoder, body)
         if path == "/v1/refunds":
-            return "refunds.create", lambda call: self.refunds.create(call, body)
+            return "refunds.create", lambda body: schema.decode(schema.refund_decoder, body)
         match = _PAYMENT_ACTION.match(path)
         if match and match.group(2) == "capture":
-            return "payments.capture", lambda call: self.payments.capture(call, match.group(1), body)
+            return "payments.capture", lambda body: schema.capture(match.group(1), body)
         if match:
-            return "payments.cancel", lambda call: self.payments.cancel(call, match.group(1), body)
+            return "payments.cancel", lambda body: schema.cancel(match.group(1), body)
         raise errors.invalid_request("not_found", f"Unrecognized request URL (POST {path[:100]}).", status=404)
 
-    async def _get_route(self, path: str, merchant: Merchant, query: str) -> tuple[str, bytes]:
+    async def _get(self, path: str, caller: Caller, query: str) -> tuple[str, Response]:
         if path == "/v1/payments":
-            return "payments.list", await self.payments.list(merchant, dict(parse_qsl(query)))
+            page = await self.payments.list_payments(caller, schema.list_query(dict(parse_qsl(query))))
+            return "payments.list", Response(200, render.listing(page))
         if match := _PAYMENT.match(path):
-            return "payments.get", await self.payments.get(merchant, match.group(1))
+            return "payments.get", self._rendered(await self.payments.get_payment(caller, GetPayment(match.group(1))))
         if match := _REFUND.match(path):
-            return "refunds.get", await self.refunds.get(merchant.id, match.group(1))
+            return "refunds.get", self._rendered(await self.payments.get_refund(caller, GetRefund(match.group(1))))
         raise errors.invalid_request("not_found", f"Unrecognized request URL (GET {path[:100]}).", status=404)
+
+    @staticmethod
+    def _rendered(outcome, headers: list[tuple[str, str]] | None = None) -> Response:  # type: ignore[no-untyped-def]
+        status, body = render.answer(outcome)
+        return Response(status, body, headers=headers or [])
 
     async def authenticate(self, request: Request) -> Merchant:
         header = request.header("authorization")
@@ -122,8 +124,8 @@ class App:
             raise errors.authentication_error("Invalid API key provided.")
         return merchant
 
-    async def idempotent(self, request: Request, merchant: Merchant, request_id: str,
-                         operation: Operation) -> Response:
+    @staticmethod
+    def _idempotency_key(request: Request) -> str:
         key = request.header("idempotency-key").strip()
         if not key:
             raise errors.invalid_request("idempotency_key_missing", "Every POST needs an Idempotency-Key header.",
@@ -131,32 +133,20 @@ class App:
         if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not key.isprintable():
             raise errors.invalid_request("idempotency_key_invalid", "The Idempotency-Key must be 1 to "
                                          f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable characters.", "Idempotency-Key")
-        fingerprint = self.idempotency.fingerprint(request.method, request.path, request.body)
-        replay = await self.idempotency.acquire(merchant.id, key, fingerprint)
-        if replay is not None:
-            return self._replayed(replay.status, replay.body)
-        call = Call(merchant, key, fingerprint, request_id)
-        try:
-            reply = await operation(call)
-        except KeyTaken:
-            replay = await self.idempotency.from_database(merchant.id, key, fingerprint)
-            return self._replayed(replay.status, replay.body)
-        except errors.ApiError:
-            # Raised before anything was written (validation, card, lookup): nothing to replay.
-            await self.idempotency.release(merchant.id, key)
-            raise
-        failpoint("api.after_record")
-        await self.idempotency.remember(merchant.id, key, fingerprint, reply.status, reply.body)
-        return Response(reply.status, reply.body)
+        return key
 
-    @staticmethod
-    def _replayed(status: int, body: bytes) -> Response:
+    async def idempotent(self, request: Request, merchant: Merchant, request_id: str, key: str,
+                         command: Mutation) -> Response:
+        caller = Caller(merchant, request_id, key, self.fingerprint(request.method, request.path, request.body))
+        outcome, replayed = await self.payments.execute(caller, command)
+        if not replayed:
+            return self._rendered(outcome)
         metrics.idempotent_replays.inc()
-        return Response(status, body, headers=[("idempotent-replayed", "true")])
+        return self._rendered(outcome, [("idempotent-replayed", "true")])
 
     async def readiness(self) -> Response:
-        checks = await asyncio.gather(self._check_postgres(), self._check_redis(), self._check_vault(),
-                                      return_exceptions=True)
+        checks = await asyncio.gather(store_pool.ping(self.payments.services.pool, READINESS_TIMEOUT_S),
+                                      self._check_redis(), self._check_vault(), return_exceptions=True)
         names = ("postgres", "redis", "vault")
         result: dict[str, object] = {name: check is True for name, check in zip(names, checks, strict=True)}
         networks = self.networks.ready()
@@ -166,9 +156,6 @@ class App:
         ready = all(result[name] for name in names) and any(networks.values())
         result["status"] = "ready" if ready else "not_ready"
         return Response(200 if ready else 503, msgspec.json.encode(result))
-
-    async def _check_postgres(self) -> bool:
-        return await asyncio.wait_for(self.pool.fetchval("SELECT 1"), READINESS_TIMEOUT_S) == 1
 
     async def _check_redis(self) -> bool:
         return bool(await asyncio.wait_for(self.redis.ping(), READINESS_TIMEOUT_S))

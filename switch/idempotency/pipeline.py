@@ -1,0 +1,43 @@
+"""Redis commands of one event-loop pass, sent as one pipeline (one round trip)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from switch.common.batch import Batcher, BatchQueueFull
+
+# The longest a pipeline (a loop pass's commands) may take to go out and come back. On expiry redis-py
+# drops the connection (no half-read replies are left on it) and the requests answer 503.
+REDIS_TIMEOUT_S = 2.0
+
+
+class RedisPipeliner:
+    """Commands issued by concurrent requests in one loop pass go out as one pipeline (one round trip)."""
+
+    def __init__(self, client: redis.Redis, size_max: int = 512, inflight_max: int = 2,
+                 timeout_s: float = REDIS_TIMEOUT_S) -> None:
+        self.client = client
+        self.timeout_s = timeout_s
+        self.batches: Batcher[tuple[tuple[object, ...], dict[str, object]], object] = Batcher(
+            self._run, size_max=size_max, inflight_max=inflight_max)
+
+    async def execute(self, *command: object, **options: object) -> object:
+        """`options` reach redis-py's response callback (e.g. get=True keeps SET ... GET's value)."""
+        try:
+            result = await self.batches.submit((command, options))
+        except BatchQueueFull:
+            raise RedisError("too many Redis commands waiting") from None
+        return result
+
+    async def _run(self, commands: list[tuple[tuple[object, ...], dict[str, object]]]) -> list[object]:
+        pipe = self.client.pipeline(transaction=False)
+        for command, options in commands:
+            pipe.execute_command(*command, **options)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                return list(await pipe.execute(raise_on_error=False))
+        except TimeoutError:
+            raise RedisError(f"no answer from Redis in {self.timeout_s} s") from None

@@ -1,0 +1,99 @@
+"""What a front end asks of the payments engine: typed commands, decoded and validated by the front end.
+
+No HTTP here: a command is the same whichever front end built it (the merchant HTTP API decodes its JSON
+bodies straight into them). Types are the schema: every value is bounded, unknown fields are refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Literal
+
+from msgspec import Meta, Struct
+
+from switch.common.currency import AMOUNT_MAX
+from switch.merchants import Merchant
+
+Amount = Annotated[int, Meta(ge=1, le=AMOUNT_MAX)]
+CurrencyCode = Annotated[str, Meta(pattern="^[a-z]{3}$")]
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=40)]
+MetadataValue = Annotated[str, Meta(max_length=500)]
+ObjectId = Annotated[str, Meta(pattern="^[a-z]{2,4}_[0-9A-Za-z]{10,40}$")]
+TokenId = Annotated[str, Meta(pattern="^tok_[0-9A-Za-z]{10,40}$")]
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who asks, and under which idempotency key (mutating commands only)."""
+
+    merchant: Merchant
+    request_id: str
+    idempotency_key: str = ""
+    fingerprint: bytes = b""
+
+
+class Card(Struct, forbid_unknown_fields=True):
+    number: Annotated[str, Meta(min_length=12, max_length=19, pattern="^[0-9]+$")]
+    exp_month: Annotated[int, Meta(ge=1, le=12)]
+    exp_year: Annotated[int, Meta(ge=2000, le=2099)]
+    cvc: Annotated[str, Meta(min_length=3, max_length=4, pattern="^[0-9]+$")] | None = None
+
+    def __repr__(self) -> str:
+        # Raw card data lives here only until it is handed to the vault; never print it.
+        masked = f"{self.number[:6]}{'*' * (len(self.number) - 10)}{self.number[-4:]}"
+        return f"Card(number='{masked}', exp_month={self.exp_month}, exp_year={self.exp_year}, cvc='***')"
+
+    __str__ = __repr__
+
+
+class CardMethod(Struct, forbid_unknown_fields=True):
+    card: Card
+
+
+class Authorize(Struct, forbid_unknown_fields=True):
+    """Authorize (capture_method manual) or sell (automatic): a 0100 or a 0200."""
+
+    amount: Amount
+    currency: CurrencyCode
+    # Either a vault token ("tok_...") or raw card data, which the switch tokenizes at once.
+    payment_method: TokenId | CardMethod
+    capture_method: Literal["automatic", "manual"] = "automatic"
+    description: Annotated[str, Meta(max_length=1000)] | None = None
+    statement_descriptor: Annotated[str, Meta(min_length=1, max_length=22, pattern="^[^<>\"'\\\\]*$")] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=50)] | None = None
+
+
+class Capture(Struct, kw_only=True):
+    payment_id: str
+    amount_to_capture: int | None = None
+
+
+class Cancel(Struct, kw_only=True):
+    payment_id: str
+    cancellation_reason: str | None = None
+
+
+class Refund(Struct, forbid_unknown_fields=True):
+    payment: ObjectId
+    amount: Amount | None = None
+    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
+
+
+class GetPayment(Struct):
+    payment_id: str
+
+
+class ListPayments(Struct, kw_only=True):
+    limit: int = 10
+    starting_after: str | None = None
+    ending_before: str | None = None
+    created_gte: datetime | None = None
+    created_lte: datetime | None = None
+
+
+class GetRefund(Struct):
+    refund_id: str
+
+
+Mutation = Authorize | Capture | Cancel | Refund

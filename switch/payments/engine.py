@@ -1,0 +1,51 @@
+"""The payments engine: typed commands in, outcomes out. Front ends build the commands and render the
+outcomes; the engine never sees a front end's bytes and never picks an HTTP status."""
+
+from __future__ import annotations
+
+from switch.payments.commands import (
+    Authorize,
+    Caller,
+    Cancel,
+    Capture,
+    GetPayment,
+    GetRefund,
+    ListPayments,
+    Mutation,
+    Refund,
+)
+from switch.payments.context import Context, Services
+from switch.payments.operations import reads
+from switch.payments.operations.authorize import AUTHORIZE
+from switch.payments.operations.capture import CANCEL, CAPTURE
+from switch.payments.operations.recover import recover_in_flight
+from switch.payments.operations.refund import REFUND
+from switch.payments.outcome import Listing, Outcome
+from switch.payments.pipeline import Operation, run
+
+OPERATIONS: dict[type, Operation] = {Authorize: AUTHORIZE, Capture: CAPTURE, Cancel: CANCEL, Refund: REFUND}
+
+
+class Payments:
+    def __init__(self, services: Services, recovery_grace_s: float = 2.0) -> None:
+        self.services = services
+        self.recovery_grace_s = recovery_grace_s
+
+    async def execute(self, caller: Caller, command: Mutation) -> tuple[Outcome, bool]:
+        """Run a mutating command under its idempotency key: (outcome, whether it is a replay)."""
+        ctx = Context(caller, command)
+        await run(OPERATIONS[type(command)], ctx, self.services)
+        assert ctx.outcome is not None
+        return ctx.outcome, ctx.replayed
+
+    async def get_payment(self, caller: Caller, command: GetPayment) -> Outcome:
+        return await reads.get_payment(self.services, caller, command)
+
+    async def list_payments(self, caller: Caller, command: ListPayments) -> Listing:
+        return await reads.list_payments(self.services, caller, command)
+
+    async def get_refund(self, caller: Caller, command: GetRefund) -> Outcome:
+        return await reads.get_refund(self.services, caller, command)
+
+    async def recover(self) -> int:
+        return await recover_in_flight(self.services.pool, grace_s=self.recovery_grace_s)

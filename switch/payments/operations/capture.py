@@ -1,0 +1,122 @@
+"""Capture (all or part of) an authorization, and cancel one: each one transaction holding the payment's
+row lock (claim the key, check the transition, update, event, outbox row, ledger, answer), after which the
+capture advice (0220) or the reversal (0400) is sent from the outbox."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from switch.common.failpoints import failpoint
+from switch.ledger import postings
+from switch.outbox import items
+from switch.payments import outcome as outcomes
+from switch.payments.commands import Cancel, Capture
+from switch.payments.context import Context, Services
+from switch.payments.outcome import Outcome
+from switch.payments.pipeline import Operation
+from switch.payments.results import Result
+from switch.payments.states import Event, apply, not_allowed_message
+from switch.payments.steps import events, idempotency
+from switch.store import idempotency as key_store
+from switch.store import ledger as ledger_store
+from switch.store import outbox as outbox_store
+from switch.store import payments as payment_store
+from switch.store.pool import transaction
+from switch.store.records import PaymentRecord
+
+
+class Refused(Exception):
+    """Raised inside the operation's transaction to roll it back; caught at its edge and answered."""
+
+    def __init__(self, outcome: Outcome | None) -> None:
+        super().__init__()
+        self.outcome = outcome
+
+
+async def claim_and_lock(conn: asyncpg.Connection, ctx: Context, services: Services, path: str,
+                         payment_id: str, param: str = "id") -> PaymentRecord:
+    """Claim the idempotency key and lock the payment row, inside the caller's transaction."""
+    caller = ctx.caller
+    if not await key_store.insert_key(conn, caller.merchant.id, caller.idempotency_key, "POST", path,
+                                      caller.fingerprint):
+        raise Refused(None)                 # the key has a row already: answer it, after the rollback
+    payment = await payment_store.lock_payment(conn, caller.merchant.id, payment_id)
+    if payment is None:
+        raise Refused(Outcome(Result.RESOURCE_MISSING, caller.request_id, message=f"No such payment: '{payment_id}'",
+                              param=param))
+    return payment
+
+
+def transition(ctx: Context, payment: PaymentRecord, event: Event) -> str:
+    next_status = apply(payment.status, event)
+    if next_status is None:
+        raise Refused(Outcome(Result.PAYMENT_UNEXPECTED_STATE, ctx.caller.request_id,
+                              message=not_allowed_message(payment.status, event)))
+    return next_status
+
+
+async def in_transaction(ctx: Context, services: Services, body) -> None:  # type: ignore[no-untyped-def]
+    """Run `body(conn)` in one transaction; a refusal rolls it back and becomes the answer."""
+    try:
+        async with transaction(services.pool) as conn:
+            ctx.outcome, ctx.outcome_bytes = await body(conn)
+    except Refused as refused:
+        if refused.outcome is None:
+            await idempotency.replay_claimed(ctx, services)
+        else:
+            ctx.outcome = refused.outcome
+        return
+    ctx.claimed = True
+
+
+async def _answer(conn: asyncpg.Connection, ctx: Context, payment: PaymentRecord) -> tuple[Outcome, bytes]:
+    outcome = Outcome(Result.SUCCEEDED, ctx.caller.request_id, payment=payment)
+    data = outcomes.encode(outcome)
+    await key_store.update_key_outcome(conn, ctx.caller.merchant.id, ctx.caller.idempotency_key, data, payment.id)
+    return outcome, data
+
+
+async def capture(ctx: Context, services: Services) -> None:
+    command: Capture = ctx.command
+
+    async def body(conn: asyncpg.Connection) -> tuple[Outcome, bytes]:
+        payment = await claim_and_lock(conn, ctx, services, f"/v1/payments/{command.payment_id}/capture",
+                                       command.payment_id)
+        next_status = transition(ctx, payment, Event.CAPTURED)
+        amount = command.amount_to_capture or payment.amount_capturable
+        if amount > payment.amount_capturable:
+            raise Refused(Outcome(Result.AMOUNT_TOO_LARGE, ctx.caller.request_id, message="The amount to capture "
+                                  "is larger than the amount capturable.", param="amount_to_capture"))
+        updated = await payment_store.update_captured(conn, payment.id, next_status, amount)
+        await payment_store.insert_event(conn, payment.id, Event.CAPTURED, payment.status, next_status, amount)
+        await outbox_store.insert_outbox(conn, items.capture_advice(payment, amount))
+        await ledger_store.insert_entries(conn, postings.capture(payment.id, payment.merchant_id, payment.network,
+                                                                 payment.currency, updated.amount_received))
+        return await _answer(conn, ctx, updated)
+
+    await in_transaction(ctx, services, body)
+    if ctx.claimed:
+        failpoint("capture.after_commit")
+        services.wake_outbox()
+
+
+async def cancel(ctx: Context, services: Services) -> None:
+    command: Cancel = ctx.command
+
+    async def body(conn: asyncpg.Connection) -> tuple[Outcome, bytes]:
+        payment = await claim_and_lock(conn, ctx, services, f"/v1/payments/{command.payment_id}/cancel",
+                                       command.payment_id)
+        next_status = transition(ctx, payment, Event.CANCELED)
+        updated = await payment_store.update_canceled(conn, payment.id, next_status)
+        await payment_store.insert_event(conn, payment.id, Event.CANCELED, payment.status, next_status, payment.amount)
+        await outbox_store.insert_outbox(conn, items.reversal_of_authorization(payment))
+        return await _answer(conn, ctx, updated)
+
+    await in_transaction(ctx, services, body)
+    if ctx.claimed:
+        failpoint("cancel.after_commit")
+        services.wake_outbox()
+
+
+CAPTURE = Operation("capture", steps=(idempotency.lock, capture), closing=(events.publish, idempotency.close))
+CANCEL = Operation("cancel", steps=(idempotency.lock, cancel), closing=(events.publish, idempotency.close))

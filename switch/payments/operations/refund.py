@@ -1,0 +1,145 @@
+"""Refunds: one or more partial refunds of a captured payment, each an online 0200 (processing code 20).
+
+The refund amount is reserved on the payment (``amount_refunded``) under the payment's row lock before the
+network is asked, so concurrent refunds can never exceed what was captured. A decline releases the
+reservation; no answer in time releases it too and queues a reversal of the refund's 0200.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from switch.common.currency import lookup as lookup_currency
+from switch.common.failpoints import failpoint
+from switch.common.ids import new_id
+from switch.iso import messages
+from switch.iso.codes import ResultCode, result_for_field39
+from switch.iso.messages import PROCESSING_CODE_REFUND
+from switch.outbox import items
+from switch.payments.commands import Refund
+from switch.payments.context import Context, Services
+from switch.payments.operations.capture import Refused, claim_and_lock, transition
+from switch.payments.outcome import Outcome
+from switch.payments.pipeline import Operation
+from switch.payments.results import Result
+from switch.payments.states import Event, RefundEvent, Status
+from switch.payments.steps import events, idempotency, send
+from switch.payments.steps.card import vault_result
+from switch.payments.steps.fail import RefundOf, finish_refund
+from switch.store import payments as payment_store
+from switch.store import refunds as refund_store
+from switch.store.pool import transaction
+from switch.store.records import PaymentRecord
+from switch.vault_protocol import VaultError
+
+
+def _refund_of(payment: PaymentRecord) -> RefundOf:
+    return RefundOf(payment.id, payment.merchant_id, payment.network, payment.currency)
+
+
+async def reserve(ctx: Context, services: Services) -> None:
+    """Claim the key, check and reserve the amount, and write the pending refund, in one transaction."""
+    command: Refund = ctx.command
+    ctx.trace = trace = await services.traces.next()
+    now = datetime.now(UTC)
+    transmitted_at = messages.transmission_datetime(now)
+    try:
+        async with transaction(services.pool) as conn:
+            payment = await claim_and_lock(conn, ctx, services, "/v1/refunds", command.payment, param="payment")
+            transition(ctx, payment, Event.REFUND_REQUESTED)
+            amount = _refundable(ctx, payment, command.amount)
+            await payment_store.update_refunded(conn, payment.id, amount)
+            await payment_store.insert_event(conn, payment.id, Event.REFUND_REQUESTED, Status.SUCCEEDED,
+                                             Status.SUCCEEDED, amount)
+            refund_id = new_id("re")
+            await refund_store.insert_refund(conn, refund_id, payment.id, ctx.caller.merchant.id, amount,
+                                             payment.currency, trace.terminal_id, trace.stan, trace.rrn,
+                                             transmitted_at, now + timedelta(seconds=services.budgets.payment_s),
+                                             ctx.caller.idempotency_key)
+    except Refused as refused:
+        if refused.outcome is None:
+            await idempotency.replay_claimed(ctx, services)
+        else:
+            ctx.outcome = refused.outcome
+        return
+    ctx.claimed = True
+    ctx.payment, ctx.refund_id, ctx.refund_amount = payment, refund_id, amount
+    ctx.transmitted_at, ctx.now = transmitted_at, now
+    ctx.network = payment.network
+    failpoint("refund.after_reserve")
+
+
+def _refundable(ctx: Context, payment: PaymentRecord, asked: int | None) -> int:
+    refundable = payment.amount_received - payment.amount_refunded
+    amount = asked or refundable
+    if refundable <= 0:
+        raise Refused(Outcome(Result.CHARGE_ALREADY_REFUNDED, ctx.caller.request_id))
+    if amount > refundable:
+        raise Refused(Outcome(Result.AMOUNT_TOO_LARGE, ctx.caller.request_id, message=f"The refund amount is larger "
+                              f"than the {refundable} that remains refundable.", param="amount"))
+    return amount
+
+
+async def refund_message(ctx: Context, services: Services) -> None:
+    """The card from the vault by the payment's token, and the refund's 0200."""
+    payment, trace = ctx.payment, ctx.trace
+    assert payment is not None and trace is not None
+    try:
+        card = await services.vault.detokenize(ctx.caller.merchant.id, payment.card_token)
+    except VaultError as error:
+        await _finish(ctx, services, RefundEvent.VAULT_FAILED, None, error=vault_result(error))
+        return
+    currency = lookup_currency(payment.currency)
+    assert currency is not None
+    ctx.message = messages.financial_request(
+        pan=card.number.reveal(), amount_minor=ctx.refund_amount, currency=currency.numeric, stan=trace.stan,
+        rrn=trace.rrn, terminal_id=trace.terminal_id, merchant_id=ctx.caller.merchant.id[-15:],
+        expiry_yymm=card.expiry_yymm, processing_code=PROCESSING_CODE_REFUND, now=ctx.now)
+
+
+async def record_refund(ctx: Context, services: Services) -> None:
+    payment, trace = ctx.payment, ctx.trace
+    assert payment is not None and trace is not None
+    if ctx.network_error is not None:
+        if ctx.network_error.retryable:                      # never sent
+            await _finish(ctx, services, RefundEvent.NOT_SENT, None)
+            return
+        reversal = items.reversal_of_refund(payment.id, payment.network, ctx.refund_id, ctx.refund_amount,
+                                            trace.stan, trace.rrn, ctx.transmitted_at)
+        await _finish(ctx, services, RefundEvent.TIMED_OUT, None, reversal=reversal)
+        services.wake_outbox()
+        return
+    assert ctx.response is not None
+    code = str(ctx.response.get("39", ""))
+    approved = result_for_field39(code) == ResultCode.APPROVED
+    await _finish(ctx, services, RefundEvent.APPROVED if approved else RefundEvent.DECLINED, code)
+
+
+async def _finish(ctx: Context, services: Services, event: RefundEvent, response_code: str | None,
+                  error: Result | None = None, reversal: items.OutboxItem | None = None) -> None:
+    assert ctx.payment is not None
+    async with transaction(services.pool) as conn:
+        finished = await finish_refund(conn, ctx.refund_id, _refund_of(ctx.payment), ctx.refund_amount, event,
+                                       response_code, ctx.caller.request_id, ctx.caller.idempotency_key, error,
+                                       reversal)
+    if finished is None:
+        await idempotency.answer_stored(ctx, services)   # recovery failed and reversed it first
+        return
+    ctx.outcome, ctx.outcome_bytes = finished
+
+
+async def finish_recovered(conn: asyncpg.Connection, pending: refund_store.PendingRefund, request_id: str) -> None:
+    """As a refund that timed out: failed, its reservation released, its 0200 reversed (it may have reached
+    the network), and its idempotency key answered with the failed refund."""
+    refund = pending.refund
+    reversal = items.reversal_of_refund(refund.payment_id, pending.network, refund.id, refund.amount, pending.stan,
+                                        pending.rrn, pending.transmitted_at)
+    await finish_refund(conn, refund.id, RefundOf(refund.payment_id, refund.merchant_id, pending.network,
+                                                  refund.currency), refund.amount, RefundEvent.TIMED_OUT, None,
+                        request_id, pending.idempotency_key, reversal=reversal, recovering=True)
+
+
+REFUND = Operation("refund", steps=(idempotency.lock, reserve, refund_message, send.send_refund, record_refund),
+                   closing=(events.publish, idempotency.close))

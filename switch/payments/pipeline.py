@@ -1,0 +1,31 @@
+"""Operations are fixed lists of steps over one context; this runs them.
+
+A step is ``async def step(ctx, services) -> None``. The steps run in order until one sets the outcome;
+then the operation's closing steps run whatever happened (they store or release the idempotency lock).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from switch.payments.context import Context, Services
+
+Step = Callable[[Context, Services], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    name: str
+    steps: tuple[Step, ...]
+    closing: tuple[Step, ...] = ()
+
+
+async def run(operation: Operation, ctx: Context, services: Services) -> None:
+    for step in operation.steps:
+        await step(ctx, services)
+        if ctx.outcome is not None:
+            break
+    for step in operation.closing:
+        await step(ctx, services)
+    assert ctx.outcome is not None, f"{operation.name} ended without an outcome"

@@ -1,0 +1,64 @@
+"""Step 1 and the closing step of every mutating operation: the idempotency lock, taken before anything
+else and, at the end, either kept as the stored outcome (Redis replay cache) or released."""
+
+from __future__ import annotations
+
+from switch.common.failpoints import failpoint
+from switch.idempotency.lock import Lock, Refusal
+from switch.payments import outcome as outcomes
+from switch.payments.context import Context, Services
+from switch.payments.results import Result
+from switch.store import idempotency as key_store
+
+REFUSALS = {
+    Refusal.UNAVAILABLE: Result.IDEMPOTENCY_UNAVAILABLE,
+    Refusal.IN_USE: Result.IDEMPOTENCY_KEY_IN_USE,
+    Refusal.REUSED: Result.IDEMPOTENCY_KEY_REUSED,
+}
+
+
+def _answer(ctx: Context, got: Lock) -> None:
+    if got.replay is not None:
+        ctx.outcome = outcomes.decode(got.replay)
+        ctx.replayed = True
+    elif got.refusal is not None:
+        ctx.answer(REFUSALS[got.refusal])
+
+
+async def lock(ctx: Context, services: Services) -> None:
+    caller = ctx.caller
+    got = await services.idempotency.acquire(caller.merchant.id, caller.idempotency_key, caller.fingerprint)
+    ctx.lock_held = got.taken
+    _answer(ctx, got)
+
+
+async def replay_claimed(ctx: Context, services: Services) -> None:
+    """The key already has its Postgres row although Redis had no lock (Redis lost it): answer that
+    request's outcome, or refuse while it is in flight. The Redis value is left to that request."""
+    caller = ctx.caller
+    got = await services.idempotency.replay_from_database(caller.merchant.id, caller.idempotency_key,
+                                                          caller.fingerprint)
+    ctx.lock_held = False
+    _answer(ctx, got)
+    if ctx.outcome is None:
+        ctx.answer(Result.IDEMPOTENCY_KEY_IN_USE)
+
+
+async def answer_stored(ctx: Context, services: Services) -> None:
+    """Another path finished this request first (recovery: we outlived the deadline); its answer stands."""
+    record = await key_store.get_key(services.pool, ctx.caller.merchant.id, ctx.caller.idempotency_key)
+    assert record is not None and record.outcome is not None
+    ctx.outcome = outcomes.decode(record.outcome)
+    ctx.outcome_bytes = record.outcome
+
+
+async def close(ctx: Context, services: Services) -> None:
+    """Remember a stored outcome in the replay cache, or drop the lock of a request that wrote nothing."""
+    caller = ctx.caller
+    if ctx.claimed:
+        failpoint("api.after_record")
+        assert ctx.outcome is not None
+        data = ctx.outcome_bytes or outcomes.encode(ctx.outcome)
+        await services.idempotency.remember(caller.merchant.id, caller.idempotency_key, caller.fingerprint, data)
+    elif ctx.lock_held:
+        await services.idempotency.release(caller.merchant.id, caller.idempotency_key)

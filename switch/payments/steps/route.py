@@ -1,0 +1,30 @@
+"""Step 4: the network for the card's brand and the message's trace numbers (terminal, STAN, RRN), and the
+payment as it will be written ahead."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from switch.common.ids import new_id
+from switch.iso import messages
+from switch.payments.commands import Authorize
+from switch.payments.context import Context, Services
+from switch.payments.states import Status
+from switch.store.records import PaymentRecord
+
+
+async def route(ctx: Context, services: Services) -> None:
+    assert ctx.card is not None
+    command: Authorize = ctx.command
+    ctx.network = services.networks.route(ctx.card.brand)
+    trace = ctx.trace = await services.traces.next()
+    now = datetime.now(UTC)
+    card = ctx.card
+    ctx.payment = PaymentRecord(
+        id=new_id("pay"), merchant_id=ctx.caller.merchant.id, status=Status.PROCESSING, amount=command.amount,
+        currency=command.currency, capture_method=command.capture_method, card_token=ctx.token,
+        card_brand=card.brand, card_last4=card.last4, card_exp_month=card.exp_month, card_exp_year=card.exp_year,
+        network=ctx.network, terminal_id=trace.terminal_id, stan=trace.stan, rrn=trace.rrn,
+        transmitted_at=messages.transmission_datetime(now), description=command.description,
+        statement_descriptor=command.statement_descriptor, metadata=command.metadata or {},
+        deadline_at=now + timedelta(seconds=services.budgets.payment_s), created_at=now)

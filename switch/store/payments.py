@@ -1,0 +1,142 @@
+"""Payments and their events: reads, the state changes outside the hot path, and fail-and-reverse."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TypeAlias
+
+import asyncpg
+
+from switch.store.records import PaymentRecord, payment_record
+
+Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
+
+PAYMENT_COLUMNS = """id, merchant_id, status, amount, currency, capture_method, amount_capturable, amount_received,
+    amount_refunded, card_token, card_brand, card_last4, card_exp_month, card_exp_year, network, terminal_id,
+    stan, rrn, transmitted_at, auth_code, response_code, decline_code, failure_message, description,
+    statement_descriptor, metadata, deadline_at, created_at"""
+
+
+async def get_payment(conn: Conn, merchant_id: str, payment_id: str) -> PaymentRecord | None:
+    row = await conn.fetchrow(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 AND merchant_id = $2",
+                              payment_id, merchant_id)
+    return payment_record(row) if row else None
+
+
+async def lock_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> PaymentRecord | None:
+    """The payment, locked until the caller's transaction ends."""
+    row = await conn.fetchrow(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 AND merchant_id = $2 "
+                              "FOR UPDATE", payment_id, merchant_id)
+    return payment_record(row) if row else None
+
+
+async def list_payments(pool: asyncpg.Pool, merchant_id: str, limit: int, starting_after: str | None,
+                        ending_before: str | None, created_gte: datetime | None,
+                        created_lte: datetime | None) -> tuple[list[PaymentRecord], bool]:
+    """Newest first, keyset pagination on (created_at, id); returns (records, has_more)."""
+    conditions = ["merchant_id = $1"]
+    args: list[object] = [merchant_id]
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    if created_gte:
+        conditions.append(f"created_at >= {arg(created_gte)}")
+    if created_lte:
+        conditions.append(f"created_at <= {arg(created_lte)}")
+    order = "DESC"
+    if starting_after:
+        conditions.append(f"(created_at, id) < (SELECT created_at, id FROM payments WHERE id = {arg(starting_after)} "
+                          f"AND merchant_id = $1)")
+    elif ending_before:
+        conditions.append(f"(created_at, id) > (SELECT created_at, id FROM payments WHERE id = {arg(ending_before)} "
+                          f"AND merchant_id = $1)")
+        order = "ASC"
+    query = (f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE {' AND '.join(conditions)} "
+             f"ORDER BY created_at {order}, id {order} LIMIT {arg(limit + 1)}")
+    rows = await pool.fetch(query, *args)
+    has_more = len(rows) > limit
+    records = [payment_record(row) for row in rows[:limit]]
+    if order == "ASC":
+        records.reverse()
+    return records, has_more
+
+
+async def insert_event(conn: asyncpg.Connection, payment_id: str, type_: str, from_status: str | None,
+                       to_status: str, amount: int | None, response_code: str | None = None) -> None:
+    await conn.execute("INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code) "
+                       "VALUES ($1, $2, $3, $4, $5, $6)", payment_id, type_, from_status, to_status, amount,
+                       response_code)
+
+
+async def update_captured(conn: asyncpg.Connection, payment_id: str, status: str, amount: int) -> PaymentRecord:
+    row = await conn.fetchrow(
+        f"UPDATE payments SET status = $2, amount_capturable = 0, amount_received = $3, updated_at = now() "
+        f"WHERE id = $1 RETURNING {PAYMENT_COLUMNS}", payment_id, status, amount)
+    return payment_record(row)
+
+
+async def update_canceled(conn: asyncpg.Connection, payment_id: str, status: str) -> PaymentRecord:
+    row = await conn.fetchrow(
+        f"UPDATE payments SET status = $2, amount_capturable = 0, updated_at = now() "
+        f"WHERE id = $1 RETURNING {PAYMENT_COLUMNS}", payment_id, status)
+    return payment_record(row)
+
+
+async def update_refunded(conn: asyncpg.Connection, payment_id: str, amount_delta: int) -> None:
+    """Reserve (positive) or release (negative) part of what was captured for a refund."""
+    await conn.execute("UPDATE payments SET amount_refunded = amount_refunded + $2, updated_at = now() "
+                       "WHERE id = $1", payment_id, amount_delta)
+
+
+# A payment that never got its answer: failed with its event, its idempotency key answered, and when the
+# request may have reached the network, a full reversal queued, all in one statement. The timeout path and
+# recovery both use it; nothing happens (no row) when the payment already left `processing`. The timeout
+# path knows the key (a primary-key update); recovery finds it by payment.
+def _fail_statement(key_known: bool) -> str:
+    key = "k.idempotency_key = $7" if key_known else "k.payment_id = pay.id"
+    return f"""
+WITH pay AS (
+    UPDATE payments SET status = 'failed', amount_capturable = 0, amount_received = 0, auth_code = NULL,
+        response_code = NULL, decline_code = NULL, failure_message = $2, updated_at = now()
+    WHERE id = $1 AND status = 'processing'
+    RETURNING {PAYMENT_COLUMNS}
+), event AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
+    SELECT id, $3, 'processing', 'failed', amount FROM pay
+), reversal AS (
+    INSERT INTO network_outbox (payment_id, kind, network, original_mti, processing_code, amount, original_amount,
+                                stan, rrn, transmitted_at)
+    SELECT id, 'reversal', network, $5, $6, 0, amount, stan, rrn, transmitted_at FROM pay WHERE $5::text IS NOT NULL
+), idem AS (
+    UPDATE idempotency_keys k SET outcome = $4, finished_at = now()
+    FROM pay WHERE k.merchant_id = pay.merchant_id AND {key} AND k.outcome IS NULL
+)
+SELECT {PAYMENT_COLUMNS} FROM pay"""
+
+
+_FAIL_BY_KEY = _fail_statement(key_known=True)
+_FAIL_BY_PAYMENT = _fail_statement(key_known=False)
+
+
+async def update_failed(conn: Conn, payment_id: str, failure: str, event_type: str, outcome: bytes,
+                        reversal_mti: str | None, processing_code: str,
+                        idempotency_key: str | None) -> PaymentRecord | None:
+    """Fail a payment still `processing` and answer its key; queue a full reversal of its `reversal_mti`
+    message unless None. Returns None, writing nothing, when the payment had already left `processing`."""
+    if idempotency_key is None:
+        row = await conn.fetchrow(_FAIL_BY_PAYMENT, payment_id, failure, event_type, outcome, reversal_mti,
+                                  processing_code)
+    else:
+        row = await conn.fetchrow(_FAIL_BY_KEY, payment_id, failure, event_type, outcome, reversal_mti,
+                                  processing_code, idempotency_key)
+    return payment_record(row) if row else None
+
+
+async def lock_overdue_payments(conn: asyncpg.Connection, grace_s: float, batch_max: int) -> list[PaymentRecord]:
+    """Payments still `processing` past their deadline plus `grace_s` (their worker died mid-flight)."""
+    rows = await conn.fetch(f"SELECT {PAYMENT_COLUMNS} FROM payments "
+                            "WHERE status = 'processing' AND deadline_at < now() - make_interval(secs => $1) "
+                            "ORDER BY deadline_at LIMIT $2 FOR UPDATE SKIP LOCKED", grace_s, batch_max)
+    return [payment_record(row) for row in rows]

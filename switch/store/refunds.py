@@ -1,0 +1,67 @@
+"""Refunds: the pending row written before the network is asked, its finish, and recovery's scan."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import msgspec
+
+from switch.store.records import RefundRecord, refund_record
+
+REFUND_COLUMNS = "id, payment_id, merchant_id, amount, currency, status, failure_code, created_at"
+
+
+class PendingRefund(msgspec.Struct, kw_only=True):
+    """A refund still `pending`, with what its reversal and its idempotency key need."""
+
+    refund: RefundRecord
+    network: str
+    terminal_id: str
+    stan: str
+    rrn: str
+    transmitted_at: str
+    idempotency_key: str
+
+
+async def insert_refund(conn: asyncpg.Connection, refund_id: str, payment_id: str, merchant_id: str, amount: int,
+                        currency: str, terminal_id: str, stan: str, rrn: str, transmitted_at: str,
+                        deadline_at: datetime, idempotency_key: str) -> None:
+    """The pending refund, with its trace numbers, its deadline (after which recovery fails and reverses
+    it) and its idempotency key (which recovery answers)."""
+    await conn.execute(
+        "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status, terminal_id, stan, rrn, "
+        "transmitted_at, deadline_at, idempotency_key) "
+        "VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11)", refund_id, payment_id, merchant_id,
+        amount, currency, terminal_id, stan, rrn, transmitted_at, deadline_at, idempotency_key)
+
+
+async def update_refund_finished(conn: asyncpg.Connection, refund_id: str, status: str, failure_code: str | None,
+                                 response_code: str | None) -> RefundRecord | None:
+    """Move a pending refund to `status`; None when it is no longer pending (recovery finished it)."""
+    row = await conn.fetchrow(
+        f"UPDATE refunds SET status = $2, failure_code = $3, response_code = $4, updated_at = now() "
+        f"WHERE id = $1 AND status = 'pending' RETURNING {REFUND_COLUMNS}", refund_id, status, failure_code,
+        response_code)
+    return refund_record(row) if row else None
+
+
+async def get_refund(pool: asyncpg.Pool, merchant_id: str, refund_id: str) -> RefundRecord | None:
+    row = await pool.fetchrow(f"SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1 AND merchant_id = $2",
+                              refund_id, merchant_id)
+    return refund_record(row) if row else None
+
+
+async def lock_overdue_refunds(conn: asyncpg.Connection, grace_s: float, batch_max: int) -> list[PendingRefund]:
+    """Refunds still `pending` past their deadline plus `grace_s` (their worker died mid-flight)."""
+    rows = await conn.fetch(
+        "SELECT r.id, r.payment_id, r.merchant_id, r.amount, r.currency, r.status, r.failure_code, r.created_at, "
+        "r.terminal_id, r.stan, r.rrn, r.transmitted_at, r.idempotency_key, p.network "
+        "FROM refunds r JOIN payments p ON p.id = r.payment_id "
+        "WHERE r.status = 'pending' AND r.deadline_at < now() - make_interval(secs => $1) "
+        "ORDER BY r.deadline_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED", grace_s, batch_max)
+    return [PendingRefund(refund=RefundRecord(id=r["id"], payment_id=r["payment_id"], merchant_id=r["merchant_id"],
+                                              amount=r["amount"], currency=r["currency"], status=r["status"],
+                                              failure_code=r["failure_code"], created_at=r["created_at"]),
+                          network=r["network"], terminal_id=r["terminal_id"], stan=r["stan"], rrn=r["rrn"],
+                          transmitted_at=r["transmitted_at"], idempotency_key=r["idempotency_key"]) for r in rows]
