@@ -54,9 +54,10 @@ bench: setup ## load the stack with authorizations over HTTP; prints the RESULT 
 bench-network: setup ## codec µs per 0100 and link round trips/s (simulator subprocess); prints NETBENCH
 	$(PY) -m loadtest.netbench $(NETBENCH_ARGS)
 
-lint: setup ## ruff and mypy
+lint: setup ## ruff, mypy and the import contracts (import-linter, see pyproject.toml)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 clean: ## remove run directories and caches (not .venv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache .hypothesis

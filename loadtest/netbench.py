@@ -25,7 +25,7 @@ import uvloop
 
 from switch.iso.messages import authorization_request, decode, encode
 from switch.iso.profiles import PROFILES, Profile
-from switch.network.config import Endpoint
+from switch.network.config import Endpoint, LinkConfig
 from switch.network.link import Message, NetworkError
 from switch.network.pool import Pool
 
@@ -162,7 +162,7 @@ async def measure_links(simulator: SimulatorProcess, links: int, inflight: int, 
                         roundtrips_max: int) -> RunResult:
     pool = Pool("generic", PROFILES["generic"], [Endpoint("127.0.0.1", simulator.ports["generic"])],
                 late_handler=lambda message: None, links_per_endpoint=links,
-                link_options={"inflight_max": max(inflight, 1)})
+                link_config=LinkConfig(inflight_max=max(inflight, 1)))
     await pool.start()
     try:
         await drive(pool, inflight, min(0.5, duration_s), roundtrips_max // 10)  # Warm-up.

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from switch.common.writes import CoalescedWriter
-from switch.iso.framing import FRAME_SIZE_MAX_DEFAULT, Framing, FramingError, framing_for
+from switch.iso.framing import Framing, FramingError, framing_for
 from switch.iso.mac import AES_KEY_SIZES, MAC_FIELD_PRIMARY, MAC_FIELD_SECONDARY, sign, verify, with_generation
 from switch.iso.messages import (
     MTI_NETWORK_REQUEST,
@@ -37,6 +37,7 @@ from switch.iso.messages import (
     response_for,
 )
 from switch.iso.profiles import Profile
+from switch.network.config import LinkConfig
 from switch.network.metrics import LinkMetrics
 
 logger = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ MatchKey = tuple[str, str, str]
 LateHandler = Callable[[Message], None]
 # Given a key generation, returns that generation's MAC session key (the router asks the vault).
 MacKeyProvider = Callable[[int], Awaitable[bytes]]
+DEFAULT_LINK_CONFIG = LinkConfig()
 
 STAN_MAX = 999_999
 
@@ -161,40 +163,30 @@ class Link:
         profile: Profile,
         *,
         late_handler: LateHandler,
+        config: LinkConfig = DEFAULT_LINK_CONFIG,
         name: str | None = None,
-        inflight_max: int = 2048,
-        echo_interval_s: float = 30.0,
-        echo_timeout_s: float = 5.0,
-        connect_timeout_s: float = 5.0,
-        sign_on_timeout_s: float = 5.0,
-        late_memory_s: float = 120.0,
-        late_memory_max: int = 100_000,
-        reconnect_delay_initial_s: float = 0.1,
-        reconnect_delay_max_s: float = 10.0,
-        frame_size_max: int = FRAME_SIZE_MAX_DEFAULT,
         metrics: LinkMetrics | None = None,
         on_connect_failed: Callable[[], None] | None = None,
         mac_key_provider: MacKeyProvider | None = None,
     ) -> None:
         if profile.mac and mac_key_provider is None:
             raise ValueError(f"profile {profile.name} MACs its messages: the link needs a mac_key_provider")
-        assert inflight_max > 0 and late_memory_max > 0
-        assert 0 < reconnect_delay_initial_s <= reconnect_delay_max_s
         self.host = host
         self.port = port
         self.profile = profile
         self.name = name or f"{profile.name}@{host}:{port}"
         self._late_handler = late_handler
-        self._inflight_max = inflight_max
-        self._echo_interval_s = echo_interval_s
-        self._echo_timeout_s = echo_timeout_s
-        self._connect_timeout_s = connect_timeout_s
-        self._sign_on_timeout_s = sign_on_timeout_s
-        self._late_memory_s = late_memory_s
-        self._late_memory_max = late_memory_max
-        self._reconnect_delay_initial_s = reconnect_delay_initial_s
-        self._reconnect_delay_max_s = reconnect_delay_max_s
-        self._framing = framing_for(profile, frame_size_max)
+        self.config = config
+        self._inflight_max = config.inflight_max
+        self._echo_interval_s = config.echo_interval_s
+        self._echo_timeout_s = config.echo_timeout_s
+        self._connect_timeout_s = config.connect_timeout_s
+        self._sign_on_timeout_s = config.sign_on_timeout_s
+        self._late_memory_s = config.late_memory_s
+        self._late_memory_max = config.late_memory_max
+        self._reconnect_delay_initial_s = config.reconnect_delay_initial_s
+        self._reconnect_delay_max_s = config.reconnect_delay_max_s
+        self._framing = framing_for(profile, config.frame_size_max)
         self._metrics = metrics
         self._on_connect_failed = on_connect_failed
         self._writing_paused = False

@@ -17,14 +17,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from switch.iso.profiles import Profile
 from switch.network import metrics
 from switch.network.breaker import BreakerConfig, BreakerState, CircuitBreaker, Outcome, Permit
-from switch.network.config import Endpoint
-from switch.network.link import Link, LinkDownError, LinkTimeoutError, Message, NetworkError
+from switch.network.config import Endpoint, LinkConfig
+from switch.network.link import (
+    DEFAULT_LINK_CONFIG,
+    Link,
+    LinkDownError,
+    LinkTimeoutError,
+    MacKeyProvider,
+    Message,
+    NetworkError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +111,8 @@ class Pool:
         late_handler: Callable[[Message], None],
         links_per_endpoint: int = 1,
         breaker_config: BreakerConfig | None = None,
-        link_options: Mapping[str, Any] | None = None,
+        link_config: LinkConfig | None = None,
+        mac_key_provider: MacKeyProvider | None = None,
         clock: Callable[[], float] = time.monotonic,
         sample_interval_s: float = SAMPLE_INTERVAL_S,
     ) -> None:
@@ -121,7 +130,8 @@ class Pool:
             member.links = [
                 Link(endpoint.host, endpoint.port, profile, late_handler=late_handler,
                      name=f"{network}@{member.address}#{number}", metrics=member.metrics,
-                     on_connect_failed=member.breaker.record_connect_failure, **dict(link_options or {}))
+                     on_connect_failed=member.breaker.record_connect_failure,
+                     config=link_config or DEFAULT_LINK_CONFIG, mac_key_provider=mac_key_provider)
                 for number in range(links_per_endpoint)
             ]
             self.endpoints.append(member)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from switch.iso.profiles import profile_for
 from switch.network.breaker import BreakerConfig
-from switch.network.config import NetworkConfig
-from switch.network.link import Message
+from switch.network.config import LinkConfig, NetworkConfig
+from switch.network.link import MacKeyProvider, Message
 from switch.network.pool import NoRouteError, Pool
 
 __all__ = ["FALLBACK_NETWORK", "Networks", "NoRouteError"]
@@ -33,7 +33,7 @@ class Networks:
         late_handler: Callable[[str, Message], None],
         *,
         breaker_config: BreakerConfig | None = None,
-        link_options: Mapping[str, Any] | None = None,
+        link_config: LinkConfig | None = None,
         mac_key_source: MacKeySource | None = None,
     ) -> None:
         self.configs = configs
@@ -41,7 +41,7 @@ class Networks:
         self.pools: dict[str, Pool] = {
             name: Pool(name, profile_for(config.profile), config.endpoints, late_handler=self._late_for(name),
                        links_per_endpoint=config.links_per_endpoint, breaker_config=breaker_config,
-                       link_options=_with_mac_keys(link_options, mac_key_source, name))
+                       link_config=link_config, mac_key_provider=_mac_keys_of(mac_key_source, name))
             for name, config in configs.items()
         }
 
@@ -72,9 +72,6 @@ class Networks:
         return await pool.request(message, timeout_s)
 
 
-def _with_mac_keys(link_options: Mapping[str, Any] | None, source: MacKeySource | None,
-                   network: str) -> Mapping[str, Any] | None:
+def _mac_keys_of(source: MacKeySource | None, network: str) -> MacKeyProvider | None:
     """Each link of `network` asks `source` for its session keys, bound to the network's name (its zone)."""
-    if source is None:
-        return link_options
-    return {**(link_options or {}), "mac_key_provider": functools.partial(source, network)}
+    return None if source is None else functools.partial(source, network)

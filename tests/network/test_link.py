@@ -6,6 +6,7 @@ import pytest
 
 from switch.iso import PROFILES
 from switch.iso.messages import authorization_request
+from switch.network.config import LinkConfig
 from switch.network.link import DuplicateKeyError, Link, LinkBusyError, LinkDownError, LinkTimeoutError
 from tests.network.mac_keys import key_provider
 
@@ -35,9 +36,9 @@ def auth(stan: int, pan: str = "4242424242424242", terminal_id: str = "TERM0001"
 async def open_link(simulator, network: str = "generic", **options) -> tuple[Link, list[dict]]:
     handed_over: list[dict] = []
     options.setdefault("reconnect_delay_initial_s", 0.02)
-    options.setdefault("mac_key_provider", key_provider(network))
     link = Link(
-        "127.0.0.1", simulator.ports[network], PROFILES[network], late_handler=handed_over.append, **options
+        "127.0.0.1", simulator.ports[network], PROFILES[network], late_handler=handed_over.append,
+        config=LinkConfig(**options), mac_key_provider=key_provider(network),
     )
     await link.start()
     return link, handed_over
@@ -184,6 +185,7 @@ async def test_request_on_a_closed_link_is_retryable_link_down(simulator):
 
 
 async def test_start_fails_clearly_when_nothing_listens():
-    link = Link("127.0.0.1", 1, PROFILES["generic"], late_handler=print, connect_timeout_s=1.0)
+    link = Link("127.0.0.1", 1, PROFILES["generic"], late_handler=print,
+                config=LinkConfig(connect_timeout_s=1.0))
     with pytest.raises(LinkDownError):
         await link.start()

@@ -9,6 +9,7 @@ from switch.iso import PROFILES
 from switch.iso.framing import framing_for
 from switch.iso.mac import derive_session_key, sign, verify, with_generation
 from switch.iso.messages import NETWORK_SIGN_ON, authorization_request, decode, encode, network_request, response_for
+from switch.network.config import LinkConfig
 from switch.network.link import Link, LinkDownError, MacError
 from tests.network.mac_keys import MASTER_KEYS, KeyProvider
 
@@ -26,7 +27,7 @@ def auth(stan: int, pan: str = "4242424242424242") -> dict:
 async def open_link(port: int, network: str, provider: KeyProvider) -> tuple[Link, list[dict]]:
     handed_over: list[dict] = []
     link = Link("127.0.0.1", port, PROFILES[network], late_handler=handed_over.append, mac_key_provider=provider,
-                reconnect_delay_initial_s=0.02)
+                config=LinkConfig(reconnect_delay_initial_s=0.02))
     await link.start()
     return link, handed_over
 

@@ -12,7 +12,7 @@ from acquirer_sim.server import Simulator
 from switch.iso import PROFILES
 from switch.iso.messages import authorization_request
 from switch.network.breaker import BreakerConfig, BreakerState
-from switch.network.config import Endpoint, NetworkConfig
+from switch.network.config import Endpoint, LinkConfig, NetworkConfig
 from switch.network.link import LinkBusyError, LinkDownError, LinkTimeoutError
 from switch.network.pool import NoRouteError, Pool
 from switch.network.router import Networks
@@ -73,7 +73,7 @@ async def make_pool():
         endpoints = [Endpoint("127.0.0.1", simulator.ports["generic"]) for simulator in simulators]
         pool = Pool("generic", PROFILES["generic"], endpoints, late_handler=handed_over.append,
                     links_per_endpoint=links, breaker_config=FAST_BREAKER,
-                    link_options={**FAST_LINKS, **link_options}, sample_interval_s=0.05)
+                    link_config=LinkConfig(**{**FAST_LINKS, **link_options}), sample_interval_s=0.05)
         pools.append(pool)
         await pool.start()
         return pool, handed_over

@@ -11,6 +11,7 @@ import pytest
 from acquirer_sim.control import ControlApi
 from switch.iso import PROFILES
 from switch.iso.messages import authorization_request
+from switch.network.config import LinkConfig
 from switch.network.link import Link, LinkDownError, LinkTimeoutError
 from tests.network.mac_keys import key_provider
 
@@ -38,7 +39,8 @@ async def network(request, simulator):
     name = request.param
     link = Link(
         "127.0.0.1", simulator.ports[name], PROFILES[name], late_handler=handed_over.append,
-        mac_key_provider=key_provider(name), reconnect_delay_initial_s=0.02, reconnect_delay_max_s=0.1,
+        mac_key_provider=key_provider(name),
+        config=LinkConfig(reconnect_delay_initial_s=0.02, reconnect_delay_max_s=0.1),
     )  # fmt: skip
     await link.start()
     yield name, link, handed_over

@@ -13,6 +13,7 @@ from acquirer_sim.scenario import ScenarioError, load_scenario
 from acquirer_sim.settlement import Settlement
 from switch.iso import PROFILES
 from switch.iso.messages import authorization_request, completion_advice, financial_request, reversal
+from switch.network.config import LinkConfig
 from switch.network.link import Link, LinkDownError
 from tests.network.mac_keys import key_provider
 
@@ -67,7 +68,7 @@ async def link(request, simulator):
     name = request.param
     link = Link(
         "127.0.0.1", simulator.ports[name], PROFILES[name], late_handler=print, mac_key_provider=key_provider(name),
-        reconnect_delay_initial_s=0.02, reconnect_delay_max_s=0.05,
+        config=LinkConfig(reconnect_delay_initial_s=0.02, reconnect_delay_max_s=0.05),
     )  # fmt: skip
     await link.start()
     yield link
