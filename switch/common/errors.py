@@ -47,11 +47,5 @@ def authentication_error(message: str) -> ApiError:
     return ApiError(401, "authentication_error", "invalid_api_key", message)
 
 
-def not_found(kind: str, object_id: str, param: str = "id") -> ApiError:
-    # The id is echoed only after validation of its shape, so it cannot carry arbitrary input.
-    return ApiError(404, "invalid_request_error", "resource_missing", f"No such {kind}: '{object_id}'",
-                    param=param)
-
-
 def service_unavailable(code: str, message: str) -> ApiError:
     return ApiError(503, "api_error", code, message, retryable=True)

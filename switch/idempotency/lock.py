@@ -69,9 +69,9 @@ class Idempotency:
         digest = hmac.new(self.hmac_key, key.encode(), hashlib.sha256).hexdigest()[:32]
         return f"idem:{merchant_id}:{digest}"
 
-    async def acquire(self, merchant_id: str, key: str, fingerprint: bytes) -> Lock:
-        """Take the lock, or answer the outcome of the finished request, or refuse."""
-        name = self.redis_key(merchant_id, key)
+    async def acquire(self, merchant_id: str, key: str, fingerprint: bytes, name: str) -> Lock:
+        """Take the lock `name` (``redis_key(merchant_id, key)``), or answer the outcome of the finished
+        request, or refuse."""
         # SET NX GET (Redis >= 7): sets and answers nil, or leaves the key and answers its value.
         lock = b"L" + fingerprint + int(time.time() * 1000).to_bytes(8, "big")
         try:
@@ -83,7 +83,7 @@ class Idempotency:
         if not isinstance(previous, bytes):         # an error reply of the pipeline
             return UNAVAILABLE
         if previous[:1] == b"L" and previous[1:1 + FINGERPRINT_BYTES] == fingerprint and self._stale(previous):
-            return await self.replay_from_database(merchant_id, key, fingerprint)
+            return await self.replay_from_database(merchant_id, key, fingerprint, name)
         return self._decode(previous, fingerprint)
 
     def _stale(self, lock: bytes) -> bool:
@@ -98,30 +98,28 @@ class Idempotency:
             return IN_USE
         return Lock(replay=value[1 + FINGERPRINT_BYTES:])
 
-    async def replay_from_database(self, merchant_id: str, key: str, fingerprint: bytes,
-                                   conn: asyncpg.Connection | None = None) -> Lock:
+    async def replay_from_database(self, merchant_id: str, key: str, fingerprint: bytes, name: str) -> Lock:
         """Postgres is the last guard when Redis lost a key: replay, or refuse if still in flight."""
-        record = await key_store.get_key(conn or self.pool, merchant_id, key)
+        record = await key_store.get_key(self.pool, merchant_id, key)
         if record is None:
             return IN_USE
         if record.fingerprint != fingerprint:
             return REUSED
         if record.outcome is None:
             return IN_USE
-        await self.remember(merchant_id, key, fingerprint, record.outcome)
+        await self.remember(name, fingerprint, record.outcome)
         return Lock(replay=record.outcome)
 
-    async def remember(self, merchant_id: str, key: str, fingerprint: bytes, outcome: bytes) -> None:
+    async def remember(self, name: str, fingerprint: bytes, outcome: bytes) -> None:
         """Cache the finished request's outcome for replays. Best effort: Postgres already holds it."""
         try:
-            await self.commands.execute("SET", self.redis_key(merchant_id, key), b"D" + fingerprint + outcome,
-                                        "EX", self.retention_s)
+            await self.commands.execute("SET", name, b"D" + fingerprint + outcome, "EX", self.retention_s)
         except (RedisError, OSError):
             pass
 
-    async def release(self, merchant_id: str, key: str) -> None:
+    async def release(self, name: str) -> None:
         """Drop the lock of a request that failed before writing anything, so it can be retried."""
         try:
-            await self.commands.execute("DEL", self.redis_key(merchant_id, key))
+            await self.commands.execute("DEL", name)
         except (RedisError, OSError):
             pass

@@ -6,7 +6,6 @@ bodies straight into them). Types are the schema: every value is bounded, unknow
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -23,8 +22,7 @@ ObjectId = Annotated[str, Meta(pattern="^[a-z]{2,4}_[0-9A-Za-z]{10,40}$")]
 TokenId = Annotated[str, Meta(pattern="^tok_[0-9A-Za-z]{10,40}$")]
 
 
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(Struct, frozen=True):
     """Who asks, and under which idempotency key (mutating commands only)."""
 
     merchant: Merchant

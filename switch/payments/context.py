@@ -54,6 +54,7 @@ class Context:
     started_s: float = field(default_factory=time.monotonic)
     outcome: Outcome | None = None
     outcome_bytes: bytes = b""   # the outcome as stored with the key (encoded once)
+    lock_name: str = ""          # the Redis key of the idempotency lock
     lock_held: bool = False      # the Redis lock is ours: released unless the outcome is stored
     claimed: bool = False        # the key has its Postgres row: the outcome is stored, not released
     replayed: bool = False       # the outcome is a finished request's, answered again

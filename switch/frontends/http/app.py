@@ -24,6 +24,7 @@ from switch.merchants import ApiKeyCache, Merchant
 from switch.network.router import Networks
 from switch.payments.commands import Caller, GetPayment, GetRefund, Mutation
 from switch.payments.engine import Payments
+from switch.payments.outcome import Outcome
 from switch.store import pool as store_pool
 from switch.vault_client import VaultClient
 
@@ -58,8 +59,7 @@ class App:
         except errors.ApiError as error:
             response = Response(error.status, error.body(request_id))
         response.headers.append(("request-id", request_id))
-        metrics.http_requests.labels(request.method, route, str(response.status)).inc()
-        metrics.http_latency.labels(route).observe(time.perf_counter() - started)
+        metrics.observe_request(request.method, route, response.status, time.perf_counter() - started)
         return response
 
     async def _dispatch(self, request: Request, request_id: str) -> tuple[str, Response]:
@@ -106,7 +106,7 @@ class App:
         raise errors.invalid_request("not_found", f"Unrecognized request URL (GET {path[:100]}).", status=404)
 
     @staticmethod
-    def _rendered(outcome, headers: list[tuple[str, str]] | None = None) -> Response:  # type: ignore[no-untyped-def]
+    def _rendered(outcome: Outcome, headers: list[tuple[str, str]] | None = None) -> Response:
         status, body = render.answer(outcome)
         return Response(status, body, headers=headers or [])
 

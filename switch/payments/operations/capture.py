@@ -4,6 +4,8 @@ capture advice (0220) or the reversal (0400) is sent from the outbox."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import asyncpg
 
 from switch.common.failpoints import failpoint
@@ -55,7 +57,8 @@ def transition(ctx: Context, payment: PaymentRecord, event: Event) -> str:
     return next_status
 
 
-async def in_transaction(ctx: Context, services: Services, body) -> None:  # type: ignore[no-untyped-def]
+async def in_transaction(ctx: Context, services: Services,
+                         body: Callable[[asyncpg.Connection], Awaitable[tuple[Outcome, bytes]]]) -> None:
     """Run `body(conn)` in one transaction; a refusal rolls it back and becomes the answer."""
     try:
         async with transaction(services.pool) as conn:

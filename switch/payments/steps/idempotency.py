@@ -27,7 +27,9 @@ def _answer(ctx: Context, got: Lock) -> None:
 
 async def lock(ctx: Context, services: Services) -> None:
     caller = ctx.caller
-    got = await services.idempotency.acquire(caller.merchant.id, caller.idempotency_key, caller.fingerprint)
+    ctx.lock_name = services.idempotency.redis_key(caller.merchant.id, caller.idempotency_key)
+    got = await services.idempotency.acquire(caller.merchant.id, caller.idempotency_key, caller.fingerprint,
+                                             ctx.lock_name)
     ctx.lock_held = got.taken
     _answer(ctx, got)
 
@@ -37,7 +39,7 @@ async def replay_claimed(ctx: Context, services: Services) -> None:
     request's outcome, or refuse while it is in flight. The Redis value is left to that request."""
     caller = ctx.caller
     got = await services.idempotency.replay_from_database(caller.merchant.id, caller.idempotency_key,
-                                                          caller.fingerprint)
+                                                          caller.fingerprint, ctx.lock_name)
     ctx.lock_held = False
     _answer(ctx, got)
     if ctx.outcome is None:
@@ -59,6 +61,6 @@ async def close(ctx: Context, services: Services) -> None:
         failpoint("api.after_record")
         assert ctx.outcome is not None
         data = ctx.outcome_bytes or outcomes.encode(ctx.outcome)
-        await services.idempotency.remember(caller.merchant.id, caller.idempotency_key, caller.fingerprint, data)
+        await services.idempotency.remember(ctx.lock_name, caller.fingerprint, data)
     elif ctx.lock_held:
-        await services.idempotency.release(caller.merchant.id, caller.idempotency_key)
+        await services.idempotency.release(ctx.lock_name)
