@@ -24,11 +24,12 @@ from typing import Any
 
 import asyncpg
 
+from switch.common.errors import ConfigError
 from switch.vault_protocol import VaultError
 from vault.hsm import Hsm, HsmError
 from vault.keks import ensure_active_kek, rewrap, rotate_kek
 from vault.publishable_keys import create_publishable_key, revoke_publishable_key
-from vault.server import ConfigError, VaultConfig, open_vault, run_serve
+from vault.server import VaultConfig, open_vault, run_serve
 from vault.service import REENCRYPT_BATCH_ROWS_DEFAULT, Vault, run_with_vault
 
 

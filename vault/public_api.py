@@ -28,7 +28,7 @@ import msgspec
 from msgspec import Meta, Struct
 
 from switch.common.cards import CardError, CardNumber, SecretStr
-from switch.common.errors import ApiError, authentication_error, invalid_request, service_unavailable
+from switch.common.errors import ApiError, ConfigError, authentication_error, invalid_request, service_unavailable
 from switch.common.http import Request, Response, serve
 from switch.common.validation import error_message, error_param
 from switch.vault_protocol import VaultError
@@ -237,8 +237,6 @@ class PublicTokenApi:
 
 
 def _env_number(environ: dict[str, str], name: str, default: float, minimum: float) -> float:
-    from vault.server import ConfigError
-
     raw = environ.get(name, "")
     try:
         value = float(raw) if raw else default

@@ -21,6 +21,7 @@ import asyncpg
 import msgspec
 
 from switch.common.cards import CardError, CardNumber, SecretStr
+from switch.common.errors import ConfigError
 from switch.common.writes import CoalescedWriter
 from switch.vault_protocol import (
     CALLER_LENGTH_MAX,
@@ -53,10 +54,6 @@ INFLIGHT_PER_CONNECTION_MAX = 2048
 HELLO_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_S = 5.0
 POOL_SIZE_MAX_DEFAULT = 16
-
-
-class ConfigError(ValueError):
-    """A required environment variable is missing or invalid (the message names it, never its value)."""
 
 
 @dataclass(frozen=True)

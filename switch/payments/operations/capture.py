@@ -57,6 +57,14 @@ def transition(ctx: Context, payment: PaymentRecord, event: Event) -> str:
     return next_status
 
 
+async def answer_refusal(ctx: Context, services: Services, refused: Refused) -> None:
+    """A refusal's outcome, or, for a key that has its row already, that request's outcome."""
+    if refused.outcome is None:
+        await idempotency.replay_claimed(ctx, services)
+    else:
+        ctx.outcome = refused.outcome
+
+
 async def in_transaction(ctx: Context, services: Services,
                          body: Callable[[asyncpg.Connection], Awaitable[tuple[Outcome, bytes]]]) -> None:
     """Run `body(conn)` in one transaction; a refusal rolls it back and becomes the answer."""
@@ -64,10 +72,7 @@ async def in_transaction(ctx: Context, services: Services,
         async with transaction(services.pool) as conn:
             ctx.outcome, ctx.outcome_bytes = await body(conn)
     except Refused as refused:
-        if refused.outcome is None:
-            await idempotency.replay_claimed(ctx, services)
-        else:
-            ctx.outcome = refused.outcome
+        await answer_refusal(ctx, services, refused)
         return
     ctx.claimed = True
 

@@ -20,7 +20,7 @@ from switch.iso.messages import PROCESSING_CODE_REFUND
 from switch.outbox import items
 from switch.payments.commands import Refund
 from switch.payments.context import Context, Services
-from switch.payments.operations.capture import Refused, claim_and_lock, transition
+from switch.payments.operations.capture import Refused, answer_refusal, claim_and_lock, transition
 from switch.payments.outcome import Outcome
 from switch.payments.pipeline import Operation
 from switch.payments.results import Result
@@ -59,10 +59,7 @@ async def reserve(ctx: Context, services: Services) -> None:
                                              transmitted_at, now + timedelta(seconds=services.budgets.payment_s),
                                              ctx.caller.idempotency_key)
     except Refused as refused:
-        if refused.outcome is None:
-            await idempotency.replay_claimed(ctx, services)
-        else:
-            ctx.outcome = refused.outcome
+        await answer_refusal(ctx, services, refused)
         return
     ctx.claimed = True
     ctx.payment, ctx.refund_id, ctx.refund_amount = payment, refund_id, amount
