@@ -44,7 +44,7 @@ class Services:
     wake_outbox: Callable[[], None]
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, repr=False)
 class Context:
     """One request going through the steps of its operation. A step that decides the answer sets
     ``outcome``; the steps after it do not run (but the operation's closing steps do)."""
@@ -70,6 +70,12 @@ class Context:
     message: Message | None = None
     response: Message | None = None
     network_error: NetworkError | None = None
+
+    def __repr__(self) -> str:
+        # The card and the ISO message hold the clear PAN and CVV: never print them.
+        payment_id = self.payment.id if self.payment else None
+        result = self.outcome.result if self.outcome else None
+        return f"Context(request_id={self.caller.request_id!r}, payment={payment_id!r}, outcome={result!r})"
 
     def answer(self, result: Result, **details: Any) -> None:
         self.outcome = Outcome(result, self.caller.request_id, **details)

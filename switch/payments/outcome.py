@@ -40,3 +40,12 @@ def encode(outcome: Outcome) -> bytes:
 
 def decode(data: bytes) -> Outcome:
     return _decoder.decode(data)
+
+
+def readable(data: bytes) -> bool:
+    """Whether `data` is an outcome this release can read (a replay cache entry may be older)."""
+    try:
+        _decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return False
+    return True

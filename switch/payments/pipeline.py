@@ -1,7 +1,8 @@
 """Operations are fixed lists of steps over one context; this runs them.
 
 A step is ``async def step(ctx, services) -> None``. The steps run in order until one sets the outcome;
-then the operation's closing steps run whatever happened (they store or release the idempotency lock).
+then the operation's closing steps run (they store or release the idempotency lock). An unexpected
+exception skips them: nothing is released that might have been written, and the lock lapses with its TTL.
 """
 
 from __future__ import annotations

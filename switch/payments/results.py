@@ -3,7 +3,9 @@ merchant (HTTP status, Stripe-style error type and code, message) and on the ISO
 
 The enum is in precedence order: when a request meets several results, the checks run in this order and the
 first one found is the answer (a key in use is answered before a missing payment, a missing payment before
-an amount that is too large, anything the switch refuses before anything the network says). Network
+an amount that is too large, the card's own checks before the vault's, anything the switch refuses before
+anything the network says). Messages are the defaults: an outcome that names a value (an id, an amount)
+carries its own. Network
 answers map from ``switch.iso.codes.ResultCode`` (field 39) through ``for_network``. docs/errors.md lists
 the table for merchants.
 """
@@ -20,14 +22,13 @@ from switch.iso.codes import ResultCode, field39_for
 class Result(StrEnum):
     # Refused before anything was written: nothing happened, the request may be sent again.
     IDEMPOTENCY_UNAVAILABLE = "idempotency_unavailable"
-    IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
     RESOURCE_MISSING = "resource_missing"
-    TOKEN_MISSING = "token_missing"  # noqa: S105 - a result code, not a secret
-    CURRENCY_INVALID = "currency_invalid"
     PAYMENT_UNEXPECTED_STATE = "payment_unexpected_state"
     CHARGE_ALREADY_REFUNDED = "charge_already_refunded"
     AMOUNT_TOO_LARGE = "amount_too_large"
+    CURRENCY_INVALID = "currency_invalid"
     INVALID_NUMBER = "invalid_number"
     INCORRECT_NUMBER = "incorrect_number"
     UNSUPPORTED_BRAND = "unsupported_brand"
@@ -35,6 +36,7 @@ class Result(StrEnum):
     INVALID_EXPIRY_YEAR = "invalid_expiry_year"
     CARD_EXPIRED = "expired_card"
     INVALID_CVC = "invalid_cvc"
+    TOKEN_MISSING = "token_missing"  # noqa: S105 - a result code, not a secret
     VAULT_UNAVAILABLE = "vault_unavailable"
     # Written, then not answered: the payment failed (and is reversed when it may have reached the network).
     NETWORK_UNAVAILABLE = "network_unavailable"

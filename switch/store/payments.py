@@ -7,7 +7,7 @@ from typing import TypeAlias
 
 import asyncpg
 
-from switch.store.records import PaymentRecord, payment_record
+from switch.store.records import OutboxItem, PaymentRecord, payment_record
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -91,11 +91,12 @@ async def update_refunded(conn: asyncpg.Connection, payment_id: str, amount_delt
 
 
 # A payment that never got its answer: failed with its event, its idempotency key answered, and when the
-# request may have reached the network, a full reversal queued, all in one statement. The timeout path and
-# recovery both use it; nothing happens (no row) when the payment already left `processing`. The timeout
-# path knows the key (a primary-key update); recovery finds it by payment.
+# request may have reached the network, its reversal queued (the row given as data, switch.outbox.items),
+# all in one statement. The timeout path and recovery both use it; nothing happens (no row) when the
+# payment already left `processing`. The timeout path knows the key (a primary-key update); recovery finds
+# it by payment. The event's amount is what the payment now holds (0), as for every answer.
 def _fail_statement(key_known: bool) -> str:
-    key = "k.idempotency_key = $7" if key_known else "k.payment_id = pay.id"
+    key = "k.idempotency_key = $15" if key_known else "k.payment_id = pay.id"
     return f"""
 WITH pay AS (
     UPDATE payments SET status = 'failed', amount_capturable = 0, amount_received = 0, auth_code = NULL,
@@ -104,11 +105,12 @@ WITH pay AS (
     RETURNING {PAYMENT_COLUMNS}
 ), event AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
-    SELECT id, $3, 'processing', 'failed', amount FROM pay
+    SELECT id, $3, 'processing', 'failed', amount_received FROM pay
 ), reversal AS (
     INSERT INTO network_outbox (payment_id, kind, network, original_mti, processing_code, amount, original_amount,
                                 stan, rrn, transmitted_at)
-    SELECT id, 'reversal', network, $5, $6, 0, amount, stan, rrn, transmitted_at FROM pay WHERE $5::text IS NOT NULL
+    SELECT id, $5::text, $6::text, $7::text, $8::text, $9::bigint, $10::bigint, $11::text, $12::text, $13::text
+    FROM pay WHERE $14::boolean
 ), idem AS (
     UPDATE idempotency_keys k SET outcome = $4, finished_at = now()
     FROM pay WHERE k.merchant_id = pay.merchant_id AND {key} AND k.outcome IS NULL
@@ -121,16 +123,16 @@ _FAIL_BY_PAYMENT = _fail_statement(key_known=False)
 
 
 async def update_failed(conn: Conn, payment_id: str, failure: str, event_type: str, outcome: bytes,
-                        reversal_mti: str | None, processing_code: str,
-                        idempotency_key: str | None) -> PaymentRecord | None:
-    """Fail a payment still `processing` and answer its key; queue a full reversal of its `reversal_mti`
-    message unless None. Returns None, writing nothing, when the payment had already left `processing`."""
+                        reversal: OutboxItem | None, idempotency_key: str | None) -> PaymentRecord | None:
+    """Fail a payment still `processing`, answer its key, and queue `reversal` unless None. Returns None,
+    writing nothing, when the payment had already left `processing`."""
+    r = reversal
+    queued = (r.kind, r.network, r.original_mti, r.processing_code, r.amount, r.original_amount, r.stan, r.rrn,
+              r.transmitted_at, True) if r else (None,) * 9 + (False,)
     if idempotency_key is None:
-        row = await conn.fetchrow(_FAIL_BY_PAYMENT, payment_id, failure, event_type, outcome, reversal_mti,
-                                  processing_code)
+        row = await conn.fetchrow(_FAIL_BY_PAYMENT, payment_id, failure, event_type, outcome, *queued)
     else:
-        row = await conn.fetchrow(_FAIL_BY_KEY, payment_id, failure, event_type, outcome, reversal_mti,
-                                  processing_code, idempotency_key)
+        row = await conn.fetchrow(_FAIL_BY_KEY, payment_id, failure, event_type, outcome, *queued, idempotency_key)
     return payment_record(row) if row else None
 
 

@@ -17,7 +17,6 @@ class PendingRefund(msgspec.Struct, kw_only=True):
 
     refund: RefundRecord
     network: str
-    terminal_id: str
     stan: str
     rrn: str
     transmitted_at: str
@@ -56,12 +55,12 @@ async def lock_overdue_refunds(conn: asyncpg.Connection, grace_s: float, batch_m
     """Refunds still `pending` past their deadline plus `grace_s` (their worker died mid-flight)."""
     rows = await conn.fetch(
         "SELECT r.id, r.payment_id, r.merchant_id, r.amount, r.currency, r.status, r.failure_code, r.created_at, "
-        "r.terminal_id, r.stan, r.rrn, r.transmitted_at, r.idempotency_key, p.network "
+        "r.stan, r.rrn, r.transmitted_at, r.idempotency_key, p.network "
         "FROM refunds r JOIN payments p ON p.id = r.payment_id "
         "WHERE r.status = 'pending' AND r.deadline_at < now() - make_interval(secs => $1) "
         "ORDER BY r.deadline_at LIMIT $2 FOR UPDATE OF r SKIP LOCKED", grace_s, batch_max)
     return [PendingRefund(refund=RefundRecord(id=r["id"], payment_id=r["payment_id"], merchant_id=r["merchant_id"],
                                               amount=r["amount"], currency=r["currency"], status=r["status"],
                                               failure_code=r["failure_code"], created_at=r["created_at"]),
-                          network=r["network"], terminal_id=r["terminal_id"], stan=r["stan"], rrn=r["rrn"],
+                          network=r["network"], stan=r["stan"], rrn=r["rrn"],
                           transmitted_at=r["transmitted_at"], idempotency_key=r["idempotency_key"]) for r in rows]

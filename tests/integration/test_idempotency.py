@@ -87,3 +87,21 @@ async def test_a_stale_lock_left_by_a_crash_is_answered_from_postgres(api: Clien
     assert stale.status == 200
     assert stale.body == first.body
     assert stale.headers.get("idempotent-replayed") == "true"
+
+
+async def test_a_replay_cache_entry_it_cannot_read_is_answered_from_postgres(api: Client, stack, db) -> None:
+    """A replay cached by an older release (another format) is not trusted: Postgres holds the outcome."""
+    idem = key("old-cache")
+    first = await api.request("POST", "/v1/payments", payment(778), idempotency_key=idem)
+    merchant_id = await db.fetchval("SELECT merchant_id FROM payments WHERE id = $1", first.json()["id"])
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        helper = Idempotency(client, db, bytes.fromhex(stack.switch_env()["SWITCH_REQUEST_HMAC_KEY"]), 30, 60)
+        fingerprint = helper.fingerprint("POST", "/v1/payments", json.dumps(payment(778)).encode())
+        await client.set(helper.redis_key(merchant_id, idem), b"D" + fingerprint + b"200{\"id\":\"pay_old\"}", ex=30)
+        again = await api.request("POST", "/v1/payments", payment(778), idempotency_key=idem)
+    finally:
+        await client.aclose()
+    assert again.status == 200
+    assert again.body == first.body
+    assert again.headers.get("idempotent-replayed") == "true"

@@ -11,7 +11,6 @@ from typing import NamedTuple
 import asyncpg
 import msgspec
 
-from switch.iso.messages import PROCESSING_CODE_PURCHASE
 from switch.ledger import postings
 from switch.outbox import items
 from switch.payments import outcome as outcomes
@@ -39,9 +38,8 @@ async def fail_payment(conn: asyncpg.Connection | asyncpg.Pool, payment: Payment
     result = Result.NETWORK_TIMEOUT if event is Event.TIMED_OUT else Result.NETWORK_UNAVAILABLE
     outcome = Outcome(result, request_id, payment=failed, payment_id=payment.id)
     data = outcomes.encode(outcome)
-    reversal_mti = items.original_mti(payment) if event is Event.TIMED_OUT else None
-    if await payment_store.update_failed(conn, payment.id, failure, event, data, reversal_mti,
-                                         PROCESSING_CODE_PURCHASE, idempotency_key) is None:
+    reversal = items.reversal_of_authorization(payment) if event is Event.TIMED_OUT else None
+    if await payment_store.update_failed(conn, payment.id, failure, event, data, reversal, idempotency_key) is None:
         return None
     return outcome, data
 
