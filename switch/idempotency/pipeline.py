@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import redis.asyncio as redis
 from redis.exceptions import RedisError
@@ -12,6 +13,8 @@ from switch.common.batch import Batcher, BatchQueueFull
 # The longest a pipeline (a loop pass's commands) may take to go out and come back. On expiry redis-py
 # drops the connection (no half-read replies are left on it) and the requests answer 503.
 REDIS_TIMEOUT_S = 2.0
+
+log = logging.getLogger(__name__)
 
 
 class RedisPipeliner:
@@ -23,6 +26,9 @@ class RedisPipeliner:
         self.timeout_s = timeout_s
         self.batches: Batcher[tuple[tuple[object, ...], dict[str, object]], object] = Batcher(
             self._run, size_max=size_max, inflight_max=inflight_max)
+
+    def log_batches(self) -> None:
+        log.info("redis: %d commands in %d pipelines", self.batches.items, self.batches.batches)
 
     async def execute(self, *command: object, **options: object) -> object:
         """`options` reach redis-py's response callback (e.g. get=True keeps SET ... GET's value)."""
