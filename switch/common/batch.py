@@ -4,6 +4,11 @@ A lone request is sent at once (a batch of one, no added latency). Under load, w
 batches are already running, new items wait in the queue and leave together as the next batch, so one
 Postgres statement or one Redis pipeline carries many payments. The queue is bounded: past
 ``queue_max`` waiting items, ``submit`` raises ``BatchQueueFull`` so overload sheds with a clear error.
+
+A batch fails as a whole when one of its items is bad (a statement is atomic). When the error says so
+(``splittable``), the batch is split in halves and each half tried again, down to single items: the bad
+item gets its error alone and every good one its normal result, for log2(size) more statements. Errors of
+the whole batch (a lost connection, a timeout) are not split: every waiter hears them at once.
 """
 
 from __future__ import annotations
@@ -22,9 +27,14 @@ class BatchQueueFull(Exception):
 
 class Batcher(Generic[Item, Result]):
     def __init__(self, run: Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]], *,
-                 size_max: int = 256, inflight_max: int = 2, queue_max: int = 20_000) -> None:
+                 size_max: int = 256, inflight_max: int = 2, queue_max: int = 20_000,
+                 splittable: Callable[[BaseException], bool] = lambda error: False,
+                 on_split: Callable[[], None] = lambda: None) -> None:
         assert size_max > 0 and inflight_max > 0 and queue_max >= size_max
         self.run = run
+        self.splittable = splittable
+        self.on_split = on_split
+        self.splits = 0
         self.size_max = size_max
         self.inflight_max = inflight_max
         self.queue_max = queue_max
@@ -57,9 +67,7 @@ class Batcher(Generic[Item, Result]):
         self.batches += 1
         self.items += len(batch)
         try:
-            results = await self.run([item for item, _ in batch])
-        except BaseException as error:  # noqa: BLE001 - every waiter must hear about the failure
-            results = [error] * len(batch)
+            results = await self._isolating([item for item, _ in batch])
         finally:
             self.inflight -= 1
             if self.waiting and not self.flush_scheduled:
@@ -72,3 +80,15 @@ class Batcher(Generic[Item, Result]):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+
+    async def _isolating(self, items: list[Item]) -> Sequence[Result | BaseException]:
+        """Run `items`; if they fail together with a splittable error, run each half on its own."""
+        try:
+            return await self.run(items)
+        except BaseException as error:  # noqa: BLE001 - every waiter must hear about the failure
+            if len(items) == 1 or not self.splittable(error):
+                return [error] * len(items)
+        self.splits += 1
+        self.on_split()
+        half = len(items) // 2
+        return [*await self._isolating(items[:half]), *await self._isolating(items[half:])]

@@ -66,10 +66,19 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class _RequestTooLarge(Exception):
-    def __init__(self, status: int, message: str) -> None:
+# Headers a request may carry once: two of them would mean two different requests to two readers (who
+# is authenticated, which idempotency key, where the body ends).
+SINGLE_HEADERS = frozenset({"authorization", "idempotency-key", "content-length", "content-type", "host",
+                            "transfer-encoding"})
+
+
+class _Refused(Exception):
+    """Raised in a parser callback: the request is answered with this error and the connection closed."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code
 
 
 def error_body(status: int, code: str, message: str) -> bytes:
@@ -84,7 +93,7 @@ class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection. Parsing is synchronous; each request runs as a task, answered in order."""
 
     __slots__ = ("handler", "loop", "transport", "parser", "url", "headers", "header_bytes", "body_parts",
-                 "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "paused", "too_large")
+                 "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "paused", "refused")
 
     def __init__(self, handler: Handler) -> None:
         self.handler = handler
@@ -102,7 +111,7 @@ class HttpProtocol(asyncio.Protocol):
         self.remote = ""
         self.idle_timer: asyncio.TimerHandle | None = None
         self.paused = False
-        self.too_large: _RequestTooLarge | None = None
+        self.refused: _Refused | None = None
 
     # ----- protocol interface -------------------------------------------------------------------------
 
@@ -127,9 +136,9 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             self._reject(400, "upgrade_not_supported", "Protocol upgrades are not supported.")
         except httptools.HttpParserError:
-            # httptools wraps exceptions raised in callbacks; a limit we enforced is recorded on self.
-            if self.too_large is not None:
-                self._reject(self.too_large.status, "request_too_large", str(self.too_large))
+            # httptools wraps exceptions raised in callbacks; a refusal of ours is recorded on self.
+            if self.refused is not None:
+                self._reject(self.refused.status, self.refused.code, str(self.refused))
             else:
                 self._reject(400, "malformed_http", "The request is not valid HTTP/1.1.")
 
@@ -151,9 +160,12 @@ class HttpProtocol(asyncio.Protocol):
 
     # ----- parser callbacks ---------------------------------------------------------------------------
 
-    def _too_large(self, status: int, message: str) -> _RequestTooLarge:
-        self.too_large = _RequestTooLarge(status, message)
-        return self.too_large
+    def _too_large(self, status: int, message: str) -> _Refused:
+        return self._refuse(status, "request_too_large", message)
+
+    def _refuse(self, status: int, code: str, message: str) -> _Refused:
+        self.refused = _Refused(status, code, message)
+        return self.refused
 
     def on_message_begin(self) -> None:
         self.url = b""
@@ -171,9 +183,15 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > HEADER_BYTES_MAX:
             raise self._too_large(431, f"The headers are larger than {HEADER_BYTES_MAX} bytes.")
-        self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        key = name.decode("latin-1").lower()
+        if key in self.headers and key in SINGLE_HEADERS:
+            raise self._refuse(400, "duplicate_header", f"The {key} header may be sent only once.")
+        self.headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        if "transfer-encoding" in self.headers and self.parser.get_http_version() == "1.0":
+            # RFC 9112 6.1: a Transfer-Encoding in an HTTP/1.0 message cannot be trusted to frame the body.
+            raise self._refuse(400, "malformed_http", "Transfer-Encoding is not allowed in HTTP/1.0.")
         length = self.headers.get("content-length")
         if length and length.isdigit() and int(length) > BODY_BYTES_MAX:
             raise self._too_large(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")

@@ -16,6 +16,8 @@ http_requests = Counter("switch_http_requests_total", "Merchant API requests", [
 http_latency = Histogram("switch_http_request_duration_seconds", "Merchant API latency", ["route"],
                          buckets=LATENCY_BUCKETS_S)
 idempotent_replays = Counter("switch_idempotent_replays_total", "Requests answered from a stored response")
+batch_splits = Counter("switch_batch_splits_total", "Group-committed batches split in halves to isolate a row "
+                       "that Postgres refused", ["statement"])
 late_responses = Counter("switch_network_late_responses_total", "Network responses after their request timed out",
                          ["network", "mti"])
 

@@ -6,7 +6,18 @@ import re
 
 import msgspec
 
-_PATH = re.compile(r"at `\$\.?([^`]*)`")
+# Text Postgres can store: no NUL (\u0000), which a text column refuses.
+STORABLE_TEXT = r"^[^\x00]*$"
+# What the card networks carry as a merchant name on the statement (field 43): printable ASCII, without
+# the characters Stripe refuses in a statement descriptor (< > \ ' " *). No control characters, CR or LF.
+STATEMENT_TEXT = r"^[\x20\x21\x23-\x26\x28\x29\x2B-\x3B\x3D\x3F-\x5B\x5D-\x7E]*$"
+_PATTERN_WORDS = {
+    STORABLE_TEXT: "a string without NUL (\\u0000) characters",
+    STATEMENT_TEXT: "printable ASCII without < > \\ ' \" or *",
+}
+_REGEX = re.compile(r"Expected `str` matching regex '(.*)'$")
+
+_PATH = re.compile(r"at (?:`key` in )?`\$\.?([^`]*)`")   # a dict key's error names its dict
 
 
 def error_param(error: msgspec.ValidationError) -> str | None:
@@ -20,5 +31,11 @@ def error_param(error: msgspec.ValidationError) -> str | None:
 
 
 def error_message(error: msgspec.ValidationError) -> str:
-    """msgspec's message without its path suffix (the path goes to ``param``)."""
-    return str(error).split(" - at `", 1)[0].rstrip(".") + "."
+    """msgspec's message without its path suffix (the path goes to ``param``), in words for our patterns."""
+    message = str(error).split(" - at `", 1)[0].rstrip(".")
+    match = _REGEX.match(message)
+    if match:
+        words = {re.compile(p).pattern.encode("unicode_escape").decode(): w for p, w in _PATTERN_WORDS.items()}
+        if match.group(1) in words:
+            message = f"Expected {words[match.group(1)]}"
+    return message + "."

@@ -94,6 +94,9 @@ class Service:
     process: subprocess.Popen[bytes]
     log_path: Path
     stop_signal: int = signal.SIGTERM
+    argv: list[str] = field(default_factory=list)      # to start it again (drills, supervision)
+    env: dict[str, str] | None = None
+    user: str | None = None
 
 
 @dataclass
@@ -138,9 +141,25 @@ class Stack:
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    env=full_env, user=user, preexec_fn=_die_with_parent, cwd=self.run_dir)
         log.close()
-        service = Service(name, process, log_path, stop_signal)
+        service = Service(name, process, log_path, stop_signal, argv, env, user)
         self.services.append(service)
         return service
+
+    def respawn(self, service: Service) -> Service:
+        """Start a service that exited (or was killed) again, with the same command, in its place."""
+        assert service.process.poll() is not None, f"{service.name} is still running"
+        self.services.remove(service)
+        return self.spawn(service.name, service.argv, env=service.env, user=service.user,
+                          stop_signal=service.stop_signal)
+
+    def restart_postgres(self, shutdown_signal: int = signal.SIGQUIT) -> None:
+        """Stop Postgres as `pg_ctl stop -m immediate` does (SIGQUIT to the postmaster: no checkpoint, every
+        connection cut), start it again on the same data and port, and wait until it accepts connections."""
+        service = next(s for s in self.services if s.name == "postgres")
+        service.process.send_signal(shutdown_signal)
+        service.process.wait(timeout=30)
+        port = int(service.argv[service.argv.index("-p") + 1])
+        self._wait_postgres(find_postgres_bin(), port, self.respawn(service))
 
     def wait_for_line(self, service: Service, marker: str, timeout_s: float = READY_TIMEOUT_S) -> str:
         """Wait until the service's log holds a line starting with ``marker``; return that line."""

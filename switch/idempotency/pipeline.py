@@ -9,6 +9,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from switch.common.batch import Batcher, BatchQueueFull
+from switch.common.outage import Outage
 
 # The longest a pipeline (a loop pass's commands) may take to go out and come back. On expiry redis-py
 # drops the connection (no half-read replies are left on it) and the requests answer 503.
@@ -24,6 +25,7 @@ class RedisPipeliner:
                  timeout_s: float = REDIS_TIMEOUT_S) -> None:
         self.client = client
         self.timeout_s = timeout_s
+        self.outage = Outage("redis")
         self.batches: Batcher[tuple[tuple[object, ...], dict[str, object]], object] = Batcher(
             self._run, size_max=size_max, inflight_max=inflight_max)
 
@@ -44,6 +46,13 @@ class RedisPipeliner:
             pipe.execute_command(*command, **options)
         try:
             async with asyncio.timeout(self.timeout_s):
-                return list(await pipe.execute(raise_on_error=False))
+                results = list(await pipe.execute(raise_on_error=False))
         except TimeoutError:
-            raise RedisError(f"no answer from Redis in {self.timeout_s} s") from None
+            error = RedisError(f"no answer from Redis in {self.timeout_s} s")
+            self.outage.failed(error, len(commands))
+            raise error from None
+        except (RedisError, OSError) as error:
+            self.outage.failed(error, len(commands))
+            raise
+        self.outage.succeeded()
+        return results

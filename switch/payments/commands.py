@@ -12,12 +12,13 @@ from typing import Annotated, Literal
 from msgspec import Meta, Struct
 
 from switch.common.currency import AMOUNT_MAX
+from switch.common.validation import STATEMENT_TEXT, STORABLE_TEXT
 from switch.merchants import Merchant
 
 Amount = Annotated[int, Meta(ge=1, le=AMOUNT_MAX)]
 CurrencyCode = Annotated[str, Meta(pattern="^[a-z]{3}$")]
-MetadataKey = Annotated[str, Meta(min_length=1, max_length=40)]
-MetadataValue = Annotated[str, Meta(max_length=500)]
+MetadataKey = Annotated[str, Meta(min_length=1, max_length=40, pattern=STORABLE_TEXT)]
+MetadataValue = Annotated[str, Meta(max_length=500, pattern=STORABLE_TEXT)]
 ObjectId = Annotated[str, Meta(pattern="^[a-z]{2,4}_[0-9A-Za-z]{10,40}$")]
 TokenId = Annotated[str, Meta(pattern="^tok_[0-9A-Za-z]{10,40}$")]
 
@@ -57,8 +58,8 @@ class Authorize(Struct, forbid_unknown_fields=True):
     # Either a vault token ("tok_...") or raw card data, which the switch tokenizes at once.
     payment_method: TokenId | CardMethod
     capture_method: Literal["automatic", "manual"] = "automatic"
-    description: Annotated[str, Meta(max_length=1000)] | None = None
-    statement_descriptor: Annotated[str, Meta(min_length=1, max_length=22, pattern="^[^<>\"'\\\\]*$")] | None = None
+    description: Annotated[str, Meta(max_length=1000, pattern=STORABLE_TEXT)] | None = None
+    statement_descriptor: Annotated[str, Meta(min_length=1, max_length=22, pattern=STATEMENT_TEXT)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=50)] | None = None
 
 

@@ -34,7 +34,14 @@ class Payments:
     async def execute(self, caller: Caller, command: Mutation) -> tuple[Outcome, bool]:
         """Run a mutating command under its idempotency key: (outcome, whether it is a replay)."""
         ctx = Context(caller, command)
-        await run(OPERATIONS[type(command)], ctx, self.services)
+        try:
+            await run(OPERATIONS[type(command)], ctx, self.services)
+        except Exception:
+            # An unexpected failure: drop our lock so a retry with the same key goes through at once
+            # (Postgres still answers it if anything was written).
+            if ctx.lock_held:
+                await self.services.idempotency.release(ctx.lock_name)
+            raise
         assert ctx.outcome is not None
         return ctx.outcome, ctx.replayed
 

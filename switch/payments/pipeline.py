@@ -2,7 +2,7 @@
 
 A step is ``async def step(ctx, services) -> None``. The steps run in order until one sets the outcome;
 then the operation's closing steps run (they store or release the idempotency lock). An unexpected
-exception skips them: nothing is released that might have been written, and the lock lapses with its TTL.
+exception skips them; the engine then drops the Redis lock (Postgres still answers a key that has a row).
 """
 
 from __future__ import annotations

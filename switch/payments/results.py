@@ -22,6 +22,8 @@ from switch.iso.codes import ResultCode, field39_for
 class Result(StrEnum):
     # Refused before anything was written: nothing happened, the request may be sent again.
     IDEMPOTENCY_UNAVAILABLE = "idempotency_unavailable"
+    DATABASE_UNAVAILABLE = "database_unavailable"
+    OVERLOADED = "overloaded"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
     RESOURCE_MISSING = "resource_missing"
@@ -38,9 +40,12 @@ class Result(StrEnum):
     INVALID_CVC = "invalid_cvc"
     TOKEN_MISSING = "token_missing"  # noqa: S105 - a result code, not a secret
     VAULT_UNAVAILABLE = "vault_unavailable"
+    PARAMETER_NOT_STORABLE = "parameter_not_storable"
     # Written, then not answered: the payment failed (and is reversed when it may have reached the network).
     NETWORK_UNAVAILABLE = "network_unavailable"
     NETWORK_TIMEOUT = "network_timeout"
+    ANSWER_NOT_RECORDED = "answer_not_recorded"
+    NETWORK_ANSWER_INVALID = "network_answer_invalid"
     # The network declined (field 39): one per ResultCode other than an approval.
     DECLINED_PARTIALLY_APPROVED = "declined_partially_approved"   # partial approvals are not accepted
     DECLINED_DO_NOT_HONOR = "declined_do_not_honor"
@@ -92,6 +97,11 @@ _SWITCH_RESULTS: dict[Result, Meaning] = {
     Result.IDEMPOTENCY_UNAVAILABLE: Meaning(
         503, _API, "idempotency_unavailable", "The idempotency store is unavailable; the request was not "
         "processed. Retry with the same Idempotency-Key.", "96"),
+    Result.DATABASE_UNAVAILABLE: Meaning(
+        503, _API, "database_unavailable", "The database is unavailable. Retry with the same Idempotency-Key: a "
+        "request that was recorded is answered as recorded, one that was not is processed then.", "96"),
+    Result.OVERLOADED: Meaning(503, _API, "overloaded", "The switch is overloaded; the request was not processed. "
+                               "Retry shortly with the same Idempotency-Key.", "96"),
     Result.IDEMPOTENCY_KEY_IN_USE: Meaning(
         409, _IDEMPOTENCY, "idempotency_key_in_use", "A request with this Idempotency-Key is still being "
         "processed; retry shortly.", "09"),
@@ -122,6 +132,8 @@ _SWITCH_RESULTS: dict[Result, Meaning] = {
                                 param="payment_method[card][cvc]"),
     Result.VAULT_UNAVAILABLE: Meaning(503, _API, "vault_unavailable",
                                       "The card vault is unavailable; retry the request.", "96"),
+    Result.PARAMETER_NOT_STORABLE: Meaning(400, _INVALID_REQUEST, "parameter_invalid", "A value in the request "
+                                           "cannot be stored (it holds characters that are not allowed).", "30"),
     Result.NETWORK_UNAVAILABLE: Meaning(
         503, _API, "network_unavailable", "No link to the card network could take the payment; it was not sent. "
         "Create a new payment (new Idempotency-Key) to try again.", "91"),
@@ -129,6 +141,14 @@ _SWITCH_RESULTS: dict[Result, Meaning] = {
     Result.NETWORK_TIMEOUT: Meaning(
         504, _API, "network_timeout", "The card network did not answer in time. The authorization is being "
         "reversed, so the card will not be charged; create a new payment (new Idempotency-Key) to try again.", "91"),
+    Result.ANSWER_NOT_RECORDED: Meaning(
+        503, _API, "database_unavailable", "The card network answered, but the database could not record it in "
+        "time. The authorization will be reversed, so the card will not be charged; create a new payment (new "
+        "Idempotency-Key) to try again.", "96"),
+    Result.NETWORK_ANSWER_INVALID: Meaning(
+        502, _API, "network_answer_invalid", "The card network's answer could not be recorded. The authorization "
+        "is being reversed, so the card will not be charged; create a new payment (new Idempotency-Key) to try "
+        "again.", "96"),
     Result.REFUND_FAILED: Meaning(200, "", "refund_failed", "The refund failed.", "05"),
     Result.SUCCEEDED: Meaning(200, "", "succeeded", "", "00"),
 }

@@ -9,6 +9,28 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 
+from switch.common.outage import Outage
+
+# Postgres cannot be reached or is going away (restart, failover, overload): the request may be retried.
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError, asyncpg.InterfaceError, OSError)
+
+
+# Postgres as the request paths see it: the batched writer and the front end report to it.
+POSTGRES = Outage("postgres")
+
+
+def is_statement_error(error: BaseException) -> bool:
+    """Postgres ran the statement and refused it (a value, a constraint, a trigger): the fault of a row,
+    not of the connection, so a batch that failed this way is split to find the row."""
+    return isinstance(error, asyncpg.PostgresError) and not isinstance(error, UNAVAILABLE)
+
+
+def is_bad_value(error: BaseException) -> bool:
+    """A row refused for its values (data exception, constraint violation)."""
+    return isinstance(error, (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError))
+
 
 async def init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")

@@ -7,6 +7,7 @@ one round trip and one WAL flush instead of one per payment.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -14,7 +15,9 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from switch.common import metrics
 from switch.common.batch import Batcher
+from switch.store.pool import POSTGRES, UNAVAILABLE, is_statement_error
 from switch.store.records import LedgerEntry, PaymentRecord
 
 log = logging.getLogger(__name__)
@@ -115,19 +118,26 @@ class PaymentWriter:
         self.pool = pool
         self.inflight_max = inflight_max
         self.idle: list[asyncpg.Connection] = []
+        self.sessions_wanted = 0
+        self.sessions_busy = 0
+        self._background: set[asyncio.Task[None]] = set()
         self.begin_batches: Batcher[tuple[PaymentRecord, str, bytes], bool] = Batcher(
-            self._begin_many, size_max=size_max, inflight_max=inflight_max)
+            self._begin_many, size_max=size_max, inflight_max=inflight_max, splittable=is_statement_error,
+            on_split=metrics.batch_splits.labels("begin").inc)
         self.finish_batches: Batcher[Finish, bool] = Batcher(
-            self._finish_many, size_max=size_max, inflight_max=inflight_max)
+            self._finish_many, size_max=size_max, inflight_max=inflight_max, splittable=is_statement_error,
+            on_split=metrics.batch_splits.labels("finish").inc)
 
     async def start(self) -> None:
         # One per batch that may be in flight, per batcher; always leave the pool room for other work.
-        for _ in range(min(2 * self.inflight_max, self.pool.get_max_size() - 4)):
+        self.sessions_wanted = min(2 * self.inflight_max, self.pool.get_max_size() - 4)
+        for _ in range(self.sessions_wanted):
             self.idle.append(await self._session())
 
     async def close(self) -> None:
         for name, batcher in (("begin", self.begin_batches), ("finish", self.finish_batches)):
-            log.info("%s writes: %d payments in %d statements", name, batcher.items, batcher.batches)
+            log.info("%s writes: %d payments in %d statements (%d split to isolate a bad row)", name,
+                     batcher.items, batcher.batches, batcher.splits)
         while self.idle:
             await self._give_back(self.idle.pop())
 
@@ -144,11 +154,21 @@ class PaymentWriter:
         except BaseException:
             await self.pool.release(conn)
             raise
+        conn.add_termination_listener(self._session_ended)
         return conn
+
+    def _session_ended(self, conn: asyncpg.Connection) -> None:
+        """The server closed a session (a restart, a failover): asyncpg has already handed it back to the
+        pool, detached, so it must leave `idle` at once; a fresh one takes its place."""
+        if any(held is conn for held in self.idle):
+            self.idle = [held for held in self.idle if held is not conn]
+            self._top_up()
 
     async def _give_back(self, conn: asyncpg.Connection) -> None:
         """Return a session to the pool as the other pooled sessions are (our release hook resets nothing);
         one that cannot be reset is closed, and the pool opens a new one when needed. Never raises."""
+        with contextlib.suppress(asyncpg.InterfaceError):     # already detached: nothing to remove
+            conn.remove_termination_listener(self._session_ended)
         try:
             await conn.execute(_WRITER_SESSION_RESET, timeout=WRITER_RESET_TIMEOUT_S)
         except Exception:  # noqa: BLE001 - any state we cannot reset (lost, mid-error) is closed, not reused
@@ -166,20 +186,51 @@ class PaymentWriter:
         return await self.finish_batches.submit(item)
 
     async def _fetch(self, query: str, columns: list[list[object]]) -> list[asyncpg.Record]:
-        conn = self.idle.pop() if self.idle else None
+        if not self.idle:                           # not started (tests), or sessions were lost
+            rows = await self._fetch_pooled(query, columns)
+            self._top_up()
+            return rows
+        conn = self.idle.pop()
+        self.sessions_busy += 1
         try:
-            if conn is None:                        # not started (tests) or a connection was lost
-                return await self.pool.fetch(query, *columns)
-            return await conn.fetch(query, *columns)
-        except (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, OSError):   # OSError: timeouts too
-            if conn is not None:                    # broken, or in an unknown state: swap it for a new one
-                await self._give_back(conn)
-                conn = None
-                await self._replace_session()
+            rows = await conn.fetch(query, *columns)
+        except UNAVAILABLE as error:                # OSError: timeouts too
+            POSTGRES.failed(error)
+            # Broken, or in an unknown state: never back into `idle`; a fresh session takes its place.
+            await self._give_back(conn)
+            await self._replace_session()
+            raise
+        except BaseException:
+            self.idle.append(conn)
             raise
         finally:
-            if conn is not None:
-                self.idle.append(conn)
+            self.sessions_busy -= 1
+        self.idle.append(conn)
+        POSTGRES.succeeded()
+        return rows
+
+    async def _fetch_pooled(self, query: str, columns: list[list[object]]) -> list[asyncpg.Record]:
+        try:
+            rows = await self.pool.fetch(query, *columns)
+        except UNAVAILABLE as error:
+            POSTGRES.failed(error)
+            raise
+        POSTGRES.succeeded()
+        return rows
+
+    def _top_up(self) -> None:
+        """Open, in the background, the writer sessions a closed connection or an outage took."""
+        if self.sessions_wanted > len(self.idle) + self.sessions_busy and not self._background:
+            task = asyncio.get_running_loop().create_task(self._refill())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _refill(self) -> None:
+        while len(self.idle) + self.sessions_busy < self.sessions_wanted:
+            before = len(self.idle)
+            await self._replace_session()
+            if len(self.idle) == before:            # Postgres is away: the next success tries again
+                return
 
     async def _replace_session(self) -> None:
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 from collections import Counter
 
@@ -60,6 +61,10 @@ async def test_redis_stopped_mid_run_fails_closed_and_charges_once(solo_stack: S
             return answers if all(r.status == 200 for r in answers) else []
 
         assert await eventually(all_answered, RECOVERY_WAIT_S, interval_s=0.5)
+        # The outage is logged once when it starts and once when it ends, with what it refused.
+        log = switch.service.log_path.read_text()
+        assert log.count("redis unavailable") == 1, log[-3000:]
+        assert re.search(r"redis available again after [\d.]+ s; [1-9]\d* requests refused", log), log[-3000:]
         for idempotency_key, response in zip(keys[BEFORE:BEFORE + DURING_STOP], during, strict=True):
             if response.status == 200:      # it went through before the stop: the retry is its replay
                 replay = await send(idempotency_key)

@@ -7,6 +7,8 @@ payments_in_flight partial index, which re-reads the dead entry of every finishe
 
 from __future__ import annotations
 
+import asyncio
+
 import asyncpg
 import pytest
 
@@ -95,3 +97,22 @@ async def test_close_survives_a_session_that_died(stack):
         assert await pool.fetchval("SELECT 1") == 1
     finally:
         pool.terminate()                    # no wait on a session a failing close() kept
+
+
+async def test_a_session_the_server_closed_while_idle_is_not_used_again(stack):
+    # When Postgres ends a connection (a restart, a failover, an administrator), asyncpg hands the dead
+    # session back to the pool by itself; the writer must not run its next batch on what it still holds.
+    pool = await store_pool.create_pool(stack.database_url, 8)
+    writer = PaymentWriter(pool)
+    await writer.start()
+    try:
+        async with pool.acquire() as admin:
+            for session in list(writer.idle):
+                await admin.execute("SELECT pg_terminate_backend($1)", session.get_server_pid())
+        await asyncio.sleep(0.3)                        # the sessions learn of their end in the background
+        rows = await writer._fetch("SELECT 1", [])
+        assert [row[0] for row in rows] == [1]
+        assert await settings_of(writer.idle) == ["off", "off"]   # replaced by fresh writer sessions
+    finally:
+        await writer.close()
+        pool.terminate()

@@ -79,3 +79,41 @@ async def test_the_queue_is_bounded() -> None:
         await batcher.submit(99)
     gate.set()
     assert await asyncio.wait_for(asyncio.gather(*first, *second), 5) == list(range(6))
+
+
+class RefusedRow(Exception):
+    pass
+
+
+async def test_a_refused_batch_is_split_until_the_bad_items_fail_alone() -> None:
+    statements: list[list[int]] = []
+
+    async def run(items: list[int]) -> list[int]:
+        statements.append(items)
+        if 13 in items or 40 in items:
+            raise RefusedRow("a row was refused")       # atomic: the whole statement fails
+        return [item * 2 for item in items]
+
+    splits: list[int] = []
+    batcher: Batcher[int, int] = Batcher(run, size_max=64, inflight_max=1,
+                                         splittable=lambda error: isinstance(error, RefusedRow),
+                                         on_split=lambda: splits.append(1))
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(64)), return_exceptions=True)
+    assert [i for i, r in enumerate(results) if isinstance(r, RefusedRow)] == [13, 40]
+    assert all(r == i * 2 for i, r in enumerate(results) if i not in (13, 40))
+    assert batcher.splits == len(splits) and 0 < len(splits) <= 2 * 6   # log2(64) levels, two bad items
+    assert len(statements) < 64                                        # not row by row
+
+
+async def test_an_error_of_the_whole_batch_is_not_split() -> None:
+    calls = 0
+
+    async def run(items: list[int]) -> list[int]:
+        nonlocal calls
+        calls += 1
+        raise ConnectionResetError("the connection went away")
+
+    batcher: Batcher[int, int] = Batcher(run, size_max=16, inflight_max=1,
+                                         splittable=lambda error: isinstance(error, RefusedRow))
+    results = await asyncio.gather(*(batcher.submit(i) for i in range(16)), return_exceptions=True)
+    assert all(isinstance(r, ConnectionResetError) for r in results) and calls == 1

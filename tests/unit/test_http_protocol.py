@@ -103,3 +103,30 @@ async def test_connection_close_is_honoured() -> None:
     transport, responses = await feed(raw)
     assert b"connection: close" in responses[0]
     assert transport.closed
+
+
+async def test_a_header_that_may_come_once_is_refused_twice() -> None:
+    for name in ("Authorization: Bearer a", "Idempotency-Key: k2", "Host: y", "Content-Type: text/plain"):
+        raw = (b"POST /v1/x HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer b\r\nIdempotency-Key: k1\r\n"
+               b"Content-Type: application/json\r\n" + name.encode() + b"\r\nContent-Length: 2\r\n\r\n{}")
+        transport, responses = await feed(raw)
+        assert len(responses) == 1 and responses[0].startswith(b"HTTP/1.1 400"), name
+        assert b'"code":"duplicate_header"' in responses[0] and transport.closed, name
+    # Other headers may repeat; the request is served.
+    _, responses = await feed(b"GET /v1/x HTTP/1.1\r\nHost: x\r\nAccept: a\r\nAccept: b\r\n\r\n")
+    assert responses[0].startswith(b"HTTP/1.1 200")
+
+
+async def test_two_content_lengths_are_refused() -> None:
+    transport, responses = await feed(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 2\r\n"
+                                      b"\r\n{}")
+    # httptools refuses them itself (its message names HTTP/1.1, which splits our capture in two).
+    assert responses[0].startswith(b"HTTP/1.1 400") and transport.closed
+    assert bytes(transport.written).count(b"HTTP/1.1 400") == 1
+
+
+async def test_transfer_encoding_on_http_1_0_is_refused() -> None:
+    transport, responses = await feed(b"POST /v1/x HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                      b"2\r\n{}\r\n0\r\n\r\n")
+    assert len(responses) == 1 and b" 400 " in responses[0].split(b"\r\n")[0] and transport.closed
+    assert b"not allowed in HTTP/1.0" in responses[0]

@@ -8,6 +8,7 @@ answers the stored outcome, rendered byte for byte as the first answer, with ``I
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import secrets
 import time
@@ -25,8 +26,11 @@ from switch.network.router import Networks
 from switch.payments.commands import Caller, GetPayment, GetRefund, Mutation
 from switch.payments.engine import Payments
 from switch.payments.outcome import Outcome
+from switch.payments.results import Result
 from switch.store import pool as store_pool
 from switch.vault_client import VaultClient
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
 READINESS_TIMEOUT_S = 1.0
@@ -58,6 +62,11 @@ class App:
             route, response = await self._dispatch(request, request_id)
         except errors.ApiError as error:
             response = Response(error.status, error.body(request_id))
+        except store_pool.UNAVAILABLE as error:
+            store_pool.POSTGRES.failed(error)
+            response = self._rendered(Outcome(Result.DATABASE_UNAVAILABLE, request_id))
+        except Exception as error:  # noqa: BLE001 - every 500 is answered, counted and logged with its id
+            response = self._internal_error(request, request_id, route, error)
         response.headers.append(("request-id", request_id))
         metrics.observe_request(request.method, route, response.status, time.perf_counter() - started)
         return response
@@ -82,6 +91,18 @@ class App:
             route, response = await self._get(path, Caller(merchant, request_id), request.query)
             return route, response
         raise errors.invalid_request("method_not_allowed", f"{method} is not allowed on {path[:100]}.", status=405)
+
+    @staticmethod
+    def _internal_error(request: Request, request_id: str, route: str, error: Exception) -> Response:
+        # The exception's class and where it was raised, never its message: it may quote a request's values.
+        frame = error.__traceback__
+        while frame is not None and frame.tb_next is not None:
+            frame = frame.tb_next
+        where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+        log.error("500 %s on %s %s: %s at %s", request_id, request.method, route, error.__class__.__name__, where)
+        body = errors.ApiError(500, "api_error", "internal_error", "An internal error occurred; the request was not "
+                               "completed and may be retried with the same Idempotency-Key.").body(request_id)
+        return Response(500, body)
 
     def _post_route(self, path: str) -> tuple[str, Callable[[bytes], Mutation]]:
         if path == "/v1/payments":

@@ -30,12 +30,14 @@ FAILURES = {Event.TIMED_OUT: "network_timeout", Event.NETWORK_UNAVAILABLE: "netw
 
 
 async def fail_payment(conn: asyncpg.Connection | asyncpg.Pool, payment: PaymentRecord, event: Event,
-                       request_id: str, idempotency_key: str | None) -> tuple[Outcome, bytes] | None:
-    """Fail `payment` (still `processing`) with `event`; a timed-out one is reversed. None, writing
-    nothing, when it had already left `processing`."""
+                       request_id: str, idempotency_key: str | None,
+                       result: Result | None = None) -> tuple[Outcome, bytes] | None:
+    """Fail `payment` (still `processing`) with `event`; a timed-out one is reversed. The outcome's result
+    follows the event unless given. None, writing nothing, when it had already left `processing`."""
     failure = FAILURES[event]
     failed = msgspec.structs.replace(payment, status=apply(Status.PROCESSING, event), failure_message=failure)
-    result = Result.NETWORK_TIMEOUT if event is Event.TIMED_OUT else Result.NETWORK_UNAVAILABLE
+    if result is None:
+        result = Result.NETWORK_TIMEOUT if event is Event.TIMED_OUT else Result.NETWORK_UNAVAILABLE
     outcome = Outcome(result, request_id, payment=failed, payment_id=payment.id)
     data = outcomes.encode(outcome)
     reversal = items.reversal_of_authorization(payment) if event is Event.TIMED_OUT else None

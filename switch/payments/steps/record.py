@@ -3,6 +3,9 @@ at once) and the canonical outcome for the idempotency key, group-committed in o
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 import msgspec
 
 from switch.iso.codes import result_for_field39
@@ -13,10 +16,14 @@ from switch.payments.context import Context, Services
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result, for_network, meaning
 from switch.payments.states import Event, Status, apply
-from switch.payments.steps.fail import not_answered
+from switch.payments.steps.fail import fail_payment, not_answered
 from switch.payments.steps.idempotency import answer_stored
+from switch.store.pool import UNAVAILABLE, is_statement_error
 from switch.store.records import LedgerEntry, PaymentRecord
 from switch.store.writer import Finish
+
+FINISH_RETRY_DELAY_S = 0.05
+FINISH_RETRY_DELAY_MAX_S = 0.4
 
 
 def _approved(payment: PaymentRecord, sale: bool, auth_code: str | None,
@@ -51,7 +58,45 @@ async def record(ctx: Context, services: Services) -> None:
         event, entries = Event.DECLINED, []
         outcome = Outcome(result, ctx.caller.request_id, payment=payment, payment_id=payment.id)
     data = outcomes.encode(outcome)
-    if not await services.writer.finish(Finish(payment, event, ctx.caller.idempotency_key, data, entries)):
+    try:
+        finished = await _finish(services, Finish(payment, event, ctx.caller.idempotency_key, data, entries),
+                                 payment.deadline_at)
+    except Exception as error:
+        await _not_recorded(ctx, services, error)
+        return
+    if not finished:
         await answer_stored(ctx, services)     # recovery failed and reversed it first (we outlived the deadline)
         return
     ctx.outcome, ctx.outcome_bytes = outcome, data
+
+
+async def _finish(services: Services, finish: Finish, deadline_at: datetime) -> bool:
+    """The batched finish, tried again while Postgres is unavailable and the payment is within its
+    deadline: an answer the network gave is recorded if the database comes back in time."""
+    delay_s = FINISH_RETRY_DELAY_S
+    while True:
+        try:
+            return await services.writer.finish(finish)
+        except UNAVAILABLE:
+            if datetime.now(UTC) + timedelta(seconds=delay_s) >= deadline_at:
+                raise
+        await asyncio.sleep(delay_s)
+        delay_s = min(2 * delay_s, FINISH_RETRY_DELAY_MAX_S)
+
+
+async def _not_recorded(ctx: Context, services: Services, error: Exception) -> None:
+    """The answer could not be recorded. A row Postgres refuses (a network answer it cannot store, say) is
+    failed and reversed now; while Postgres is away, recovery fails and reverses the payment once it is back, and
+    its key answers from Postgres then (the Redis lock is left to lapse, nothing is cached)."""
+    assert ctx.payment is not None
+    if is_statement_error(error):
+        failed = await fail_payment(services.pool, ctx.payment, Event.TIMED_OUT, ctx.caller.request_id,
+                                    ctx.caller.idempotency_key, result=Result.NETWORK_ANSWER_INVALID)
+        if failed is not None:
+            ctx.outcome, ctx.outcome_bytes = failed
+            services.wake_outbox()
+            return
+    elif not isinstance(error, UNAVAILABLE):
+        raise error
+    ctx.claimed = ctx.lock_held = False
+    ctx.answer(Result.ANSWER_NOT_RECORDED, payment_id=ctx.payment.id)
