@@ -31,6 +31,12 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCHEMA_SWITCH = REPO_ROOT / "schema.sql"
 SCHEMA_VAULT = REPO_ROOT / "vault" / "schema.sql"
 READY_TIMEOUT_S = 60.0
+# Supervision (`make up`): a service that dies is started again after a backoff; one that dies more than
+# RESTARTS_MAX times within RESTART_WINDOW_S stops the whole stack, which never serves on half of itself.
+RESTART_DELAY_S = 0.5
+RESTART_DELAY_MAX_S = 8.0
+RESTARTS_MAX = 5
+RESTART_WINDOW_S = 60.0
 MAC_MASTER_KEYS_FILE = "mac-master-keys.json"  # Under the run directory, mode 0600.
 MAC_NETWORKS = ("visa", "mastercard", "generic")
 PR_SET_PDEATHSIG = 1
@@ -118,6 +124,7 @@ class Stack:
     run_dir: Path
     services: list[Service] = field(default_factory=list)
     temp_dirs: list[Path] = field(default_factory=list)
+    restarts: dict[str, list[float]] = field(default_factory=dict)
     database_admin_url: str = ""
     database_url: str = ""
     vault_database_url: str = ""
@@ -151,6 +158,28 @@ class Stack:
         self.services.remove(service)
         return self.spawn(service.name, service.argv, env=service.env, user=service.user,
                           stop_signal=service.stop_signal)
+
+    def supervise(self) -> list[str]:
+        """One pass over the services: reap any that exited (no zombies) and start it again after its
+        backoff; returns the names restarted. Raises StackError for one that keeps dying."""
+        restarted = []
+        for service in list(self.services):
+            code = service.process.poll()
+            if code is None:
+                continue
+            now = time.monotonic()
+            history = [t for t in self.restarts.get(service.name, []) if now - t < RESTART_WINDOW_S]
+            if len(history) >= RESTARTS_MAX:
+                raise StackError(f"{service.name} exited (code {code}) {len(history) + 1} times within "
+                                 f"{RESTART_WINDOW_S:.0f} s; stopping the stack. See {service.log_path}")
+            delay_s = min(RESTART_DELAY_S * 2 ** len(history), RESTART_DELAY_MAX_S)
+            print(f"devstack: {service.name} exited (code {code}); starting it again in {delay_s:.1f} s "
+                  f"(restart {len(history) + 1} within {RESTART_WINDOW_S:.0f} s)", file=sys.stderr, flush=True)
+            time.sleep(delay_s)
+            self.restarts[service.name] = [*history, time.monotonic()]
+            self.respawn(service)
+            restarted.append(service.name)
+        return restarted
 
     def restart_postgres(self, shutdown_signal: int = signal.SIGQUIT) -> None:
         """Stop Postgres as `pg_ctl stop -m immediate` does (SIGQUIT to the postmaster: no checkpoint, every
@@ -360,6 +389,9 @@ class Stack:
         ])
         line = self.wait_for_line(service, "SIM READY")
         ports = dict(part.split("=", 1) for part in line.split()[2:])
+        for flag, name in (("--visa-port", "visa"), ("--mastercard-port", "mastercard"),
+                           ("--generic-port", "generic"), ("--control-port", "control")):
+            service.argv[service.argv.index(flag) + 1] = ports[name]    # a restart keeps the same ports
         self.networks = {
             name: {"profile": name, "endpoints": [{"host": "127.0.0.1", "port": int(ports[name])}]}
             for name in ("visa", "mastercard", "generic")
@@ -424,7 +456,9 @@ def new_run_dir(base: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
 
 
-def _wait_for_signal() -> None:
+def _serve_until_signal(stack: Stack) -> None:
+    """Supervise the stack until SIGINT or SIGTERM: a dead child is started again (StackError when one
+    keeps dying, and the caller stops everything)."""
     stop = {"flag": False}
 
     def handler(signum: int, frame: object) -> None:
@@ -433,6 +467,7 @@ def _wait_for_signal() -> None:
     signal.signal(signal.SIGINT, handler)
     signal.signal(signal.SIGTERM, handler)
     while not stop["flag"]:
+        stack.supervise()
         time.sleep(0.2)
 
 
@@ -453,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  run dir: {run_dir} (removed on exit unless --keep-run-dir)  simulator control: "
                   f"{stack.simulator_control_url}  vault tokens: {stack.vault_http_url}/v1/tokens  "
                   "Ctrl-C stops everything", flush=True)
-            _wait_for_signal()
+            _serve_until_signal(stack)
             return 0
         from switch.dev.demo import run_demo
 

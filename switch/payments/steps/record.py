@@ -58,9 +58,15 @@ async def record(ctx: Context, services: Services) -> None:
         event, entries = Event.DECLINED, []
         outcome = Outcome(result, ctx.caller.request_id, payment=payment, payment_id=payment.id)
     data = outcomes.encode(outcome)
+    finish = Finish(payment, event, ctx.caller.idempotency_key, data, entries)
     try:
-        finished = await _finish(services, Finish(payment, event, ctx.caller.idempotency_key, data, entries),
-                                 payment.deadline_at)
+        finished = await services.writer.finish(finish)
+    except UNAVAILABLE:
+        try:
+            finished = await _finish_again(services, finish, payment.deadline_at)
+        except Exception as error:
+            await _not_recorded(ctx, services, error)
+            return
     except Exception as error:
         await _not_recorded(ctx, services, error)
         return
@@ -70,18 +76,17 @@ async def record(ctx: Context, services: Services) -> None:
     ctx.outcome, ctx.outcome_bytes = outcome, data
 
 
-async def _finish(services: Services, finish: Finish, deadline_at: datetime) -> bool:
+async def _finish_again(services: Services, finish: Finish, deadline_at: datetime) -> bool:
     """The batched finish, tried again while Postgres is unavailable and the payment is within its
     deadline: an answer the network gave is recorded if the database comes back in time."""
     delay_s = FINISH_RETRY_DELAY_S
-    while True:
+    while datetime.now(UTC) + timedelta(seconds=delay_s) < deadline_at:
+        await asyncio.sleep(delay_s)
         try:
             return await services.writer.finish(finish)
         except UNAVAILABLE:
-            if datetime.now(UTC) + timedelta(seconds=delay_s) >= deadline_at:
-                raise
-        await asyncio.sleep(delay_s)
-        delay_s = min(2 * delay_s, FINISH_RETRY_DELAY_MAX_S)
+            delay_s = min(2 * delay_s, FINISH_RETRY_DELAY_MAX_S)
+    return await services.writer.finish(finish)          # the last try; its error is the answer
 
 
 async def _not_recorded(ctx: Context, services: Services, error: Exception) -> None:
