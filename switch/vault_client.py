@@ -13,6 +13,7 @@ from typing import cast
 import msgspec
 
 from switch.common.cards import CardData, CardError, CardNumber, SecretStr
+from switch.common.outage import Outage
 from switch.common.writes import CoalescedWriter
 from switch.iso.mac import GENERATION_MAX, SESSION_KEY_BYTES
 from switch.vault_protocol import (
@@ -132,6 +133,7 @@ class VaultClient:
         self._round_robin = itertools.count()
         self._inflight = 0
         self._closing = False
+        self.outage = Outage("vault")
 
     def __repr__(self) -> str:
         live = sum(1 for slot in self._slots if slot is not None and not slot.closed)
@@ -193,8 +195,8 @@ class VaultClient:
                 self._slots[index] = await self._open()
                 delay_s = 0.05
             except (OSError, VaultError, TimeoutError) as exc:
-                log.warning("vault reconnect %d failed (%s); retry in %.2fs",
-                            index, type(exc).__name__, delay_s)
+                # The outage itself is logged once (switch.common.outage); each attempt only at debug.
+                log.debug("vault reconnect %d failed (%s); retry in %.2fs", index, type(exc).__name__, delay_s)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, self._reconnect_delay_max_s)
 
@@ -209,6 +211,16 @@ class VaultClient:
         raise VaultUnavailable("no live connection")
 
     async def _call(self, build: type[msgspec.Struct], timeout_s: float | None, **fields: object) -> Response:
+        try:
+            response = await self._round_trip(build, timeout_s, **fields)
+        except VaultUnavailable as error:
+            self.outage.failed(error)
+            raise
+        self.outage.succeeded()
+        return response
+
+    async def _round_trip(self, build: type[msgspec.Struct], timeout_s: float | None,
+                          **fields: object) -> Response:
         if self._inflight >= self._inflight_max:
             raise VaultUnavailable("too many requests in flight")
         connection = self._pick()

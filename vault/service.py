@@ -51,6 +51,14 @@ KEYS_CHANNEL = "vault_keys"
 T = TypeVar("T")
 
 
+def refused_by_postgres(error: BaseException) -> bool:
+    """Postgres ran the statement and refused a row of it (a value it cannot store or compare, say): a
+    batch that failed this way is split, so one caller's bad input never fails the others' lookups."""
+    return isinstance(error, asyncpg.PostgresError) and not isinstance(error, (
+        asyncpg.PostgresConnectionError, asyncpg.exceptions.OperatorInterventionError,
+        asyncpg.exceptions.InsufficientResourcesError))
+
+
 def new_token_id() -> str:
     """``tok_`` + 22 base62 characters (switch.common.ids: 131 random bits)."""
     return new_id(TOKEN_PREFIX.rstrip("_"))
@@ -289,7 +297,7 @@ class Vault:
         self._cvc = cvc_cache or CvcCache()
         self.audit = audit or AuditLog(pool)
         self._card_lookups: Batcher[tuple[str, str], asyncpg.Record | None] = Batcher(
-            self._select_cards, size_max=256, inflight_max=2)
+            self._select_cards, size_max=256, inflight_max=2, splittable=refused_by_postgres)
         self._listener: Any = None
         self._background: set[asyncio.Task[None]] = set()
 

@@ -82,3 +82,11 @@ async def test_bad_expiry_is_a_card_error_naming_the_field(api: Client, db, exp_
     error = response.json()["error"]
     assert (error["type"], error["code"], error["param"]) == ("card_error", code, "payment_method[card][exp_year]")
     assert await _rows(db) == before
+
+
+async def test_a_repeated_key_in_the_body_is_refused(api) -> None:
+    body = (b'{"amount": 100, "currency": "usd", "capture_method": "manual", "amount": 100000, '
+            b'"payment_method": "tok_aaaaaaaaaaaaaaaaaaaaaa"}')
+    response = await api.request("POST", "/v1/payments", body, idempotency_key=key("dup-key"))
+    assert response.status == 400
+    assert response.json()["error"]["code"] == "duplicate_key"

@@ -71,3 +71,5 @@ async def test_the_vault_killed_mid_run_is_restarted_and_payments_heal(solo_stac
         solo_stack.stop_switch(switch)
     statuses = Counter(r.status for r in answers)
     assert set(statuses) <= {200, 503}, statuses
+    log = switch.service.log_path.read_text()
+    assert log.count("vault unavailable") == 1 and "vault available again" in log, log[-3000:]

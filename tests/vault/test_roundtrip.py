@@ -85,3 +85,15 @@ async def test_detokenize_is_audited_without_the_pan(vault_client, vault_db):
     assert outcomes == [("m_audit", "ok"), ("m_other", "not_found")]
     assert all(row["caller"] == "switch" for row in rows)
     assert not any(pan in row["line"] for row in rows)
+
+
+async def test_a_lookup_postgres_refuses_never_fails_the_lookups_batched_with_it(vault_client):
+    # A NUL in the token reaches the batched SELECT, which Postgres refuses as a whole; the batch is split
+    # until that lookup stands alone, and every other one is answered.
+    info = await vault_client.tokenize("m_batch", CardNumber(make_pan("555555")), 12, 2031, None)
+    lookups = [vault_client.detokenize("m_batch", info.token) for _ in range(30)]
+    lookups.insert(15, vault_client.detokenize("m_batch", "tok_bad\u0000token"))
+    results = await asyncio.gather(*lookups, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    assert len(failed) == 1 and isinstance(failed[0], VaultError), failed
+    assert all(r.last4 == info.last4 for r in results if not isinstance(r, BaseException))

@@ -4,6 +4,7 @@ are the same. Decoders are built once; a validation error carries the path of th
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -33,11 +34,38 @@ def decode(decoder: msgspec.json.Decoder, body: bytes):  # type: ignore[no-untyp
     if not body.strip():
         raise errors.invalid_request("missing_body", "The request needs a JSON body.")
     try:
-        return decoder.decode(body)
+        command = decoder.decode(body)
     except msgspec.ValidationError as error:
         raise errors.invalid_request("parameter_invalid", error_message(error), error_param(error)) from None
     except msgspec.DecodeError:
         raise errors.invalid_request("invalid_json", "The request body is not valid JSON.") from None
+    if repeats_a_key(body):
+        # JSON parsers disagree on which of two equal keys wins: a request must mean one thing.
+        raise errors.invalid_request("duplicate_key", "An object in the request body repeats a key.")
+    return command
+
+
+_generic_decoder = msgspec.json.Decoder()
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+
+
+def _strings(value: object) -> int:
+    """How many JSON strings (keys and string values) `value` holds."""
+    if isinstance(value, str):
+        return 1
+    if isinstance(value, dict):
+        return len(value) + sum(_strings(item) for item in value.values())
+    if isinstance(value, list):
+        return sum(_strings(item) for item in value)
+    return 0
+
+
+def repeats_a_key(body: bytes) -> bool:
+    """Whether a JSON object in `body` (valid JSON) repeats a key. Each string of the text is two unescaped
+    quotes; a decoded object keeps one member per key, so a repeated key leaves the text with more strings
+    than the decoded value holds. About 1 µs for a payment body."""
+    text = _ESCAPE.sub(b"", body) if b"\\" in body else body
+    return text.count(b'"') != 2 * _strings(_generic_decoder.decode(body))
 
 
 def capture(payment_id: str, body: bytes) -> Capture:
