@@ -211,30 +211,33 @@ class VaultClient:
         raise VaultUnavailable("no live connection")
 
     async def _call(self, build: type[msgspec.Struct], timeout_s: float | None, **fields: object) -> Response:
+        """One request; a VaultUnavailable is reported to the outage log (once per outage)."""
+        if self._inflight >= self._inflight_max:
+            raise VaultUnavailable("too many requests in flight")
         try:
-            response = await self._round_trip(build, timeout_s, **fields)
+            connection = self._pick()
+            request_id = connection.next_id()
+            future = connection.send(build(id=request_id, **fields), request_id)
         except VaultUnavailable as error:
             self.outage.failed(error)
             raise
-        self.outage.succeeded()
-        return response
-
-    async def _round_trip(self, build: type[msgspec.Struct], timeout_s: float | None,
-                          **fields: object) -> Response:
-        if self._inflight >= self._inflight_max:
-            raise VaultUnavailable("too many requests in flight")
-        connection = self._pick()
-        request_id = connection.next_id()
-        future = connection.send(build(id=request_id, **fields), request_id)
         self._inflight += 1
         try:
             async with asyncio.timeout(self._timeout_s if timeout_s is None else timeout_s):
-                return await future
+                response = await future
         except TimeoutError:
-            raise VaultUnavailable("no answer in time") from None
+            late = VaultUnavailable("no answer in time")
+            self.outage.failed(late)
+            raise late from None
+        except VaultUnavailable as lost:                # the connection was lost with the request on it
+            self.outage.failed(lost)
+            raise
         finally:
             self._inflight -= 1
             connection.forget(request_id)
+        if self.outage.down:
+            self.outage.succeeded()
+        return response
 
     async def ping(self, timeout_s: float | None = None) -> bool:
         try:

@@ -14,6 +14,7 @@ import pytest
 from loadtest.httpclient import HttpResponse
 from switch.dev import devstack
 from switch.dev.devstack import Stack, StackError
+from tests.conftest import simulator
 from tests.integration.helpers import key, luhn_card, payment
 from tests.integration.solo import SoloStack, eventually
 
@@ -73,3 +74,48 @@ async def test_the_vault_killed_mid_run_is_restarted_and_payments_heal(solo_stac
     assert set(statuses) <= {200, 503}, statuses
     log = switch.service.log_path.read_text()
     assert log.count("vault unavailable") == 1 and "vault available again" in log, log[-3000:]
+    summary = simulator(stack, f"/summary?card_last4={number[-4:]}")
+    assert summary["charged_once"], summary["charged_more_than_once"]
+
+
+async def test_redis_killed_mid_run_is_restarted_and_payments_heal(solo_stack: SoloStack) -> None:
+    """Redis dies (SIGKILL, its data gone: it keeps none): the switch fails closed with 503
+    idempotency_unavailable, the stack starts Redis again, and payments go through again by themselves;
+    Postgres still guards every key, so nothing is charged twice."""
+    switch = solo_stack.start_switch("switch-redis-kill")
+    client = solo_stack.client(switch)
+    number = luhn_card("48")
+    stack = solo_stack.stack
+    redis = next(s for s in stack.services if s.name == "redis")
+    keys = [key("redis-kill") for _ in range(30)]
+    answers: dict[str, list[HttpResponse]] = {k: [] for k in keys}
+
+    async def pay(idem: str) -> HttpResponse:
+        response = await client.request("POST", "/v1/payments", payment(310, number, "automatic"),
+                                        idempotency_key=idem, timeout_s=15)
+        answers[idem].append(response)
+        return response
+
+    try:
+        assert all(r.status == 200 for r in await asyncio.gather(*(pay(k) for k in keys[:10])))
+        os.kill(redis.process.pid, signal.SIGKILL)
+        await asyncio.to_thread(redis.process.wait, 10)
+        down = await asyncio.gather(*(pay(k) for k in keys[10:20]))
+        assert {r.status for r in down} == {503}
+        assert {r.json()["error"]["code"] for r in down} == {"idempotency_unavailable"}
+        assert await asyncio.to_thread(stack.supervise) == ["redis"]
+
+        async def healed() -> bool:
+            return all(r.status == 200 for r in await asyncio.gather(*(pay(k) for k in keys[10:])))
+
+        assert await eventually(healed, 20.0, interval_s=0.25)
+        # The keys that went through before the kill replay from Postgres: the same answer, no new charge.
+        for idem in keys[:10]:
+            replay = await pay(idem)
+            assert (replay.status, replay.body) == (200, answers[idem][0].body)
+    finally:
+        await client.close()
+        solo_stack.stop_switch(switch)
+    assert {r.status for rs in answers.values() for r in rs} <= {200, 503}
+    summary = simulator(stack, f"/summary?card_last4={number[-4:]}")
+    assert summary["charged_once"] and summary["transactions"] == len(keys), summary

@@ -54,7 +54,10 @@ def _strings(value: object) -> int:
     if isinstance(value, str):
         return 1
     if isinstance(value, dict):
-        return len(value) + sum(_strings(item) for item in value.values())
+        count = len(value)
+        for item in value.values():
+            count += 1 if type(item) is str else _strings(item) if isinstance(item, (dict, list)) else 0
+        return count
     if isinstance(value, list):
         return sum(_strings(item) for item in value)
     return 0
