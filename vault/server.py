@@ -216,7 +216,7 @@ class VaultProtocol(asyncio.Protocol):
             self._refuse("unauthorized")
             return
         if (len(hello.credential) > CREDENTIAL_LENGTH_MAX or len(hello.caller) > CALLER_LENGTH_MAX
-                or not self._app.authenticate(hello.credential)):
+                or not hello.caller.isprintable() or not self._app.authenticate(hello.credential)):
             self._refuse("unauthorized")
             return
         if self._hello_timer is not None:

@@ -207,7 +207,8 @@ class AuditLog:
                outcome: str) -> None:
         if self.full:
             raise VaultError("unavailable", "audit buffer full")
-        self._rows.append((datetime.now(UTC), caller, operation, token_id, merchant_id, outcome))
+        self._rows.append((datetime.now(UTC), _storable(caller) or "", operation, _storable(token_id),
+                           _storable(merchant_id), outcome))
         if len(self._rows) >= self._batch_rows_max:
             self._wake.set()
 
@@ -409,7 +410,7 @@ class Vault:
             # Fail closed: a PAN is never handed out without its audit row.
             raise VaultError("unavailable", "audit buffer full")
         if (not isinstance(token_id, str) or not token_id.startswith(TOKEN_PREFIX)
-                or len(token_id) > TOKEN_ID_LENGTH_MAX or not token_id.isascii()):
+                or len(token_id) > TOKEN_ID_LENGTH_MAX or not token_id.isascii() or not token_id.isprintable()):
             self.audit.record(caller, "detokenize", None, merchant_id, "not_found")
             raise VaultError("not_found")
         try:
@@ -522,8 +523,18 @@ class Vault:
 
 
 def _check_merchant(merchant_id: str) -> None:
-    if not isinstance(merchant_id, str) or not 0 < len(merchant_id) <= MERCHANT_ID_LENGTH_MAX:
-        raise VaultError("invalid_request", "merchant_id must be 1 to 64 characters")
+    if (not isinstance(merchant_id, str) or not 0 < len(merchant_id) <= MERCHANT_ID_LENGTH_MAX
+            or not merchant_id.isprintable()):
+        raise VaultError("invalid_request", "merchant_id must be 1 to 64 printable characters")
+
+
+def _storable(text: str | None) -> str | None:
+    """Text for an audit row as given, except what Postgres cannot store or a reader should not see raw
+    (NUL, control characters), which is escaped: one bad row must never stall the audit log, because a
+    stalled audit log fails every detokenize closed."""
+    if text is None or text.isprintable():
+        return text
+    return text.encode("unicode_escape", "backslashreplace").decode("ascii")
 
 
 async def run_with_vault(pool: asyncpg.Pool, hsm: Hsm, kek_label: str,
