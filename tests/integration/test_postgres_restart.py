@@ -5,6 +5,7 @@ ledger holds, and the switch serves again by itself within seconds. On the dedic
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections import Counter
 
@@ -49,7 +50,8 @@ async def test_postgres_restarted_mid_run_answers_503_and_heals(solo_stack: Solo
         await load
         statuses = Counter(response.status for _, response in sent)
         print("answers around the restart:", statuses)
-        assert set(statuses) <= ANSWERS, statuses
+        unexpected = [(r.status, r.body[:300]) for _, r in sent if r.status not in ANSWERS]
+        assert not unexpected, (statuses, unexpected[:3])
         for _, response in sent:
             if response.status == 503:
                 assert response.json()["error"]["code"] in {"database_unavailable", "idempotency_unavailable",
@@ -69,8 +71,10 @@ async def test_postgres_restarted_mid_run_answers_503_and_heals(solo_stack: Solo
 
         assert await eventually(serving, HEAL_WAIT_S, interval_s=0.25)
         log = switch.service.log_path.read_text()
-        assert "postgres unavailable" in log and "postgres available again" in log, log[-3000:]
-        assert " 500 " not in log
+        codes = {response.json()["error"]["code"] for _, response in sent if response.status == 503}
+        if "database_unavailable" in codes:     # (the vault, which needs Postgres too, may refuse them all first)
+            assert "postgres unavailable" in log and "postgres available again" in log, log[-3000:]
+        assert not re.search(r"ERROR .*: 500 req_", log), log[-3000:]
 
         # Nothing stays in flight once recovery has run, and the ledger holds.
         pool = await solo_stack.pool()
