@@ -57,6 +57,14 @@ async def api(stack: Stack) -> AsyncIterator[Client]:
     await client.close()
 
 
+@pytest_asyncio.fixture(loop_scope="session")
+async def ops(stack: Stack) -> AsyncIterator[Client]:
+    """A client of the switch's operations port (/metrics, /readyz): loopback, no API key."""
+    client = Client(stack.switch_ops_url, "")
+    yield client
+    await client.close()
+
+
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
 async def db(stack: Stack) -> AsyncIterator[asyncpg.Pool]:
     pool = await asyncpg.create_pool(stack.database_url, min_size=1, max_size=4)

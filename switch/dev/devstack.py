@@ -136,6 +136,7 @@ class Stack:
     networks: dict[str, dict[str, object]] = field(default_factory=dict)
     simulator_control_url: str = ""
     switch_url: str = ""
+    switch_ops_url: str = ""
     api_key: str = ""
 
     # ----- process plumbing -------------------------------------------------------------------------
@@ -419,11 +420,13 @@ class Stack:
     def start_switch(self, workers: int = 1, port: int | None = None, name: str = "switch",
                      extra_env: dict[str, str] | None = None) -> Service:
         port = port or free_port()
+        ops_port = free_port()
         service = self.spawn(name, [sys.executable, "-m", "switch", "serve", "--host", "127.0.0.1",
-                                    "--port", str(port), "--workers", str(workers)],
+                                    "--port", str(port), "--workers", str(workers), "--ops-port", str(ops_port)],
                              env={**self.switch_env(), **(extra_env or {})})
         self.wait_for_line(service, "SWITCH READY")
         self.switch_url = f"http://127.0.0.1:{port}"
+        self.switch_ops_url = f"http://127.0.0.1:{ops_port}"
         return service
 
     def seed_merchant(self, name: str = "demo-shop") -> str:
@@ -484,7 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start_all(workers=args.workers)
         if args.command == "up":
-            print(f"READY url={stack.switch_url} api_key={stack.api_key}", flush=True)
+            print(f"READY url={stack.switch_url} api_key={stack.api_key} ops={stack.switch_ops_url}", flush=True)
             print(f"  run dir: {run_dir} (removed on exit unless --keep-run-dir)  simulator control: "
                   f"{stack.simulator_control_url}  vault tokens: {stack.vault_http_url}/v1/tokens  "
                   "Ctrl-C stops everything", flush=True)

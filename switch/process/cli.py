@@ -1,6 +1,7 @@
 """The `switch` command: run the server, manage merchants and keys, check the ledger.
 
-    switch serve --port 8080 --workers 4       run the merchant API (needs DATABASE_URL, REDIS_URL, ...)
+    switch serve --port 8080 --workers 4       run the merchant API (needs DATABASE_URL, REDIS_URL, ...);
+                                               /metrics and /readyz on 127.0.0.1:8081 (--ops-host/--ops-port)
     switch merchants create --name shop        create a merchant; prints its API key once
     switch keys create --merchant acct_...     another API key for a merchant
     switch keys revoke --key key_...           revoke a key (workers stop accepting it within 30 s)
@@ -83,13 +84,14 @@ def cmd_ledger_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from switch.process.supervisor import Supervisor
 
-    return Supervisor(args.host, args.port, args.workers).run()
+    ops_port = args.port + 1 if args.ops_port is None else args.ops_port
+    return Supervisor(args.host, args.port, args.workers, args.ops_host, ops_port).run()
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from switch.process.worker import run_worker
 
-    return run_worker(args.host, args.port, args.index)
+    return run_worker(args.host, args.port, args.index, args.ops_host, args.ops_port)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,11 +102,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    serve.add_argument("--ops-host", default="127.0.0.1", help="operations endpoints (/metrics, /readyz): "
+                       "loopback unless a monitoring network needs them")
+    serve.add_argument("--ops-port", type=int, default=None, help="default: --port + 1")
     serve.set_defaults(func=cmd_serve)
     worker = sub.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("--host", default="127.0.0.1")
     worker.add_argument("--port", type=int, required=True)
     worker.add_argument("--index", type=int, default=0)
+    worker.add_argument("--ops-host", default="127.0.0.1")
+    worker.add_argument("--ops-port", type=int, required=True)
     worker.set_defaults(func=cmd_worker)
     merchants = sub.add_parser("merchants", help="manage merchants").add_subparsers(dest="action", required=True)
     create = merchants.add_parser("create", help="create a merchant and print its API key once")

@@ -23,8 +23,9 @@ RESTART_DELAY_S = 1.0
 
 
 class Supervisor:
-    def __init__(self, host: str, port: int, workers: int) -> None:
+    def __init__(self, host: str, port: int, workers: int, ops_host: str, ops_port: int) -> None:
         self.host, self.port, self.count = host, port, workers
+        self.ops_host, self.ops_port = ops_host, ops_port
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
 
@@ -34,7 +35,8 @@ class Supervisor:
         env = {**os.environ, "SWITCH_READY_FD": str(write_fd)}
         self.processes[index] = subprocess.Popen(
             [sys.executable, "-m", "switch", "worker", "--host", self.host, "--port", str(self.port),
-             "--index", str(index)], env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL)
+             "--index", str(index), "--ops-host", self.ops_host, "--ops-port", str(self.ops_port)],
+            env=env, pass_fds=(write_fd,), stdin=subprocess.DEVNULL)
         os.close(write_fd)
         return read_fd
 
@@ -49,7 +51,8 @@ class Supervisor:
             self._stop(signal.SIGTERM, None)
             self._reap_all()
             return 1
-        print(f"SWITCH READY url=http://{self.host}:{self.port} workers={self.count}", flush=True)
+        print(f"SWITCH READY url=http://{self.host}:{self.port} ops_url=http://{self.ops_host}:{self.ops_port} "
+              f"workers={self.count}", flush=True)
         while not self.stopping:
             self._restart_dead()
             time.sleep(0.2)

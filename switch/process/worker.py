@@ -17,6 +17,7 @@ import uvloop
 
 from switch.common import http, metrics
 from switch.frontends.http.app import App
+from switch.frontends.http.ops import OpsApp
 from switch.idempotency.lock import Idempotency
 from switch.iso.messages import mask_pan
 from switch.merchants import ApiKeyCache
@@ -56,6 +57,8 @@ class Worker:
     settings: Settings
     host: str
     port: int
+    ops_host: str
+    ops_port: int
 
     async def run(self, ready_fd: int | None) -> None:
         settings = self.settings
@@ -81,8 +84,9 @@ class Worker:
         services = Services(Budgets(settings.payment_budget_s, settings.network_timeout_s), pool, writer, vault,
                             networks, TraceAllocator(pool), idempotency, outbox.wake)
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
-        app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, redis_client, vault, networks)
+        app = App(payments, ApiKeyCache(pool), idempotency.fingerprint)
         server = await http.serve(app.handle, self.host, self.port)
+        ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
         outbox.start()
         reaper = asyncio.get_running_loop().create_task(self._reap(pool))
         if ready_fd is not None:
@@ -93,6 +97,7 @@ class Worker:
             os.close(ready_fd)
         await self._until_stopped()
         server.close()
+        ops_server.close()
         reaper.cancel()
         await outbox.stop()
         await asyncio.sleep(0.2)            # let handlers already running write their final rows
@@ -120,9 +125,9 @@ class Worker:
                 log.warning("idempotency reaper failed: %s", error.__class__.__name__)
 
 
-def run_worker(host: str, port: int, index: int) -> int:
+def run_worker(host: str, port: int, index: int, ops_host: str, ops_port: int) -> int:
     configure_logging(f"worker-{index}")
     ready_fd = int(os.environ["SWITCH_READY_FD"]) if os.environ.get("SWITCH_READY_FD") else None
     uvloop.install()
-    asyncio.run(Worker(load_settings(), host, port).run(ready_fd))
+    asyncio.run(Worker(load_settings(), host, port, ops_host, ops_port).run(ready_fd))
     return 0

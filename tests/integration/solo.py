@@ -39,6 +39,7 @@ FAST_ENV = {
 class Switch:
     service: Service
     url: str
+    ops_url: str = ""
 
     @property
     def pid(self) -> int:
@@ -81,11 +82,11 @@ class SoloStack:
         """Start one single-worker switch per name (all spawned first, then awaited: they boot in parallel)."""
         started: dict[str, Switch] = {}
         for name, env in envs.items():
-            port = free_port()
+            port, ops_port = free_port(), free_port()
             argv = [sys.executable, "-m", "switch", "serve", "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", "1"]
+                    "--workers", "1", "--ops-port", str(ops_port)]
             service = self.stack.spawn(name, argv, env={**self.stack.switch_env(), **FAST_ENV, **env})
-            started[name] = Switch(service, f"http://127.0.0.1:{port}")
+            started[name] = Switch(service, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops_port}")
         for switch in started.values():
             self.stack.wait_for_line(switch.service, "SWITCH READY")
         return started

@@ -10,9 +10,10 @@ from tests.integration.helpers import key, payment
 pytestmark = pytest.mark.integration
 
 
-async def test_healthz_and_readyz(api: Client) -> None:
+async def test_healthz_and_readyz(api: Client, ops: Client) -> None:
     assert (await api.request("GET", "/healthz")).status == 200
-    ready = await api.request("GET", "/readyz")
+    assert (await ops.request("GET", "/healthz")).status == 200
+    ready = await ops.request("GET", "/readyz")
     assert ready.status == 200, ready.body
     body = ready.json()
     assert body["postgres"] and body["redis"] and body["vault"]
@@ -22,8 +23,21 @@ async def test_healthz_and_readyz(api: Client) -> None:
         assert body["network_status"][network]["endpoints"][0]["breaker"] == "closed"
 
 
-async def test_metrics_count_requests(api: Client) -> None:
+async def test_operations_endpoints_are_not_on_the_merchant_port(api: Client, ops: Client, stack) -> None:
+    anonymous = Client(stack.switch_url, "")
+    for path in ("/metrics", "/readyz"):
+        for client in (api, anonymous):                        # with a merchant's key, and without one
+            refused = await client.request("GET", path)
+            assert refused.status in (401, 404), (path, refused.status)
+            assert b"switch_" not in refused.body and b"network_status" not in refused.body
+        assert (await ops.request("GET", path)).status == 200
+    await anonymous.close()
+    assert (await ops.request("POST", "/metrics")).status == 405
+    assert (await ops.request("GET", "/v1/payments")).status == 404
+
+
+async def test_metrics_count_requests(api: Client, ops: Client) -> None:
     await api.request("POST", "/v1/payments", payment(), idempotency_key=key())
-    text = (await api.request("GET", "/metrics")).body.decode()
+    text = (await ops.request("GET", "/metrics")).body.decode()
     assert 'switch_http_requests_total{method="POST",route="payments.create",status="200"}' in text
     assert "switch_http_request_duration_seconds_bucket" in text

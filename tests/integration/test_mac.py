@@ -27,7 +27,7 @@ async def test_payments_on_macd_networks_verify_both_ways(api: Client, stack) ->
         assert after[network]["by_mti"]["0800"] >= 1  # The sign-on that carried the key generation.
 
 
-async def test_bad_answer_mac_fails_the_payment_and_reverses_it(api: Client, stack, db) -> None:
+async def test_bad_answer_mac_fails_the_payment_and_reverses_it(api: Client, stack, db, ops) -> None:
     simulator(stack, "/behaviour", {"network": "mastercard", "bad_mac_rate": 1.0})
     try:
         created = await api.request("POST", "/v1/payments", payment(1300, MASTERCARD_OK), idempotency_key=key())
@@ -37,7 +37,7 @@ async def test_bad_answer_mac_fails_the_payment_and_reverses_it(api: Client, sta
     assert created.status == 504, created.body
     error = created.json()["error"]
     assert error["code"] == "network_timeout"
-    exposition = (await api.request("GET", "/metrics")).body.decode()
+    exposition = (await ops.request("GET", "/metrics")).body.decode()
     rejected = [line for line in exposition.splitlines()
                 if line.startswith("switch_network_mac_failures_total{") and 'network="mastercard"' in line]
     assert rejected and float(rejected[0].rsplit(" ", 1)[1]) >= 1

@@ -25,6 +25,7 @@ WAIT_S = 20.0
 async def switch_client(solo_stack: SoloStack) -> AsyncIterator[Client]:
     switch = solo_stack.start_switch("switch-timeouts")
     client = solo_stack.client(switch)
+    client.ops_url = switch.ops_url         # type: ignore[attr-defined]  # where its /metrics is
     try:
         yield client
     finally:
@@ -96,7 +97,11 @@ async def test_a_late_approval_is_never_recorded_as_approved(
         payment_id, rrn = await timed_out_payment(switch_client, solo_db, MASTERCARD_OK)
 
         async def late_approval_arrived() -> bool:
-            metrics = (await switch_client.request("GET", "/metrics")).body.decode()
+            ops = Client(switch_client.ops_url, "")  # type: ignore[attr-defined]
+            try:
+                metrics = (await ops.request("GET", "/metrics")).body.decode()
+            finally:
+                await ops.close()
             return any(line.startswith("switch_network_late_responses_total") and 'mti="0110"' in line
                        and 'network="mastercard"' in line for line in metrics.splitlines())
 

@@ -1,4 +1,4 @@
-"""The merchant HTTP API: routing, authentication, idempotent POSTs, health and metrics.
+"""The merchant HTTP API: routing, authentication, idempotent POSTs and a bare /healthz.
 
 Every POST needs ``Authorization: Bearer <api key>`` and an ``Idempotency-Key``; its body is decoded into a
 command (switch.payments.commands) and run by the payments engine, whose outcome is rendered here. A replay
@@ -7,7 +7,6 @@ answers the stored outcome, rendered byte for byte as the first answer, with ``I
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import secrets
@@ -15,20 +14,15 @@ import time
 from collections.abc import Callable
 from urllib.parse import parse_qsl
 
-import msgspec
-import redis.asyncio as redis
-
 from switch.common import errors, metrics
 from switch.common.http import Request, Response
 from switch.frontends.http import render, schema
 from switch.merchants import ApiKeyCache, Merchant
-from switch.network.router import Networks
 from switch.payments.commands import Caller, GetPayment, GetRefund, Mutation
 from switch.payments.engine import Payments
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result
 from switch.store import pool as store_pool
-from switch.vault_client import VaultClient
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +39,11 @@ def new_request_id() -> str:
 
 
 class App:
-    def __init__(self, payments: Payments, api_keys: ApiKeyCache, fingerprint: Callable[[str, str, bytes], bytes],
-                 redis_client: redis.Redis, vault: VaultClient, networks: Networks) -> None:
+    def __init__(self, payments: Payments, api_keys: ApiKeyCache,
+                 fingerprint: Callable[[str, str, bytes], bytes]) -> None:
         self.payments = payments
         self.api_keys = api_keys
         self.fingerprint = fingerprint
-        self.redis = redis_client
-        self.vault = vault
-        self.networks = networks
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -73,12 +64,8 @@ class App:
 
     async def _dispatch(self, request: Request, request_id: str) -> tuple[str, Response]:
         path, method = request.path, request.method
-        if path == "/healthz":
-            return "healthz", Response(200, b'{"status":"ok"}')
-        if path == "/readyz":
-            return "readyz", await self.readiness()
-        if path == "/metrics":
-            return "metrics", Response(200, metrics.render(), content_type=metrics.CONTENT_TYPE)
+        if path == "/healthz":                  # bare liveness for load balancers; /readyz and /metrics are
+            return "healthz", Response(200, b'{"status":"ok"}')   # on the operations port only (ops.py)
         if not path.startswith("/v1/"):
             raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
                                          status=404)
@@ -164,22 +151,3 @@ class App:
             return self._rendered(outcome)
         metrics.idempotent_replays.inc()
         return self._rendered(outcome, [("idempotent-replayed", "true")])
-
-    async def readiness(self) -> Response:
-        checks = await asyncio.gather(store_pool.ping(self.payments.services.pool, READINESS_TIMEOUT_S),
-                                      self._check_redis(), self._check_vault(), return_exceptions=True)
-        names = ("postgres", "redis", "vault")
-        result: dict[str, object] = {name: check is True for name, check in zip(names, checks, strict=True)}
-        networks = self.networks.ready()
-        result["networks"] = networks
-        # Per network: endpoints, breaker states, links up, and whether it runs degraded (e.g. on its backup).
-        result["network_status"] = self.networks.status()
-        ready = all(result[name] for name in names) and any(networks.values())
-        result["status"] = "ready" if ready else "not_ready"
-        return Response(200 if ready else 503, msgspec.json.encode(result))
-
-    async def _check_redis(self) -> bool:
-        return bool(await asyncio.wait_for(self.redis.ping(), READINESS_TIMEOUT_S))
-
-    async def _check_vault(self) -> bool:
-        return await asyncio.wait_for(self.vault.ping(), READINESS_TIMEOUT_S)
