@@ -96,9 +96,10 @@ class Results:
     outcomes: Counter[str] = field(default_factory=Counter)
 
 
-async def first_token(url: str, api_key: str) -> str:
+
+async def first_token(url: str, api_key: str, ca_file: str | None = None) -> str:
     """One real payment with raw card data, to get the vault token the load then reuses."""
-    client = Client(url, api_key)
+    client = Client(url, api_key, ca_file=ca_file)
     try:
         response = await client.request("POST", "/v1/payments", {"amount": 100, "currency": "usd",
                                                                    "capture_method": "manual",
@@ -112,14 +113,14 @@ async def first_token(url: str, api_key: str) -> str:
 
 
 async def drive(url: str, api_key: str, body: bytes, connections: int, duration_s: float,
-                payments_max: int, results: Results | None) -> int:
+                payments_max: int, results: Results | None, ca_file: str | None = None) -> int:
     """Run `connections` loops until the duration or the payment count is used up; returns requests sent."""
     deadline = time.monotonic() + duration_s
     remaining = [payments_max]
     run = secrets.token_hex(4)
 
     async def loop(index: int) -> None:
-        client = Client(url, api_key)
+        client = Client(url, api_key, ca_file=ca_file)
         sequence = 0
         try:
             while time.monotonic() < deadline and remaining[0] > 0:
@@ -177,20 +178,21 @@ def report(results: Results, elapsed_s: float, cpu: dict[str, float], connection
 
 
 async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[str, int]) -> None:
-    token = await first_token(url, api_key)
+    ca_file = getattr(args, "ca_file", None)
+    token = await first_token(url, api_key, ca_file)
     fields = {"amount": 1999, "currency": "usd", "capture_method": "manual", "payment_method": token}
     if args.raw_card:
         fields["payment_method"] = TEST_CARD
     body = json.dumps(fields).encode()     # encoded once: the load generator must stay cheap
     print(f"warm-up {args.warmup_s:.0f}s ...", flush=True)
-    await drive(url, api_key, body, args.connections, args.warmup_s, args.payments_max, None)
+    await drive(url, api_key, body, args.connections, args.warmup_s, args.payments_max, None, ca_file)
     print(f"measuring {args.duration_s:.0f}s with {args.connections} connections ...", flush=True)
     roots = {**roots, "loadgen": os.getpid()}
     meter = CpuMeter(roots)
     results = Results()
     meter.begin()
     started = time.monotonic()
-    await drive(url, api_key, body, args.connections, args.duration_s, args.payments_max, results)
+    await drive(url, api_key, body, args.connections, args.duration_s, args.payments_max, results, ca_file)
     elapsed_s = time.monotonic() - started
     report(results, elapsed_s, meter.end(), args.connections)
 
@@ -211,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--payments-max", type=int, default=500_000, help="stop after this many requests")
     parser.add_argument("--workers", type=int, default=2, help="switch workers when starting a stack")
     parser.add_argument("--raw-card", action="store_true", help="send card data (tokenize) instead of a token")
+    parser.add_argument("--tls", action="store_true", help="HTTPS on the merchant port (throwaway self-signed pair)")
     parser.add_argument("--keep-run-dir", action="store_true",
                         help="keep the stack's logs and throwaway keys under .run/ (removed by default)")
     args = parser.parse_args(argv)
@@ -223,10 +226,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     from switch.dev.devstack import Stack, StackError, new_run_dir
 
-    stack = Stack(run_dir=new_run_dir())
+    stack = Stack(run_dir=new_run_dir(), tls=args.tls)
     try:
         print("starting the stack ...", flush=True)
         stack.start_all(workers=args.workers)
+        args.ca_file = stack.tls_ca_file or None
         uvloop.run(measure(stack.switch_url, stack.api_key, args, stack_roots(stack)))
     except StackError as error:
         print(f"bench: {error}", file=sys.stderr)

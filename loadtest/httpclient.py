@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
+
+from switch.common.tls import client_context as tls_client_context
 
 RESPONSE_BYTES_MAX = 1 << 20
 
@@ -89,8 +92,8 @@ class Connection:
     """One keep-alive connection on a plain asyncio Protocol (no stream layer: the load generator's CPU
     per request counts in `make bench`)."""
 
-    def __init__(self, host: str, port: int) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str, port: int, tls: ssl.SSLContext | None = None) -> None:
+        self.host, self.port, self.tls = host, port, tls
         self.protocol: _ClientProtocol | None = None
 
     @property
@@ -98,7 +101,8 @@ class Connection:
         return self.protocol is not None and self.protocol.transport is not None
 
     async def open(self) -> None:
-        _, self.protocol = await asyncio.get_running_loop().create_connection(_ClientProtocol, self.host, self.port)
+        _, self.protocol = await asyncio.get_running_loop().create_connection(
+            _ClientProtocol, self.host, self.port, ssl=self.tls, server_hostname=self.host if self.tls else None)
 
     async def close(self) -> None:
         protocol, self.protocol = self.protocol, None
@@ -135,10 +139,12 @@ class Connection:
 class Client:
     """Connections to one server, with the API key and an optional Idempotency-Key per call."""
 
-    def __init__(self, base_url: str, api_key: str | None = None) -> None:
-        host_port = base_url.split("://", 1)[-1].rstrip("/")
-        host, _, port = host_port.partition(":")
-        self.host, self.port = host, int(port or 80)
+    def __init__(self, base_url: str, api_key: str | None = None, *, ca_file: str | None = None) -> None:
+        """`https://` URLs speak TLS, verifying the server against `ca_file` (or the system's roots)."""
+        scheme, _, host_port = base_url.rpartition("://")
+        host, _, port = host_port.rstrip("/").partition(":")
+        self.host, self.port = host, int(port or (443 if scheme == "https" else 80))
+        self.tls = tls_client_context(ca_file) if scheme == "https" else None
         self.api_key = api_key
         self.idle: list[Connection] = []
 
@@ -151,7 +157,7 @@ class Client:
             all_headers.setdefault("authorization", f"Bearer {key}")
         if idempotency_key:
             all_headers["idempotency-key"] = idempotency_key
-        connection = self.idle.pop() if self.idle else Connection(self.host, self.port)
+        connection = self.idle.pop() if self.idle else Connection(self.host, self.port, self.tls)
         response = await connection.request(method, path, body=body, headers=all_headers, timeout_s=timeout_s)
         if connection.is_open:
             self.idle.append(connection)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -25,6 +26,7 @@ HEADER_BYTES_MAX = 16 * 1024
 URL_BYTES_MAX = 4096
 PIPELINE_DEPTH_MAX = 16
 KEEPALIVE_IDLE_S = 75.0
+TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
 _STATUS_LINES = {
     status.value: f"HTTP/1.1 {status.value} {status.phrase}\r\n".encode("latin-1") for status in HTTPStatus
@@ -245,8 +247,11 @@ class HttpProtocol(asyncio.Protocol):
 
 
 async def serve(handler: Handler, host: str, port: int, *, backlog: int = 2048,
-                reuse_port: bool = True) -> asyncio.Server:
-    """Listen with SO_REUSEPORT so several worker processes can share one port."""
+                reuse_port: bool = True, tls: ssl.SSLContext | None = None) -> asyncio.Server:
+    """Listen with SO_REUSEPORT so several worker processes can share one port; HTTPS with `tls`."""
     loop = asyncio.get_running_loop()
+    if tls is None:
+        return await loop.create_server(lambda: HttpProtocol(handler), host, port, backlog=backlog,
+                                        reuse_port=reuse_port)
     return await loop.create_server(lambda: HttpProtocol(handler), host, port, backlog=backlog,
-                                    reuse_port=reuse_port)
+                                    reuse_port=reuse_port, ssl=tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)

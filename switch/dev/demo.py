@@ -14,6 +14,8 @@ import sys
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from switch.common.tls import client_context
+
 VISA_OK = "4242424242424242"
 VISA_DECLINE = "4000000000000002"
 
@@ -41,9 +43,12 @@ def _masked(body: dict) -> dict:  # type: ignore[type-arg]
 
 
 class Client:
-    def __init__(self, base_url: str, api_key: str) -> None:
+    def __init__(self, base_url: str, api_key: str, ca_file: str | None = None) -> None:
         parts = urlsplit(base_url)
-        self.connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=10)
+        host = parts.hostname or "127.0.0.1"
+        self.connection: http.client.HTTPConnection = (
+            http.client.HTTPSConnection(host, parts.port or 443, timeout=10, context=client_context(ca_file))
+            if parts.scheme == "https" else http.client.HTTPConnection(host, parts.port or 80, timeout=10))
         self.api_key = api_key
 
     def call(self, method: str, path: str, body: dict | None = None,  # type: ignore[type-arg]
@@ -111,10 +116,10 @@ def flow(client: Client) -> None:
            "same Idempotency-Key: the identical response, byte for byte, and no second charge")
 
 
-def run_demo(base_url: str, api_key: str) -> int:
+def run_demo(base_url: str, api_key: str, ca_file: str | None = None) -> int:
     print(f"Payment switch demo against {base_url}")
     try:
-        flow(Client(base_url, api_key))
+        flow(Client(base_url, api_key, ca_file))
     except (DemoFailure, OSError, ValueError, KeyError) as error:
         print(f"\n\033[31mDEMO FAILED\033[0m: {error.__class__.__name__}: {error}", file=sys.stderr)
         return 1

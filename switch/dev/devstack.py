@@ -137,6 +137,8 @@ class Stack:
     simulator_control_url: str = ""
     switch_url: str = ""
     switch_ops_url: str = ""
+    tls: bool = False               # HTTPS on the merchant port, with a throwaway self-signed pair
+    tls_ca_file: str = ""           # the certificate clients verify the switch against (when `tls`)
     api_key: str = ""
 
     # ----- process plumbing -------------------------------------------------------------------------
@@ -421,13 +423,19 @@ class Stack:
                      extra_env: dict[str, str] | None = None) -> Service:
         port = port or free_port()
         ops_port = free_port()
+        tls_env = self._tls_env() if self.tls else {}
         service = self.spawn(name, [sys.executable, "-m", "switch", "serve", "--host", "127.0.0.1",
                                     "--port", str(port), "--workers", str(workers), "--ops-port", str(ops_port)],
-                             env={**self.switch_env(), **(extra_env or {})})
+                             env={**self.switch_env(), **tls_env, **(extra_env or {})})
         self.wait_for_line(service, "SWITCH READY")
-        self.switch_url = f"http://127.0.0.1:{port}"
+        self.switch_url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
         self.switch_ops_url = f"http://127.0.0.1:{ops_port}"
         return service
+
+    def _tls_env(self) -> dict[str, str]:
+        cert, key = self_signed_pair(self.run_dir / "tls")
+        self.tls_ca_file = str(cert)
+        return {"SWITCH_TLS_CERT_FILE": str(cert), "SWITCH_TLS_KEY_FILE": str(key)}
 
     def seed_merchant(self, name: str = "demo-shop") -> str:
         """Create a merchant through the real CLI and return the API key it printed once."""
@@ -450,6 +458,40 @@ class Stack:
         self.start_simulator()
         self.start_switch(workers=workers)
         self.seed_merchant()
+
+
+def self_signed_pair(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate for 127.0.0.1 and localhost (P-256, valid 7 days) and its key (mode 0600),
+    for the dev stack and the tests only."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = directory / "switch.crt", directory / "switch.key"
+    if cert_path.exists() and key_path.exists():
+        return cert_path, key_path
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "payment-switch dev stack")])
+    now = dt.datetime.now(dt.UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=7))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                       critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    key_path.touch(mode=0o600)
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
 
 
 def new_run_dir(base: Path | None = None) -> Path:
@@ -479,9 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["up", "demo"], help="up: run in the foreground; demo: scripted flow")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("SWITCH_WORKERS", "2")))
     parser.add_argument("--keep-run-dir", action="store_true", help="keep logs and data under .run/ afterwards")
+    parser.add_argument("--tls", action="store_true", help="HTTPS on the merchant port (throwaway self-signed pair)")
     args = parser.parse_args(argv)
     run_dir = new_run_dir()
-    stack = Stack(run_dir=run_dir)
+    stack = Stack(run_dir=run_dir, tls=args.tls)
     # SIGTERM must unwind through the finally below, so every child is stopped.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
@@ -495,7 +538,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from switch.dev.demo import run_demo
 
-        return run_demo(stack.switch_url, stack.api_key)
+        return run_demo(stack.switch_url, stack.api_key, stack.tls_ca_file or None)
     except StackError as error:
         print(f"devstack: {error}", file=sys.stderr)
         return 1

@@ -29,6 +29,8 @@ class Settings:
     outbox_lease_s: float = 15.0           # a claimed outbox row is invisible to other senders this long
     outbox_poll_interval_s: float = 1.0    # outbox and recovery pass, when nothing wakes the sender
     recovery_grace_s: float = 2.0          # how long past its deadline a step in flight is left alone
+    tls_cert_file: str = ""                # HTTPS on the merchant port when both are set (TLS 1.2+)
+    tls_key_file: str = ""
 
 
 def _require(name: str) -> str:
@@ -54,6 +56,13 @@ def parse_networks(text: str) -> dict[str, NetworkConfig]:
         raise ConfigError(f"SWITCH_NETWORKS is malformed: {error.__class__.__name__}") from None
 
 
+def _tls_files() -> tuple[str, str]:
+    cert, key = os.environ.get("SWITCH_TLS_CERT_FILE", ""), os.environ.get("SWITCH_TLS_KEY_FILE", "")
+    if bool(cert) != bool(key):
+        raise ConfigError("SWITCH_TLS_CERT_FILE and SWITCH_TLS_KEY_FILE go together: set both or neither")
+    return cert, key
+
+
 def load_settings() -> Settings:
     networks_text = os.environ.get("SWITCH_NETWORKS", "")
     if not networks_text and os.environ.get("SWITCH_NETWORKS_FILE"):
@@ -74,4 +83,6 @@ def load_settings() -> Settings:
         outbox_lease_s=float(os.environ.get("SWITCH_OUTBOX_LEASE_S", "15.0")),
         outbox_poll_interval_s=float(os.environ.get("SWITCH_OUTBOX_POLL_INTERVAL_S", "1.0")),
         recovery_grace_s=float(os.environ.get("SWITCH_RECOVERY_GRACE_S", "2.0")),
+        tls_cert_file=_tls_files()[0],
+        tls_key_file=_tls_files()[1],
     )

@@ -51,7 +51,8 @@ class Supervisor:
             self._stop(signal.SIGTERM, None)
             self._reap_all()
             return 1
-        print(f"SWITCH READY url=http://{self.host}:{self.port} ops_url=http://{self.ops_host}:{self.ops_port} "
+        scheme = "https" if os.environ.get("SWITCH_TLS_CERT_FILE") else "http"
+        print(f"SWITCH READY url={scheme}://{self.host}:{self.port} ops_url=http://{self.ops_host}:{self.ops_port} "
               f"workers={self.count}", flush=True)
         while not self.stopping:
             self._restart_dead()

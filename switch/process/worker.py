@@ -16,6 +16,7 @@ import redis.asyncio as redis
 import uvloop
 
 from switch.common import http, metrics
+from switch.common.tls import server_context
 from switch.frontends.http.app import App
 from switch.frontends.http.ops import OpsApp
 from switch.idempotency.lock import Idempotency
@@ -85,7 +86,8 @@ class Worker:
                             networks, TraceAllocator(pool), idempotency, outbox.wake)
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
         app = App(payments, ApiKeyCache(pool), idempotency.fingerprint)
-        server = await http.serve(app.handle, self.host, self.port)
+        tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
+        server = await http.serve(app.handle, self.host, self.port, tls=tls)
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
         outbox.start()
         reaper = asyncio.get_running_loop().create_task(self._reap(pool))
