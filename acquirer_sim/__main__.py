@@ -24,6 +24,7 @@ from acquirer_sim.issuer import DUPLICATES_MAX_DEFAULT, UNSETTLED_MAX_DEFAULT, I
 from acquirer_sim.scenario import ScenarioError, load_scenario
 from acquirer_sim.server import RECORDS_MAX_DEFAULT, Simulator
 from acquirer_sim.settlement import Settlement, parse_daily_at
+from switch.common.tls import server_context
 from switch.iso.mac import MacKeyError, parse_master_keys
 
 
@@ -66,10 +67,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="JSON of network -> hex MAC master key (mode 0600); without it MAC'd networks refuse sign-on",
     )
     parser.add_argument("--settlement-dir", type=Path, default=SETTLEMENT_DIR_DEFAULT)
+    parser.add_argument("--tls-cert", type=Path, help="TLS (1.2+) on the network ports with this certificate ...")
+    parser.add_argument("--tls-key", type=Path, help="... and this key (the control API stays plain, on loopback)")
     parser.add_argument(
         "--settlement-time", default="00:00", help="daily cut-off, HH:MM UTC, or 'off' (POST /settlement always works)"
     )
     args = parser.parse_args(argv)
+    if bool(args.tls_cert) != bool(args.tls_key):
+        parser.error("--tls-cert and --tls-key go together")
     try:
         args.settlement_time = parse_daily_at(args.settlement_time)
     except ValueError:
@@ -111,6 +116,7 @@ async def serve(args: argparse.Namespace) -> None:
         sys.exit(f"acquirer-sim: --scenario: {error}")
     settlement = Settlement(issuer, simulator.networks, args.settlement_dir)
     control = ControlApi(simulator, settlement)
+    tls = server_context(str(args.tls_cert), str(args.tls_key)) if args.tls_cert else None
     ports = await simulator.start(
         args.host,
         {
@@ -118,6 +124,7 @@ async def serve(args: argparse.Namespace) -> None:
             "mastercard": args.mastercard_port,
             "generic": args.generic_port,
         },
+        tls,
     )
     control_port = await control.start(args.host, args.control_port)
     if scenario is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ssl
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
@@ -455,14 +456,14 @@ class Simulator:
             if name in self.networks:
                 self.networks[name].mac_master_key = key
 
-    async def start(self, host: str, ports: dict[str, int]) -> dict[str, int]:
-        """Listen for each network in `ports` (0 picks a free port); return the ports bound."""
+    async def start(self, host: str, ports: dict[str, int], tls: ssl.SSLContext | None = None) -> dict[str, int]:
+        """Listen for each network in `ports` (0 picks a free port), over TLS with `tls`; return the ports."""
         loop = asyncio.get_running_loop()
         bound: dict[str, int] = {}
         for name, port in ports.items():
             network = self.networks[name]
             network.server = await loop.create_server(
-                functools.partial(SimProtocol, network, loop), host, port, reuse_address=True
+                functools.partial(SimProtocol, network, loop), host, port, reuse_address=True, ssl=tls
             )
             bound[name] = network.server.sockets[0].getsockname()[1]
         return bound

@@ -384,19 +384,24 @@ class Stack:
         self.vault_http_url = f"http://127.0.0.1:{http_port}"
 
     def start_simulator(self, extra_args: list[str] | None = None) -> None:
+        tls_args: list[str] = []
+        if self.tls:                            # the links speak TLS to the simulator too
+            cert, key = self_signed_pair(self.run_dir / "tls")
+            tls_args = ["--tls-cert", str(cert), "--tls-key", str(key)]
         service = self.spawn("acquirer_sim", [
             sys.executable, "-m", "acquirer_sim", "--host", "127.0.0.1", "--visa-port", "0",
             "--mastercard-port", "0", "--generic-port", "0", "--control-port", "0",
             "--settlement-dir", str(self.run_dir / "settlement"),
-            "--mac-key-file", str(mac_master_keys_file(self.run_dir)), *(extra_args or []),
+            "--mac-key-file", str(mac_master_keys_file(self.run_dir)), *tls_args, *(extra_args or []),
         ])
         line = self.wait_for_line(service, "SIM READY")
         ports = dict(part.split("=", 1) for part in line.split()[2:])
         for flag, name in (("--visa-port", "visa"), ("--mastercard-port", "mastercard"),
                            ("--generic-port", "generic"), ("--control-port", "control")):
             service.argv[service.argv.index(flag) + 1] = ports[name]    # a restart keeps the same ports
+        tls = {"tls_ca_file": str(self_signed_pair(self.run_dir / "tls")[0])} if self.tls else {}
         self.networks = {
-            name: {"profile": name, "endpoints": [{"host": "127.0.0.1", "port": int(ports[name])}]}
+            name: {"profile": name, "endpoints": [{"host": "127.0.0.1", "port": int(ports[name])}], **tls}
             for name in ("visa", "mastercard", "generic")
         }
         self.simulator_control_url = f"http://127.0.0.1:{ports['control']}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import dataclass
 
 from switch.iso.framing import FRAME_SIZE_MAX_DEFAULT
@@ -19,6 +20,7 @@ class NetworkConfig:
     profile: str
     endpoints: tuple[Endpoint, ...]
     links_per_endpoint: int = 1
+    tls_ca_file: str = ""                   # TLS to this network's endpoints, verified against this CA
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class LinkConfig:
     reconnect_delay_initial_s: float = 0.1  # exponential backoff with jitter, from here ...
     reconnect_delay_max_s: float = 10.0     # ... up to here
     frame_size_max: int = FRAME_SIZE_MAX_DEFAULT
+    tls: ssl.SSLContext | None = None        # TLS on the connection (switch.common.tls.client_context)
 
     def __post_init__(self) -> None:
         assert self.inflight_max > 0 and self.late_memory_max > 0

@@ -484,7 +484,9 @@ class Link:
             await self._renew_mac_key()
         try:
             _, protocol = await asyncio.wait_for(
-                loop.create_connection(self._new_protocol, self.host, self.port), self._connect_timeout_s
+                loop.create_connection(self._new_protocol, self.host, self.port, ssl=self.config.tls,
+                                       server_hostname=self.host if self.config.tls else None),
+                self._connect_timeout_s
             )
         except (OSError, TimeoutError) as error:
             raise LinkDownError(f"link {self.name}: connect failed: {error}") from None

@@ -8,10 +8,12 @@ has one `Pool`: several links per endpoint, a primary endpoint and backups, a br
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from switch.common.tls import client_context
 from switch.iso.profiles import profile_for
 from switch.network.breaker import BreakerConfig
 from switch.network.config import LinkConfig, NetworkConfig
@@ -41,7 +43,8 @@ class Networks:
         self.pools: dict[str, Pool] = {
             name: Pool(name, profile_for(config.profile), config.endpoints, late_handler=self._late_for(name),
                        links_per_endpoint=config.links_per_endpoint, breaker_config=breaker_config,
-                       link_config=link_config, mac_key_provider=_mac_keys_of(mac_key_source, name))
+                       link_config=_with_tls(link_config, config),
+                       mac_key_provider=_mac_keys_of(mac_key_source, name))
             for name, config in configs.items()
         }
 
@@ -70,6 +73,13 @@ class Networks:
         if pool is None:
             raise NoRouteError(f"no network named {network!r} is configured")
         return await pool.request(message, timeout_s)
+
+
+def _with_tls(link_config: LinkConfig | None, network: NetworkConfig) -> LinkConfig | None:
+    """The network's links over TLS when its configuration names the CA to verify it against."""
+    if not network.tls_ca_file:
+        return link_config
+    return dataclasses.replace(link_config or LinkConfig(), tls=client_context(network.tls_ca_file))
 
 
 def _mac_keys_of(source: MacKeySource | None, network: str) -> MacKeyProvider | None:

@@ -49,6 +49,7 @@ def parse_networks(text: str) -> dict[str, NetworkConfig]:
                 name=name, profile=str(spec.get("profile", name)),
                 endpoints=tuple(Endpoint(str(e["host"]), int(e["port"])) for e in spec["endpoints"]),
                 links_per_endpoint=int(spec.get("links_per_endpoint", 1)),
+                tls_ca_file=str(spec.get("tls_ca_file", "")),
             )
             for name, spec in raw.items()
         }
