@@ -6,6 +6,9 @@ CREATE TABLE merchants (
     id          text PRIMARY KEY,                      -- acct_<base62>
     name        text NOT NULL CHECK (length(name) BETWEEN 1 AND 100),
     status      text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+    -- Requests per second per API key, and the burst above it (NULL: the switch's defaults).
+    rate_limit_per_s  integer CHECK (rate_limit_per_s > 0),
+    rate_limit_burst  integer CHECK (rate_limit_burst > 0),
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 

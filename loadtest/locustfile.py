@@ -1,6 +1,8 @@
 """Locust load test with a Black-Friday shape: warm-up, ramp, spike, plateau, decay.
 
-    make up                                   # prints READY url=... api_key=...
+    SWITCH_RATE_LIMIT_ADDRESS_PER_S=100000 make up          # prints READY url=... (the load comes from one address)
+    # a merchant of its own, far above the default 100 requests/s per key (env from the stack's run dir):
+    .venv/bin/switch merchants create --name locust --per-s 100000 --quiet
     SWITCH_API_KEY=sk_test_... .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:PORT \\
         --headless
 

@@ -26,6 +26,8 @@ AUTH_CACHE_SIZE_MAX = 10_000
 class Merchant:
     id: str
     name: str
+    rate_limit_per_s: int | None = None      # its own limit per API key, or None for the switch's default
+    rate_limit_burst: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,12 @@ async def create_key(conn: asyncpg.Connection, merchant_id: str) -> CreatedKey:
     return CreatedKey(key_id, merchant_id, api_key, prefix)
 
 
+async def set_rate_limit(conn: asyncpg.Connection, merchant_id: str, per_s: int | None, burst: int | None) -> bool:
+    """A merchant's own request rate per API key (None: back to the default); workers apply it within the
+    key cache's TTL."""
+    return await merchant_store.update_merchant_rate_limit(conn, merchant_id, per_s, burst)
+
+
 async def revoke_key(conn: asyncpg.Connection, key_id: str) -> bool:
     return await merchant_store.update_key_revoked(conn, key_id)
 
@@ -71,11 +79,14 @@ class ApiKeyCache:
         self.cache: TtlLru[bytes, Merchant] = TtlLru(ttl_s, size_max)
 
     async def merchant_for(self, api_key: str) -> Merchant | None:
-        digest = hash_key(api_key)
+        return await self.merchant_for_digest(hash_key(api_key))
+
+    async def merchant_for_digest(self, digest: bytes) -> Merchant | None:
         found, merchant = self.cache.lookup(digest)
         if found:
             return merchant
         record = await merchant_store.get_merchant_by_key_hash(self.pool, digest)
-        merchant = Merchant(record.id, record.name) if record else None
+        merchant = (Merchant(record.id, record.name, record.rate_limit_per_s, record.rate_limit_burst)
+                    if record else None)
         self.cache.store(digest, merchant)
         return merchant

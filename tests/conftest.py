@@ -25,7 +25,9 @@ from switch.dev.devstack import REPO_ROOT, Stack, new_run_dir
 @pytest.fixture(scope="session")
 def base_stack() -> Iterator[Stack]:
     run_dir = new_run_dir(REPO_ROOT / ".run" / "tests")
-    stack = Stack(run_dir=run_dir)
+    # Tests send bursts from one address with a few keys; tests/integration/test_rate_limits.py checks the
+    # limits on switches of its own.
+    stack = Stack(run_dir=run_dir, address_rate_limit_per_s=1_000_000, merchant_rate_limit_per_s=1_000_000)
     try:
         stack.start_postgres()
         stack.start_redis()

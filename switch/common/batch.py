@@ -45,6 +45,10 @@ class Batcher(Generic[Item, Result]):
         self.items = 0
 
     async def submit(self, item: Item) -> Result:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: Item) -> asyncio.Future[Result]:
+        """Queue `item` for the next batch and return its future, without waiting for it."""
         if len(self.waiting) >= self.queue_max:
             raise BatchQueueFull(f"{len(self.waiting)} items already waiting")
         loop = asyncio.get_running_loop()
@@ -53,7 +57,7 @@ class Batcher(Generic[Item, Result]):
         if not self.flush_scheduled:
             self.flush_scheduled = True
             loop.call_soon(self._flush)
-        return await future
+        return future
 
     def _flush(self) -> None:
         self.flush_scheduled = False

@@ -138,6 +138,11 @@ class Stack:
     switch_url: str = ""
     switch_ops_url: str = ""
     tls: bool = False               # HTTPS on the merchant port, with a throwaway self-signed pair
+    # Load generators and tests send thousands of requests a second from one address and key: they raise
+    # the limits (per address for the switch, per key for the merchants they seed); `make up` keeps the
+    # defaults.
+    address_rate_limit_per_s: int | None = None
+    merchant_rate_limit_per_s: int | None = None
     tls_ca_file: str = ""           # the certificate clients verify the switch against (when `tls`)
     api_key: str = ""
 
@@ -410,7 +415,11 @@ class Stack:
         """Everything a switch process (server or CLI) needs to reach this stack."""
         import json
 
-        return {
+        limits = {}
+        if self.address_rate_limit_per_s:
+            limits = {"SWITCH_RATE_LIMIT_ADDRESS_PER_S": str(self.address_rate_limit_per_s),
+                      "SWITCH_RATE_LIMIT_ADDRESS_BURST": str(2 * self.address_rate_limit_per_s)}
+        return {**limits,
             "DATABASE_URL": self.database_url, "REDIS_URL": self.redis_url,
             "VAULT_SOCKET": self.vault_socket, "VAULT_CREDENTIAL": self.vault_credential,
             "SWITCH_NETWORKS": json.dumps(self.networks),
@@ -444,8 +453,9 @@ class Stack:
 
     def seed_merchant(self, name: str = "demo-shop") -> str:
         """Create a merchant through the real CLI and return the API key it printed once."""
+        limit = ["--per-s", str(self.merchant_rate_limit_per_s)] if self.merchant_rate_limit_per_s else []
         result = subprocess.run([sys.executable, "-m", "switch", "merchants", "create", "--name", name,
-                                 "--quiet"], capture_output=True, text=True, env={**os.environ,
+                                 "--quiet", *limit], capture_output=True, text=True, env={**os.environ,
                                  **self.switch_env()}, check=False)
         if result.returncode != 0:
             raise StackError(f"merchant creation failed: {result.stderr.strip()}")

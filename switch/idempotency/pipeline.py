@@ -32,6 +32,13 @@ class RedisPipeliner:
     def log_batches(self) -> None:
         log.info("redis: %d commands in %d pipelines", self.batches.items, self.batches.batches)
 
+    def enqueue(self, *command: object) -> asyncio.Future[object]:
+        """Queue a command on the next pipeline and return its future (an error reply is its result)."""
+        try:
+            return self.batches.enqueue((command, {}))
+        except BatchQueueFull:
+            raise RedisError("too many Redis commands waiting") from None
+
     async def execute(self, *command: object, **options: object) -> object:
         """`options` reach redis-py's response callback (e.g. get=True keeps SET ... GET's value)."""
         try:

@@ -21,6 +21,7 @@ class Outcome(msgspec.Struct, omit_defaults=True):
     payment_id: str | None = None          # an error about a payment that exists (readable by id)
     message: str | None = None             # replaces the table's message where it names a value
     param: str | None = None               # replaces the table's param
+    retry_after_ms: int | None = None      # a rate-limited request: how long until it may come again
 
 
 class Listing(msgspec.Struct):

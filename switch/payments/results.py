@@ -21,6 +21,7 @@ from switch.iso.codes import ResultCode, field39_for
 
 class Result(StrEnum):
     # Refused before anything was written: nothing happened, the request may be sent again.
+    RATE_LIMITED = "rate_limited"
     IDEMPOTENCY_UNAVAILABLE = "idempotency_unavailable"
     DATABASE_UNAVAILABLE = "database_unavailable"
     OVERLOADED = "overloaded"
@@ -97,6 +98,8 @@ _SWITCH_RESULTS: dict[Result, Meaning] = {
     Result.IDEMPOTENCY_UNAVAILABLE: Meaning(
         503, _API, "idempotency_unavailable", "The idempotency store is unavailable; the request was not "
         "processed. Retry with the same Idempotency-Key.", "96"),
+    Result.RATE_LIMITED: Meaning(429, _INVALID_REQUEST, "rate_limit", "Too many requests for this API key or "
+                                 "address; retry after the time the Retry-After header gives.", "91"),
     Result.DATABASE_UNAVAILABLE: Meaning(
         503, _API, "database_unavailable", "The database is unavailable. Retry with the same Idempotency-Key: a "
         "request that was recorded is answered as recorded, one that was not is processed then.", "96"),

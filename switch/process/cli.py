@@ -3,6 +3,7 @@
     switch serve --port 8080 --workers 4       run the merchant API (needs DATABASE_URL, REDIS_URL, ...);
                                                /metrics and /readyz on 127.0.0.1:8081 (--ops-host/--ops-port)
     switch merchants create --name shop        create a merchant; prints its API key once
+    switch merchants limit --merchant acct_... --per-s 500 [--burst 1000]   its own rate limit per API key
     switch keys create --merchant acct_...     another API key for a merchant
     switch keys revoke --key key_...           revoke a key (workers stop accepting it within 30 s)
     switch ledger check                        exit 1 if a posting does not sum to zero, or a payment's
@@ -37,9 +38,15 @@ async def _with_connection(action):  # type: ignore[no-untyped-def]
 
 
 def cmd_merchants_create(args: argparse.Namespace) -> int:
-    from switch.merchants import create_merchant
+    from switch.merchants import create_merchant, set_rate_limit
 
-    created = asyncio.run(_with_connection(lambda conn: create_merchant(conn, args.name)))
+    async def create(conn: asyncpg.Connection):  # type: ignore[no-untyped-def]
+        created = await create_merchant(conn, args.name)
+        if args.per_s:
+            await set_rate_limit(conn, created.merchant_id, args.per_s, 2 * args.per_s)
+        return created
+
+    created = asyncio.run(_with_connection(create))
     if args.quiet:
         print(created.api_key)
     else:
@@ -47,6 +54,22 @@ def cmd_merchants_create(args: argparse.Namespace) -> int:
         print(f"key id    {created.key_id}")
         print(f"api key   {created.api_key}")
         print("The API key is shown once and stored only as a hash: keep it now.")
+    return 0
+
+
+def cmd_merchants_limit(args: argparse.Namespace) -> int:
+    from switch.merchants import set_rate_limit
+
+    per_s = None if args.default else args.per_s
+    burst = None if args.default else (args.burst or (2 * args.per_s if args.per_s else None))
+    if per_s is None and not args.default:
+        sys.exit("switch: give --per-s N (and optionally --burst M), or --default")
+    changed = asyncio.run(_with_connection(lambda conn: set_rate_limit(conn, args.merchant, per_s, burst)))
+    if not changed:
+        print("no such merchant")
+        return 1
+    print(f"rate limit of {args.merchant}: " + (f"{per_s}/s per API key, burst {burst}" if per_s else "the default")
+          + " (workers apply it within 30 s)")
     return 0
 
 
@@ -117,7 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     create = merchants.add_parser("create", help="create a merchant and print its API key once")
     create.add_argument("--name", required=True)
     create.add_argument("--quiet", action="store_true", help="print only the API key")
+    create.add_argument("--per-s", type=int, help="its own rate limit per API key (burst: twice that)")
     create.set_defaults(func=cmd_merchants_create)
+    limit = merchants.add_parser("limit", help="set a merchant's rate limit per API key (or back to the default)")
+    limit.add_argument("--merchant", required=True)
+    limit.add_argument("--per-s", type=int, help="requests per second per API key")
+    limit.add_argument("--burst", type=int, help="requests above the rate a key may send at once (default 2 x rate)")
+    limit.add_argument("--default", action="store_true", help="use the switch's default limits again")
+    limit.set_defaults(func=cmd_merchants_limit)
     keys = sub.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
     key_create = keys.add_parser("create")
     key_create.add_argument("--merchant", required=True)

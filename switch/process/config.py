@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from switch.common.errors import ConfigError
+from switch.idempotency.ratelimit import Limits
 from switch.network.config import Endpoint, NetworkConfig
 
 
@@ -29,6 +30,7 @@ class Settings:
     outbox_lease_s: float = 15.0           # a claimed outbox row is invisible to other senders this long
     outbox_poll_interval_s: float = 1.0    # outbox and recovery pass, when nothing wakes the sender
     recovery_grace_s: float = 2.0          # how long past its deadline a step in flight is left alone
+    rate_limits: Limits = field(default_factory=Limits)   # per API key and per address (ratelimit.py)
     tls_cert_file: str = ""                # HTTPS on the merchant port when both are set (TLS 1.2+)
     tls_key_file: str = ""
 
@@ -64,6 +66,18 @@ def _tls_files() -> tuple[str, str]:
     return cert, key
 
 
+def _rate_limits() -> Limits:
+    """SWITCH_RATE_LIMIT_{KEY,ADDRESS}_{PER_S,BURST}, each defaulting to Limits'."""
+    default = Limits()
+    values = {}
+    for name in ("key_per_s", "key_burst", "address_per_s", "address_burst"):
+        text = os.environ.get(f"SWITCH_RATE_LIMIT_{name.upper()}", "")
+        if text and (not text.isdigit() or int(text) == 0):
+            raise ConfigError(f"SWITCH_RATE_LIMIT_{name.upper()} must be a positive integer")
+        values[name] = int(text) if text else getattr(default, name)
+    return Limits(**values)
+
+
 def load_settings() -> Settings:
     networks_text = os.environ.get("SWITCH_NETWORKS", "")
     if not networks_text and os.environ.get("SWITCH_NETWORKS_FILE"):
@@ -84,6 +98,7 @@ def load_settings() -> Settings:
         outbox_lease_s=float(os.environ.get("SWITCH_OUTBOX_LEASE_S", "15.0")),
         outbox_poll_interval_s=float(os.environ.get("SWITCH_OUTBOX_POLL_INTERVAL_S", "1.0")),
         recovery_grace_s=float(os.environ.get("SWITCH_RECOVERY_GRACE_S", "2.0")),
+        rate_limits=_rate_limits(),
         tls_cert_file=_tls_files()[0],
         tls_key_file=_tls_files()[1],
     )

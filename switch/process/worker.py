@@ -20,6 +20,7 @@ from switch.common.tls import server_context
 from switch.frontends.http.app import App
 from switch.frontends.http.ops import OpsApp
 from switch.idempotency.lock import Idempotency
+from switch.idempotency.ratelimit import RateLimiter
 from switch.iso.messages import mask_pan
 from switch.merchants import ApiKeyCache
 from switch.network.router import Networks
@@ -85,7 +86,8 @@ class Worker:
         services = Services(Budgets(settings.payment_budget_s, settings.network_timeout_s), pool, writer, vault,
                             networks, TraceAllocator(pool), idempotency, outbox.wake)
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
-        app = App(payments, ApiKeyCache(pool), idempotency.fingerprint)
+        limiter = RateLimiter(idempotency.commands, settings.rate_limits)
+        app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter)
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         server = await http.serve(app.handle, self.host, self.port, tls=tls)
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)

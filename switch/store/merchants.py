@@ -25,6 +25,14 @@ async def update_key_revoked(conn: asyncpg.Connection, key_id: str) -> bool:
 
 async def get_merchant_by_key_hash(pool: asyncpg.Pool, key_hash: bytes) -> MerchantRecord | None:
     row = await pool.fetchrow(
-        "SELECT m.id, m.name FROM api_keys k JOIN merchants m ON m.id = k.merchant_id "
+        "SELECT m.id, m.name, m.rate_limit_per_s, m.rate_limit_burst FROM api_keys k "
+        "JOIN merchants m ON m.id = k.merchant_id "
         "WHERE k.key_hash = $1 AND k.revoked_at IS NULL AND m.status = 'active'", key_hash)
-    return MerchantRecord(row["id"], row["name"]) if row else None
+    return MerchantRecord(row["id"], row["name"], row["rate_limit_per_s"], row["rate_limit_burst"]) if row else None
+
+
+async def update_merchant_rate_limit(conn: asyncpg.Connection, merchant_id: str, per_s: int | None,
+                                     burst: int | None) -> bool:
+    status = await conn.execute("UPDATE merchants SET rate_limit_per_s = $2, rate_limit_burst = $3 WHERE id = $1",
+                                merchant_id, per_s, burst)
+    return status.endswith(" 1")

@@ -92,6 +92,8 @@ class LedgerEntry(msgspec.Struct, array_like=True):
 class MerchantRecord(msgspec.Struct):
     id: str
     name: str
+    rate_limit_per_s: int | None = None
+    rate_limit_burst: int | None = None
 
 
 def payment_record(row: Any) -> PaymentRecord:

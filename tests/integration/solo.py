@@ -56,7 +56,7 @@ class Switch:
 
 class SoloStack:
     def __init__(self, run_dir: Path) -> None:
-        self.stack = Stack(run_dir=run_dir)
+        self.stack = Stack(run_dir=run_dir, address_rate_limit_per_s=1_000_000, merchant_rate_limit_per_s=1_000_000)
         self.api_key = ""
 
     def start(self) -> None:
@@ -78,13 +78,13 @@ class SoloStack:
 
     # ----- switches ---------------------------------------------------------------------------------
 
-    def start_switches(self, envs: dict[str, dict[str, str]]) -> dict[str, Switch]:
-        """Start one single-worker switch per name (all spawned first, then awaited: they boot in parallel)."""
+    def start_switches(self, envs: dict[str, dict[str, str]], workers: int = 1) -> dict[str, Switch]:
+        """Start one switch per name (all spawned first, then awaited: they boot in parallel)."""
         started: dict[str, Switch] = {}
         for name, env in envs.items():
             port, ops_port = free_port(), free_port()
             argv = [sys.executable, "-m", "switch", "serve", "--host", "127.0.0.1", "--port", str(port),
-                    "--workers", "1", "--ops-port", str(ops_port)]
+                    "--workers", str(workers), "--ops-port", str(ops_port)]
             service = self.stack.spawn(name, argv, env={**self.stack.switch_env(), **FAST_ENV, **env})
             started[name] = Switch(service, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ops_port}")
         for switch in started.values():

@@ -17,7 +17,8 @@ from urllib.parse import parse_qsl
 from switch.common import errors, metrics
 from switch.common.http import Request, Response
 from switch.frontends.http import render, schema
-from switch.merchants import ApiKeyCache, Merchant
+from switch.idempotency.ratelimit import Admission, RateLimiter
+from switch.merchants import ApiKeyCache, Merchant, hash_key
 from switch.payments.commands import Caller, GetPayment, GetRefund, Mutation
 from switch.payments.engine import Payments
 from switch.payments.outcome import Outcome
@@ -39,11 +40,12 @@ def new_request_id() -> str:
 
 
 class App:
-    def __init__(self, payments: Payments, api_keys: ApiKeyCache,
-                 fingerprint: Callable[[str, str, bytes], bytes]) -> None:
+    def __init__(self, payments: Payments, api_keys: ApiKeyCache, fingerprint: Callable[[str, str, bytes], bytes],
+                 limiter: RateLimiter) -> None:
         self.payments = payments
         self.api_keys = api_keys
         self.fingerprint = fingerprint
+        self.limiter = limiter
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -69,12 +71,14 @@ class App:
         if not path.startswith("/v1/"):
             raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
                                          status=404)
-        merchant = await self.authenticate(request)
+        merchant, admission = await self.authenticate(request)
         if method == "POST":
             route, build = self._post_route(path)
             key = self._idempotency_key(request)
-            return route, await self.idempotent(request, merchant, request_id, key, build(request.body))
+            return route, await self.idempotent(request, merchant, request_id, key, build(request.body), admission)
         if method == "GET":
+            if wait_ms := await admission.wait_ms():
+                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
             route, response = await self._get(path, Caller(merchant, request_id), request.query)
             return route, response
         raise errors.invalid_request("method_not_allowed", f"{method} is not allowed on {path[:100]}.", status=405)
@@ -116,9 +120,14 @@ class App:
     @staticmethod
     def _rendered(outcome: Outcome, headers: list[tuple[str, str]] | None = None) -> Response:
         status, body = render.answer(outcome)
-        return Response(status, body, headers=headers or [])
+        response = Response(status, body, headers=headers or [])
+        if outcome.retry_after_ms:
+            response.headers.append(("retry-after", str(-(-outcome.retry_after_ms // 1000))))   # whole seconds
+        return response
 
-    async def authenticate(self, request: Request) -> Merchant:
+    async def authenticate(self, request: Request) -> tuple[Merchant, Admission]:
+        """The merchant of the request's API key, and the request's pending take from its rate limits (per
+        key and per address). A wrong key still takes from its address's bucket: guessing keys is slow."""
         header = request.header("authorization")
         if not header:
             raise errors.authentication_error("You did not provide an API key. Send it as 'Authorization: Bearer "
@@ -127,10 +136,15 @@ class App:
         api_key = api_key.strip()
         if scheme.lower() != "bearer" or not api_key:
             raise errors.authentication_error("The Authorization header must be 'Bearer <api key>'.")
-        merchant = await self.api_keys.merchant_for(api_key)
+        digest = hash_key(api_key)
+        merchant = await self.api_keys.merchant_for_digest(digest)
         if merchant is None:
+            if wait_ms := await self.limiter.admit(None, request.remote).wait_ms():
+                raise errors.ApiError(429, "invalid_request_error", "rate_limit", "Too many requests from this "
+                                      f"address; retry in {-(-wait_ms // 1000)} s.")
             raise errors.authentication_error("Invalid API key provided.")
-        return merchant
+        admission = self.limiter.admit(digest, request.remote, merchant.rate_limit_per_s, merchant.rate_limit_burst)
+        return merchant, admission
 
     @staticmethod
     def _idempotency_key(request: Request) -> str:
@@ -144,8 +158,9 @@ class App:
         return key
 
     async def idempotent(self, request: Request, merchant: Merchant, request_id: str, key: str,
-                         command: Mutation) -> Response:
-        caller = Caller(merchant, request_id, key, self.fingerprint(request.method, request.path, request.body))
+                         command: Mutation, admission: Admission) -> Response:
+        caller = Caller(merchant, request_id, key, self.fingerprint(request.method, request.path, request.body),
+                        admission)
         outcome, replayed = await self.payments.execute(caller, command)
         if not replayed:
             return self._rendered(outcome)
