@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 
 import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from switch.common.batch import Batcher, BatchQueueFull
 from switch.common.outage import Outage
@@ -26,6 +27,7 @@ class RedisPipeliner:
         self.client = client
         self.timeout_s = timeout_s
         self.outage = Outage("redis")
+        self.scripts: dict[str, str] = {}
         self.batches: Batcher[tuple[tuple[object, ...], dict[str, object]], object] = Batcher(
             self._run, size_max=size_max, inflight_max=inflight_max)
 
@@ -47,7 +49,28 @@ class RedisPipeliner:
             raise RedisError("too many Redis commands waiting") from None
         return result
 
+    def register_script(self, script: str) -> str:
+        """A Lua script the commands call by its SHA1 (EVALSHA); loaded again if Redis forgets it."""
+        sha = hashlib.sha1(script.encode()).hexdigest()  # noqa: S324 - the name Redis gives a script
+        self.scripts[sha] = script
+        return sha
+
+    async def load_scripts(self) -> None:
+        for script in self.scripts.values():
+            await self.client.script_load(script)
+
     async def _run(self, commands: list[tuple[tuple[object, ...], dict[str, object]]]) -> list[object]:
+        results = await self._send(commands)
+        forgotten = [index for index, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if forgotten:
+            # Redis restarted and forgot our scripts: load them and send those commands once more.
+            await self.load_scripts()
+            again = await self._send([commands[index] for index in forgotten])
+            for index, result in zip(forgotten, again, strict=True):
+                results[index] = result
+        return results
+
+    async def _send(self, commands: list[tuple[tuple[object, ...], dict[str, object]]]) -> list[object]:
         pipe = self.client.pipeline(transaction=False)
         for command, options in commands:
             pipe.execute_command(*command, **options)

@@ -58,6 +58,7 @@ class RateLimiter:
     def __init__(self, commands: RedisPipeliner, limits: Limits) -> None:
         self.commands = commands
         self.limits = limits
+        self.script_sha = commands.register_script(BUCKET_SCRIPT)
 
     def _buckets(self, key_digest: bytes | None, address: str, key_per_s: int | None,
                  key_burst: int | None) -> list[object]:
@@ -76,9 +77,7 @@ class RateLimiter:
         pass sends, the idempotency lock of the same request included); `Admission.wait_ms` reads it."""
         buckets = self._buckets(key_digest, address, key_per_s, key_burst)
         try:
-            # EVAL, not EVALSHA: Redis keeps the compiled script by its hash anyway, and a NOSCRIPT reply (Redis
-            # restarted) would fail the whole pipeline, the other requests' locks with it.
-            future = self.commands.enqueue("EVAL", BUCKET_SCRIPT, *buckets)
+            future = self.commands.enqueue("EVALSHA", self.script_sha, *buckets)
         except RedisError:
             future = asyncio.get_running_loop().create_future()
             future.set_result(0)                        # too much queued for Redis: the lock will say so

@@ -6,6 +6,7 @@ composition root: every part of the switch is built and wired here.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 
 import redis.asyncio as redis
 import uvloop
+from redis.exceptions import RedisError
 
 from switch.common import http, metrics
 from switch.common.tls import server_context
@@ -87,6 +89,8 @@ class Worker:
                             networks, TraceAllocator(pool), idempotency, outbox.wake)
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
         limiter = RateLimiter(idempotency.commands, settings.rate_limits)
+        with contextlib.suppress(RedisError, OSError):     # Redis away now: loaded on first use instead
+            await idempotency.commands.load_scripts()
         app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter)
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         server = await http.serve(app.handle, self.host, self.port, tls=tls)
