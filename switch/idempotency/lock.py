@@ -19,6 +19,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from switch.idempotency.pipeline import RedisPipeliner
+from switch.idempotency.ratelimit import LOCK_SCRIPT, Buckets
 from switch.store import idempotency as key_store
 
 FINGERPRINT_BYTES = 32
@@ -36,10 +37,11 @@ class Lock:
 
     replay: bytes | None = None
     refusal: Refusal | None = None
+    wait_ms: int = 0                 # over its rate limit: the lock was not even tried
 
     @property
     def taken(self) -> bool:
-        return self.replay is None and self.refusal is None
+        return self.replay is None and self.refusal is None and not self.wait_ms
 
 
 TAKEN = Lock()
@@ -52,6 +54,7 @@ class Idempotency:
     def __init__(self, client: redis.Redis, pool: asyncpg.Pool, hmac_key: bytes, lock_ttl_s: int,
                  retention_s: int, lock_stale_after_s: float = 5.0) -> None:
         self.commands = RedisPipeliner(client)
+        self.lock_script_sha = self.commands.register_script(LOCK_SCRIPT)
         self.pool = pool
         self.hmac_key = hmac_key
         self.lock_ttl_s = lock_ttl_s
@@ -69,13 +72,24 @@ class Idempotency:
         digest = hmac.new(self.hmac_key, key.encode(), hashlib.sha256).hexdigest()[:32]
         return f"idem:{merchant_id}:{digest}"
 
-    async def acquire(self, merchant_id: str, key: str, fingerprint: bytes, name: str) -> Lock:
+    async def acquire(self, merchant_id: str, key: str, fingerprint: bytes, name: str,
+                      rate: Buckets | None = None) -> Lock:
         """Take the lock `name` (``redis_key(merchant_id, key)``), or answer the outcome of the finished
-        request, or refuse."""
-        # SET NX GET (Redis >= 7): sets and answers nil, or leaves the key and answers its value.
+        request, or refuse. With `rate`, the request's rate-limit take is the same command."""
         lock = b"L" + fingerprint + int(time.time() * 1000).to_bytes(8, "big")
         try:
-            previous = await self.commands.execute("SET", name, lock, "NX", "GET", "EX", self.lock_ttl_s, get=True)
+            if rate is None:
+                # SET NX GET (Redis >= 7): sets and answers nil, or leaves the key and answers its value.
+                previous = await self.commands.execute("SET", name, lock, "NX", "GET", "EX", self.lock_ttl_s,
+                                                       get=True)
+            else:
+                answer = await self.commands.execute("EVALSHA", self.lock_script_sha, 1 + len(rate.keys), name,
+                                                     *rate.keys, lock, self.lock_ttl_s, *rate.args)
+                if not isinstance(answer, list):
+                    return UNAVAILABLE
+                if answer[0]:
+                    return Lock(wait_ms=int(answer[0]))
+                previous = answer[1]
         except (RedisError, OSError):
             return UNAVAILABLE
         if previous is None:

@@ -1,9 +1,9 @@
 """Rate limits: a token bucket per API key and one per client address, shared by every worker in Redis.
 
 One Lua script takes a token from both buckets of a request at once (or neither, when either is empty)
-and answers how long to wait. It rides the same Redis pipeline as the request's idempotency lock, so a
-payment pays no round trip for it. Redis unreachable: the limiter lets the request through (the
-idempotency lock fails closed anyway).
+and answers how long to wait; for a mutating request the same script also takes the idempotency lock
+(LOCK_SCRIPT), so a payment pays neither a round trip nor a command of its own for it. Redis
+unreachable: the limiter lets a read through (the idempotency lock of a mutating request fails closed).
 
 Defaults: 100 requests/s per API key with a burst of 200, as Stripe allows about 100 per second per key in
 live mode, with room for a batch job's bursts; 200/s per address with a burst of 400, since one client
@@ -20,30 +20,54 @@ from redis.exceptions import RedisError
 
 from switch.idempotency.pipeline import RedisPipeliner
 
-# KEYS: the buckets; ARGV: rate_per_s and burst of each bucket, in order. Returns 0 (a token was taken
-# from every bucket) or the milliseconds until every bucket holds one again (nothing taken).
-BUCKET_SCRIPT = """
-local clock = redis.call('TIME')
-local now_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
-local wait_ms, tokens = 0, {}
-for i = 1, #KEYS do
-  local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local saved = redis.call('HMGET', KEYS[i], 't', 'ts')
-  local left, since = tonumber(saved[1]), tonumber(saved[2])
-  if left == nil then left, since = burst, now_ms end
-  left = math.min(burst, left + math.max(0, now_ms - since) * rate / 1000)
-  if left < 1 then wait_ms = math.max(wait_ms, math.ceil((1 - left) * 1000 / rate)) end
-  tokens[i] = left
+# take(k, a): take a token from every bucket KEYS[k..] (their rate_per_s and burst in ARGV[a..], in pairs),
+# or from none; answers 0 (taken) or the milliseconds until every bucket holds one again.
+_TAKE = """
+local function take(first_key, first_arg)
+  local clock = redis.call('TIME')
+  local now_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
+  local wait_ms, tokens = 0, {}
+  for i = first_key, #KEYS do
+    local at = first_arg + 2 * (i - first_key)
+    local rate, burst = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    local saved = redis.call('HMGET', KEYS[i], 't', 'ts')
+    local left, since = tonumber(saved[1]), tonumber(saved[2])
+    if left == nil then left, since = burst, now_ms end
+    left = math.min(burst, left + math.max(0, now_ms - since) * rate / 1000)
+    if left < 1 then wait_ms = math.max(wait_ms, math.ceil((1 - left) * 1000 / rate)) end
+    tokens[i] = left
+  end
+  for i = first_key, #KEYS do
+    local at = first_arg + 2 * (i - first_key)
+    local rate, burst = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
+    local left = tokens[i]
+    if wait_ms == 0 then left = left - 1 end
+    redis.call('HSET', KEYS[i], 't', tostring(left), 'ts', now_ms)
+    redis.call('PEXPIRE', KEYS[i], math.ceil(burst * 1000 / rate) + 1000)
+  end
+  return wait_ms
 end
-for i = 1, #KEYS do
-  local rate, burst = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
-  local left = tokens[i]
-  if wait_ms == 0 then left = left - 1 end
-  redis.call('HSET', KEYS[i], 't', tostring(left), 'ts', now_ms)
-  redis.call('PEXPIRE', KEYS[i], math.ceil(burst * 1000 / rate) + 1000)
-end
-return wait_ms
 """
+# A read, or a request without a valid key: KEYS are the buckets.
+BUCKET_SCRIPT = _TAKE + "return take(1, 1)\n"
+# A mutating request: the rate-limit take and the idempotency lock in one command. KEYS[1] is the lock
+# (ARGV[1] its value, ARGV[2] its TTL), KEYS[2..] the buckets. Over the limit: {wait_ms, nil}, and no lock;
+# else as SET NX GET EX: {0, nil} when the lock was taken, {0, previous value} when the key was held.
+LOCK_SCRIPT = _TAKE + """
+local wait_ms = take(2, 3)
+if wait_ms > 0 then return {wait_ms, false} end
+local previous = redis.call('GET', KEYS[1])
+if not previous then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
+return {0, previous}
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Buckets:
+    """The buckets one request takes from: their Redis keys, and each one's rate and burst."""
+
+    keys: list[object]
+    args: list[object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,24 +84,23 @@ class RateLimiter:
         self.limits = limits
         self.script_sha = commands.register_script(BUCKET_SCRIPT)
 
-    def _buckets(self, key_digest: bytes | None, address: str, key_per_s: int | None,
-                 key_burst: int | None) -> list[object]:
-        """The script's key count, keys and arguments for one request."""
+    def buckets(self, key_digest: bytes | None, address: str, key_per_s: int | None = None,
+                key_burst: int | None = None) -> Buckets:
+        """The address's bucket, and the API key's when the key is known (with the merchant's own limit)."""
         limits = self.limits
         keys: list[object] = [f"rl:a:{address}"]
         args: list[object] = [limits.address_per_s, limits.address_burst]
         if key_digest is not None:
             keys.append(f"rl:k:{key_digest[:12].hex()}")
             args += [key_per_s or limits.key_per_s, key_burst or limits.key_burst]
-        return [len(keys), *keys, *args]
+        return Buckets(keys, args)
 
-    def admit(self, key_digest: bytes | None, address: str, key_per_s: int | None = None,
-              key_burst: int | None = None) -> Admission:
-        """Queue the request's take on the next pipeline (no await: it leaves with whatever else this loop
-        pass sends, the idempotency lock of the same request included); `Admission.wait_ms` reads it."""
-        buckets = self._buckets(key_digest, address, key_per_s, key_burst)
+    def admit(self, buckets: Buckets) -> Admission:
+        """Queue a take on the next pipeline (a read's: a mutating request's take rides its idempotency
+        lock, switch.idempotency.lock); `Admission.wait_ms` reads the answer."""
         try:
-            future = self.commands.enqueue("EVALSHA", self.script_sha, *buckets)
+            future = self.commands.enqueue("EVALSHA", self.script_sha, len(buckets.keys), *buckets.keys,
+                                           *buckets.args)
         except RedisError:
             future = asyncio.get_running_loop().create_future()
             future.set_result(0)                        # too much queued for Redis: the lock will say so

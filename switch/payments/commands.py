@@ -13,7 +13,7 @@ from msgspec import Meta, Struct
 
 from switch.common.currency import AMOUNT_MAX
 from switch.common.validation import STATEMENT_TEXT, STORABLE_TEXT
-from switch.idempotency.ratelimit import Admission
+from switch.idempotency.ratelimit import Buckets
 from switch.merchants import Merchant
 
 Amount = Annotated[int, Meta(ge=1, le=AMOUNT_MAX)]
@@ -25,14 +25,14 @@ TokenId = Annotated[str, Meta(pattern="^tok_[0-9A-Za-z]{10,40}$")]
 
 
 class Caller(Struct, frozen=True):
-    """Who asks, and under which idempotency key (mutating commands only); `admission` is the request's
-    pending rate-limit take, answered in the same Redis round trip as its idempotency lock."""
+    """Who asks, and under which idempotency key (mutating commands only); `rate` are the rate-limit
+    buckets the request takes from, in the same Redis command as its idempotency lock."""
 
     merchant: Merchant
     request_id: str
     idempotency_key: str = ""
     fingerprint: bytes = b""
-    admission: Admission | None = None
+    rate: Buckets | None = None
 
 
 class Card(Struct, forbid_unknown_fields=True):

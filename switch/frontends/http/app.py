@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from switch.common import errors, metrics
 from switch.common.http import Request, Response
 from switch.frontends.http import render, schema
-from switch.idempotency.ratelimit import Admission, RateLimiter
+from switch.idempotency.ratelimit import Buckets, RateLimiter
 from switch.merchants import ApiKeyCache, Merchant, hash_key
 from switch.payments.commands import Caller, GetPayment, GetRefund, Mutation
 from switch.payments.engine import Payments
@@ -71,13 +71,13 @@ class App:
         if not path.startswith("/v1/"):
             raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
                                          status=404)
-        merchant, admission = await self.authenticate(request)
+        merchant, buckets = await self.authenticate(request)
         if method == "POST":
             route, build = self._post_route(path)
             key = self._idempotency_key(request)
-            return route, await self.idempotent(request, merchant, request_id, key, build(request.body), admission)
+            return route, await self.idempotent(request, merchant, request_id, key, build(request.body), buckets)
         if method == "GET":
-            if wait_ms := await admission.wait_ms():
+            if wait_ms := await self.limiter.admit(buckets).wait_ms():
                 return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
             route, response = await self._get(path, Caller(merchant, request_id), request.query)
             return route, response
@@ -125,9 +125,9 @@ class App:
             response.headers.append(("retry-after", str(-(-outcome.retry_after_ms // 1000))))   # whole seconds
         return response
 
-    async def authenticate(self, request: Request) -> tuple[Merchant, Admission]:
-        """The merchant of the request's API key, and the request's pending take from its rate limits (per
-        key and per address). A wrong key still takes from its address's bucket: guessing keys is slow."""
+    async def authenticate(self, request: Request) -> tuple[Merchant, Buckets]:
+        """The merchant of the request's API key, and the rate-limit buckets the request takes from (per key
+        and per address). A wrong key still takes from its address's bucket: guessing keys is slow."""
         header = request.header("authorization")
         if not header:
             raise errors.authentication_error("You did not provide an API key. Send it as 'Authorization: Bearer "
@@ -139,12 +139,12 @@ class App:
         digest = hash_key(api_key)
         merchant = await self.api_keys.merchant_for_digest(digest)
         if merchant is None:
-            if wait_ms := await self.limiter.admit(None, request.remote).wait_ms():
+            if wait_ms := await self.limiter.admit(self.limiter.buckets(None, request.remote)).wait_ms():
                 raise errors.ApiError(429, "invalid_request_error", "rate_limit", "Too many requests from this "
                                       f"address; retry in {-(-wait_ms // 1000)} s.")
             raise errors.authentication_error("Invalid API key provided.")
-        admission = self.limiter.admit(digest, request.remote, merchant.rate_limit_per_s, merchant.rate_limit_burst)
-        return merchant, admission
+        return merchant, self.limiter.buckets(digest, request.remote, merchant.rate_limit_per_s,
+                                              merchant.rate_limit_burst)
 
     @staticmethod
     def _idempotency_key(request: Request) -> str:
@@ -158,9 +158,9 @@ class App:
         return key
 
     async def idempotent(self, request: Request, merchant: Merchant, request_id: str, key: str,
-                         command: Mutation, admission: Admission) -> Response:
+                         command: Mutation, buckets: Buckets) -> Response:
         caller = Caller(merchant, request_id, key, self.fingerprint(request.method, request.path, request.body),
-                        admission)
+                        buckets)
         outcome, replayed = await self.payments.execute(caller, command)
         if not replayed:
             return self._rendered(outcome)

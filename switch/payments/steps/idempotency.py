@@ -29,11 +29,9 @@ async def lock(ctx: Context, services: Services) -> None:
     caller = ctx.caller
     ctx.lock_name = services.idempotency.redis_key(caller.merchant.id, caller.idempotency_key)
     got = await services.idempotency.acquire(caller.merchant.id, caller.idempotency_key, caller.fingerprint,
-                                             ctx.lock_name)
-    if caller.admission is not None and (wait_ms := await caller.admission.wait_ms()):
-        if got.taken:
-            await services.idempotency.release(ctx.lock_name)
-        ctx.answer(Result.RATE_LIMITED, retry_after_ms=wait_ms)
+                                             ctx.lock_name, caller.rate)
+    if got.wait_ms:                                 # over its rate limit: no lock was taken
+        ctx.answer(Result.RATE_LIMITED, retry_after_ms=got.wait_ms)
         return
     if got.replay is not None and not outcomes.readable(got.replay):
         # A replay cache entry this release cannot read (written by an older one): Postgres has the answer.
