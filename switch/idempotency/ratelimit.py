@@ -30,9 +30,12 @@ local function take(first_key, first_arg)
   for i = first_key, #KEYS do
     local at = first_arg + 2 * (i - first_key)
     local rate, burst = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
-    local saved = redis.call('HMGET', KEYS[i], 't', 'ts')
-    local left, since = tonumber(saved[1]), tonumber(saved[2])
-    if left == nil then left, since = burst, now_ms end
+    local saved = redis.call('GET', KEYS[i])
+    local left, since = burst, now_ms
+    if saved then
+      local colon = string.find(saved, ':', 1, true)
+      left, since = tonumber(string.sub(saved, 1, colon - 1)), tonumber(string.sub(saved, colon + 1))
+    end
     left = math.min(burst, left + math.max(0, now_ms - since) * rate / 1000)
     if left < 1 then wait_ms = math.max(wait_ms, math.ceil((1 - left) * 1000 / rate)) end
     tokens[i] = left
@@ -42,8 +45,8 @@ local function take(first_key, first_arg)
     local rate, burst = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
     local left = tokens[i]
     if wait_ms == 0 then left = left - 1 end
-    redis.call('HSET', KEYS[i], 't', tostring(left), 'ts', now_ms)
-    redis.call('PEXPIRE', KEYS[i], math.ceil(burst * 1000 / rate) + 1000)
+    -- One string per bucket, "tokens:updated_ms", kept until a full refill would have happened anyway.
+    redis.call('SET', KEYS[i], string.format('%.3f:%d', left, now_ms), 'PX', math.ceil(burst * 1000 / rate) + 1000)
   end
   return wait_ms
 end
