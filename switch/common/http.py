@@ -195,7 +195,7 @@ class HttpProtocol(asyncio.Protocol):
             # RFC 9112 6.1: a Transfer-Encoding in an HTTP/1.0 message cannot be trusted to frame the body.
             raise self._refuse(400, "malformed_http", "Transfer-Encoding is not allowed in HTTP/1.0.")
         length = self.headers.get("content-length")
-        if length and length.isdigit() and int(length) > BODY_BYTES_MAX:
+        if length and length.isascii() and length.isdigit() and int(length) > BODY_BYTES_MAX:
             raise self._too_large(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")
 
     def on_body(self, body: bytes) -> None:

@@ -72,7 +72,7 @@ def _rate_limits() -> Limits:
     values = {}
     for name in ("key_per_s", "key_burst", "address_per_s", "address_burst"):
         text = os.environ.get(f"SWITCH_RATE_LIMIT_{name.upper()}", "")
-        if text and (not text.isdigit() or int(text) == 0):
+        if text and (not (text.isascii() and text.isdigit()) or int(text) == 0):
             raise ConfigError(f"SWITCH_RATE_LIMIT_{name.upper()} must be a positive integer")
         values[name] = int(text) if text else getattr(default, name)
     return Limits(**values)

@@ -90,3 +90,11 @@ async def test_a_repeated_key_in_the_body_is_refused(api) -> None:
     response = await api.request("POST", "/v1/payments", body, idempotency_key=key("dup-key"))
     assert response.status == 400
     assert response.json()["error"]["code"] == "duplicate_key"
+
+
+async def test_a_unicode_digit_in_a_query_number_is_a_400(api) -> None:
+    # "²".isdigit() is true in Python, and int("²") raises: found by the fuzz test as a 500.
+    for query in ("limit=%C2%B2", "created[gte]=%C2%B2", "limit=%D9%A3"):
+        response = await api.request("GET", f"/v1/payments?{query}")
+        assert response.status == 400, query
+        assert response.json()["error"]["code"] == "parameter_invalid"

@@ -91,7 +91,7 @@ def _int_param(query: dict[str, str], name: str, default: int, low: int, high: i
     text = query.get(name)
     if text is None:
         return default
-    if not text.isdigit() or not low <= int(text) <= high:
+    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:   # not "²"
         raise errors.invalid_request("parameter_invalid", f"{name} must be an integer from {low} to {high}.", name)
     return int(text)
 
@@ -100,6 +100,6 @@ def _time_param(query: dict[str, str], name: str) -> datetime | None:
     text = query.get(name)
     if text is None:
         return None
-    if not text.isdigit() or len(text) > 12:
+    if not (text.isascii() and text.isdigit()) or len(text) > 12:
         raise errors.invalid_request("parameter_invalid", f"{name} must be a Unix timestamp.", name)
     return datetime.fromtimestamp(int(text), UTC)
