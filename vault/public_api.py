@@ -21,13 +21,12 @@ import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Annotated
 
 import asyncpg
 import msgspec
-from msgspec import Meta, Struct
+from msgspec import Struct
 
-from switch.common.cards import CardError, CardNumber, SecretStr
+from switch.common.cards import CardError, CardInput, CardNumber, SecretStr
 from switch.common.errors import ApiError, ConfigError, authentication_error, invalid_request, service_unavailable
 from switch.common.http import Request, Response, serve
 from switch.common.validation import error_message, error_param
@@ -69,18 +68,8 @@ _CARD_ERROR_MESSAGES = {
 }
 
 
-class TokenCard(Struct, forbid_unknown_fields=True):
-    number: Annotated[str, Meta(min_length=12, max_length=19, pattern="^[0-9]+$")]
-    exp_month: Annotated[int, Meta(ge=1, le=12)]
-    exp_year: Annotated[int, Meta(ge=2000, le=2099)]
-    cvc: Annotated[str, Meta(min_length=3, max_length=4, pattern="^[0-9]+$")] | None = None
-
-    def __repr__(self) -> str:
-        return f"TokenCard(number='***', exp_month={self.exp_month}, exp_year={self.exp_year}, cvc='***')"
-
-
 class TokenCreate(Struct, forbid_unknown_fields=True):
-    card: TokenCard
+    card: CardInput
 
 
 class TokenCardOut(Struct):
@@ -212,7 +201,7 @@ class PublicTokenApi:
         except msgspec.DecodeError:
             raise invalid_request("invalid_json", "The request body is not valid JSON.") from None
 
-    async def _tokenize(self, merchant_id: str, caller: str, card: TokenCard) -> Response:
+    async def _tokenize(self, merchant_id: str, caller: str, card: CardInput) -> Response:
         try:
             number = CardNumber(card.number)
             record = await self._vault.tokenize(merchant_id, number, card.exp_month, card.exp_year,

@@ -10,6 +10,9 @@ from __future__ import annotations
 import datetime
 import hmac
 from dataclasses import dataclass
+from typing import Annotated
+
+from msgspec import Meta, Struct
 
 PAN_LENGTH_MIN = 12
 PAN_LENGTH_MAX = 19
@@ -87,7 +90,8 @@ def detect_brand(digits: str) -> str | None:
     return None
 
 
-def _mask(digits: str) -> str:
+def mask_digits(digits: str) -> str:
+    """At most the BIN and the last 4, and never fewer than HIDDEN_DIGITS_MIN digits hidden."""
     lead = max(0, min(BIN_LENGTH, len(digits) - LAST_DIGITS_SHOWN - HIDDEN_DIGITS_MIN))
     hidden = len(digits) - lead - LAST_DIGITS_SHOWN
     return digits[:lead] + "*" * hidden + digits[-LAST_DIGITS_SHOWN:]
@@ -127,7 +131,7 @@ class CardNumber:
 
     @property
     def masked(self) -> str:
-        return _mask(self._digits)
+        return mask_digits(self._digits)
 
     def require_brand(self) -> str:
         """The brand, or CardError("unsupported_brand") when no supported brand fits."""
@@ -226,3 +230,19 @@ class CardData:
     def expiry_yymm(self) -> str:
         """Field 14: the expiry as YYMM."""
         return f"{self.exp_year % 100:02d}{self.exp_month:02d}"
+
+
+class CardInput(Struct, forbid_unknown_fields=True):
+    """Raw card data as a merchant or a checkout page sends it, bounded; it lives only until it is handed
+    to the vault. Its repr masks the number (BIN and last 4 at most) and the CVC."""
+
+    number: Annotated[str, Meta(min_length=12, max_length=19, pattern="^[0-9]+$")]
+    exp_month: Annotated[int, Meta(ge=1, le=12)]
+    exp_year: Annotated[int, Meta(ge=2000, le=2099)]
+    cvc: Annotated[str, Meta(min_length=3, max_length=4, pattern="^[0-9]+$")] | None = None
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(number='{mask_digits(self.number)}', exp_month={self.exp_month}, "
+                f"exp_year={self.exp_year}, cvc='***')")
+
+    __str__ = __repr__

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 
 from msgspec import Meta, Struct
 
+from switch.common.cards import CardInput
 from switch.common.currency import AMOUNT_MAX
 from switch.common.validation import STATEMENT_TEXT, STORABLE_TEXT
 from switch.idempotency.ratelimit import Buckets
@@ -35,18 +36,7 @@ class Caller(Struct, frozen=True):
     rate: Buckets | None = None
 
 
-class Card(Struct, forbid_unknown_fields=True):
-    number: Annotated[str, Meta(min_length=12, max_length=19, pattern="^[0-9]+$")]
-    exp_month: Annotated[int, Meta(ge=1, le=12)]
-    exp_year: Annotated[int, Meta(ge=2000, le=2099)]
-    cvc: Annotated[str, Meta(min_length=3, max_length=4, pattern="^[0-9]+$")] | None = None
-
-    def __repr__(self) -> str:
-        # Raw card data lives here only until it is handed to the vault; never print it.
-        masked = f"{self.number[:6]}{'*' * (len(self.number) - 10)}{self.number[-4:]}"
-        return f"Card(number='{masked}', exp_month={self.exp_month}, exp_year={self.exp_year}, cvc='***')"
-
-    __str__ = __repr__
+Card = CardInput          # the kernel's bounded, masked card input (the vault's public API takes the same)
 
 
 class CardMethod(Struct, forbid_unknown_fields=True):

@@ -195,7 +195,7 @@ class PaymentWriter:
         try:
             rows = await conn.fetch(query, *columns)
         except UNAVAILABLE as error:                # OSError: timeouts too
-            POSTGRES.failed(error)
+            POSTGRES.failed(error, refused=len(columns[0]) if columns else 1)
             # Broken, or in an unknown state: never back into `idle`; a fresh session takes its place.
             await self._give_back(conn)
             await self._replace_session()
@@ -213,7 +213,7 @@ class PaymentWriter:
         try:
             rows = await self.pool.fetch(query, *columns)
         except UNAVAILABLE as error:
-            POSTGRES.failed(error)
+            POSTGRES.failed(error, refused=len(columns[0]) if columns else 1)
             raise
         POSTGRES.succeeded()
         return rows
