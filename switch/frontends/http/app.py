@@ -72,6 +72,10 @@ class App:
             raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
                                          status=404)
         merchant, buckets = await self.authenticate(request)
+        if merchant is None:                    # a wrong key still takes from its address's bucket
+            if wait_ms := await self.limiter.admit(buckets).wait_ms():
+                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
+            raise errors.authentication_error("Invalid API key provided.")
         if method == "POST":
             route, build = self._post_route(path)
             key = self._idempotency_key(request)
@@ -125,9 +129,9 @@ class App:
             response.headers.append(("retry-after", str(-(-outcome.retry_after_ms // 1000))))   # whole seconds
         return response
 
-    async def authenticate(self, request: Request) -> tuple[Merchant, Buckets]:
-        """The merchant of the request's API key, and the rate-limit buckets the request takes from (per key
-        and per address). A wrong key still takes from its address's bucket: guessing keys is slow."""
+    async def authenticate(self, request: Request) -> tuple[Merchant | None, Buckets]:
+        """The merchant of the request's API key (None for a key no merchant holds), and the rate-limit
+        buckets the request takes from: the key's and the address's, or the address's alone."""
         header = request.header("authorization")
         if not header:
             raise errors.authentication_error("You did not provide an API key. Send it as 'Authorization: Bearer "
@@ -139,10 +143,7 @@ class App:
         digest = hash_key(api_key)
         merchant = await self.api_keys.merchant_for_digest(digest)
         if merchant is None:
-            if wait_ms := await self.limiter.admit(self.limiter.buckets(None, request.remote)).wait_ms():
-                raise errors.ApiError(429, "invalid_request_error", "rate_limit", "Too many requests from this "
-                                      f"address; retry in {-(-wait_ms // 1000)} s.")
-            raise errors.authentication_error("Invalid API key provided.")
+            return None, self.limiter.buckets(None, request.remote)
         return merchant, self.limiter.buckets(digest, request.remote, merchant.rate_limit_per_s,
                                               merchant.rate_limit_burst)
 
