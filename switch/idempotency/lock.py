@@ -78,19 +78,23 @@ class Idempotency:
         request, or refuse. With `rate`, the request's rate-limit take is the same command."""
         lock = b"L" + fingerprint + int(time.time() * 1000).to_bytes(8, "big")
         try:
-            if rate is None:
+            if rate is None or not rate.keys:
                 # SET NX GET (Redis >= 7): sets and answers nil, or leaves the key and answers its value.
                 previous = await self.commands.execute("SET", name, lock, "NX", "GET", "EX", self.lock_ttl_s,
                                                        get=True)
             else:
                 answer = await self.commands.execute("EVALSHA", self.lock_script_sha, 1 + len(rate.keys), name,
                                                      *rate.keys, lock, self.lock_ttl_s, *rate.args)
-                if not isinstance(answer, list):
+                if not isinstance(answer, list) or not isinstance(answer[0], int):
+                    rate.settle(0, [])
                     return UNAVAILABLE
+                rate.settle(answer[0], answer[2:])
                 if answer[0]:
-                    return Lock(wait_ms=int(answer[0]))
+                    return Lock(wait_ms=answer[0])
                 previous = answer[1]
         except (RedisError, OSError):
+            if rate is not None:
+                rate.settle(0, [])
             return UNAVAILABLE
         if previous is None:
             return TAKEN
