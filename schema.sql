@@ -9,6 +9,7 @@ CREATE TABLE merchants (
     -- Requests per second per API key, and the burst above it (NULL: the switch's defaults).
     rate_limit_per_s  integer CHECK (rate_limit_per_s > 0),
     rate_limit_burst  integer CHECK (rate_limit_burst > 0),
+    country     text NOT NULL DEFAULT 'US' CHECK (country ~ '^[A-Z]{2}$'),   -- where it trades (fraud signals)
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
@@ -51,6 +52,10 @@ CREATE TABLE payments (
     description           text,
     statement_descriptor  text,
     metadata              jsonb NOT NULL DEFAULT '{}'::jsonb,
+    card_fingerprint      text,                        -- keyed per merchant (switch.fraud): never the PAN
+    -- The fraud screen's decision, score, rule and reasons, and the signals it saw (for backtests).
+    fraud                 jsonb,
+    review_status         text CHECK (review_status IN ('open', 'approved', 'rejected')),
     deadline_at           timestamptz NOT NULL,        -- after this, a payment still processing is recovered
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
@@ -60,6 +65,7 @@ CREATE TABLE payments (
 CREATE INDEX payments_merchant_created ON payments (merchant_id, created_at DESC, id DESC);
 CREATE INDEX payments_in_flight ON payments (deadline_at) WHERE status = 'processing';
 CREATE UNIQUE INDEX payments_network_rrn ON payments (network, rrn);
+CREATE INDEX payments_open_reviews ON payments (merchant_id, created_at DESC, id DESC) WHERE review_status = 'open';
 
 -- One row per state transition, written in the same transaction as the transition.
 CREATE TABLE payment_events (
@@ -153,3 +159,36 @@ CREATE TABLE ledger_entries (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ledger_entries_posting ON ledger_entries (posting_id);
+
+-- Fraud screening (switch.fraud, docs/fraud.md). A merchant's rules are versioned: every change is a new
+-- version row, and the highest version is in force (none: the documented defaults).
+CREATE TABLE fraud_rule_sets (
+    merchant_id  text NOT NULL REFERENCES merchants (id),
+    version      integer NOT NULL CHECK (version > 0),
+    rules        jsonb NOT NULL,            -- [{"rule": "block if ...", "shadow": false}, ...]
+    fail_closed  boolean NOT NULL DEFAULT false,
+    actor        text NOT NULL,             -- who made this version: an API key id or "cli:<user>"
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (merchant_id, version)
+);
+
+-- Allow and block lists: values a rule tests with `in @name` (fingerprints, BINs, IPs, emails, countries).
+CREATE TABLE fraud_list_items (
+    merchant_id  text NOT NULL REFERENCES merchants (id),
+    list_name    text NOT NULL CHECK (list_name ~ '^[a-z][a-z0-9_]{0,63}$'),
+    value        text NOT NULL CHECK (length(value) BETWEEN 1 AND 254),
+    actor        text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (merchant_id, list_name, value)
+);
+
+-- Every change to a merchant's rules, lists or reviews: who, when, what.
+CREATE TABLE fraud_audit (
+    id           bigserial PRIMARY KEY,
+    merchant_id  text NOT NULL REFERENCES merchants (id),
+    actor        text NOT NULL,
+    action       text NOT NULL,             -- rules.updated, list.added, list.removed, review.approved, ...
+    detail       jsonb NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX fraud_audit_merchant ON fraud_audit (merchant_id, id);

@@ -28,6 +28,7 @@ class Merchant:
     name: str
     rate_limit_per_s: int | None = None      # its own limit per API key, or None for the switch's default
     rate_limit_burst: int | None = None
+    country: str = "US"                       # where it trades: the fraud screen's :merchant_country:
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,10 +46,10 @@ def new_api_key() -> str:
     return new_secret_key(KEY_PREFIX)
 
 
-async def create_merchant(conn: asyncpg.Connection, name: str) -> CreatedKey:
+async def create_merchant(conn: asyncpg.Connection, name: str, country: str = "US") -> CreatedKey:
     merchant_id = new_id("acct")
     async with conn.transaction():
-        await merchant_store.insert_merchant(conn, merchant_id, name)
+        await merchant_store.insert_merchant(conn, merchant_id, name, country)
         return await create_key(conn, merchant_id)
 
 
@@ -86,7 +87,7 @@ class ApiKeyCache:
         if found:
             return merchant
         record = await merchant_store.get_merchant_by_key_hash(self.pool, digest)
-        merchant = (Merchant(record.id, record.name, record.rate_limit_per_s, record.rate_limit_burst)
-                    if record else None)
+        merchant = (Merchant(record.id, record.name, record.rate_limit_per_s, record.rate_limit_burst,
+                             record.country) if record else None)
         self.cache.store(digest, merchant)
         return merchant

@@ -27,7 +27,10 @@ def base_stack() -> Iterator[Stack]:
     run_dir = new_run_dir(REPO_ROOT / ".run" / "tests")
     # Tests send bursts from one address with a few keys; tests/integration/test_rate_limits.py checks the
     # limits on switches of its own.
-    stack = Stack(run_dir=run_dir, address_rate_limit_per_s=1_000_000, merchant_rate_limit_per_s=1_000_000)
+    # Their merchants screen with their allow and block lists only: the suite pays with a few test cards
+    # again and again. tests/integration/test_fraud.py seeds merchants with the default rules.
+    stack = Stack(run_dir=run_dir, address_rate_limit_per_s=1_000_000, merchant_rate_limit_per_s=1_000_000,
+                  fraud_rules="lists")
     try:
         stack.start_postgres()
         stack.start_redis()

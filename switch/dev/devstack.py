@@ -143,6 +143,9 @@ class Stack:
     # defaults.
     address_rate_limit_per_s: int | None = None
     merchant_rate_limit_per_s: int | None = None
+    # The screening rules seeded merchants start with: "default", or "lists" for load tests, whose few
+    # cards would trip every velocity rule (docs/fraud.md).
+    fraud_rules: str = "default"
     tls_ca_file: str = ""           # the certificate clients verify the switch against (when `tls`)
     api_key: str = ""
 
@@ -451,9 +454,10 @@ class Stack:
         self.tls_ca_file = str(cert)
         return {"SWITCH_TLS_CERT_FILE": str(cert), "SWITCH_TLS_KEY_FILE": str(key)}
 
-    def seed_merchant(self, name: str = "demo-shop") -> str:
+    def seed_merchant(self, name: str = "demo-shop", fraud_rules: str | None = None) -> str:
         """Create a merchant through the real CLI and return the API key it printed once."""
         limit = ["--per-s", str(self.merchant_rate_limit_per_s)] if self.merchant_rate_limit_per_s else []
+        limit += ["--fraud-rules", fraud_rules or self.fraud_rules]
         result = subprocess.run([sys.executable, "-m", "switch", "merchants", "create", "--name", name,
                                  "--quiet", *limit], capture_output=True, text=True, env={**os.environ,
                                  **self.switch_env()}, check=False)

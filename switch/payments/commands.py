@@ -6,6 +6,7 @@ bodies straight into them). Types are the schema: every value is bounded, unknow
 
 from __future__ import annotations
 
+import ipaddress
 from datetime import datetime
 from typing import Annotated, Literal
 
@@ -22,6 +23,7 @@ CurrencyCode = Annotated[str, Meta(pattern="^[a-z]{3}$")]
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=40, pattern=STORABLE_TEXT)]
 MetadataValue = Annotated[str, Meta(max_length=500, pattern=STORABLE_TEXT)]
 ObjectId = Annotated[str, Meta(pattern="^[a-z]{2,4}_[0-9A-Za-z]{10,40}$")]
+EMAIL = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}$"
 TokenId = Annotated[str, Meta(pattern="^tok_[0-9A-Za-z]{10,40}$")]
 
 
@@ -43,6 +45,24 @@ class CardMethod(Struct, forbid_unknown_fields=True):
     card: Card
 
 
+class CustomerDetails(Struct, forbid_unknown_fields=True):
+    """What the merchant knows of the buyer, for fraud screening (switch.fraud)."""
+
+    ip_address: Annotated[str, Meta(min_length=2, max_length=45, pattern="^[0-9A-Fa-f:.]+$")] | None = None
+    email: Annotated[str, Meta(min_length=3, max_length=254, pattern=EMAIL)] | None = None
+
+    def __post_init__(self) -> None:
+        if self.ip_address is not None:
+            try:
+                address = ipaddress.ip_address(self.ip_address)
+            except ValueError:
+                raise ValueError("ip_address is not an IPv4 or IPv6 address") from None
+            mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+            self.ip_address = (mapped or address).compressed
+        if self.email is not None:
+            self.email = self.email.lower()
+
+
 class Authorize(Struct, forbid_unknown_fields=True):
     """Authorize (capture_method manual) or sell (automatic): a 0100 or a 0200."""
 
@@ -54,6 +74,7 @@ class Authorize(Struct, forbid_unknown_fields=True):
     description: Annotated[str, Meta(max_length=1000, pattern=STORABLE_TEXT)] | None = None
     statement_descriptor: Annotated[str, Meta(min_length=1, max_length=22, pattern=STATEMENT_TEXT)] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=50)] | None = None
+    customer_details: CustomerDetails | None = None
 
 
 class Capture(Struct, kw_only=True):

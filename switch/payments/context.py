@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from switch.common.cards import CardData
+from switch.fraud.screen import Screened, Screener
 from switch.idempotency.lock import Idempotency
 from switch.iso.messages import Message
 from switch.network.link import NetworkError
@@ -42,6 +43,7 @@ class Services:
     traces: TraceAllocator
     idempotency: Idempotency
     wake_outbox: Callable[[], None]
+    fraud: Screener
 
 
 @dataclass(slots=True, repr=False)
@@ -60,6 +62,7 @@ class Context:
     replayed: bool = False       # the outcome is a finished request's, answered again
     card: CardData | None = None
     token: str = ""
+    screened: Screened | None = None   # the fraud screen's verdict, once the card is known
     network: str = ""
     trace: Trace | None = None
     payment: PaymentRecord | None = None

@@ -42,6 +42,8 @@ class Result(StrEnum):
     TOKEN_MISSING = "token_missing"  # noqa: S105 - a result code, not a secret
     VAULT_UNAVAILABLE = "vault_unavailable"
     PARAMETER_NOT_STORABLE = "parameter_not_storable"
+    # Written as failed and never sent: the fraud screen blocked it (switch.fraud).
+    BLOCKED_FRAUDULENT = "blocked_fraudulent"
     # Written, then not answered: the payment failed (and is reversed when it may have reached the network).
     NETWORK_UNAVAILABLE = "network_unavailable"
     NETWORK_TIMEOUT = "network_timeout"
@@ -137,6 +139,7 @@ _SWITCH_RESULTS: dict[Result, Meaning] = {
                                       "The card vault is unavailable; retry the request.", "96"),
     Result.PARAMETER_NOT_STORABLE: Meaning(400, _INVALID_REQUEST, "parameter_invalid", "A value in the request "
                                            "cannot be stored (it holds characters that are not allowed).", "30"),
+    Result.BLOCKED_FRAUDULENT: Meaning(402, _CARD, _CARD_DECLINED, _DECLINED, "59", "fraudulent"),
     Result.NETWORK_UNAVAILABLE: Meaning(
         503, _API, "network_unavailable", "No link to the card network could take the payment; it was not sent. "
         "Create a new payment (new Idempotency-Key) to try again.", "91"),

@@ -24,6 +24,7 @@ class Event(StrEnum):
     DECLINED = "authorization.declined"
     TIMED_OUT = "authorization.timed_out"        # no answer in budget: reversed, never approved
     NETWORK_UNAVAILABLE = "authorization.not_sent"
+    BLOCKED = "authorization.blocked"            # the fraud screen blocked it: never sent
     CAPTURED = "payment.captured"
     CANCELED = "payment.canceled"
     REFUND_REQUESTED = "refund.requested"         # status unchanged; amount_refunded reserved
@@ -37,6 +38,7 @@ TRANSITIONS: dict[tuple[Status, Event], Status] = {
     (Status.PROCESSING, Event.DECLINED): Status.FAILED,
     (Status.PROCESSING, Event.TIMED_OUT): Status.FAILED,
     (Status.PROCESSING, Event.NETWORK_UNAVAILABLE): Status.FAILED,
+    (Status.PROCESSING, Event.BLOCKED): Status.FAILED,
     (Status.REQUIRES_CAPTURE, Event.CAPTURED): Status.SUCCEEDED,
     (Status.REQUIRES_CAPTURE, Event.CANCELED): Status.CANCELED,
     (Status.SUCCEEDED, Event.REFUND_REQUESTED): Status.SUCCEEDED,

@@ -8,6 +8,7 @@
     switch keys revoke --key key_...           revoke a key (workers stop accepting it within 30 s)
     switch ledger check                        exit 1 if a posting does not sum to zero, or a payment's
                                                capture and fee or a refund's posting is missing or wrong
+    switch fraud rules|lists|backtest ...      screening rules, allow and block lists (switch/process/fraud_cli.py)
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import os
 import sys
 
 import asyncpg
+
+from switch.process import fraud_cli
 
 
 def _database_url() -> str:
@@ -38,12 +41,18 @@ async def _with_connection(action):  # type: ignore[no-untyped-def]
 
 
 def cmd_merchants_create(args: argparse.Namespace) -> int:
+    from switch.fraud.admin import PRESETS, set_rules
+    from switch.fraud.policy import RuleSpec
     from switch.merchants import create_merchant, set_rate_limit
+    from switch.process.fraud_cli import _actor
 
     async def create(conn: asyncpg.Connection):  # type: ignore[no-untyped-def]
-        created = await create_merchant(conn, args.name)
+        created = await create_merchant(conn, args.name, args.country)
         if args.per_s:
             await set_rate_limit(conn, created.merchant_id, args.per_s, 2 * args.per_s)
+        if args.fraud_rules != "default":
+            await set_rules(conn, created.merchant_id, [RuleSpec(rule) for rule in PRESETS[args.fraud_rules]], False,
+                            _actor())
         return created
 
     created = asyncio.run(_with_connection(create))
@@ -141,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--name", required=True)
     create.add_argument("--quiet", action="store_true", help="print only the API key")
     create.add_argument("--per-s", type=int, help="its own rate limit per API key (burst: twice that)")
+    create.add_argument("--country", default="US", type=str.upper, help="where it trades (ISO 3166 alpha-2)")
+    create.add_argument("--fraud-rules", choices=["default", "lists"], default="default",
+                        help="its screening rules to start with (docs/fraud.md)")
     create.set_defaults(func=cmd_merchants_create)
     limit = merchants.add_parser("limit", help="set a merchant's rate limit per API key (or back to the default)")
     limit.add_argument("--merchant", required=True)
@@ -158,6 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger = sub.add_parser("ledger", help="ledger checks").add_subparsers(dest="action", required=True)
     ledger.add_parser("check", help="exit 1 if any posting does not balance or match its payment").set_defaults(
         func=cmd_ledger_check)
+    fraud_cli.add_parsers(sub)
     return parser
 
 

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from switch.common import http, metrics
 from switch.common.tls import server_context
+from switch.fraud.screen import Screener
 from switch.frontends.http.app import App
 from switch.frontends.http.ops import OpsApp
 from switch.idempotency.lock import Idempotency
@@ -85,8 +86,9 @@ class Worker:
         outbox = OutboxSender(pool, vault, networks, settings.acquirer_id, lambda: payments.recover(),
                               send_timeout_s=settings.outbox_send_timeout_s, lease_s=settings.outbox_lease_s,
                               poll_interval_s=settings.outbox_poll_interval_s)
+        screener = Screener(pool, idempotency.commands, settings.request_hmac_key, settings.fraud_budget_s)
         services = Services(Budgets(settings.payment_budget_s, settings.network_timeout_s), pool, writer, vault,
-                            networks, TraceAllocator(pool), idempotency, outbox.wake)
+                            networks, TraceAllocator(pool), idempotency, outbox.wake, screener)
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
         limiter = RateLimiter(idempotency.commands, settings.rate_limits)
         with contextlib.suppress(RedisError, OSError):     # Redis away now: loaded on first use instead

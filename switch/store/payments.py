@@ -14,7 +14,7 @@ Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 PAYMENT_COLUMNS = """id, merchant_id, status, amount, currency, capture_method, amount_capturable, amount_received,
     amount_refunded, card_token, card_brand, card_last4, card_exp_month, card_exp_year, network, terminal_id,
     stan, rrn, transmitted_at, auth_code, response_code, decline_code, failure_message, description,
-    statement_descriptor, metadata, deadline_at, created_at"""
+    statement_descriptor, metadata, card_fingerprint, fraud, review_status, deadline_at, created_at"""
 
 
 async def get_payment(conn: Conn, merchant_id: str, payment_id: str) -> PaymentRecord | None:

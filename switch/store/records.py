@@ -11,6 +11,22 @@ from typing import Any
 
 import msgspec
 
+SignalValue = str | int | float | bool | None
+
+
+class FraudRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The fraud screen's verdict on a payment (`payments.fraud`): what it decided and why, and the signals
+    it saw, which a backtest runs candidate rules over. Never the PAN: the per-merchant fingerprint only."""
+
+    decision: str                           # allow | review | block
+    risk_score: int
+    risk_level: str                         # normal | elevated | highest
+    rule: str | None = None                 # the rule that decided
+    reasons: list[str] = []
+    shadow_rules: list[str] = []            # shadow rules that would have acted
+    policy_version: int = 0
+    signals: dict[str, SignalValue] = {}
+
 
 class PaymentRecord(msgspec.Struct, kw_only=True):
     """A row of `payments`. Never a PAN: the vault token, brand and last 4 only."""
@@ -41,6 +57,9 @@ class PaymentRecord(msgspec.Struct, kw_only=True):
     description: str | None = None
     statement_descriptor: str | None = None
     metadata: dict[str, str] = {}
+    card_fingerprint: str | None = None
+    fraud: FraudRecord | None = None
+    review_status: str | None = None
     deadline_at: datetime
     created_at: datetime
 
@@ -94,11 +113,15 @@ class MerchantRecord(msgspec.Struct):
     name: str
     rate_limit_per_s: int | None = None
     rate_limit_burst: int | None = None
+    country: str = "US"
 
 
 def payment_record(row: Any) -> PaymentRecord:
     """A `payments` row (asyncpg.Record selected with PAYMENT_COLUMNS) as a record."""
-    return PaymentRecord(**dict(row.items()))
+    values = dict(row.items())
+    if values.get("fraud") is not None:
+        values["fraud"] = msgspec.convert(values["fraud"], FraudRecord)
+    return PaymentRecord(**values)
 
 
 def refund_record(row: Any) -> RefundRecord:

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 
 import asyncpg
+import msgspec
 
 from switch.common import metrics
 from switch.common.batch import Batcher
@@ -21,6 +22,7 @@ from switch.store.pool import POSTGRES, UNAVAILABLE, is_statement_error
 from switch.store.records import LedgerEntry, PaymentRecord
 
 log = logging.getLogger(__name__)
+_json = msgspec.json.Encoder()
 
 
 BEGIN_PAYMENTS = """
@@ -28,10 +30,10 @@ WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::text[], $9::smallint[], $10::smallint[], $11::text[], $12::text[], $13::text[],
                          $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::timestamptz[],
-                         $20::text[], $21::bytea[], $22::timestamptz[])
+                         $20::text[], $21::bytea[], $22::timestamptz[], $23::text[], $24::text[], $25::text[])
         AS t(id, merchant_id, amount, currency, capture_method, card_token, card_brand, card_last4, card_exp_month,
              card_exp_year, network, terminal_id, stan, rrn, transmitted_at, description, statement_descriptor,
-             metadata, deadline_at, idempotency_key, fingerprint, created_at)
+             metadata, deadline_at, idempotency_key, fingerprint, created_at, card_fingerprint, fraud, review_status)
 ), idem AS (
     INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint,
                                   payment_id)
@@ -40,10 +42,12 @@ WITH input AS (
 ), pay AS (
     INSERT INTO payments (id, merchant_id, status, amount, currency, capture_method, card_token, card_brand,
                           card_last4, card_exp_month, card_exp_year, network, terminal_id, stan, rrn,
-                          transmitted_at, description, statement_descriptor, metadata, deadline_at, created_at)
+                          transmitted_at, description, statement_descriptor, metadata, deadline_at, created_at,
+                          card_fingerprint, fraud, review_status)
     SELECT id, merchant_id, 'processing', amount, currency, capture_method, card_token, card_brand, card_last4,
            card_exp_month, card_exp_year, network, terminal_id, stan, rrn, transmitted_at, description,
-           statement_descriptor, metadata::jsonb, deadline_at, created_at
+           statement_descriptor, metadata::jsonb, deadline_at, created_at, card_fingerprint, fraud::jsonb,
+           review_status
     FROM input WHERE id IN (SELECT payment_id FROM idem)
     RETURNING id, amount
 ), event AS (
@@ -69,7 +73,8 @@ WITH input AS MATERIALIZED (
 ), pay AS (
     UPDATE payments p SET status = i.status, amount_capturable = i.amount_capturable,
         amount_received = i.amount_received, auth_code = i.auth_code, response_code = i.response_code,
-        decline_code = i.decline_code, failure_message = i.failure_message, updated_at = now()
+        decline_code = i.decline_code, failure_message = i.failure_message, updated_at = now(),
+        review_status = CASE WHEN i.status = 'failed' THEN NULL ELSE p.review_status END
     FROM input i WHERE p.id = i.payment_id AND p.status = i.from_status
     RETURNING p.id, p.merchant_id
 ), ledger AS (
@@ -239,12 +244,13 @@ class PaymentWriter:
             pass                                    # Postgres is away: later batches use pooled statements
 
     async def _begin_many(self, items: list[tuple[PaymentRecord, str, bytes]]) -> list[bool]:
-        columns: list[list[object]] = [[] for _ in range(22)]
+        columns: list[list[object]] = [[] for _ in range(25)]
         for p, key, fingerprint in items:
+            fraud = None if p.fraud is None else _json.encode(p.fraud).decode()
             row = (p.id, p.merchant_id, p.amount, p.currency, p.capture_method, p.card_token, p.card_brand,
                    p.card_last4, p.card_exp_month, p.card_exp_year, p.network, p.terminal_id, p.stan, p.rrn,
                    p.transmitted_at, p.description, p.statement_descriptor, json.dumps(p.metadata), p.deadline_at,
-                   key, fingerprint, p.created_at)
+                   key, fingerprint, p.created_at, p.card_fingerprint, fraud, p.review_status)
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         inserted = {record[0] for record in await self._fetch(BEGIN_PAYMENTS, columns)}

@@ -56,7 +56,8 @@ class Switch:
 
 class SoloStack:
     def __init__(self, run_dir: Path) -> None:
-        self.stack = Stack(run_dir=run_dir, address_rate_limit_per_s=1_000_000, merchant_rate_limit_per_s=1_000_000)
+        self.stack = Stack(run_dir=run_dir, address_rate_limit_per_s=1_000_000, merchant_rate_limit_per_s=1_000_000,
+                           fraud_rules="lists")    # load through a few cards: see tests/conftest.py
         self.api_key = ""
 
     def start(self) -> None:

@@ -5,8 +5,10 @@ Each exchange records the status, the ``content-type`` and ``idempotent-replayed
 the exact bytes the server sent, after replacing what varies from run to run: object ids (``pay_``,
 ``re_``, ``tok_``, ``req_``, ``acct_``, ...) become ``<prefix>_<n>`` numbered in order of first appearance,
 ``created`` timestamps become 0 and the simulator's authorization codes (a counter over the whole test
-session) become ``AUTH_<n>``. Key order, whitespace and every other byte of a body are kept, so a change of
-any of them fails the test.
+session) become ``AUTH_<n>``, card fingerprints (keyed per run) ``FP_<n>``, and the fraud screen's score and
+reasons, which follow the velocity of the suite's shared test cards, ``0`` and ``[]``
+(tests/integration/test_fraud.py pins those). Key order, whitespace and every other byte of a body are kept,
+so a change of any of them fails the test.
 
 The golden data is tests/integration/golden/demo_flow.json. To (re)generate it after a deliberate change:
 
@@ -40,6 +42,9 @@ _OBJECT_ID = re.compile(rb"\b([a-z]{2,5})_([0-9A-Za-z]{22})(?![0-9A-Za-z])")
 _REQUEST_ID = re.compile(rb"\breq_[0-9A-Za-z_-]{16}(?![0-9A-Za-z_-])")
 _CREATED = re.compile(rb'"created":\d+')
 _AUTH_CODE = re.compile(rb'"authorization_code":"([0-9A-Z]{6})"')
+_FINGERPRINT = re.compile(rb'"fingerprint":"([0-9a-f]{16})"')
+_RISK_SCORE = re.compile(rb'"risk_score":\d+')
+_REASONS = re.compile(rb'"reasons":\[[^\]]*\]')
 
 
 class Normaliser:
@@ -60,6 +65,8 @@ class Normaliser:
         data = _REQUEST_ID.sub(lambda m: self.placeholder(b"req", m.group(0)), data)
         data = _OBJECT_ID.sub(lambda m: self.placeholder(m.group(1), m.group(0)), data)
         data = _CREATED.sub(b'"created":0', data)
+        data = _FINGERPRINT.sub(lambda m: b'"fingerprint":"%s"' % self.placeholder(b"FP", m.group(1)), data)
+        data = _REASONS.sub(b'"reasons":[]', _RISK_SCORE.sub(b'"risk_score":0', data))
         return _AUTH_CODE.sub(lambda m: b'"authorization_code":"%s"' % self.placeholder(b"AUTH", m.group(1)), data)
 
     def text(self, value: str) -> str:

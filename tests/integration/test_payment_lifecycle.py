@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from loadtest.httpclient import Client
@@ -17,7 +19,9 @@ async def test_authorize_capture_refund(api: Client, stack, db) -> None:
     body = created.json()
     assert body["status"] == "requires_capture"
     assert body["amount_capturable"] == 5000
-    assert body["payment_method"]["card"] == {"brand": "visa", "last4": "4242", "exp_month": 11, "exp_year": 2031}
+    card = body["payment_method"]["card"]
+    assert re.fullmatch("[0-9a-f]{16}", card.pop("fingerprint"))     # keyed per merchant, never the PAN
+    assert card == {"brand": "visa", "last4": "4242", "exp_month": 11, "exp_year": 2031}
     assert body["authorization_code"]
 
     captured = await api.request("POST", f"/v1/payments/{body['id']}/capture", {}, idempotency_key=key())

@@ -17,12 +17,23 @@ class CardDetails(Struct):
     last4: str
     exp_month: int
     exp_year: int
+    fingerprint: str | None = None      # keyed per merchant: the same card gives the same value here only
 
 
 class PaymentMethodDetails(Struct):
     token: str
     card: CardDetails
     type: str = "card"
+
+
+class PaymentOutcome(Struct):
+    """How the payment was judged, as Stripe's charge `outcome`: by the fraud screen, then the issuer."""
+
+    type: str | None            # authorized | manual_review | blocked | issuer_declined | network_error
+    risk_level: str             # normal | elevated | highest | not_assessed
+    risk_score: int | None
+    rule: str | None
+    reasons: list[str]
 
 
 class Payment(Struct):
@@ -45,6 +56,8 @@ class Payment(Struct):
     description: str | None
     statement_descriptor: str | None
     metadata: dict[str, str]
+    outcome: PaymentOutcome
+    review: str | None           # the review's id (prv_...) when the fraud screen sent it to review
     created: int
     object: str = "payment"
 
@@ -76,12 +89,34 @@ def payment_object(p: PaymentRecord) -> Payment:
         amount_received=p.amount_received, amount_refunded=p.amount_refunded, currency=p.currency,
         capture_method=p.capture_method,
         payment_method=PaymentMethodDetails(token=p.card_token, card=CardDetails(
-            brand=p.card_brand, last4=p.card_last4, exp_month=p.card_exp_month, exp_year=p.card_exp_year)),
+            brand=p.card_brand, last4=p.card_last4, exp_month=p.card_exp_month, exp_year=p.card_exp_year,
+            fingerprint=p.card_fingerprint)),
         network=p.network, authorization_code=p.auth_code, network_response_code=p.response_code,
         decline_code=p.decline_code, failure_message=p.failure_message, description=p.description,
-        statement_descriptor=p.statement_descriptor, metadata=p.metadata or {},
-        created=int(p.created_at.timestamp()),
+        statement_descriptor=p.statement_descriptor, metadata=p.metadata or {}, outcome=outcome_object(p),
+        review=review_id(p.id) if p.review_status else None, created=int(p.created_at.timestamp()),
     )
+
+
+def review_id(payment_id: str) -> str:
+    return "prv_" + payment_id.removeprefix("pay_")
+
+
+def _outcome_type(p: PaymentRecord) -> str | None:
+    if p.status == "processing":
+        return None
+    if p.status == "failed":
+        if p.fraud is not None and p.fraud.decision == "block" and p.response_code is None:
+            return "blocked"
+        return "issuer_declined" if p.response_code else "network_error"
+    return "manual_review" if p.review_status else "authorized"
+
+
+def outcome_object(p: PaymentRecord) -> PaymentOutcome:
+    fraud = p.fraud
+    if fraud is None:
+        return PaymentOutcome(_outcome_type(p), "not_assessed", None, None, [])
+    return PaymentOutcome(_outcome_type(p), fraud.risk_level, fraud.risk_score, fraud.rule, fraud.reasons)
 
 
 def refund_object(r: RefundRecord) -> Refund:

@@ -8,6 +8,6 @@ from switch.payments.steps import card, events, fraud, idempotency, record, rout
 AUTHORIZE = Operation(
     "authorize",
     steps=(idempotency.lock, card.check_currency, card.card, fraud.screen, route.route, write_ahead.write_ahead,
-           send.authorization_message, send.send, record.record),
+           fraud.block, send.authorization_message, send.send, record.record),
     closing=(events.publish, idempotency.close),
 )

@@ -11,7 +11,6 @@ import msgspec
 from switch.iso.codes import result_for_field39
 from switch.ledger import postings
 from switch.payments import outcome as outcomes
-from switch.payments.commands import Authorize
 from switch.payments.context import Context, Services
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result, for_network, meaning
@@ -42,12 +41,12 @@ async def record(ctx: Context, services: Services) -> None:
         await not_answered(ctx, services)
         return
     assert ctx.payment is not None and ctx.response is not None
-    command: Authorize = ctx.command
     response_code = str(ctx.response.get("39", ""))
     result = for_network(result_for_field39(response_code))   # partial approvals are not accepted: they decline
     if result is Result.SUCCEEDED:
         auth_code = str(ctx.response.get("38", "")).strip() or None
-        payment, event, entries = _approved(ctx.payment, command.capture_method == "automatic", auth_code,
+        # The payment's capture method, not the command's: one sent to review is held for capture.
+        payment, event, entries = _approved(ctx.payment, ctx.payment.capture_method == "automatic", auth_code,
                                             response_code)
         outcome = Outcome(result, ctx.caller.request_id, payment=payment)
     else:
@@ -57,8 +56,17 @@ async def record(ctx: Context, services: Services) -> None:
                                           failure_message=decline.message)
         event, entries = Event.DECLINED, []
         outcome = Outcome(result, ctx.caller.request_id, payment=payment, payment_id=payment.id)
+        if ctx.screened is not None:           # card testing is mostly declines: they count too
+            services.fraud.velocity.decline(ctx.screened.subjects)
     data = outcomes.encode(outcome)
-    finish = Finish(payment, event, ctx.caller.idempotency_key, data, entries)
+    await finish_or_answer(ctx, services, Finish(payment, event, ctx.caller.idempotency_key, data, entries),
+                           outcome, data)
+
+
+async def finish_or_answer(ctx: Context, services: Services, finish: Finish, outcome: Outcome, data: bytes) -> None:
+    """The payment's finish, group-committed; retried while Postgres is away and the payment is in its
+    deadline; the stored answer when recovery finished it first."""
+    payment = finish.payment
     try:
         finished = await services.writer.finish(finish)
     except UNAVAILABLE:

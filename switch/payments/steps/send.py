@@ -7,18 +7,16 @@ from switch.common.failpoints import failpoint, failpoint_soon
 from switch.iso import messages
 from switch.iso.messages import PROCESSING_CODE_PURCHASE
 from switch.network.link import NetworkError
-from switch.payments.commands import Authorize
 from switch.payments.context import Context, Services
 
 
 async def authorization_message(ctx: Context, services: Services) -> None:
     """0100 for an authorization (manual capture), 0200 for a sale."""
-    command: Authorize = ctx.command
     payment, card, trace = ctx.payment, ctx.card, ctx.trace
     assert payment is not None and card is not None and trace is not None
     currency = lookup_currency(payment.currency)
     assert currency is not None
-    build = messages.financial_request if command.capture_method == "automatic" else messages.authorization_request
+    build = messages.financial_request if payment.capture_method == "automatic" else messages.authorization_request
     ctx.message = build(pan=card.number.reveal(), amount_minor=payment.amount, currency=currency.numeric,
                         stan=trace.stan, rrn=trace.rrn, terminal_id=trace.terminal_id,
                         merchant_id=payment.merchant_id[-15:], expiry_yymm=card.expiry_yymm,

@@ -1,0 +1,24 @@
+"""The fraud screen's Prometheus metrics: decisions, the rules' actions, shadow matches, fail-opens, card
+testing and the screen's time. Labels are fixed sets (decision, risk level), never a merchant or a rule."""
+
+from __future__ import annotations
+
+import time
+
+from prometheus_client import Counter, Histogram
+
+from switch.store.records import FraudRecord
+
+decisions = Counter("switch_fraud_decisions_total", "Fraud screen decisions", ["decision", "risk_level"])
+shadow_matches = Counter("switch_fraud_shadow_matches_total", "Shadow rules that would have acted")
+unavailable = Counter("switch_fraud_unavailable_total",
+                      "Screens without their velocity counters (Redis away or late): failed open or closed")
+card_testing_started = Counter("switch_fraud_card_testing_started_total",
+                               "Card-testing cool-offs started at a merchant")
+screen_seconds = Histogram("switch_fraud_screen_seconds", "Time in the fraud screen, counters included",
+                           buckets=(0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025))
+
+
+def observe(record: FraudRecord, started: float) -> None:
+    decisions.labels(record.decision, record.risk_level).inc()
+    screen_seconds.observe(time.perf_counter() - started)

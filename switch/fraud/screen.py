@@ -1,0 +1,160 @@
+"""The fraud screen a payment goes through once its card is known: signals, velocity counters (one Redis
+command on the worker's pipeline), the risk score, the merchant's rules, and the verdict.
+
+Fail-open by default: when the counters do not answer within the screen's budget (a few ms) or Redis is
+away, the payment is screened on what is known without them, `reasons` says so, and a metric counts it; a
+merchant that chose fail-closed gets a block instead. A merchant's policy (rules and lists) is cached per
+worker for a few seconds, so a change applies within POLICY_TTL_S.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+
+import asyncpg
+import msgspec
+from redis.exceptions import RedisError
+
+from switch.common.ttlcache import TtlLru
+from switch.fraud import metrics
+from switch.fraud.policy import TEST_CARD_SCORES, Policy, RuleSpec, decide, default_policy, level_of, policy, risk_score
+from switch.fraud.rules import Action, Value
+from switch.fraud.signals import SMALL_AMOUNT_USD, amount_usd, issuer_of
+from switch.fraud.velocity import Subjects, Velocity, read
+from switch.idempotency.pipeline import RedisPipeliner
+from switch.store import fraud as fraud_store
+from switch.store.records import FraudRecord
+
+POLICY_TTL_S = 5.0
+POLICIES_MAX = 10_000
+SCREEN_BUDGET_S = 0.005
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """What the screen needs of a payment; `number` is the clear PAN, in memory only."""
+
+    merchant_id: str
+    merchant_country: str
+    amount: int
+    currency: str
+    capture_method: str
+    brand: str
+    number: str
+    ip_address: str | None = None
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Screened:
+    record: FraudRecord
+    fingerprint: str                   # the card's fingerprint for this merchant
+    subjects: Subjects
+
+
+class Screener:
+    def __init__(self, pool: asyncpg.Pool, commands: RedisPipeliner, key: bytes,
+                 budget_s: float = SCREEN_BUDGET_S) -> None:
+        self.pool = pool
+        self.velocity = Velocity(commands, key)
+        self.fingerprint_key = hashlib.sha256(b"card fingerprints\0" + key).digest()
+        self.budget_s = budget_s
+        self.policies: TtlLru[str, Policy] = TtlLru(POLICY_TTL_S, POLICIES_MAX)
+
+    def fingerprint(self, merchant_id: str, number: str) -> str:
+        """The card's fingerprint as this merchant sees it (lists, the payment object): keyed, per merchant."""
+        return hmac.new(self.fingerprint_key, f"{merchant_id}\0{number}".encode(), hashlib.sha256).hexdigest()[:16]
+
+    async def policy_for(self, merchant_id: str) -> Policy:
+        found, cached = self.policies.lookup(merchant_id)
+        if found and cached is not None:
+            return cached
+        loaded = await load_policy(self.pool, merchant_id)
+        self.policies.store(merchant_id, loaded)
+        return loaded
+
+    async def screen(self, payment: Payment) -> Screened:
+        started = time.perf_counter()
+        fingerprint = self.fingerprint(payment.merchant_id, payment.number)
+        signals = self.signals(payment, fingerprint)
+        subjects = self.velocity.subjects(payment.merchant_id, payment.number, payment.ip_address, payment.email)
+        usd = signals["amount_usd"]
+        small = isinstance(usd, float) and usd < SMALL_AMOUNT_USD
+        reasons: list[str] = []
+        try:
+            counted = self.velocity.attempt(subjects, int(usd * 100) if isinstance(usd, float) else 0, small)
+            policy_ = await self.policy_for(payment.merchant_id)
+            async with asyncio.timeout(self.budget_s):
+                answer = await counted
+        except (RedisError, OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as error:
+            policy_ = await self._policy_without_database(payment.merchant_id, error)
+            metrics.unavailable.inc()
+            reasons.append("velocity_unavailable")
+            if policy_.fail_closed:
+                record = FraudRecord(decision=Action.BLOCK, risk_score=99, risk_level="highest",
+                                     rule="fail_closed", reasons=reasons, policy_version=policy_.version,
+                                     signals=signals)
+                metrics.observe(record, started)
+                return Screened(record, fingerprint, subjects)
+        else:
+            values, testing, started_testing = read(subjects, answer)  # type: ignore[arg-type]
+            signals.update(values)
+            signals["card_testing"] = testing
+            if started_testing:
+                metrics.card_testing_started.inc()
+                log.warning("card testing suspected at merchant %s: screening tightened", payment.merchant_id)
+        record = self._verdict(policy_, signals, payment.number, reasons)
+        metrics.observe(record, started)
+        return Screened(record, fingerprint, subjects)
+
+    async def _policy_without_database(self, merchant_id: str, error: Exception) -> Policy:
+        if isinstance(error, asyncpg.PostgresError | asyncpg.InterfaceError):
+            return default_policy({})
+        try:
+            return await self.policy_for(merchant_id)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            return default_policy({})
+
+    @staticmethod
+    def signals(payment: Payment, fingerprint: str) -> dict[str, Value]:
+        country, funding = issuer_of(payment.number)
+        email = payment.email.lower() if payment.email else None
+        return {
+            "amount": payment.amount, "amount_usd": amount_usd(payment.amount, payment.currency),
+            "currency": payment.currency, "capture_method": payment.capture_method, "card_brand": payment.brand,
+            "card_bin": payment.number[:6], "card_country": country, "card_funding": funding,
+            "card_fingerprint": fingerprint, "merchant_country": payment.merchant_country,
+            "ip_address": payment.ip_address, "email": email,
+            "email_domain": email.rpartition("@")[2] if email else None,
+            "is_cross_border": country is not None and country != payment.merchant_country,
+        }
+
+    @staticmethod
+    def _verdict(policy_: Policy, signals: dict[str, Value], number: str, reasons: list[str]) -> FraudRecord:
+        score, score_reasons = risk_score(signals, TEST_CARD_SCORES.get(number))
+        level = level_of(score)
+        signals["risk_score"], signals["risk_level"] = score, level
+        verdict = decide(policy_, signals, policy_.lists)
+        for rule in verdict.shadow_matches:
+            metrics.shadow_matches.inc()
+            reasons.append(f"shadow: {rule}")
+        return FraudRecord(decision=verdict.action.value, risk_score=score, risk_level=level, rule=verdict.rule,
+                           reasons=score_reasons + reasons, shadow_rules=list(verdict.shadow_matches),
+                           policy_version=policy_.version, signals=signals)
+
+
+async def load_policy(pool: asyncpg.Pool | asyncpg.Connection, merchant_id: str) -> Policy:
+    """The merchant's rule set in force (the defaults when it has none) with its lists."""
+    row = await fraud_store.get_rule_set(pool, merchant_id)
+    lists = {name: frozenset(values) for name, values in (await fraud_store.get_lists(pool, merchant_id)).items()}
+    if row is None:
+        return default_policy(lists)
+    specs = msgspec.convert(row["rules"], list[RuleSpec])
+    return policy(row["version"], specs, row["fail_closed"], lists)

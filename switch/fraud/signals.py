@@ -1,0 +1,81 @@
+"""What the fraud screen knows about a payment: its attributes (the names rules use), the BIN range table
+the switch ships (issuing country and funding type), and a fixed rate table for amounts in US dollars.
+
+docs/fraud.md lists every attribute. Card attributes come from the card in memory; no attribute holds the
+PAN, and `card_fingerprint` is keyed per merchant, so it tells one merchant's cards apart and nothing more.
+"""
+
+from __future__ import annotations
+
+from switch.common.currency import lookup as lookup_currency
+from switch.fraud.rules import Kind
+
+NUMBER, TEXT, FLAG = Kind.NUMBER, Kind.TEXT, Kind.FLAG
+
+WINDOWS = ("1m", "1h", "24h")
+
+ATTRIBUTES: dict[str, Kind] = {
+    "amount": NUMBER,               # minor units of the payment's currency
+    "amount_usd": NUMBER,           # US dollars at the fixed rate table (missing for a currency not in it)
+    "currency": TEXT,
+    "capture_method": TEXT,
+    "card_brand": TEXT,
+    "card_bin": TEXT,               # the first six digits
+    "card_country": TEXT,           # issuing country (ISO 3166 alpha-2) from the BIN table
+    "card_funding": TEXT,           # credit | debit | prepaid, where the BIN table knows it
+    "card_fingerprint": TEXT,
+    "merchant_country": TEXT,
+    "ip_address": TEXT,
+    "email": TEXT,
+    "email_domain": TEXT,
+    "is_cross_border": FLAG,        # the card's country is not the merchant's
+    "card_testing": FLAG,           # the merchant is in a card-testing cool-off (tightened screening)
+    "risk_score": NUMBER,
+    "risk_level": TEXT,             # normal | elevated | highest
+    "ip_cards_1h": NUMBER,          # distinct cards from this address at this merchant in the last hour
+    **{f"{subject}_velocity_{window}": NUMBER for subject in ("card", "ip", "email", "merchant") for window in WINDOWS},
+    **{f"{subject}_amount_usd_{window}": NUMBER for subject in ("card", "ip", "email") for window in WINDOWS},
+    **{f"{subject}_declines_{window}": NUMBER for subject in ("card", "ip", "merchant") for window in WINDOWS},
+    "merchant_small_1m": NUMBER,    # authorizations under SMALL_AMOUNT_USD at this merchant in the last minute
+}
+
+SMALL_AMOUNT_USD = 5.0
+
+# US dollars per unit of each currency: a fixed table, as Radar's :amount_in_usd: is an approximation too.
+USD_PER_UNIT: dict[str, float] = {
+    "usd": 1.0, "eur": 1.08, "gbp": 1.27, "chf": 1.13, "cad": 0.73, "aud": 0.66, "nzd": 0.61, "jpy": 0.0067,
+    "cny": 0.14, "hkd": 0.128, "sgd": 0.74, "sek": 0.095, "nok": 0.093, "dkk": 0.145, "pln": 0.25,
+    "czk": 0.043, "huf": 0.0028, "inr": 0.012, "brl": 0.2, "mxn": 0.058, "zar": 0.054, "krw": 0.00075,
+    "aed": 0.272, "sar": 0.267, "try": 0.031, "ils": 0.27, "thb": 0.028, "myr": 0.21, "php": 0.018,
+}
+
+# BIN ranges: (first digits, issuing country, funding type). The longest prefix wins. The simulator's test
+# cards and Radar's are here, with the brands' broad ranges as the fallback.
+_BIN_TABLE = """
+424242 US credit|400000 US credit|410000 US credit|401288 US credit|400005 US debit|405566 GB debit
+400055 US prepaid|4000056 US debit|403587 FR credit|4000002500 FR credit|4000003800 BE credit|4000005280 DE credit
+555555 US credit|520082 US debit|510510 US prepaid|522222 GB credit|530060 DE debit|545454 CA credit
+378282 US credit|371449 US credit|601111 US credit|356600 JP credit|362272 US credit|620000 CN debit
+4 US credit|51 US credit|52 US credit|53 US credit|54 US credit|55 US credit|2 US credit|34 US credit
+37 US credit|6011 US credit|65 US credit|35 JP credit|36 US credit|62 CN debit
+"""
+BIN_RANGES: dict[str, tuple[str, str]] = {
+    prefix: (country, funding) for prefix, country, funding in
+    (entry.split() for line in _BIN_TABLE.strip().splitlines() for entry in line.split("|"))}
+_PREFIX_LENGTHS = sorted({len(prefix) for prefix in BIN_RANGES}, reverse=True)
+
+
+def issuer_of(number: str) -> tuple[str, str] | tuple[None, None]:
+    """(country, funding) of the card's BIN range, or (None, None) when the table has no range for it."""
+    for length in _PREFIX_LENGTHS:
+        found = BIN_RANGES.get(number[:length])
+        if found is not None:
+            return found
+    return None, None
+
+
+def amount_usd(amount: int, currency: str) -> float | None:
+    rate, known = USD_PER_UNIT.get(currency), lookup_currency(currency)
+    if rate is None or known is None:
+        return None
+    return round(amount / 10 ** known.exponent * rate, 2)
