@@ -194,7 +194,28 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
     started = time.monotonic()
     await drive(url, api_key, body, args.connections, args.duration_s, args.payments_max, results, ca_file)
     elapsed_s = time.monotonic() - started
-    report(results, elapsed_s, meter.end(), args.connections)
+    cpu = meter.end()
+    if getattr(args, "ops_url", None):
+        await asyncio.to_thread(print_fraud_screen, args.ops_url)
+    report(results, elapsed_s, cpu, args.connections)
+
+
+def print_fraud_screen(ops_url: str) -> None:
+    """The fraud screen's decisions and fail-opens over the whole run (warm-up included), from /metrics."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"{ops_url}/metrics", timeout=5) as answer:   # noqa: S310 - loopback
+        text = answer.read().decode()
+    totals: dict[str, float] = {}
+    for line in text.splitlines():
+        for name in ("switch_fraud_decisions_total", "switch_fraud_unavailable_total"):
+            if line.startswith(name):
+                key = line.split("{", 1)[1].split("}")[0] if "{" in line else name
+                totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    screens = sum(value for key, value in totals.items() if key.startswith("decision="))
+    print(f"fraud screen: {screens:.0f} screened, {totals.get('switch_fraud_unavailable_total', 0):.0f} without "
+          f"their counters in budget (failed open); " + ", ".join(
+              f"{key} {value:.0f}" for key, value in sorted(totals.items()) if key.startswith("decision=") and value))
 
 
 def stack_roots(stack: object) -> dict[str, int]:
@@ -235,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
         print("starting the stack ...", flush=True)
         stack.start_all(workers=args.workers)
         args.ca_file = stack.tls_ca_file or None
+        args.ops_url = stack.switch_ops_url
         uvloop.run(measure(stack.switch_url, stack.api_key, args, stack_roots(stack)))
     except StackError as error:
         print(f"bench: {error}", file=sys.stderr)

@@ -48,6 +48,14 @@ class Policy:
     specs: tuple[RuleSpec, ...]
     fail_closed: bool = False
     lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # The rules worth running, with their shadow flag: a rule that only tests lists that are empty is
+    # skipped (most merchants' lists are empty, and the list rules come first).
+    live: tuple[tuple[Rule, bool], ...] = ()
+
+    def __post_init__(self) -> None:
+        live = tuple((rule, shadow) for rule, shadow in zip(self.rules, self.shadow, strict=True)
+                     if not (rule.needs_lists and not any(self.lists.get(name) for name in rule.lists)))
+        object.__setattr__(self, "live", live)
 
 
 def compile_rules(specs: list[RuleSpec]) -> tuple[Rule, ...]:
@@ -78,38 +86,32 @@ def default_policy(lists: Mapping[str, frozenset[str]]) -> Policy:
 
 
 def risk_score(signals: Signals, test_card_score: int | None) -> tuple[int, list[str]]:
-    """0-99 from velocity, consistency and amount signals (each a reason), as Adyen's RevenueProtect sums
-    its checks; a Radar test card sets its own floor."""
+    """0-99 from velocity, consistency and amount signals (each one that adds is a reason), as Adyen's
+    RevenueProtect sums its checks; a Radar test card sets its own floor."""
+    get = signals.get
     score, reasons = 5, []
-
-    def add(points: float, reason: str) -> None:
-        nonlocal score
-        if points > 0:
-            score += int(points)
+    card_1h, declines_1h, cards = get("card_velocity_1h") or 0, get("card_declines_1h") or 0, get("ip_cards_1h") or 0
+    amount = get("amount_usd") or 0.0
+    points: tuple[tuple[float, str], ...] = (
+        (min(40, 8 * (card_1h - 3)), "card_velocity_1h"),                             # type: ignore[operator]
+        (min(20, 10 * (declines_1h - 1)), "card_declines_1h"),                        # type: ignore[operator]
+        (min(40, 10 * (cards - 2)), "ip_cards_1h"),                                   # type: ignore[operator]
+        (10 if (get("ip_velocity_1m") or 0) > 10 else 0, "ip_velocity_1m"),           # type: ignore[operator]
+        (10 if (get("email_velocity_1h") or 0) > 5 else 0, "email_velocity_1h"),      # type: ignore[operator]
+        (15 if (get("card_amount_usd_24h") or 0) > 5000 else 0, "card_amount_usd_24h"),  # type: ignore[operator]
+        (20 if amount > 5000 else 10 if amount > 1000 else 0, "amount_usd"),          # type: ignore[operator]
+        (10 if get("is_cross_border") else 0, "is_cross_border"),
+        (5 if get("card_funding") == "prepaid" else 0, "card_funding"),
+        (25 if get("card_testing") and amount < 10 else 0, "card_testing"),           # type: ignore[operator]
+    )
+    for add, reason in points:
+        if add > 0:
+            score += int(add)
             reasons.append(reason)
-    number = _number(signals)
-    add(min(40, 8 * (number("card_velocity_1h") - 3)), "card_velocity_1h")
-    add(min(20, 10 * (number("card_declines_1h") - 1)), "card_declines_1h")
-    add(min(40, 10 * (number("ip_cards_1h") - 2)), "ip_cards_1h")
-    add(10 if number("ip_velocity_1m") > 10 else 0, "ip_velocity_1m")
-    add(10 if number("email_velocity_1h") > 5 else 0, "email_velocity_1h")
-    add(15 if number("card_amount_usd_24h") > 5000 else 0, "card_amount_usd_24h")
-    amount = number("amount_usd")
-    add(20 if amount > 5000 else 10 if amount > 1000 else 0, "amount_usd")
-    add(10 if signals.get("is_cross_border") else 0, "is_cross_border")
-    add(5 if signals.get("card_funding") == "prepaid" else 0, "card_funding")
-    add(25 if signals.get("card_testing") and amount < 10 else 0, "card_testing")
     if test_card_score is not None and test_card_score > score:
         score = test_card_score
         reasons.append("test_card")
     return min(99, score), reasons
-
-
-def _number(signals: Signals):  # type: ignore[no-untyped-def]
-    def read(name: str) -> float:
-        value = signals.get(name)
-        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else 0.0
-    return read
 
 
 def level_of(score: int) -> str:
@@ -126,7 +128,7 @@ class Verdict:
 def decide(policy: Policy, signals: Signals, lists: Lists) -> Verdict:
     found: dict[Action, str] = {}
     shadow: list[str] = []
-    for rule, is_shadow in zip(policy.rules, policy.shadow, strict=True):
+    for rule, is_shadow in policy.live:
         if is_shadow:
             if rule.matches(signals, lists):
                 shadow.append(rule.text)

@@ -60,6 +60,7 @@ class Rule:
     text: str
     predicate: Predicate
     lists: frozenset[str]          # the lists it reads
+    needs_lists: bool = False      # it cannot match while every list it reads is empty
 
     def matches(self, signals: Signals, lists: Lists) -> bool:
         return self.predicate(signals, lists)
@@ -119,6 +120,7 @@ class _Parser:
         self.tokens = _tokens(text)
         self.at = 0
         self.lists: set[str] = set()
+        self.only_lists: set[int] = set()     # ids of the predicates that are false while their lists are empty
 
     @property
     def token(self) -> _Token:
@@ -148,7 +150,8 @@ class _Parser:
         predicate = self.expression()
         if self.token.kind != "end":
             raise self.fail("'and', 'or' or the end of the rule")
-        return Rule(Action(action_token.text), self.text, predicate, frozenset(self.lists))
+        return Rule(Action(action_token.text), self.text, predicate, frozenset(self.lists),
+                    id(predicate) in self.only_lists)
 
     def expression(self) -> Predicate:
         terms = [self.conjunction()]
@@ -156,7 +159,10 @@ class _Parser:
             terms.append(self.conjunction())
         if len(terms) == 1:
             return terms[0]
-        return lambda signals, lists: any(term(signals, lists) for term in terms)
+        predicate: Predicate = lambda signals, lists: any(term(signals, lists) for term in terms)  # noqa: E731
+        if all(id(term) in self.only_lists for term in terms):
+            self.only_lists.add(id(predicate))
+        return predicate
 
     def conjunction(self) -> Predicate:
         terms = [self.negation()]
@@ -164,7 +170,10 @@ class _Parser:
             terms.append(self.negation())
         if len(terms) == 1:
             return terms[0]
-        return lambda signals, lists: all(term(signals, lists) for term in terms)
+        predicate: Predicate = lambda signals, lists: all(term(signals, lists) for term in terms)  # noqa: E731
+        if any(id(term) in self.only_lists for term in terms):
+            self.only_lists.add(id(predicate))
+        return predicate
 
     def negation(self) -> Predicate:
         if self.word("not"):
@@ -251,6 +260,8 @@ class _Parser:
                 return False
             found = str(value).lower() in lists.get(name, frozenset())
             return found != negated
+        if not negated:
+            self.only_lists.add(id(predicate))
         return predicate
 
 

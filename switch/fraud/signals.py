@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from switch.common.currency import lookup as lookup_currency
 from switch.fraud.rules import Kind
+from switch.fraud.velocity import ATTRIBUTES as VELOCITY_ATTRIBUTES
 
 NUMBER, TEXT, FLAG = Kind.NUMBER, Kind.TEXT, Kind.FLAG
-
-WINDOWS = ("1m", "1h", "24h")
 
 ATTRIBUTES: dict[str, Kind] = {
     "amount": NUMBER,               # minor units of the payment's currency
@@ -32,11 +31,7 @@ ATTRIBUTES: dict[str, Kind] = {
     "card_testing": FLAG,           # the merchant is in a card-testing cool-off (tightened screening)
     "risk_score": NUMBER,
     "risk_level": TEXT,             # normal | elevated | highest
-    "ip_cards_1h": NUMBER,          # distinct cards from this address at this merchant in the last hour
-    **{f"{subject}_velocity_{window}": NUMBER for subject in ("card", "ip", "email", "merchant") for window in WINDOWS},
-    **{f"{subject}_amount_usd_{window}": NUMBER for subject in ("card", "ip", "email") for window in WINDOWS},
-    **{f"{subject}_declines_{window}": NUMBER for subject in ("card", "ip", "merchant") for window in WINDOWS},
-    "merchant_small_1m": NUMBER,    # authorizations under SMALL_AMOUNT_USD at this merchant in the last minute
+    **{name: NUMBER for name in VELOCITY_ATTRIBUTES},
 }
 
 SMALL_AMOUNT_USD = 5.0

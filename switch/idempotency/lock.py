@@ -80,8 +80,7 @@ class Idempotency:
         try:
             if rate is None or not rate.keys:
                 # SET NX GET (Redis >= 7): sets and answers nil, or leaves the key and answers its value.
-                previous = await self.commands.execute("SET", name, lock, "NX", "GET", "EX", self.lock_ttl_s,
-                                                       get=True)
+                previous = await self.commands.execute("SET", name, lock, "NX", "GET", "EX", self.lock_ttl_s)
             else:
                 answer = await self.commands.execute("EVALSHA", self.lock_script_sha, 1 + len(rate.keys), name,
                                                      *rate.keys, lock, self.lock_ttl_s, *rate.args)

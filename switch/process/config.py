@@ -33,7 +33,7 @@ class Settings:
     rate_limits: Limits = field(default_factory=Limits)   # per API key and per address (ratelimit.py)
     tls_cert_file: str = ""                # HTTPS on the merchant port when both are set (TLS 1.2+)
     tls_key_file: str = ""
-    fraud_budget_s: float = 0.005          # the fraud screen's wait for its counters (switch.fraud.screen)
+    fraud_budget_s: float = 0.025          # the fraud screen's wait for its counters (switch.fraud.screen)
 
 
 def _require(name: str) -> str:
@@ -102,5 +102,5 @@ def load_settings() -> Settings:
         rate_limits=_rate_limits(),
         tls_cert_file=_tls_files()[0],
         tls_key_file=_tls_files()[1],
-        fraud_budget_s=float(os.environ.get("SWITCH_FRAUD_BUDGET_MS", "5")) / 1000,
+        fraud_budget_s=float(os.environ.get("SWITCH_FRAUD_BUDGET_MS", "25")) / 1000,
     )

@@ -115,6 +115,7 @@ class Worker:
         idempotency.commands.log_batches()
         await networks.close()
         await vault.close()
+        await idempotency.commands.close()
         await redis_client.aclose()
         await pool.close()
 

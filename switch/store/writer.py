@@ -19,7 +19,7 @@ import msgspec
 from switch.common import metrics
 from switch.common.batch import Batcher
 from switch.store.pool import POSTGRES, UNAVAILABLE, is_statement_error
-from switch.store.records import LedgerEntry, PaymentRecord
+from switch.store.records import FraudRecord, LedgerEntry, PaymentRecord
 
 log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
@@ -126,7 +126,7 @@ class PaymentWriter:
         self.sessions_wanted = 0
         self.sessions_busy = 0
         self._background: set[asyncio.Task[None]] = set()
-        self.begin_batches: Batcher[tuple[PaymentRecord, str, bytes], bool] = Batcher(
+        self.begin_batches: Batcher[tuple[PaymentRecord, str, bytes, FraudRecord | None], bool] = Batcher(
             self._begin_many, size_max=size_max, inflight_max=inflight_max, splittable=is_statement_error,
             on_split=metrics.batch_splits.labels("begin").inc)
         self.finish_batches: Batcher[Finish, bool] = Batcher(
@@ -181,10 +181,13 @@ class PaymentWriter:
                 conn.terminate()
         await self.pool.release(conn)
 
-    async def begin(self, payment: PaymentRecord, idempotency_key: str, fingerprint: bytes) -> bool:
+    async def begin(self, payment: PaymentRecord, idempotency_key: str, fingerprint: bytes,
+                    fraud: FraudRecord | None = None) -> bool:
         """Write-ahead (idempotency row + payment + event) before any network I/O; False, writing nothing,
-        when the idempotency key already has a row (Redis lost the key)."""
-        return await self.begin_batches.submit((payment, idempotency_key, fingerprint))
+        when the idempotency key already has a row (Redis lost the key). `fraud` is the screen's verdict
+        with its signals, stored with the payment (the payment's own copy, which its outcome carries, has
+        the verdict only)."""
+        return await self.begin_batches.submit((payment, idempotency_key, fingerprint, fraud or payment.fraud))
 
     async def finish(self, item: Finish) -> bool:
         """False, writing nothing, when the payment already left `processing` (recovery got there first)."""
@@ -243,10 +246,10 @@ class PaymentWriter:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             pass                                    # Postgres is away: later batches use pooled statements
 
-    async def _begin_many(self, items: list[tuple[PaymentRecord, str, bytes]]) -> list[bool]:
+    async def _begin_many(self, items: list[tuple[PaymentRecord, str, bytes, FraudRecord | None]]) -> list[bool]:
         columns: list[list[object]] = [[] for _ in range(25)]
-        for p, key, fingerprint in items:
-            fraud = None if p.fraud is None else _json.encode(p.fraud).decode()
+        for p, key, fingerprint, verdict in items:
+            fraud = None if verdict is None else _json.encode(verdict).decode()
             row = (p.id, p.merchant_id, p.amount, p.currency, p.capture_method, p.card_token, p.card_brand,
                    p.card_last4, p.card_exp_month, p.card_exp_year, p.network, p.terminal_id, p.stan, p.rrn,
                    p.transmitted_at, p.description, p.statement_descriptor, json.dumps(p.metadata), p.deadline_at,
@@ -254,7 +257,7 @@ class PaymentWriter:
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         inserted = {record[0] for record in await self._fetch(BEGIN_PAYMENTS, columns)}
-        return [p.id in inserted for p, _, _ in items]
+        return [p.id in inserted for p, _, _, _ in items]
 
     async def _finish_many(self, items: list[Finish]) -> list[bool]:
         columns: list[list[object]] = [[] for _ in range(11)]

@@ -47,7 +47,9 @@ async def test_two_workers_leases_never_let_more_than_the_burst_through(base_sta
         # The burst and the refill, less what the workers' leases still hold (at most 4 tokens each).
         assert 200 + refill - 2 * 4 <= admitted <= 200 + refill + 1, (admitted, refill)
     finally:
+        await first_commands.close()
         await first_commands.client.aclose()
+        await second_commands.close()
         await second_commands.client.aclose()
 
 
@@ -64,4 +66,5 @@ async def test_a_refused_request_gives_its_leased_token_back(base_stack: Stack) 
         assert await limiter.admit(limiter.buckets(DIGEST, address)).wait_ms() > 0
         assert lease.tokens == held                          # the address's token came back
     finally:
+        await commands.close()
         await commands.client.aclose()

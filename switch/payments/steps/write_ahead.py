@@ -26,7 +26,8 @@ async def write_ahead(ctx: Context, services: Services) -> None:
     assert ctx.payment is not None
     caller = ctx.caller
     try:
-        begun = await services.writer.begin(ctx.payment, caller.idempotency_key, caller.fingerprint)
+        begun = await services.writer.begin(ctx.payment, caller.idempotency_key, caller.fingerprint,
+                                            ctx.screened.record if ctx.screened else None)
     except Exception as error:
         result = write_failure(error)
         if result is None:
