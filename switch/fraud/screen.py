@@ -71,6 +71,10 @@ class Screener:
         """The card's fingerprint as this merchant sees it (lists, the payment object): keyed, per merchant."""
         return hashlib.blake2b(f"{merchant_id}\0{number}".encode(), key=self.fingerprint_key, digest_size=8).hexdigest()
 
+    def forget(self, merchant_id: str) -> None:
+        """Drop this worker's copy of the merchant's policy (it changed): the next screen loads it."""
+        self.policies.store(merchant_id, None)
+
     async def policy_for(self, merchant_id: str) -> Policy:
         found, cached = self.policies.lookup(merchant_id)
         if found and cached is not None:

@@ -93,6 +93,19 @@ class Refund(Struct, forbid_unknown_fields=True):
     reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
 
 
+class ApproveReview(Struct, kw_only=True):
+    """Close a payment's open review as legitimate; one its merchant asked to capture automatically is
+    captured now."""
+
+    payment_id: str
+
+
+class RejectReview(Struct, kw_only=True):
+    """Close a payment's open review as fraudulent: the authorization is canceled and reversed."""
+
+    payment_id: str
+
+
 class GetPayment(Struct):
     payment_id: str
 
@@ -109,4 +122,4 @@ class GetRefund(Struct):
     refund_id: str
 
 
-Mutation = Authorize | Capture | Cancel | Refund
+Mutation = Authorize | Capture | Cancel | Refund | ApproveReview | RejectReview

@@ -4,6 +4,7 @@ outcomes; the engine never sees a front end's bytes and never picks an HTTP stat
 from __future__ import annotations
 
 from switch.payments.commands import (
+    ApproveReview,
     Authorize,
     Caller,
     Cancel,
@@ -13,6 +14,7 @@ from switch.payments.commands import (
     ListPayments,
     Mutation,
     Refund,
+    RejectReview,
 )
 from switch.payments.context import Context, Services
 from switch.payments.operations import reads
@@ -20,10 +22,12 @@ from switch.payments.operations.authorize import AUTHORIZE
 from switch.payments.operations.capture import CANCEL, CAPTURE
 from switch.payments.operations.recover import recover_in_flight
 from switch.payments.operations.refund import REFUND
+from switch.payments.operations.review import APPROVE, REJECT
 from switch.payments.outcome import Listing, Outcome
 from switch.payments.pipeline import Operation, run
 
-OPERATIONS: dict[type, Operation] = {Authorize: AUTHORIZE, Capture: CAPTURE, Cancel: CANCEL, Refund: REFUND}
+OPERATIONS: dict[type, Operation] = {Authorize: AUTHORIZE, Capture: CAPTURE, Cancel: CANCEL, Refund: REFUND,
+                                     ApproveReview: APPROVE, RejectReview: REJECT}
 
 
 class Payments:
@@ -53,6 +57,10 @@ class Payments:
 
     async def get_refund(self, caller: Caller, command: GetRefund) -> Outcome:
         return await reads.get_refund(self.services, caller, command)
+
+    async def list_reviews(self, caller: Caller, limit: int) -> Listing:
+        """The merchant's payments waiting in the review queue, newest first."""
+        return await reads.list_reviews(self.services, caller, limit)
 
     async def recover(self) -> int:
         return await recover_in_flight(self.services.pool, grace_s=self.recovery_grace_s)

@@ -29,6 +29,7 @@ class Result(StrEnum):
     IDEMPOTENCY_KEY_IN_USE = "idempotency_key_in_use"
     RESOURCE_MISSING = "resource_missing"
     PAYMENT_UNEXPECTED_STATE = "payment_unexpected_state"
+    PAYMENT_IN_REVIEW = "payment_in_review"
     CHARGE_ALREADY_REFUNDED = "charge_already_refunded"
     AMOUNT_TOO_LARGE = "amount_too_large"
     CURRENCY_INVALID = "currency_invalid"
@@ -121,6 +122,8 @@ _SWITCH_RESULTS: dict[Result, Meaning] = {
                                      "The currency is not a supported ISO 4217 code.", "12", param="currency"),
     Result.PAYMENT_UNEXPECTED_STATE: Meaning(400, _INVALID_REQUEST, "payment_unexpected_state",
                                              "This payment's status does not allow the action.", "12"),
+    Result.PAYMENT_IN_REVIEW: Meaning(400, _INVALID_REQUEST, "payment_in_review", "This payment waits in the "
+                                      "review queue: approve it (POST /v1/reviews/{id}/approve) to capture it.", "12"),
     Result.CHARGE_ALREADY_REFUNDED: Meaning(400, _INVALID_REQUEST, "charge_already_refunded",
                                             "This payment has already been fully refunded.", "12", param="payment"),
     Result.AMOUNT_TOO_LARGE: Meaning(400, _INVALID_REQUEST, "amount_too_large", "The amount is too large.", "13"),

@@ -34,6 +34,7 @@ class Settings:
     tls_cert_file: str = ""                # HTTPS on the merchant port when both are set (TLS 1.2+)
     tls_key_file: str = ""
     fraud_budget_s: float = 0.025          # the fraud screen's wait for its counters (switch.fraud.screen)
+    fraud_redis_url: str = ""              # the counters' own Redis (evictable); "": the idempotency Redis
 
 
 def _require(name: str) -> str:
@@ -103,4 +104,5 @@ def load_settings() -> Settings:
         tls_cert_file=_tls_files()[0],
         tls_key_file=_tls_files()[1],
         fraud_budget_s=float(os.environ.get("SWITCH_FRAUD_BUDGET_MS", "25")) / 1000,
+        fraud_redis_url=os.environ.get("SWITCH_FRAUD_REDIS_URL", ""),
     )

@@ -21,8 +21,10 @@ from switch.common import http, metrics
 from switch.common.tls import server_context
 from switch.fraud.screen import Screener
 from switch.frontends.http.app import App
+from switch.frontends.http.fraud_api import FraudApi
 from switch.frontends.http.ops import OpsApp
 from switch.idempotency.lock import Idempotency
+from switch.idempotency.pipeline import RedisPipeliner
 from switch.idempotency.ratelimit import RateLimiter
 from switch.iso.messages import mask_pan
 from switch.merchants import ApiKeyCache
@@ -86,14 +88,20 @@ class Worker:
         outbox = OutboxSender(pool, vault, networks, settings.acquirer_id, lambda: payments.recover(),
                               send_timeout_s=settings.outbox_send_timeout_s, lease_s=settings.outbox_lease_s,
                               poll_interval_s=settings.outbox_poll_interval_s)
-        screener = Screener(pool, idempotency.commands, settings.request_hmac_key, settings.fraud_budget_s)
+        # The counters ride the idempotency pipeline, or go to a Redis of their own (one that may evict,
+        # and whose loss only makes the screen fail open or closed, never the payment fail).
+        fraud_redis = (redis.Redis.from_url(settings.fraud_redis_url, socket_timeout=None, socket_connect_timeout=2.0)
+                       if settings.fraud_redis_url else None)
+        fraud_commands = RedisPipeliner(fraud_redis) if fraud_redis is not None else idempotency.commands
+        screener = Screener(pool, fraud_commands, settings.request_hmac_key, settings.fraud_budget_s)
         services = Services(Budgets(settings.payment_budget_s, settings.network_timeout_s), pool, writer, vault,
                             networks, TraceAllocator(pool), idempotency, outbox.wake, screener)
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
         limiter = RateLimiter(idempotency.commands, settings.rate_limits)
-        with contextlib.suppress(RedisError, OSError):     # Redis away now: loaded on first use instead
-            await idempotency.commands.load_scripts()
-        app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter)
+        for commands in {idempotency.commands, fraud_commands}:
+            with contextlib.suppress(RedisError, OSError):  # Redis away now: loaded on first use instead
+                await commands.load_scripts()
+        app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter, FraudApi(pool, screener))
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         server = await http.serve(app.handle, self.host, self.port, tls=tls)
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
@@ -117,6 +125,9 @@ class Worker:
         await vault.close()
         await idempotency.commands.close()
         await redis_client.aclose()
+        if fraud_redis is not None:
+            await fraud_commands.close()
+            await fraud_redis.aclose()
         await pool.close()
 
     @staticmethod

@@ -16,10 +16,11 @@ from urllib.parse import parse_qsl
 
 from switch.common import errors, metrics
 from switch.common.http import Request, Response
-from switch.frontends.http import render, schema
+from switch.frontends.http import fraud_api, render, schema
+from switch.frontends.http.fraud_api import FraudApi
 from switch.idempotency.ratelimit import Buckets, RateLimiter
 from switch.merchants import ApiKeyCache, Merchant, hash_key
-from switch.payments.commands import Caller, GetPayment, GetRefund, Mutation
+from switch.payments.commands import ApproveReview, Caller, GetPayment, GetRefund, Mutation, RejectReview
 from switch.payments.engine import Payments
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result
@@ -33,6 +34,7 @@ _ID = r"[a-z]{2,4}_[0-9A-Za-z]{10,40}"
 _PAYMENT_ACTION = re.compile(rf"^/v1/payments/({_ID})/(capture|cancel)$")
 _PAYMENT = re.compile(rf"^/v1/payments/({_ID})$")
 _REFUND = re.compile(rf"^/v1/refunds/({_ID})$")
+_REVIEW_ACTION = re.compile(r"^/v1/reviews/prv_([0-9A-Za-z]{10,40})/(approve|reject)$")
 
 
 def new_request_id() -> str:
@@ -41,8 +43,9 @@ def new_request_id() -> str:
 
 class App:
     def __init__(self, payments: Payments, api_keys: ApiKeyCache, fingerprint: Callable[[str, str, bytes], bytes],
-                 limiter: RateLimiter) -> None:
+                 limiter: RateLimiter, fraud: FraudApi) -> None:
         self.payments = payments
+        self.fraud = fraud
         self.api_keys = api_keys
         self.fingerprint = fingerprint
         self.limiter = limiter
@@ -76,6 +79,13 @@ class App:
             if wait_ms := await self.limiter.admit(buckets).wait_ms():
                 return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
             raise errors.authentication_error("Invalid API key provided.")
+        if method == "POST" and path.startswith("/v1/fraud/"):
+            if wait_ms := await self.limiter.admit(buckets).wait_ms():
+                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
+            answered = await self.fraud.post(merchant, path, request.body)
+            if answered is None:
+                raise errors.invalid_request("not_found", f"Unrecognized request URL (POST {path[:100]}).", status=404)
+            return answered
         if method == "POST":
             route, build = self._post_route(path)
             key = self._idempotency_key(request)
@@ -83,6 +93,8 @@ class App:
         if method == "GET":
             if wait_ms := await self.limiter.admit(buckets).wait_ms():
                 return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
+            if path.startswith("/v1/fraud/") and (answered := await self.fraud.get(merchant, path)):
+                return answered
             route, response = await self._get(path, Caller(merchant, request_id), request.query)
             return route, response
         raise errors.invalid_request("method_not_allowed", f"{method} is not allowed on {path[:100]}.", status=405)
@@ -104,6 +116,11 @@ class App:
             return "payments.create", lambda body: schema.decode(schema.authorize_decoder, body)
         if path == "/v1/refunds":
             return "refunds.create", lambda body: schema.decode(schema.refund_decoder, body)
+        review = _REVIEW_ACTION.match(path)
+        if review:
+            payment_id = "pay_" + review.group(1)
+            command = ApproveReview if review.group(2) == "approve" else RejectReview
+            return f"reviews.{review.group(2)}", lambda body: schema.empty(body, command(payment_id=payment_id))
         match = _PAYMENT_ACTION.match(path)
         if match and match.group(2) == "capture":
             return "payments.capture", lambda body: schema.capture(match.group(1), body)
@@ -115,6 +132,9 @@ class App:
         if path == "/v1/payments":
             page = await self.payments.list_payments(caller, schema.list_query(dict(parse_qsl(query))))
             return "payments.list", Response(200, render.listing(page))
+        if path == "/v1/reviews":
+            page = await self.payments.list_reviews(caller, schema.list_query(dict(parse_qsl(query))).limit)
+            return "reviews.list", Response(200, fraud_api.reviews(page))
         if match := _PAYMENT.match(path):
             return "payments.get", self._rendered(await self.payments.get_payment(caller, GetPayment(match.group(1))))
         if match := _REFUND.match(path):

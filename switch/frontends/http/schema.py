@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
 import msgspec
 from msgspec import Struct
@@ -45,6 +45,7 @@ def decode(decoder: msgspec.json.Decoder, body: bytes):  # type: ignore[no-untyp
     return command
 
 
+T = TypeVar("T")
 _generic_decoder = msgspec.json.Decoder()
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 
@@ -69,6 +70,19 @@ def repeats_a_key(body: bytes) -> bool:
     than the decoded value holds. About 1 µs for a payment body."""
     text = _ESCAPE.sub(b"", body) if b"\\" in body else body
     return text.count(b'"') != 2 * _strings(_generic_decoder.decode(body))
+
+
+class EmptyBody(Struct, forbid_unknown_fields=True):
+    pass
+
+
+_empty_decoder = msgspec.json.Decoder(EmptyBody)
+
+
+def empty(body: bytes, command: T) -> T:
+    """A command that takes nothing from its body: an empty body or {}."""
+    decode(_empty_decoder, body or b"{}")
+    return command
 
 
 def capture(payment_id: str, body: bytes) -> Capture:

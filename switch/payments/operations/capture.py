@@ -77,11 +77,36 @@ async def in_transaction(ctx: Context, services: Services,
     ctx.claimed = True
 
 
-async def _answer(conn: asyncpg.Connection, ctx: Context, payment: PaymentRecord) -> tuple[Outcome, bytes]:
+async def answer(conn: asyncpg.Connection, ctx: Context, payment: PaymentRecord) -> tuple[Outcome, bytes]:
     outcome = Outcome(Result.SUCCEEDED, ctx.caller.request_id, payment=payment)
     data = outcomes.encode(outcome)
     await key_store.update_key_outcome(conn, ctx.caller.merchant.id, ctx.caller.idempotency_key, data, payment.id)
     return outcome, data
+
+
+async def capture_locked(conn: asyncpg.Connection, ctx: Context, payment: PaymentRecord,
+                         amount_to_capture: int | None) -> PaymentRecord:
+    """Capture a payment whose row this transaction holds: its event, capture advice and ledger entries."""
+    next_status = transition(ctx, payment, Event.CAPTURED)
+    amount = amount_to_capture or payment.amount_capturable
+    if amount > payment.amount_capturable:
+        raise Refused(Outcome(Result.AMOUNT_TOO_LARGE, ctx.caller.request_id, message="The amount to capture "
+                              "is larger than the amount capturable.", param="amount_to_capture"))
+    updated = await payment_store.update_captured(conn, payment.id, next_status, amount)
+    await payment_store.insert_event(conn, payment.id, Event.CAPTURED, payment.status, next_status, amount)
+    await outbox_store.insert_outbox(conn, items.capture_advice(payment, amount))
+    await ledger_store.insert_entries(conn, postings.capture(payment.id, payment.merchant_id, payment.network,
+                                                             payment.currency, updated.amount_received))
+    return updated
+
+
+async def cancel_locked(conn: asyncpg.Connection, ctx: Context, payment: PaymentRecord) -> PaymentRecord:
+    """Cancel (void) a payment whose row this transaction holds: its event and its reversal."""
+    next_status = transition(ctx, payment, Event.CANCELED)
+    updated = await payment_store.update_canceled(conn, payment.id, next_status)
+    await payment_store.insert_event(conn, payment.id, Event.CANCELED, payment.status, next_status, payment.amount)
+    await outbox_store.insert_outbox(conn, items.reversal_of_authorization(payment))
+    return updated
 
 
 async def capture(ctx: Context, services: Services) -> None:
@@ -90,17 +115,9 @@ async def capture(ctx: Context, services: Services) -> None:
     async def body(conn: asyncpg.Connection) -> tuple[Outcome, bytes]:
         payment = await claim_and_lock(conn, ctx, services, f"/v1/payments/{command.payment_id}/capture",
                                        command.payment_id)
-        next_status = transition(ctx, payment, Event.CAPTURED)
-        amount = command.amount_to_capture or payment.amount_capturable
-        if amount > payment.amount_capturable:
-            raise Refused(Outcome(Result.AMOUNT_TOO_LARGE, ctx.caller.request_id, message="The amount to capture "
-                                  "is larger than the amount capturable.", param="amount_to_capture"))
-        updated = await payment_store.update_captured(conn, payment.id, next_status, amount)
-        await payment_store.insert_event(conn, payment.id, Event.CAPTURED, payment.status, next_status, amount)
-        await outbox_store.insert_outbox(conn, items.capture_advice(payment, amount))
-        await ledger_store.insert_entries(conn, postings.capture(payment.id, payment.merchant_id, payment.network,
-                                                                 payment.currency, updated.amount_received))
-        return await _answer(conn, ctx, updated)
+        if payment.review_status == "open":
+            raise Refused(Outcome(Result.PAYMENT_IN_REVIEW, ctx.caller.request_id))
+        return await answer(conn, ctx, await capture_locked(conn, ctx, payment, command.amount_to_capture))
 
     await in_transaction(ctx, services, body)
     if ctx.claimed:
@@ -114,11 +131,7 @@ async def cancel(ctx: Context, services: Services) -> None:
     async def body(conn: asyncpg.Connection) -> tuple[Outcome, bytes]:
         payment = await claim_and_lock(conn, ctx, services, f"/v1/payments/{command.payment_id}/cancel",
                                        command.payment_id)
-        next_status = transition(ctx, payment, Event.CANCELED)
-        updated = await payment_store.update_canceled(conn, payment.id, next_status)
-        await payment_store.insert_event(conn, payment.id, Event.CANCELED, payment.status, next_status, payment.amount)
-        await outbox_store.insert_outbox(conn, items.reversal_of_authorization(payment))
-        return await _answer(conn, ctx, updated)
+        return await answer(conn, ctx, await cancel_locked(conn, ctx, payment))
 
     await in_transaction(ctx, services, body)
     if ctx.claimed:

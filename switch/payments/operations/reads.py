@@ -6,6 +6,7 @@ from switch.payments.commands import Caller, GetPayment, GetRefund, ListPayments
 from switch.payments.context import Services
 from switch.payments.outcome import Listing, Outcome
 from switch.payments.results import Result
+from switch.store import fraud as fraud_store
 from switch.store import payments as payment_store
 from switch.store import refunds as refund_store
 
@@ -29,3 +30,8 @@ async def get_refund(services: Services, caller: Caller, command: GetRefund) -> 
     if refund is None:
         return Outcome(Result.RESOURCE_MISSING, caller.request_id, message=f"No such refund: '{command.refund_id}'")
     return Outcome(Result.SUCCEEDED, caller.request_id, refund=refund)
+
+
+async def list_reviews(services: Services, caller: Caller, limit: int) -> Listing:
+    payments = await fraud_store.list_open_reviews(services.pool, caller.merchant.id, limit + 1)
+    return Listing(payments[:limit], len(payments) > limit)
