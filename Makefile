@@ -8,7 +8,7 @@ SYSTEM_PACKAGES := redis-server softhsm2 postgresql
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages demo up test test-unit bench bench-network lint clean
+.PHONY: help setup system-packages demo up test test-unit bench bench-network fraud-drill lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -50,6 +50,9 @@ test-unit: setup ## only the tests of pure logic (no services)
 
 bench: setup ## load the stack with authorizations over HTTP; prints the RESULT line
 	$(PY) -m loadtest.bench $(BENCH_ARGS)
+
+fraud-drill: setup ## legitimate traffic beside card testing and a stolen-card spree; prints FRAUD
+	$(PY) -m loadtest.fraud_drill
 
 bench-network: setup ## codec µs per 0100 and link round trips/s (simulator subprocess); prints NETBENCH
 	$(PY) -m loadtest.netbench $(NETBENCH_ARGS)

@@ -11,6 +11,10 @@ from switch.store.records import FraudRecord
 
 decisions = Counter("switch_fraud_decisions_total", "Fraud screen decisions", ["decision", "risk_level"])
 shadow_matches = Counter("switch_fraud_shadow_matches_total", "Shadow rules that would have acted")
+# Which rule acted: its place in its set (at most RULES_MAX) and whether the set is the defaults, so the
+# label values stay a small fixed set whatever the merchants write.
+rule_matches = Counter("switch_fraud_rule_matches_total", "Rules that matched, live (acted) or in shadow mode",
+                       ["rule_set", "rule", "mode"])
 unavailable = Counter("switch_fraud_unavailable_total",
                       "Screens without their velocity counters (Redis away or late): failed open or closed")
 card_testing_started = Counter("switch_fraud_card_testing_started_total",
@@ -21,6 +25,10 @@ screen_seconds = Counter("switch_fraud_screen_seconds", "Time in the fraud scree
 
 _decision_children = {(decision, level): decisions.labels(decision, level)
                       for decision in ("allow", "review", "block") for level in ("normal", "elevated", "highest")}
+
+
+def rule_matched(default_set: bool, index: int, shadow: bool) -> None:
+    rule_matches.labels("default" if default_set else "merchant", str(index), "shadow" if shadow else "live").inc()
 
 
 def observe(record: FraudRecord, started: float) -> None:

@@ -25,6 +25,7 @@ DEFAULT_RULES = (
     "block if :risk_level: = 'highest'",
     "block if :ip_cards_1h: > 4",
     "block if :card_testing: and :ip_cards_1h: > 1",
+    "block if :card_velocity_1m: > 5",
     "block if :card_velocity_1h: > 10",
     "review if :risk_level: = 'elevated'",
     "review if :amount_usd: > 5000 and :is_cross_border:",
@@ -50,10 +51,11 @@ class Policy:
     lists: Mapping[str, frozenset[str]] = field(default_factory=dict)
     # The rules worth running, with their shadow flag: a rule that only tests lists that are empty is
     # skipped (most merchants' lists are empty, and the list rules come first).
-    live: tuple[tuple[Rule, bool], ...] = ()
+    live: tuple[tuple[Rule, bool, int], ...] = ()      # (rule, shadow, its index in the set)
 
     def __post_init__(self) -> None:
-        live = tuple((rule, shadow) for rule, shadow in zip(self.rules, self.shadow, strict=True)
+        live = tuple((rule, shadow, index) for index, (rule, shadow) in enumerate(zip(self.rules, self.shadow,
+                                                                                      strict=True))
                      if not (rule.needs_lists and not any(self.lists.get(name) for name in rule.lists)))
         object.__setattr__(self, "live", live)
 
@@ -123,21 +125,25 @@ class Verdict:
     action: Action
     rule: str | None                          # the text of the rule that decided, or None
     shadow_matches: tuple[str, ...] = ()      # shadow rules that would have acted
+    rule_index: int | None = None             # the deciding rule's place in its set
+    shadow_indexes: tuple[int, ...] = ()
 
 
 def decide(policy: Policy, signals: Signals, lists: Lists) -> Verdict:
-    found: dict[Action, str] = {}
-    shadow: list[str] = []
-    for rule, is_shadow in policy.live:
+    found: dict[Action, tuple[str, int]] = {}
+    shadow: list[tuple[str, int]] = []
+    for rule, is_shadow, index in policy.live:
         if is_shadow:
             if rule.matches(signals, lists):
-                shadow.append(rule.text)
+                shadow.append((rule.text, index))
             continue
         if rule.action not in found and rule.matches(signals, lists):
-            found[rule.action] = rule.text
+            found[rule.action] = (rule.text, index)
             if rule.action is Action.ALLOW:
                 break
+    texts, indexes = tuple(text for text, _ in shadow), tuple(index for _, index in shadow)
     for action in (Action.ALLOW, Action.BLOCK, Action.REVIEW):
         if action in found:
-            return Verdict(action, found[action], tuple(shadow))
-    return Verdict(Action.ALLOW, None, tuple(shadow))
+            text, index = found[action]
+            return Verdict(action, text, texts, index, indexes)
+    return Verdict(Action.ALLOW, None, texts, None, indexes)

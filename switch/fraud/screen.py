@@ -161,8 +161,11 @@ class Screener:
         level = level_of(score)
         signals["risk_score"], signals["risk_level"] = score, level
         verdict = decide(policy_, signals, policy_.lists)
-        for rule in verdict.shadow_matches:
+        if verdict.rule_index is not None:
+            metrics.rule_matched(policy_.version == 0, verdict.rule_index, False)
+        for rule, index in zip(verdict.shadow_matches, verdict.shadow_indexes, strict=True):
             metrics.shadow_matches.inc()
+            metrics.rule_matched(policy_.version == 0, index, True)
             reasons.append(f"shadow: {rule}")
         return FraudRecord(decision=verdict.action.value, risk_score=score, risk_level=level, rule=verdict.rule,
                            reasons=score_reasons + reasons, shadow_rules=list(verdict.shadow_matches),

@@ -70,6 +70,7 @@ def test_allow_beats_block_beats_review_whatever_their_order() -> None:
     rules = policy(1, specs, False, {})
     assert decide(rules, {"amount": 4}, {}).action is Action.ALLOW
     assert decide(rules, {"amount": 3}, {}).action is Action.BLOCK
+    assert decide(rules, {"amount": 3}, {}).rule_index == 1
     assert decide(rules, {"amount": 2}, {}).action is Action.REVIEW
     verdict = decide(rules, {"amount": 1}, {})
     assert verdict.action is Action.ALLOW and verdict.rule is None
@@ -79,14 +80,22 @@ def test_a_shadow_rule_is_counted_but_never_decides() -> None:
     rules = policy(1, [RuleSpec("block if :amount: > 1", shadow=True)], False, {})
     verdict = decide(rules, {"amount": 5}, {})
     assert verdict.action is Action.ALLOW and verdict.shadow_matches == ("block if :amount: > 1",)
+    assert verdict.shadow_indexes == (0,) and verdict.rule_index is None
 
 
 def test_list_rules_are_skipped_while_their_lists_are_empty() -> None:
     empty = default_policy({})
-    assert all(not rule.lists for rule, _ in empty.live)
+    assert all(not rule.lists for rule, _, _ in empty.live)
     listed = default_policy({"blocklist": frozenset({"10.0.0.1"})})
-    assert any("@blocklist" in rule.text for rule, _ in listed.live)
+    assert any("@blocklist" in rule.text for rule, _, _ in listed.live)
     assert decide(listed, {"ip_address": "10.0.0.1"}, listed.lists).action is Action.BLOCK
+
+
+def test_the_default_rules_block_a_card_used_too_often_in_a_minute_or_an_hour() -> None:
+    rules = default_policy({})
+    assert decide(rules, {"card_velocity_1m": 6, "card_velocity_1h": 6}, {}).action is Action.BLOCK
+    assert decide(rules, {"card_velocity_1m": 1, "card_velocity_1h": 11}, {}).action is Action.BLOCK
+    assert decide(rules, {"card_velocity_1m": 5, "card_velocity_1h": 10}, {}).action is Action.ALLOW
 
 
 def test_the_default_rules_compile_against_the_real_attributes() -> None:
