@@ -3,6 +3,7 @@ testing and the screen's time. Labels are fixed sets (decision, risk level), nev
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from prometheus_client import Counter
@@ -31,6 +32,39 @@ def rule_matched(default_set: bool, index: int, shadow: bool) -> None:
     rule_matches.labels("default" if default_set else "merchant", str(index), "shadow" if shadow else "live").inc()
 
 
+class _Pending:
+    """Decisions and screen time added up in plain numbers and handed to prometheus-client at most once
+    a second: in multiprocess mode each increment is a locked write to a shared file, two per payment."""
+
+    def __init__(self) -> None:
+        self.decisions: dict[tuple[str, str], int] = {}
+        self.seconds = 0.0
+        self.flush_scheduled = False
+
+    def add(self, decision: str, level: str, seconds: float) -> None:
+        key = (decision, level)
+        self.decisions[key] = self.decisions.get(key, 0) + 1
+        self.seconds += seconds
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            try:
+                asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self.flush)
+            except RuntimeError:                 # no loop (a tool, a test): at once
+                self.flush()
+
+    def flush(self) -> None:
+        self.flush_scheduled = False
+        pending, self.decisions = self.decisions, {}
+        for key, count in pending.items():
+            _decision_children[key].inc(count)
+        if self.seconds:
+            screen_seconds.inc(self.seconds)
+            self.seconds = 0.0
+
+
+FLUSH_INTERVAL_S = 1.0
+pending = _Pending()
+
+
 def observe(record: FraudRecord, started: float) -> None:
-    _decision_children[record.decision, record.risk_level].inc()
-    screen_seconds.inc(time.perf_counter() - started)
+    pending.add(record.decision, record.risk_level, time.perf_counter() - started)

@@ -25,6 +25,7 @@ from switch.fraud.policy import TEST_CARD_SCORES, Policy, RuleSpec, decide, defa
 from switch.fraud.rules import Action, Value
 from switch.fraud.signals import SMALL_AMOUNT_USD, amount_usd, issuer_of
 from switch.fraud.velocity import Subjects, Velocity, read
+from switch.idempotency.lock import Rider
 from switch.idempotency.pipeline import RedisPipeliner
 from switch.store import fraud as fraud_store
 from switch.store.records import FraudRecord
@@ -32,6 +33,8 @@ from switch.store.records import FraudRecord
 POLICY_TTL_S = 5.0
 POLICIES_MAX = 10_000
 SCREEN_BUDGET_S = 0.025
+IDENTITY_TTL_S = 600.0
+IDENTITIES_MAX = 100_000
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +52,30 @@ class Payment:
     number: str
     ip_address: str | None = None
     email: str | None = None
+    token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CardIdentity:
+    """What the screen derives from a card number, once: never the number itself."""
+
+    card_hash: str                     # its counters' name (switch-wide)
+    fingerprint: str                   # as its merchant sees it
+    bin: str
+    country: str | None
+    funding: str | None
+
+
+@dataclass(slots=True)
+class Early:
+    """A payment whose card is known before the vault answers (raw card data, or a token this worker has
+    seen): its counters ride the idempotency lock's command, and `answer` is theirs once it is taken."""
+
+    identity: CardIdentity
+    subjects: Subjects
+    usd_cents: int
+    small: bool
+    answer: list[int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,16 +87,20 @@ class Screened:
 
 class Screener:
     def __init__(self, pool: asyncpg.Pool, commands: RedisPipeliner, key: bytes,
-                 budget_s: float = SCREEN_BUDGET_S) -> None:
+                 budget_s: float = SCREEN_BUDGET_S, rides_lock: bool = False) -> None:
         self.pool = pool
         self.velocity = Velocity(commands, key)
-        self.fingerprint_key = hashlib.sha256(b"card fingerprints\0" + key).digest()
+        self.fingerprint_key = hashlib.sha256(b"card fingerprints\0" + key).digest()[:32]
         self.budget_s = budget_s
+        self.rides_lock = rides_lock       # the counters' Redis is the idempotency lock's
         self.policies: TtlLru[str, Policy] = TtlLru(POLICY_TTL_S, POLICIES_MAX)
+        self.identities: TtlLru[tuple[str, str], CardIdentity] = TtlLru(IDENTITY_TTL_S, IDENTITIES_MAX)
 
-    def fingerprint(self, merchant_id: str, number: str) -> str:
-        """The card's fingerprint as this merchant sees it (lists, the payment object): keyed, per merchant."""
-        return hashlib.blake2b(f"{merchant_id}\0{number}".encode(), key=self.fingerprint_key, digest_size=8).hexdigest()
+    def identity(self, merchant_id: str, number: str) -> CardIdentity:
+        country, funding = issuer_of(number)
+        fingerprint = hashlib.blake2b(f"{merchant_id}\0{number}".encode(), key=self.fingerprint_key,
+                                      digest_size=8).hexdigest()
+        return CardIdentity(self.velocity.card_hash(number), fingerprint, number[:6], country, funding)
 
     def forget(self, merchant_id: str) -> None:
         """Drop this worker's copy of the merchant's policy (it changed): the next screen loads it."""
@@ -83,24 +114,45 @@ class Screener:
         self.policies.store(merchant_id, loaded)
         return loaded
 
-    async def screen(self, payment: Payment) -> Screened:
+    def early(self, merchant_id: str, amount: int, currency: str, number: str | None, token: str | None,
+              ip: str | None, email: str | None) -> tuple[Early, Rider] | None:
+        """The payment's counters as a rider of its idempotency lock, when its card is known already (the
+        token is keyed with the merchant: another merchant's token never names a card here)."""
+        if not self.rides_lock:
+            return None
+        if number is not None:
+            identity = self.identity(merchant_id, number)
+        else:
+            found, cached = self.identities.lookup((merchant_id, token or ""))
+            if cached is None:
+                return None
+            identity = cached
+        usd = amount_usd(amount, currency)
+        cents, small = (int(usd * 100), usd < SMALL_AMOUNT_USD) if usd is not None else (0, False)
+        subjects = self.velocity.subjects(merchant_id, identity.card_hash, ip, email)
+        return Early(identity, subjects, cents, small), self.velocity.rider(subjects, cents, small)
+
+    async def screen(self, payment: Payment, early: Early | None = None) -> Screened:
         started = time.perf_counter()
-        fingerprint = self.fingerprint(payment.merchant_id, payment.number)
-        signals = self.signals(payment, fingerprint)
-        subjects = self.velocity.subjects(payment.merchant_id, payment.number, payment.ip_address, payment.email)
-        usd = signals.get("amount_usd")
+        identity = early.identity if early is not None else self.identity(payment.merchant_id, payment.number)
+        if payment.token and (early is None or early.answer is None):
+            # A token seen once (a saved card, or the one raw card data just became): its next payment's
+            # counters ride the lock.
+            self.identities.store((payment.merchant_id, payment.token), identity)
+        signals = self.signals(payment, identity)
         reasons: list[str] = []
-        try:
-            counted = self.velocity.attempt(subjects, int(usd * 100) if isinstance(usd, float) else 0,
-                                            isinstance(usd, float) and usd < SMALL_AMOUNT_USD)
-        except RedisError:
-            counted = None
+        if early is not None and early.answer is not None:
+            subjects, counted = early.subjects, None
+        else:
+            subjects = self.velocity.subjects(payment.merchant_id, identity.card_hash, payment.ip_address,
+                                              payment.email)
+            counted = self._count(signals, subjects)
         try:
             policy_ = await self.policy_for(payment.merchant_id)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             policy_ = default_policy({})
             reasons.append("policy_unavailable")
-        answer = await self._within_budget(counted)
+        answer = early.answer if early is not None and early.answer is not None else await self._within_budget(counted)
         if answer is None:
             metrics.unavailable.inc()
             reasons.append("velocity_unavailable")
@@ -109,7 +161,7 @@ class Screener:
                                      rule="fail_closed", reasons=reasons, policy_version=policy_.version,
                                      signals=signals)
                 metrics.observe(record, started)
-                return Screened(record, fingerprint, subjects)
+                return Screened(record, identity.fingerprint, subjects)
         else:
             testing, started_testing = read(subjects, answer, signals)
             signals["card_testing"] = testing
@@ -118,7 +170,15 @@ class Screener:
                 log.warning("card testing suspected at merchant %s: screening tightened", payment.merchant_id)
         record = self._verdict(policy_, signals, payment.number, reasons)
         metrics.observe(record, started)
-        return Screened(record, fingerprint, subjects)
+        return Screened(record, identity.fingerprint, subjects)
+
+    def _count(self, signals: dict[str, Value], subjects: Subjects) -> asyncio.Future[object] | None:
+        usd = signals.get("amount_usd")
+        try:
+            return self.velocity.attempt(subjects, int(usd * 100) if isinstance(usd, float) else 0,
+                                         isinstance(usd, float) and usd < SMALL_AMOUNT_USD)
+        except RedisError:
+            return None
 
     async def _within_budget(self, counted: asyncio.Future[object] | None) -> list[int] | None:
         """The counters' answer, or None when Redis failed or did not answer within the budget. A timer
@@ -135,19 +195,19 @@ class Screener:
         return answer if isinstance(answer, list) else None
 
     @staticmethod
-    def signals(payment: Payment, fingerprint: str) -> dict[str, Value]:
+    def signals(payment: Payment, identity: CardIdentity) -> dict[str, Value]:
         """The payment's own attributes; one it does not have is left out (a rule reads it as missing)."""
-        country, funding = issuer_of(payment.number)
+        country = identity.country
         signals: dict[str, Value] = {
             "amount": payment.amount, "currency": payment.currency, "capture_method": payment.capture_method,
-            "card_brand": payment.brand, "card_bin": payment.number[:6], "card_fingerprint": fingerprint,
+            "card_brand": payment.brand, "card_bin": identity.bin, "card_fingerprint": identity.fingerprint,
             "merchant_country": payment.merchant_country,
             "is_cross_border": country is not None and country != payment.merchant_country}
         usd = amount_usd(payment.amount, payment.currency)
         if usd is not None:
             signals["amount_usd"] = usd
         if country is not None:
-            signals["card_country"], signals["card_funding"] = country, funding
+            signals["card_country"], signals["card_funding"] = country, identity.funding
         if payment.ip_address:
             signals["ip_address"] = payment.ip_address
         if payment.email:

@@ -22,94 +22,100 @@ import asyncio
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
 
+from switch.idempotency.lock import Rider
 from switch.idempotency.pipeline import RedisPipeliner
+from switch.idempotency.ratelimit import lock_script_with
 
 DISTINCT_MAX = 64
 MERCHANT_KEYS_MAX = 10_000
 
-# KEYS: [1] the address's distinct-card set (or "" without an address), [2..] the subjects' counters, the
-# merchant's last. ARGV: now (ms), mode ('a' an attempt, 's' a small one, 'd' a decline), US cents, the
-# card's member name in the distinct set. The card-testing thresholds are formatted in (CardTesting).
-# Answers {testing (0/1), testing_started (0/1), distinct cards, then per subject 3 windows x 4 sums}.
-SCRIPT = """
-local floor, pack, unpack_struct = math.floor, struct.pack, struct.unpack
-local widths = {60000, 3600000, 86400000}
-local layout = '<' .. string.rep('l', 28)
-local now = tonumber(ARGV[1])
-local attempt = ARGV[2] ~= 'd'
-local a1, a2, a3, a4 = 0, 0, 1, 0
-if attempt then a1, a2, a3, a4 = 1, tonumber(ARGV[3]), 0, (ARGV[2] == 's' and 1 or 0) end
-local answer, n = {0, 0, 0}, 3
-local v
-for k = 2, #KEYS do
-  local raw = redis.call('GET', KEYS[k])
-  if raw and #raw == 224 then
-    v = {unpack_struct(layout, raw)}
-  else
-    v = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
-  end
-  for w = 1, 3 do
-    local width = widths[w]
-    local id = floor(now / width)
-    local c = 4 + (w - 1) * 8
-    local last = v[w]
-    if last ~= id then
-      if last == id - 1 then
-        v[c + 4], v[c + 5], v[c + 6], v[c + 7] = v[c], v[c + 1], v[c + 2], v[c + 3]
-      else
-        v[c + 4], v[c + 5], v[c + 6], v[c + 7] = 0, 0, 0, 0
-      end
-      v[c], v[c + 1], v[c + 2], v[c + 3] = 0, 0, 0, 0
-      v[w] = id
-    end
-    local x1, x2, x3, x4 = v[c] + a1, v[c + 1] + a2, v[c + 2] + a3, v[c + 3] + a4
-    v[c], v[c + 1], v[c + 2], v[c + 3] = x1, x2, x3, x4
-    local weight = 1 - (now - id * width) / width
-    answer[n + 1] = floor(v[c + 4] * weight + x1)
-    answer[n + 2] = floor(v[c + 5] * weight + x2)
-    answer[n + 3] = floor(v[c + 6] * weight + x3)
-    answer[n + 4] = floor(v[c + 7] * weight + x4)
-    n = n + 4
-  end
-  if k < #KEYS then
-    redis.call('SET', KEYS[k], pack(layout, unpack(v, 1, 28)), 'PX', 90000000)
-  end
-end
-if attempt and KEYS[1] ~= '' then
-  local bucket = math.floor(now / 300000)
-  local cards = redis.call('HGETALL', KEYS[1])
-  local live, known = 0, false
-  for i = 1, #cards, 2 do
-    if tonumber(cards[i + 1]) > bucket - 12 then
-      live = live + 1
-      if cards[i] == ARGV[4] then known = true end
+# velocity(first, a): KEYS[first] is the address's distinct-card set (or "" without an address),
+# KEYS[first + 1..] the subjects' counters, the merchant's last. ARGV[a..a + 3]: now (ms), mode ('a' an
+# attempt, 's' a small one, 'd' a decline), US cents, the card's member name in the distinct set. The
+# card-testing thresholds are formatted in (CardTesting). Answers {testing (0/1), testing_started (0/1),
+# distinct cards, then per subject 3 windows x 4 sums}. It runs alone, or inside the idempotency lock's
+# command for a payment whose card is known before the vault answers (Velocity.rider).
+VELOCITY = """
+local function velocity(first, a)
+  local floor, pack, unpack_struct = math.floor, struct.pack, struct.unpack
+  local widths = {60000, 3600000, 86400000}
+  local layout = '<' .. string.rep('l', 28)
+  local now = tonumber(ARGV[a])
+  local attempt = ARGV[a + 1] ~= 'd'
+  local a1, a2, a3, a4 = 0, 0, 1, 0
+  if attempt then a1, a2, a3, a4 = 1, tonumber(ARGV[a + 2]), 0, (ARGV[a + 1] == 's' and 1 or 0) end
+  local answer, n = {0, 0, 0}, 3
+  local v
+  for k = first + 1, #KEYS do
+    local raw = redis.call('GET', KEYS[k])
+    if raw and #raw == 224 then
+      v = {unpack_struct(layout, raw)}
     else
-      redis.call('HDEL', KEYS[1], cards[i])
+      v = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+    end
+    for w = 1, 3 do
+      local width = widths[w]
+      local id = floor(now / width)
+      local c = 4 + (w - 1) * 8
+      local last = v[w]
+      if last ~= id then
+        if last == id - 1 then
+          v[c + 4], v[c + 5], v[c + 6], v[c + 7] = v[c], v[c + 1], v[c + 2], v[c + 3]
+        else
+          v[c + 4], v[c + 5], v[c + 6], v[c + 7] = 0, 0, 0, 0
+        end
+        v[c], v[c + 1], v[c + 2], v[c + 3] = 0, 0, 0, 0
+        v[w] = id
+      end
+      local x1, x2, x3, x4 = v[c] + a1, v[c + 1] + a2, v[c + 2] + a3, v[c + 3] + a4
+      v[c], v[c + 1], v[c + 2], v[c + 3] = x1, x2, x3, x4
+      local weight = 1 - (now - id * width) / width
+      answer[n + 1] = floor(v[c + 4] * weight + x1)
+      answer[n + 2] = floor(v[c + 5] * weight + x2)
+      answer[n + 3] = floor(v[c + 6] * weight + x3)
+      answer[n + 4] = floor(v[c + 7] * weight + x4)
+      n = n + 4
+    end
+    if k < #KEYS then
+      redis.call('SET', KEYS[k], pack(layout, unpack(v, 1, 28)), 'PX', 90000000)
     end
   end
-  if known or live < 64 then
-    redis.call('HSET', KEYS[1], ARGV[4], bucket)
-    if not known then live = live + 1 end
+  if attempt and KEYS[first] ~= '' then
+    local bucket = math.floor(now / 300000)
+    local cards = redis.call('HGETALL', KEYS[first])
+    local live, known = 0, false
+    for i = 1, #cards, 2 do
+      if tonumber(cards[i + 1]) > bucket - 12 then
+        live = live + 1
+        if cards[i] == ARGV[a + 3] then known = true end
+      else
+        redis.call('HDEL', KEYS[first], cards[i])
+      end
+    end
+    if known or live < 64 then
+      redis.call('HSET', KEYS[first], ARGV[a + 3], bucket)
+      if not known then live = live + 1 end
+    end
+    redis.call('PEXPIRE', KEYS[first], 3700000)
+    answer[3] = live
   end
-  redis.call('PEXPIRE', KEYS[1], 3700000)
-  answer[3] = live
+  -- The merchant's minute (its sums are the last 4 x 3 answers' first four) and its cool-off deadline.
+  local at = n - 11
+  local count, declines, small = answer[at], answer[at + 2], answer[at + 3]
+  local minimum, ratio, cool_off = {minimum}, {ratio_pct}, {cool_off_ms}
+  if count >= minimum and (declines * 100 >= ratio * count or small * 100 >= ratio * count) then
+    if v[28] < now then answer[2] = 1 end
+    v[28] = now + cool_off
+  end
+  if v[28] >= now then answer[1] = 1 end
+  redis.call('SET', KEYS[#KEYS], pack(layout, unpack(v, 1, 28)), 'PX', 90000000)
+  return answer
 end
--- The merchant's minute (its sums are the last 4 x 3 answers' first four) and its cool-off deadline.
-local at = n - 11
-local count, declines, small = answer[at], answer[at + 2], answer[at + 3]
-local minimum, ratio, cool_off = {minimum}, {ratio_pct}, {cool_off_ms}
-if count >= minimum and (declines * 100 >= ratio * count or small * 100 >= ratio * count) then
-  if v[28] < now then answer[2] = 1 end
-  v[28] = now + cool_off
-end
-if v[28] >= now then answer[1] = 1 end
-redis.call('SET', KEYS[#KEYS], pack(layout, unpack(v, 1, 28)), 'PX', 90000000)
-return answer
 """
 
 
@@ -130,7 +136,7 @@ class Subjects:
     keys: list[str]
     distinct: str
     card_member: str
-    names: list[str] = field(default_factory=list)     # the subjects, in the order of `keys`
+    names: tuple[str, ...] = ()                        # the subjects, in the order of `keys`
 
 
 class Velocity:
@@ -140,16 +146,24 @@ class Velocity:
         self.clock = clock
         self.key = hashlib.sha256(b"fraud velocity keys\0" + key).digest()[:32]
         testing = self.testing = testing or CardTesting()
-        self.sha = commands.register_script(SCRIPT.replace("{minimum}", str(testing.minimum)).replace(
-            "{ratio_pct}", str(testing.ratio_pct)).replace("{cool_off_ms}", str(testing.cool_off_s * 1000)))
+        velocity = VELOCITY.replace("{minimum}", str(testing.minimum)).replace(
+            "{ratio_pct}", str(testing.ratio_pct)).replace("{cool_off_ms}", str(testing.cool_off_s * 1000))
+        self.sha = commands.register_script(velocity + "return velocity(1, 1)\n")
+        # The same counters inside the idempotency lock's command, for a payment whose card is known
+        # before the vault answers (its pipeliner must be the lock's: the same Redis).
+        self.rider_sha = commands.register_script(lock_script_with(velocity, "velocity(first_key, first_arg)"))
         self.merchant_keys: dict[str, str] = {}
 
     def _hash(self, *parts: str) -> str:
         """Keyed BLAKE2b (a MAC, and a quarter of HMAC-SHA256's cost here)."""
         return hashlib.blake2b("\0".join(parts).encode(), key=self.key, digest_size=16).hexdigest()
 
-    def subjects(self, merchant_id: str, card_number: str, ip: str | None, email: str | None) -> Subjects:
-        card = self._hash("card", card_number)
+    def card_hash(self, card_number: str) -> str:
+        """The card's counters' name: switch-wide, keyed, never the number."""
+        return self._hash("card", card_number)
+
+    def subjects(self, merchant_id: str, card: str, ip: str | None, email: str | None) -> Subjects:
+        """The counters of a payment by the card's `card_hash`, its address and email and its merchant."""
         keys, names = [f"fv:{card}"], ["card"]
         if ip:
             keys.append(f"fv:{self._hash('ip', merchant_id, ip)}")
@@ -165,11 +179,16 @@ class Velocity:
         keys.append(merchant)
         names.append("merchant")
         distinct = f"fd:{self._hash('ip', merchant_id, ip)}" if ip else ""
-        return Subjects(keys, distinct, card[:16], names)
+        return Subjects(keys, distinct, card[:16], tuple(names))
 
     def attempt(self, subjects: Subjects, usd_cents: int, small: bool) -> asyncio.Future[object]:
         """Count an authorization attempt and read every counter (the future answers the script's list)."""
         return self._send(subjects, "s" if small else "a", usd_cents)
+
+    def rider(self, subjects: Subjects, usd_cents: int, small: bool) -> Rider:
+        """The attempt's count and read as a rider of the idempotency lock (one command for both)."""
+        return Rider(self.rider_sha, [subjects.distinct, *subjects.keys],
+                     [int(self.clock() * 1000), "s" if small else "a", usd_cents, subjects.card_member])
 
     def decline(self, subjects: Subjects) -> None:
         """Count a decline (issuer or fraud block); nothing waits for it."""
@@ -202,15 +221,26 @@ READS: dict[str, tuple[tuple[str, int, int], ...]] = {
 ATTRIBUTES = tuple(name for reads in READS.values() for name, _, _ in reads) + ("ip_cards_1h",)
 
 
+_LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, int, bool], ...]] = {}
+
+
+def _layout(names: tuple[str, ...]) -> tuple[tuple[str, int, bool], ...]:
+    """Where each attribute is in the script's answer for these subjects: (name, index, in cents)."""
+    layout = _LAYOUTS.get(names)
+    if layout is None:
+        places = []
+        for position, name in enumerate(names):
+            for attribute, window, sum_ in READS[name]:
+                places.append((attribute, 3 + 12 * position + 4 * window + sum_, sum_ == 1))
+        layout = _LAYOUTS[names] = tuple(places)
+    return layout
+
+
 def read(subjects: Subjects, answer: list[int], into: dict[str, Any]) -> tuple[bool, bool]:
     """The script's answer as attributes in `into` (``card_velocity_1h``, ``ip_cards_1h``...); whether the
     merchant is in a card-testing cool-off, and whether this payment started it."""
-    at = 3
-    for name in subjects.names:
-        for attribute, window, sum_ in READS[name]:
-            value = answer[at + 4 * window + sum_]
-            into[attribute] = value / 100 if sum_ == 1 else value
-        at += 12
+    for attribute, index, cents in _layout(subjects.names):
+        into[attribute] = answer[index] / 100 if cents else answer[index]
     if subjects.distinct:
         into["ip_cards_1h"] = answer[2]
     return bool(answer[0]), bool(answer[1])

@@ -32,12 +32,23 @@ class Refusal(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
+class Rider:
+    """Lua that rides the lock's command and runs only when the lock is taken (ratelimit.lock_script_with):
+    its script's SHA, and the keys and arguments that follow the lock's and the buckets'."""
+
+    sha: str
+    keys: list[object]
+    args: list[object]
+
+
+@dataclass(frozen=True, slots=True)
 class Lock:
     """What taking the lock gave: the lock itself, a finished request's outcome, or a refusal."""
 
     replay: bytes | None = None
     refusal: Refusal | None = None
     wait_ms: int = 0                 # over its rate limit: the lock was not even tried
+    rider_answer: object = None      # the rider's answer, when the lock was taken with one
 
     @property
     def taken(self) -> bool:
@@ -73,10 +84,12 @@ class Idempotency:
         return f"idem:{merchant_id}:{digest}"
 
     async def acquire(self, merchant_id: str, key: str, fingerprint: bytes, name: str,
-                      rate: Buckets | None = None) -> Lock:
+                      rate: Buckets | None = None, rider: Rider | None = None) -> Lock:
         """Take the lock `name` (``redis_key(merchant_id, key)``), or answer the outcome of the finished
-        request, or refuse. With `rate`, the request's rate-limit take is the same command."""
+        request, or refuse. With `rate`, the request's rate-limit take is the same command; so is `rider`."""
         lock = b"L" + fingerprint + int(time.time() * 1000).to_bytes(8, "big")
+        if rider is not None:
+            return await self._acquire_with(merchant_id, key, fingerprint, name, lock, rate, rider)
         try:
             if rate is None or not rate.keys:
                 # SET NX GET (Redis >= 7): sets and answers nil, or leaves the key and answers its value.
@@ -98,6 +111,33 @@ class Idempotency:
         if previous is None:
             return TAKEN
         if not isinstance(previous, bytes):         # an error reply of the pipeline
+            return UNAVAILABLE
+        if previous[:1] == b"L" and previous[1:1 + FINGERPRINT_BYTES] == fingerprint and self._stale(previous):
+            return await self.replay_from_database(merchant_id, key, fingerprint, name)
+        return self._decode(previous, fingerprint)
+
+    async def _acquire_with(self, merchant_id: str, key: str, fingerprint: bytes, name: str, lock: bytes,
+                            rate: Buckets | None, rider: Rider) -> Lock:
+        bucket_keys, bucket_args = (rate.keys, rate.args) if rate is not None else ([], [])
+        try:
+            answer = await self.commands.execute("EVALSHA", rider.sha, 1 + len(bucket_keys) + len(rider.keys), name,
+                                                 *bucket_keys, *rider.keys, lock, self.lock_ttl_s,
+                                                 len(bucket_keys), *bucket_args, *rider.args)
+        except (RedisError, OSError):
+            answer = None
+        if not isinstance(answer, list) or not isinstance(answer[0], int) or not isinstance(answer[2], list):
+            if rate is not None:
+                rate.settle(0, [])
+            return UNAVAILABLE
+        taken = answer[2]
+        if rate is not None:
+            rate.settle(taken[0], taken[1:])
+        if answer[0]:
+            return Lock(wait_ms=answer[0])
+        previous = answer[1]
+        if previous is None:
+            return Lock(rider_answer=answer[3] if len(answer) > 3 else None)
+        if not isinstance(previous, bytes):
             return UNAVAILABLE
         if previous[:1] == b"L" and previous[1:1 + FINGERPRINT_BYTES] == fingerprint and self._stale(previous):
             return await self.replay_from_database(merchant_id, key, fingerprint, name)

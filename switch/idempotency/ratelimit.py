@@ -28,15 +28,15 @@ from redis.exceptions import RedisError
 
 from switch.idempotency.pipeline import RedisPipeliner
 
-# take(k, a): from every bucket KEYS[k..] (its rate_per_s, burst and wanted lease in ARGV[a..], in threes)
-# take up to its wanted tokens, at least one each, or take from none. Answers {wait_ms, taken...}: wait_ms
-# 0 and how many each bucket gave, or the milliseconds until every bucket holds a token again.
+# take(k, last, a): from every bucket KEYS[k..last] (its rate_per_s, burst and wanted lease in ARGV[a..],
+# in threes) take up to its wanted tokens, at least one each, or take from none. Answers {wait_ms,
+# taken...}: wait_ms 0 and how many each bucket gave, or the milliseconds until every bucket holds a token.
 _TAKE = """
-local function take(first_key, first_arg)
+local function take(first_key, last_key, first_arg)
   local clock = redis.call('TIME')
   local now_ms = clock[1] * 1000 + math.floor(clock[2] / 1000)
   local wait_ms, tokens = 0, {}
-  for i = first_key, #KEYS do
+  for i = first_key, last_key do
     local at = first_arg + 3 * (i - first_key)
     local rate, burst = tonumber(ARGV[at]), tonumber(ARGV[at + 1])
     local saved = redis.call('GET', KEYS[i])
@@ -50,7 +50,7 @@ local function take(first_key, first_arg)
     tokens[i] = left
   end
   local taken = {wait_ms}
-  for i = first_key, #KEYS do
+  for i = first_key, last_key do
     local at = first_arg + 3 * (i - first_key)
     local rate, burst, wanted = tonumber(ARGV[at]), tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
     local left, got = tokens[i], 0
@@ -64,17 +64,37 @@ local function take(first_key, first_arg)
 end
 """
 # A read, or a request without a valid key: KEYS are the buckets; answers take's list.
-BUCKET_SCRIPT = _TAKE + "return take(1, 1)\n"
+BUCKET_SCRIPT = _TAKE + "return take(1, #KEYS, 1)\n"
 # A mutating request: the take and the idempotency lock in one command. KEYS[1] is the lock (ARGV[1] its
 # value, ARGV[2] its TTL), KEYS[2..] the buckets. Answers {wait_ms, previous, taken...}: over the limit,
 # wait_ms > 0 and no lock; else as SET NX GET EX, previous nil when the lock was taken, or the key's value.
 LOCK_SCRIPT = _TAKE + """
-local taken = take(2, 3)
+local taken = take(2, #KEYS, 3)
 if taken[1] > 0 then return {taken[1], false} end
 local previous = redis.call('GET', KEYS[1])
 if not previous then redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2]) end
 return {0, previous, unpack(taken, 2)}
 """
+
+
+def lock_script_with(rider: str, call: str) -> str:
+    """The lock, the request's rate-limit take (when it has buckets to take from in Redis) and a rider:
+    Lua that runs only when the lock was taken (`call` is its call, e.g. ``velocity(first_key,
+    first_arg)``, defined in `rider`). KEYS: the lock, the buckets (ARGV[3] of them), then the rider's;
+    ARGV: the lock's value and TTL, the bucket count, three per bucket, then the rider's. Answers
+    {wait_ms, previous, {wait_ms, taken...}, the rider's answer when the lock was taken}."""
+    return _TAKE + rider + """
+local buckets = tonumber(ARGV[3])
+local taken = {0}
+if buckets > 0 then taken = take(2, 1 + buckets, 4) end
+if taken[1] > 0 then return {taken[1], false, taken} end
+local previous = redis.call('GET', KEYS[1])
+if previous then return {0, previous, taken} end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+local first_key, first_arg = 2 + buckets, 4 + 3 * buckets
+return {0, false, taken, """ + call + """}
+"""
+
 
 LEASE_MAX = 1_000
 LEASE_S = 1.0

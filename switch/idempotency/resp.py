@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -22,18 +22,20 @@ Command = tuple[object, ...]
 def pack(command: Command) -> bytes:
     """One command in RESP: an array of bulk strings."""
     parts = [b"*%d\r\n" % len(command)]
+    append = parts.append
     for arg in command:
-        if isinstance(arg, bytes):
-            data = arg
-        elif isinstance(arg, str):
-            data = arg.encode()
-        elif isinstance(arg, int) and not isinstance(arg, bool):
-            data = b"%d" % arg
-        elif isinstance(arg, float):
+        kind = type(arg)
+        if kind is str:
+            data = cast(str, arg).encode()
+        elif kind is bytes:
+            data = cast(bytes, arg)
+        elif kind is int:
+            data = b"%d" % cast(int, arg)
+        elif kind is float:
             data = repr(arg).encode()
         else:
-            raise TypeError(f"a Redis argument cannot be a {type(arg).__name__}")
-        parts.append(b"$%d\r\n%s\r\n" % (len(data), data))
+            raise TypeError(f"a Redis argument cannot be a {kind.__name__}")
+        append(b"$%d\r\n%s\r\n" % (len(data), data))
     return b"".join(parts)
 
 

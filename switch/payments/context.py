@@ -11,7 +11,7 @@ from typing import Any
 import asyncpg
 
 from switch.common.cards import CardData
-from switch.fraud.screen import Screened, Screener
+from switch.fraud.screen import Early, Screened, Screener
 from switch.idempotency.lock import Idempotency
 from switch.iso.messages import Message
 from switch.network.link import NetworkError
@@ -62,6 +62,7 @@ class Context:
     replayed: bool = False       # the outcome is a finished request's, answered again
     card: CardData | None = None
     token: str = ""
+    early: Early | None = None         # the fraud counters, when they rode the lock's command
     screened: Screened | None = None   # the fraud screen's verdict, once the card is known
     network: str = ""
     trace: Trace | None = None

@@ -93,7 +93,8 @@ class Worker:
         fraud_redis = (redis.Redis.from_url(settings.fraud_redis_url, socket_timeout=None, socket_connect_timeout=2.0)
                        if settings.fraud_redis_url else None)
         fraud_commands = RedisPipeliner(fraud_redis) if fraud_redis is not None else idempotency.commands
-        screener = Screener(pool, fraud_commands, settings.request_hmac_key, settings.fraud_budget_s)
+        screener = Screener(pool, fraud_commands, settings.request_hmac_key, settings.fraud_budget_s,
+                            rides_lock=fraud_redis is None)
         services = Services(Budgets(settings.payment_budget_s, settings.network_timeout_s), pool, writer, vault,
                             networks, TraceAllocator(pool), idempotency, outbox.wake, screener)
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)

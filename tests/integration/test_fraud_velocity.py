@@ -52,3 +52,39 @@ async def test_windows_slide_across_their_boundaries(base_stack: Stack) -> None:
     finally:
         await commands.close()
         await commands.client.aclose()
+
+
+async def test_the_counters_ride_the_lock_and_count_only_when_it_is_taken(base_stack: Stack) -> None:
+    """One command for the lock and the counters; a request whose key is held (a retry, a replay) counts
+    nothing, and a request over its rate limit neither locks nor counts."""
+    import asyncpg
+
+    from switch.idempotency.lock import Idempotency
+
+    client = redis.Redis.from_url(base_stack.redis_url)
+    pool = await asyncpg.create_pool(base_stack.database_url, min_size=1, max_size=2)
+    idempotency = Idempotency(client, pool, secrets.token_bytes(32), 30, 60)
+    velocity = Velocity(idempotency.commands, secrets.token_bytes(32))
+    await idempotency.commands.load_scripts()
+    subjects = velocity.subjects(f"acct_{secrets.token_hex(6)}", velocity.card_hash(luhn_card("4571")), None, None)
+    fingerprint = secrets.token_bytes(32)
+    try:
+        names = [f"idem:test:{secrets.token_hex(8)}", f"idem:test:{secrets.token_hex(8)}"]
+        counts = []
+        for name in names:
+            got = await idempotency.acquire("m", "k", fingerprint, name, None, velocity.rider(subjects, 500, False))
+            assert got.taken and isinstance(got.rider_answer, list)
+            values: dict[str, Any] = {}
+            read(subjects, got.rider_answer, values)
+            counts.append(values["card_velocity_1h"])
+        held = await idempotency.acquire("m", "k", fingerprint, names[1], None, velocity.rider(subjects, 500, False))
+        assert not held.taken and held.rider_answer is None                # the key is held: nothing counted
+        assert counts == [1, 2]
+        values = {}
+        read(subjects, await velocity.attempt(subjects, 500, False), values)  # type: ignore[arg-type]
+        assert values["card_velocity_1h"] == 3                                  # the held key added none
+        assert idempotency.commands.batches.items == 4                          # one command each
+    finally:
+        await idempotency.commands.close()
+        await client.aclose()
+        await pool.close()

@@ -29,7 +29,8 @@ async def screen(ctx: Context, services: Services) -> None:
     customer = command.customer_details
     ctx.screened = await services.fraud.screen(Payment(
         merchant.id, merchant.country, command.amount, command.currency, command.capture_method, ctx.card.brand,
-        ctx.card.number.reveal(), customer.ip_address if customer else None, customer.email if customer else None))
+        ctx.card.number.reveal(), customer.ip_address if customer else None, customer.email if customer else None,
+        ctx.token), ctx.early)
 
 
 async def block(ctx: Context, services: Services) -> None:

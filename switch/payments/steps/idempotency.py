@@ -4,8 +4,9 @@ else and, at the end, either kept as the stored outcome (Redis replay cache) or 
 from __future__ import annotations
 
 from switch.common.failpoints import failpoint
-from switch.idempotency.lock import Lock, Refusal
+from switch.idempotency.lock import Lock, Refusal, Rider
 from switch.payments import outcome as outcomes
+from switch.payments.commands import Authorize
 from switch.payments.context import Context, Services
 from switch.payments.results import Result
 from switch.store import idempotency as key_store
@@ -25,14 +26,32 @@ def _answer(ctx: Context, got: Lock) -> None:
         ctx.answer(REFUSALS[got.refusal])
 
 
+def _rider(ctx: Context, services: Services) -> Rider | None:
+    """A payment whose card is known already (raw card data, or a token seen before) counts its fraud
+    velocity in the lock's own command (switch.fraud.screen.Early)."""
+    command = ctx.command
+    if not isinstance(command, Authorize):
+        return None
+    method, customer = command.payment_method, command.customer_details
+    number, token = (None, method) if isinstance(method, str) else (method.card.number, None)
+    early = services.fraud.early(ctx.caller.merchant.id, command.amount, command.currency, number, token,
+                                 customer.ip_address if customer else None, customer.email if customer else None)
+    if early is None:
+        return None
+    ctx.early, rider = early
+    return rider
+
+
 async def lock(ctx: Context, services: Services) -> None:
     caller = ctx.caller
     ctx.lock_name = services.idempotency.redis_key(caller.merchant.id, caller.idempotency_key)
     got = await services.idempotency.acquire(caller.merchant.id, caller.idempotency_key, caller.fingerprint,
-                                             ctx.lock_name, caller.rate)
+                                             ctx.lock_name, caller.rate, _rider(ctx, services))
     if got.wait_ms:                                 # over its rate limit: no lock was taken
         ctx.answer(Result.RATE_LIMITED, retry_after_ms=got.wait_ms)
         return
+    if ctx.early is not None and isinstance(got.rider_answer, list):
+        ctx.early.answer = got.rider_answer
     if got.replay is not None and not outcomes.readable(got.replay):
         # A replay cache entry this release cannot read (written by an older one): Postgres has the answer.
         got = await services.idempotency.replay_from_database(caller.merchant.id, caller.idempotency_key,
