@@ -14,6 +14,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -39,8 +40,7 @@ IDENTITIES_MAX = 100_000
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class Payment:
+class Payment(NamedTuple):
     """What the screen needs of a payment; `number` is the clear PAN, in memory only."""
 
     merchant_id: str
@@ -55,8 +55,7 @@ class Payment:
     token: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class CardIdentity:
+class CardIdentity(NamedTuple):
     """What the screen derives from a card number, once: never the number itself."""
 
     card_hash: str                     # its counters' name (switch-wide)
@@ -75,11 +74,11 @@ class Early:
     subjects: Subjects
     usd_cents: int
     small: bool
+    usd: float | None
     answer: list[int] | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Screened:
+class Screened(NamedTuple):
     record: FraudRecord
     fingerprint: str                   # the card's fingerprint for this merchant
     subjects: Subjects
@@ -130,7 +129,7 @@ class Screener:
         usd = amount_usd(amount, currency)
         cents, small = (int(usd * 100), usd < SMALL_AMOUNT_USD) if usd is not None else (0, False)
         subjects = self.velocity.subjects(merchant_id, identity.card_hash, ip, email)
-        return Early(identity, subjects, cents, small), self.velocity.rider(subjects, cents, small)
+        return Early(identity, subjects, cents, small, usd), self.velocity.rider(subjects, cents, small)
 
     async def screen(self, payment: Payment, early: Early | None = None) -> Screened:
         started = time.perf_counter()
@@ -139,7 +138,8 @@ class Screener:
             # A token seen once (a saved card, or the one raw card data just became): its next payment's
             # counters ride the lock.
             self.identities.store((payment.merchant_id, payment.token), identity)
-        signals = self.signals(payment, identity)
+        signals = self.signals(payment, identity, early.usd if early is not None else
+                               amount_usd(payment.amount, payment.currency))
         reasons: list[str] = []
         if early is not None and early.answer is not None:
             subjects, counted = early.subjects, None
@@ -195,7 +195,7 @@ class Screener:
         return answer if isinstance(answer, list) else None
 
     @staticmethod
-    def signals(payment: Payment, identity: CardIdentity) -> dict[str, Value]:
+    def signals(payment: Payment, identity: CardIdentity, usd: float | None) -> dict[str, Value]:
         """The payment's own attributes; one it does not have is left out (a rule reads it as missing)."""
         country = identity.country
         signals: dict[str, Value] = {
@@ -203,7 +203,6 @@ class Screener:
             "card_brand": payment.brand, "card_bin": identity.bin, "card_fingerprint": identity.fingerprint,
             "merchant_country": payment.merchant_country,
             "is_cross_border": country is not None and country != payment.merchant_country}
-        usd = amount_usd(payment.amount, payment.currency)
         if usd is not None:
             signals["amount_usd"] = usd
         if country is not None:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 import asyncpg
 import redis.asyncio as redis
@@ -31,8 +31,7 @@ class Refusal(StrEnum):
     REUSED = "reused"              # the key was used with other parameters
 
 
-@dataclass(frozen=True, slots=True)
-class Rider:
+class Rider(NamedTuple):
     """Lua that rides the lock's command and runs only when the lock is taken (ratelimit.lock_script_with):
     its script's SHA, and the keys and arguments that follow the lock's and the buckets'."""
 
@@ -41,8 +40,7 @@ class Rider:
     args: list[object]
 
 
-@dataclass(frozen=True, slots=True)
-class Lock:
+class Lock(NamedTuple):
     """What taking the lock gave: the lock itself, a finished request's outcome, or a refusal."""
 
     replay: bytes | None = None
