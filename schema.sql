@@ -53,7 +53,7 @@ CREATE TABLE payments (
     statement_descriptor  text,
     metadata              jsonb NOT NULL DEFAULT '{}'::jsonb,
     card_fingerprint      text,                        -- keyed per merchant (switch.fraud): never the PAN
-    -- The fraud screen's decision, score, rule and reasons, and the signals it saw (for backtests).
+    -- The fraud screen's decision, score, rule and reasons (the signals it saw: payment_signals).
     fraud                 jsonb,
     review_status         text CHECK (review_status IN ('open', 'approved', 'rejected')),
     deadline_at           timestamptz NOT NULL,        -- after this, a payment still processing is recovered
@@ -159,6 +159,14 @@ CREATE TABLE ledger_entries (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ledger_entries_posting ON ledger_entries (posting_id);
+
+-- The signals the fraud screen saw for a payment, which backtests run candidate rules over. Written in the
+-- payment's own write-ahead statement, never updated: apart from `payments`, whose row every state change
+-- rewrites. No foreign key: a row exists only with its payment, and the check would cost the hot path.
+CREATE TABLE payment_signals (
+    payment_id  text PRIMARY KEY,
+    signals     jsonb NOT NULL
+);
 
 -- Fraud screening (switch.fraud, docs/fraud.md). A merchant's rules are versioned: every change is a new
 -- version row, and the highest version is in force (none: the documented defaults).

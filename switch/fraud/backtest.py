@@ -45,8 +45,8 @@ async def backtest(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: str, ru
     result = Backtest(rule_text, rule.action.value)
     for row in await fraud_store.screened_payments(conn, merchant_id, since, limit):
         result.payments += 1
-        fraud = row["fraud"]
-        if not rule.matches(fraud.get("signals", {}), lists):
+        fraud = row["fraud"] or {}
+        if not rule.matches(row["signals"], lists):
             continue
         result.matched += 1
         result.matched_failed += row["status"] == "failed"

@@ -30,10 +30,12 @@ WITH input AS (
     SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[],
                          $8::text[], $9::smallint[], $10::smallint[], $11::text[], $12::text[], $13::text[],
                          $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::timestamptz[],
-                         $20::text[], $21::bytea[], $22::timestamptz[], $23::text[], $24::text[], $25::text[])
+                         $20::text[], $21::bytea[], $22::timestamptz[], $23::text[], $24::text[], $25::text[],
+                         $26::text[])
         AS t(id, merchant_id, amount, currency, capture_method, card_token, card_brand, card_last4, card_exp_month,
              card_exp_year, network, terminal_id, stan, rrn, transmitted_at, description, statement_descriptor,
-             metadata, deadline_at, idempotency_key, fingerprint, created_at, card_fingerprint, fraud, review_status)
+             metadata, deadline_at, idempotency_key, fingerprint, created_at, card_fingerprint, fraud, review_status,
+             signals)
 ), idem AS (
     INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint,
                                   payment_id)
@@ -53,6 +55,9 @@ WITH input AS (
 ), event AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
     SELECT id, 'payment.created', NULL, 'processing', amount FROM pay
+), screened AS (
+    INSERT INTO payment_signals (payment_id, signals)
+    SELECT id, signals::jsonb FROM input WHERE signals IS NOT NULL AND id IN (SELECT id FROM pay)
 )
 SELECT payment_id FROM idem"""
 
@@ -185,9 +190,9 @@ class PaymentWriter:
                     fraud: FraudRecord | None = None) -> bool:
         """Write-ahead (idempotency row + payment + event) before any network I/O; False, writing nothing,
         when the idempotency key already has a row (Redis lost the key). `fraud` is the screen's verdict
-        with its signals, stored with the payment (the payment's own copy, which its outcome carries, has
-        the verdict only)."""
-        return await self.begin_batches.submit((payment, idempotency_key, fingerprint, fraud or payment.fraud))
+        with its signals: the payment row keeps the verdict (`payment.fraud`, which its outcome carries too)
+        and `payment_signals` the signals."""
+        return await self.begin_batches.submit((payment, idempotency_key, fingerprint, fraud))
 
     async def finish(self, item: Finish) -> bool:
         """False, writing nothing, when the payment already left `processing` (recovery got there first)."""
@@ -247,13 +252,14 @@ class PaymentWriter:
             pass                                    # Postgres is away: later batches use pooled statements
 
     async def _begin_many(self, items: list[tuple[PaymentRecord, str, bytes, FraudRecord | None]]) -> list[bool]:
-        columns: list[list[object]] = [[] for _ in range(25)]
+        columns: list[list[object]] = [[] for _ in range(26)]
         for p, key, fingerprint, verdict in items:
-            fraud = None if verdict is None else _json.encode(verdict).decode()
+            fraud = None if p.fraud is None else _json.encode(p.fraud).decode()
+            signals = None if verdict is None else _json.encode(verdict.signals).decode()
             row = (p.id, p.merchant_id, p.amount, p.currency, p.capture_method, p.card_token, p.card_brand,
                    p.card_last4, p.card_exp_month, p.card_exp_year, p.network, p.terminal_id, p.stan, p.rrn,
                    p.transmitted_at, p.description, p.statement_descriptor, json.dumps(p.metadata), p.deadline_at,
-                   key, fingerprint, p.created_at, p.card_fingerprint, fraud, p.review_status)
+                   key, fingerprint, p.created_at, p.card_fingerprint, fraud, p.review_status, signals)
             for column, value in zip(columns, row, strict=True):
                 column.append(value)
         inserted = {record[0] for record in await self._fetch(BEGIN_PAYMENTS, columns)}

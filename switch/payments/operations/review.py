@@ -41,8 +41,7 @@ async def approve(ctx: Context, services: Services) -> None:
 
     async def body(conn: asyncpg.Connection) -> tuple[Outcome, bytes]:
         payment = await _close(conn, ctx, services, command.payment_id, "approve")
-        wanted = payment.fraud.signals.get("capture_method") if payment.fraud else None
-        if wanted == "automatic":
+        if (await fraud_store.get_signals(conn, payment.id)).get("capture_method") == "automatic":
             payment = await capture_locked(conn, ctx, payment, None)
         return await answer(conn, ctx, payment)
 
