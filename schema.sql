@@ -200,3 +200,53 @@ CREATE TABLE fraud_audit (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX fraud_audit_merchant ON fraud_audit (merchant_id, id);
+
+-- Settlement (switch.settlement, docs/settlement.md): the networks' daily files, line by line, and what each
+-- line matched. A file is imported once (its SHA-256); a corrected re-issue of the same cut-off supersedes
+-- the earlier file, which stays, marked, with its lines and matches.
+CREATE TABLE settlement_files (
+    id             bigserial PRIMARY KEY,
+    network        text NOT NULL,
+    file_name      text NOT NULL,
+    sha256         bytea NOT NULL,
+    cut_off_at     timestamptz,                    -- from the trailer
+    settlement_date date,
+    lines          integer NOT NULL,
+    status         text NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'superseded')),
+    superseded_by  bigint REFERENCES settlement_files (id),
+    imported_at    timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (network, sha256)
+);
+CREATE INDEX settlement_files_cut_off ON settlement_files (network, cut_off_at) WHERE status = 'active';
+
+CREATE TABLE settlement_lines (
+    file_id           bigint NOT NULL REFERENCES settlement_files (id),
+    line_no           integer NOT NULL,             -- 1 is the header
+    raw               text NOT NULL,                -- the line as the network sent it
+    record_type       text NOT NULL,                -- D detail, T trailer, H header
+    rrn               text,
+    stan              text,
+    terminal_id       text,
+    auth_code         text,
+    transaction_type  text,
+    amount_minor      bigint,
+    currency          text,                         -- ISO 4217 numeric, as in the file
+    transaction_date  date,
+    interchange_fee_minor bigint,
+    PRIMARY KEY (file_id, line_no)
+);
+
+CREATE TABLE settlement_matches (
+    file_id            bigint NOT NULL,
+    line_no            integer NOT NULL,
+    class              text NOT NULL CHECK (class IN ('matched', 'amount_mismatch', 'missing_in_ours',
+                                                      'duplicate_in_file', 'settled_after_reversal',
+                                                      'currency_mismatch')),
+    payment_id         text,
+    refund_id          text,
+    ours_amount_minor  bigint,                      -- what we recorded (captured, sold or refunded)
+    theirs_amount_minor bigint,                     -- what the line settles, unsigned
+    PRIMARY KEY (file_id, line_no),
+    FOREIGN KEY (file_id, line_no) REFERENCES settlement_lines (file_id, line_no)
+);
+CREATE INDEX settlement_matches_class ON settlement_matches (file_id, class);

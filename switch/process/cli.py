@@ -9,6 +9,7 @@
     switch ledger check                        exit 1 if a posting does not sum to zero, or a payment's
                                                capture and fee or a refund's posting is missing or wrong
     switch fraud rules|lists|backtest ...      screening rules, allow and block lists (switch/process/fraud_cli.py)
+    switch settlement import --network visa FILE...   import and match settlement files (exit 1: exceptions)
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import sys
 
 import asyncpg
 
-from switch.process import fraud_cli
+from switch.process import fraud_cli, settlement_cli
 
 
 def _database_url() -> str:
@@ -171,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     ledger.add_parser("check", help="exit 1 if any posting does not balance or match its payment").set_defaults(
         func=cmd_ledger_check)
     fraud_cli.add_parsers(sub)
+    settlement_cli.add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,119 @@
+"""Import one settlement file: once per content (its SHA-256), in one transaction; its raw lines kept; a
+corrected re-issue of a cut-off supersedes the earlier file; every detail line matched, set-based, against
+captures, sales and refunds.
+
+The file is checked before anything is kept: the header must be the documented one, every trailer's
+count and totals must add up to its currency's detail lines, and every detail line must name the network
+the import was asked for. A file that fails a check is refused whole (ImportRefused), and names why.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+
+import asyncpg
+
+from switch.common.currency import CURRENCIES
+from switch.store import settlement as settlement_store
+
+HEADER = ("record_type,network,rrn,stan,terminal_id,auth_code,transaction_type,amount_minor,currency,"
+          "transaction_date,settlement_date,interchange_fee_minor")
+DETAIL_FIELDS = 12
+TRAILER_FIELDS = 10
+EXCEPTIONS = ("amount_mismatch", "missing_in_ours", "duplicate_in_file", "settled_after_reversal",
+              "currency_mismatch")
+
+
+class ImportRefused(Exception):
+    """The file is not a settlement file this import can trust; nothing of it was kept."""
+
+
+@dataclass(slots=True)
+class Imported:
+    file_id: int
+    network: str
+    file_name: str
+    already_imported: bool = False
+    superseded: list[int] = field(default_factory=list)
+    cut_off_at: datetime | None = None
+    classes: Counter[str] = field(default_factory=Counter)
+    lines: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def exceptions(self) -> int:
+        return sum(self.classes[name] for name in EXCEPTIONS)
+
+
+def check(text: str, network: str) -> tuple[datetime | None, date | None]:
+    """Refuse a file whose header, networks or trailers do not hold; its cut-off and settlement date."""
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    if not lines or lines[0] != HEADER:
+        raise ImportRefused("the first line is not the settlement header")
+    totals: dict[str, list[int]] = {}
+    cut_off_at, settlement_date = None, None
+    for number, line in enumerate(lines[1:], start=2):
+        fields = line.split(",")
+        if fields[0] == "D":
+            if len(fields) != DETAIL_FIELDS or fields[1] != network:
+                raise ImportRefused(f"line {number}: not a {network} detail line of {DETAIL_FIELDS} fields")
+            try:
+                amount = int(fields[7])
+            except ValueError:
+                raise ImportRefused(f"line {number}: the amount is not a number") from None
+            total = totals.setdefault(fields[8], [0, 0, 0])
+            total[0] += 1
+            total[1 if amount >= 0 else 2] += abs(amount)
+        elif fields[0] == "T":
+            if len(fields) != TRAILER_FIELDS:
+                raise ImportRefused(f"line {number}: a trailer has {TRAILER_FIELDS} fields")
+            if fields[2]:
+                count, debit, credit = totals.pop(fields[2], [0, 0, 0])
+                if [count, debit, credit] != [int(fields[3]), int(fields[4]), int(fields[5])]:
+                    raise ImportRefused(f"line {number}: the trailer's count or totals do not add up")
+            settlement_date = date.fromisoformat(fields[8])
+            cut_off_at = datetime.fromisoformat(fields[9].replace("Z", "+00:00"))
+        else:
+            raise ImportRefused(f"line {number}: unknown record type {fields[0][:3]!r}")
+    if totals:
+        raise ImportRefused(f"detail lines in {sorted(totals)} have no trailer")
+    return cut_off_at, settlement_date
+
+
+async def import_file(conn: asyncpg.Connection, network: str, path: Path) -> Imported:
+    """Import and match `path` (idempotent by content); the result, with every line's class."""
+    data = await asyncio.to_thread(path.read_bytes)
+    try:
+        text = data.decode("ascii")
+    except UnicodeDecodeError:
+        raise ImportRefused("the file is not ASCII") from None
+    cut_off_at, settlement_date = check(text, network)
+    sha256 = hashlib.sha256(data).digest()
+    async with conn.transaction():
+        await settlement_store.lock_network(conn, network)
+        known = await settlement_store.find_file(conn, network, sha256)
+        if known is not None:
+            result = Imported(known["id"], network, path.name, already_imported=True)
+        else:
+            file_id = await settlement_store.insert_file(conn, network, path.name, sha256, text.count("\n"))
+            await settlement_store.stage_lines(conn, str(path))
+            await settlement_store.insert_lines(conn, file_id)
+            await settlement_store.set_cut_off(conn, file_id, cut_off_at, settlement_date)
+            result = Imported(file_id, network, path.name)
+            if cut_off_at is not None:
+                result.superseded = await settlement_store.supersede(conn, network, cut_off_at, file_id)
+            alpha = list(CURRENCIES)
+            await settlement_store.match(conn, file_id, alpha, [CURRENCIES[code].numeric for code in alpha])
+        result.cut_off_at = cut_off_at
+        for row in await settlement_store.matches(conn, result.file_id):
+            result.classes[row["class"]] += 1
+            result.lines.append({key: row[key] for key in ("line_no", "class", "rrn", "transaction_type",
+                                                            "payment_id", "refund_id", "ours_amount_minor",
+                                                            "theirs_amount_minor", "currency")})
+    return result

@@ -1,0 +1,123 @@
+"""Settlement files, their lines and what each line matched: the import (COPY of the raw lines into a
+staging table, split in SQL) and the set-based matching of a file's lines against captures, sales and
+refunds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+STAGE = """
+CREATE TEMP TABLE IF NOT EXISTS settlement_stage (line_no bigserial, raw text) ON COMMIT DROP"""
+
+# A staged line's columns by position (docs/simulator.md): D,network,rrn,stan,terminal_id,auth_code,
+# transaction_type,amount_minor,currency,transaction_date,settlement_date,interchange_fee_minor. Lines that
+# are not details keep their raw text only; a malformed detail line fails the import (nothing is kept).
+INSERT_LINES = """
+INSERT INTO settlement_lines (file_id, line_no, raw, record_type, rrn, stan, terminal_id, auth_code,
+                              transaction_type, amount_minor, currency, transaction_date, interchange_fee_minor)
+SELECT $1, s.line_no, s.raw, CASE WHEN s.line_no = 1 THEN 'H' ELSE split_part(s.raw, ',', 1) END,
+       f[3], f[4], f[5], f[6], f[7], f[8]::bigint, f[9], f[10]::date, f[12]::bigint
+FROM settlement_stage s,
+     LATERAL (SELECT CASE WHEN s.line_no > 1 AND split_part(s.raw, ',', 1) = 'D'
+                          THEN string_to_array(s.raw, ',') END AS f) parts
+ORDER BY s.line_no"""
+
+# Each detail line against our records, by network and RRN (unique per network): captures and sales in
+# `payments`, refunds by their own 0200's RRN in `refunds`. The first of several lines for the same item
+# matches; the others are duplicates. A line for an item we voided, failed or whose refund failed was
+# settled after its reversal.
+MATCH = """
+WITH lines AS (
+    SELECT l.*, f.network,
+           row_number() OVER (PARTITION BY l.rrn, l.transaction_type ORDER BY l.line_no) AS seen
+    FROM settlement_lines l JOIN settlement_files f ON f.id = l.file_id
+    WHERE l.file_id = $1 AND l.record_type = 'D'
+), currencies AS (
+    SELECT * FROM unnest($2::text[], $3::text[]) AS c(alpha, numeric)
+), ours AS (
+    SELECT l.line_no, p.id AS payment_id, NULL::text AS refund_id, p.amount_received AS amount,
+           c.numeric AS currency, p.status IN ('canceled', 'failed') AS reversed
+    FROM lines l JOIN payments p ON p.network = l.network AND p.rrn = l.rrn
+    LEFT JOIN currencies c ON c.alpha = p.currency
+    WHERE l.transaction_type IN ('capture', 'sale')
+    UNION ALL
+    SELECT l.line_no, r.payment_id, r.id, r.amount, c.numeric, r.status = 'failed'
+    FROM lines l JOIN refunds r ON r.rrn = l.rrn JOIN payments p ON p.id = r.payment_id AND p.network = l.network
+    LEFT JOIN currencies c ON c.alpha = r.currency
+    WHERE l.transaction_type = 'refund'
+)
+INSERT INTO settlement_matches (file_id, line_no, class, payment_id, refund_id, ours_amount_minor,
+                                theirs_amount_minor)
+SELECT $1, l.line_no,
+       CASE WHEN l.seen > 1 THEN 'duplicate_in_file'
+            WHEN o.line_no IS NULL THEN 'missing_in_ours'
+            WHEN o.reversed THEN 'settled_after_reversal'
+            WHEN o.currency IS DISTINCT FROM l.currency THEN 'currency_mismatch'
+            WHEN o.amount <> abs(l.amount_minor) THEN 'amount_mismatch'
+            ELSE 'matched' END,
+       o.payment_id, o.refund_id, o.amount, abs(l.amount_minor)
+FROM lines l LEFT JOIN ours o ON o.line_no = l.line_no
+WHERE l.transaction_type <> 'adjustment'
+ON CONFLICT DO NOTHING"""
+
+
+async def lock_network(conn: asyncpg.Connection, network: str) -> None:
+    """Imports of one network's files queue behind each other (until the transaction ends)."""
+    await conn.execute("SELECT pg_advisory_xact_lock(hashtext('settlement:' || $1))", network)
+
+
+async def find_file(conn: asyncpg.Connection, network: str, sha256: bytes) -> asyncpg.Record | None:
+    return await conn.fetchrow("SELECT id, status FROM settlement_files WHERE network = $1 AND sha256 = $2",
+                               network, sha256)
+
+
+async def insert_file(conn: asyncpg.Connection, network: str, file_name: str, sha256: bytes, lines: int) -> int:
+    return await conn.fetchval(
+        "INSERT INTO settlement_files (network, file_name, sha256, lines) VALUES ($1, $2, $3, $4) RETURNING id",
+        network, file_name, sha256, lines)
+
+
+async def stage_lines(conn: asyncpg.Connection, path: str) -> None:
+    """COPY the file's lines, one text value each (no field splitting, no escapes: the files are ASCII)."""
+    await conn.execute(STAGE)
+    await conn.execute("TRUNCATE settlement_stage")
+    await conn.copy_to_table("settlement_stage", source=path, columns=["raw"], format="text",
+                             delimiter="\x1f", null="\x1e")
+
+
+async def insert_lines(conn: asyncpg.Connection, file_id: int) -> None:
+    await conn.execute(INSERT_LINES, file_id)
+
+
+async def set_cut_off(conn: asyncpg.Connection, file_id: int, cut_off_at: datetime | None,
+                      settlement_date: Any) -> None:
+    await conn.execute("UPDATE settlement_files SET cut_off_at = $2, settlement_date = $3 WHERE id = $1",
+                       file_id, cut_off_at, settlement_date)
+
+
+async def trailers(conn: asyncpg.Connection, file_id: int) -> list[str]:
+    return [row["raw"] for row in await conn.fetch(
+        "SELECT raw FROM settlement_lines WHERE file_id = $1 AND record_type = 'T' ORDER BY line_no", file_id)]
+
+
+async def supersede(conn: asyncpg.Connection, network: str, cut_off_at: datetime, file_id: int) -> list[int]:
+    """Mark the earlier active files of the same cut-off as superseded by `file_id`; their ids."""
+    rows = await conn.fetch(
+        "UPDATE settlement_files SET status = 'superseded', superseded_by = $3 WHERE network = $1 AND "
+        "cut_off_at = $2 AND status = 'active' AND id <> $3 RETURNING id", network, cut_off_at, file_id)
+    return [row["id"] for row in rows]
+
+
+async def match(conn: asyncpg.Connection, file_id: int, alpha: Sequence[str], numeric: Sequence[str]) -> None:
+    await conn.execute(MATCH, file_id, list(alpha), list(numeric))
+
+
+async def matches(conn: asyncpg.Connection, file_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT m.line_no, m.class, m.payment_id, m.refund_id, m.ours_amount_minor, m.theirs_amount_minor, "
+        "l.rrn, l.transaction_type, l.currency, l.raw FROM settlement_matches m "
+        "JOIN settlement_lines l USING (file_id, line_no) WHERE m.file_id = $1 ORDER BY m.line_no", file_id)

@@ -1,0 +1,156 @@
+"""Settlement import against the simulator's real files: our captures, sales and refunds match line for
+line; importing the same file again changes nothing; a corrected re-issue of the cut-off supersedes it,
+and each planted discrepancy is found as its class (amount, duplicate, unknown item, currency, settled
+after its reversal), with the command exiting 1 and its reports written."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from loadtest.httpclient import Client
+from tests.conftest import simulator
+from tests.integration.helpers import key, luhn_card, payment
+
+pytestmark = pytest.mark.integration
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def shop(stack) -> Client:  # type: ignore[no-untyped-def]
+    client = Client(stack.switch_url, stack.seed_merchant("settlement-shop", fraud_rules="lists"))
+    yield client
+    await client.close()
+
+
+async def _pay(client: Client, body: dict[str, Any]) -> dict[str, Any]:
+    answer = await client.request("POST", "/v1/payments", body, idempotency_key=key("st"))
+    assert answer.status == 200, answer.body
+    return answer.json()
+
+
+async def _import(stack, reports: Path, *files: Path) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    argv = [sys.executable, "-m", "switch", "settlement", "import", "--network", "visa", "--reports-dir",
+            str(reports), *map(str, files)]
+    return await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True,
+                                   env={**os.environ, **stack.switch_env()})
+
+
+def _report(reports: Path, file_id: int) -> dict[str, Any]:
+    return json.loads((reports / f"visa-file{file_id}.json").read_text())
+
+
+def _retrail(lines: list[str]) -> list[str]:
+    """Trailers rebuilt for tampered detail lines, as the network would have written them."""
+    details = [line for line in lines if line.startswith("D,")]
+    trailer = next(line for line in lines if line.startswith("T,")).split(",")
+    out = [lines[0], *details]
+    for currency in sorted({line.split(",")[8] for line in details}):
+        amounts = [int(line.split(",")[7]) for line in details if line.split(",")[8] == currency]
+        debit, credit = sum(a for a in amounts if a > 0), -sum(a for a in amounts if a < 0)
+        fees = sum(int(line.split(",")[11]) for line in details if line.split(",")[8] == currency)
+        out.append(",".join(["T", "visa", currency, str(len(amounts)), str(debit), str(credit), str(debit - credit),
+                             str(fees), trailer[8], trailer[9]]))
+    return out
+
+
+async def test_a_days_file_matches_and_planted_discrepancies_are_found(stack, shop: Client, db,
+                                                                       tmp_path: Path) -> None:
+    visa = lambda: luhn_card("4571")  # noqa: E731
+    authorized = await _pay(shop, payment(5000, visa(), "manual"))
+    captured = await shop.request("POST", f"/v1/payments/{authorized['id']}/capture", {"amount_to_capture": 3000},
+                                  idempotency_key=key("st"))
+    assert captured.status == 200
+    sale = await _pay(shop, payment(2500, visa(), "automatic"))
+    refunded_sale = await _pay(shop, payment(4000, visa(), "automatic"))
+    refund = await shop.request("POST", "/v1/refunds", {"payment": refunded_sale["id"], "amount": 1000},
+                                idempotency_key=key("st"))
+    assert refund.status == 200 and refund.json()["status"] == "succeeded"
+    voided = await _pay(shop, payment(1500, visa(), "manual"))
+    canceled = await shop.request("POST", f"/v1/payments/{voided['id']}/cancel", {}, idempotency_key=key("st"))
+    assert canceled.status == 200
+    ours = [authorized["id"], sale["id"], refunded_sale["id"], voided["id"]]
+    for _ in range(100):                     # the capture advice and the void's reversal reach the network
+        if not await db.fetchval("SELECT count(*) FROM network_outbox WHERE payment_id = ANY($1::text[]) AND "
+                                 "acknowledged_at IS NULL", ours):
+            break
+        await asyncio.sleep(0.05)
+    rrns = {row["id"]: row["rrn"] for row in await db.fetch("SELECT id, rrn FROM payments WHERE id = ANY($1::text[])",
+                                                             ours)}
+    refund_rrn = await db.fetchval("SELECT rrn FROM refunds WHERE id = $1", refund.json()["id"])
+
+    files = [Path(name) for name in simulator(stack, "/settlement", {})["files"]]
+    day = next(path for path in files if path.name.startswith("visa-"))
+    reports = tmp_path / "reports"
+    first = await _import(stack, reports, day)
+    assert first.returncode in (0, 1), first.stderr
+    file_id = await db.fetchval("SELECT id FROM settlement_files WHERE file_name = $1", day.name)
+    lines = {row["rrn"]: row["class"] for row in await db.fetch(
+        "SELECT l.rrn, m.class FROM settlement_matches m JOIN settlement_lines l USING (file_id, line_no) "
+        "WHERE m.file_id = $1", file_id)}
+    assert lines[rrns[authorized["id"]]] == "matched"             # the 3,000 captured of 5,000
+    assert lines[rrns[sale["id"]]] == lines[rrns[refunded_sale["id"]]] == lines[refund_rrn] == "matched"
+    assert rrns[voided["id"]] not in lines                        # voided before the cut-off: not settled
+
+    again = await _import(stack, reports, day)
+    assert "already imported, unchanged" in again.stdout
+    assert await db.fetchval("SELECT count(*) FROM settlement_files WHERE file_name = $1", day.name) == 1
+
+    text = day.read_text().rstrip("\n").split("\n")
+    planted: list[str] = []
+    for line in text[1:]:
+        fields = line.split(",")
+        if fields[0] != "D":
+            continue
+        if fields[2] == rrns[authorized["id"]]:
+            fields[7] = "3100"                                      # amount_mismatch
+        elif fields[2] == refund_rrn:
+            fields[8] = "978"                                       # currency_mismatch
+        elif fields[2] == rrns[sale["id"]]:
+            planted.append(line)                                    # duplicate_in_file
+        planted.append(",".join(fields))
+    unknown = planted[-1].split(",")
+    unknown[2] = "999999999999"                                     # missing_in_ours
+    reversed_ = planted[-1].split(",")
+    reversed_[2], reversed_[6], reversed_[7] = rrns[voided["id"]], "capture", "1500"   # settled_after_reversal
+    reissue = tmp_path / f"reissue-{day.name}"
+    reissue.write_text("\n".join(_retrail([text[0], *planted, ",".join(unknown), ",".join(reversed_),
+                                           *[line for line in text if line.startswith("T,")]])) + "\n")
+    tampered = await _import(stack, reports, reissue)
+    assert tampered.returncode == 1, tampered.stdout + tampered.stderr
+    assert f"supersedes file {file_id}" in tampered.stdout
+    new_id = await db.fetchval("SELECT id FROM settlement_files WHERE file_name = $1", reissue.name)
+    assert await db.fetchval("SELECT status FROM settlement_files WHERE id = $1", file_id) == "superseded"
+    found = [(line["rrn"], line["class"]) for line in _report(reports, new_id)["lines"]]
+    assert sorted(found) == sorted([(rrns[authorized["id"]], "amount_mismatch"), (refund_rrn, "currency_mismatch"),
+                                    (rrns[sale["id"]], "duplicate_in_file"), ("999999999999", "missing_in_ours"),
+                                    (rrns[voided["id"]], "settled_after_reversal")])
+    assert (reports / f"visa-file{new_id}.csv").read_text().startswith("line_no,class,rrn")
+
+
+async def test_a_file_that_does_not_add_up_is_refused_whole(stack, db, tmp_path: Path) -> None:
+    bad = tmp_path / "visa-bad.csv"
+    bad.write_text("record_type,network,rrn,stan,terminal_id,auth_code,transaction_type,amount_minor,currency,"
+                   "transaction_date,settlement_date,interchange_fee_minor\n"
+                   "D,visa,000000000001,000001,T1,A1,capture,100,840,2030-05-06,2030-05-07,2\n"
+                   "T,visa,840,1,999,0,999,2,2030-05-07,2030-05-07T00:00:00Z\n")
+    refused = await _import(stack, tmp_path / "reports", bad)
+    assert refused.returncode == 2 and "do not add up" in refused.stderr
+    assert await db.fetchval("SELECT count(*) FROM settlement_files WHERE file_name = 'visa-bad.csv'") == 0
+
+
+async def test_two_imports_of_one_file_at_once_do_the_work_once(stack, shop: Client, db, tmp_path: Path) -> None:
+    await _pay(shop, payment(1800, luhn_card("4571"), "automatic"))
+    files = simulator(stack, "/settlement", {})["files"]
+    day = next(Path(name) for name in files if Path(name).name.startswith("visa-"))
+    both = await asyncio.gather(_import(stack, tmp_path, day), _import(stack, tmp_path, day))
+    assert all(run.returncode in (0, 1) for run in both), [run.stderr for run in both]
+    assert sum("already imported, unchanged" in run.stdout for run in both) == 1
+    assert await db.fetchval("SELECT count(*) FROM settlement_files WHERE file_name = $1", day.name) == 1
