@@ -17,7 +17,7 @@ from acquirer_sim import metrics
 from acquirer_sim.behaviour import BehaviourError
 from acquirer_sim.scenario import ScenarioError, ScenarioRunner, scenario_from
 from acquirer_sim.server import Simulator
-from acquirer_sim.settlement import Settlement
+from acquirer_sim.settlement import PLANT_KINDS, PLANT_MAX, Settlement
 
 HEADER_BYTES_MAX = 8192
 BODY_BYTES_MAX = 65_536
@@ -180,15 +180,19 @@ class ControlApi:
             "cut_offs": settlement.cut_offs,
             "last_files": settlement.last_files,
             "dropped": self.simulator.issuer.unsettled_dropped,
+            "planted": self.settlement.planted,
         }
 
     def post_settlement(self, query: dict[str, str], body: Any) -> Reply:
-        """Cut off now: one file per network of what cleared since the last cut-off."""
+        """Cut off now: one file per network of what cleared since the last cut-off. With
+        {"plant": {"amount": 2, ...}, "seed": 7} the files carry those discrepancies (PLANT_KINDS), and
+        the answer lists each one planted."""
+        plan, seed = _plant_plan(body)
         try:
-            paths = self.settlement.cut_off()
+            paths, planted = self.settlement.cut_off(plan=plan, seed=seed)
         except OSError as error:
             raise ControlError(500, f"settlement files not written: {error.strerror}") from None
-        return 200, {"files": [str(path) for path in paths], "cut_offs": self.settlement.cut_offs}
+        return 200, {"files": [str(path) for path in paths], "cut_offs": self.settlement.cut_offs, "planted": planted}
 
     def get_metrics(self, query: dict[str, str], body: Any) -> Reply:
         return 200, metrics.render(self.metrics_registry)
@@ -258,3 +262,14 @@ def _limit(query: dict[str, str]) -> int:
         raise ControlError(400, "limit must be an integer") from None
     return max(1, min(limit, RECORDS_LIMIT_MAX))
 
+
+def _plant_plan(body: Any) -> tuple[dict[str, int] | None, int]:
+    """The discrepancies a POST /settlement asks for: ({kind: count}, seed), or (None, 0)."""
+    if not isinstance(body, dict) or "plant" not in body:
+        return None, 0
+    plan, seed = body["plant"], body.get("seed", 0)
+    if (not isinstance(plan, dict) or not set(plan) <= set(PLANT_KINDS) or not isinstance(seed, int)
+            or not all(isinstance(n, int) and 0 <= n <= PLANT_MAX for n in plan.values())):
+        raise ControlError(400, f"plant is {{kind: count}} with kinds {list(PLANT_KINDS)}, counts 0 to {PLANT_MAX},"
+                                " and seed an integer")
+    return plan, seed

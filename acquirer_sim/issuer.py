@@ -205,6 +205,17 @@ class Issuer:
                     break
         return found
 
+    def reversed_originals(self, limit: int = 1_000) -> list[tuple[TransactionKey, Transaction]]:
+        """Approved authorizations and sales that a reversal later undid in full (a drill plants a settlement
+        line for one). A scan: never on the message path."""
+        found = []
+        for key, txn in self._transactions.items():
+            if txn.kind in ("authorization", "sale") and txn.field39 == APPROVED and txn.reversed_to == 0:
+                found.append((key, txn))
+                if len(found) >= limit:
+                    break
+        return found
+
     def take_unsettled(self) -> list[tuple[TransactionKey, Transaction, int]]:
         """For a settlement cut-off: every original whose moved amount changed since the last one, with
         the change (negative when a reversal came after the amount was settled). Marks them settled."""

@@ -16,9 +16,10 @@ import csv
 import io
 import logging
 import os
+import random
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from datetime import time as time_of_day
 from pathlib import Path
@@ -126,6 +127,67 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
+# Discrepancies a drill may ask the next file to carry (POST /settlement {"plant": {...}, "seed": n}).
+PLANT_KINDS = ("drop", "amount", "duplicate", "unknown", "reversed", "currency")
+PLANTED_KEPT = 1_000
+PLANT_MAX = 1_000
+
+
+def plant(rows: dict[str, list[Row]], reversed_items: list[Row], counts: dict[str, int],
+          seed: int) -> list[dict[str, str]]:
+    """Change `rows` in place as `counts` asks (kind -> how many), on distinct lines picked with `seed`,
+    and say what was planted: kind, network, rrn and the line's transaction type."""
+    rng = random.Random(seed)
+    candidates = [(network, row) for network, network_rows in rows.items() for row in network_rows
+                  if row.transaction_type in ("capture", "sale", "refund")]
+    rng.shuffle(candidates)
+    planted: list[dict[str, str]] = []
+
+    def record(kind: str, network: str, row: Row) -> None:
+        planted.append({"kind": kind, "network": network, "rrn": row.rrn, "transaction_type": row.transaction_type})
+
+    for kind in PLANT_KINDS:
+        for _ in range(min(counts.get(kind, 0), PLANT_MAX)):
+            if kind == "reversed":
+                if not reversed_items:
+                    break
+                row = reversed_items.pop()
+                rows.setdefault(row.network, []).append(row)
+                record(kind, row.network, row)
+                continue
+            if not candidates:
+                break
+            network, row = candidates.pop()
+            if kind == "drop":
+                rows[network].remove(row)
+            elif kind == "amount":
+                step = rng.randint(1, 99) * (1 if row.amount_minor > 0 else -1)
+                _replace(rows[network], row, replace(row, amount_minor=row.amount_minor + step))
+            elif kind == "duplicate":
+                rows[network].append(row)
+            elif kind == "currency":
+                _replace(rows[network], row, replace(row, currency="978" if row.currency != "978" else "840"))
+            else:
+                row = replace(row, rrn=f"9{rng.randrange(10**11):011d}")
+                rows[network].append(row)
+            record(kind, network, row)
+    return planted
+
+
+def settled_anyway(key: TransactionKey, txn: Transaction) -> Row:
+    """The line a network that missed a reversal would write: the original settled in full."""
+    _, terminal_id, stan, _ = key
+    fee = FEES.get(txn.network)
+    return Row(txn.network, txn.rrn, stan, terminal_id, txn.auth_code or "",
+               "capture" if txn.kind == "authorization" else "sale", txn.amount_minor, txn.currency,
+               datetime.fromtimestamp(txn.created_at, UTC).date().isoformat(),
+               fee.on(txn.amount_minor) if fee is not None else 0)
+
+
+def _replace(rows: list[Row], old: Row, new: Row) -> None:
+    rows[rows.index(old)] = new
+
+
 class Settlement:
     """Cut-offs for one simulator: on demand (`cut_off`) and daily at `daily_at` UTC (`run_daily`)."""
 
@@ -135,6 +197,7 @@ class Settlement:
         self.directory = directory
         self.cut_offs = 0
         self.last_files: list[str] = []
+        self.planted: list[dict[str, str]] = []       # the last PLANTED_KEPT discrepancies planted
 
     def take(self, now: datetime | None = None) -> Batch:
         """Read and mark what cleared since the last cut-off (on the event loop: no I/O)."""
@@ -157,8 +220,18 @@ class Settlement:
         self.last_files = [str(path) for path in paths]
         return paths
 
-    def cut_off(self, now: datetime | None = None) -> list[Path]:
-        return self.write(self.take(now))
+    def cut_off(self, now: datetime | None = None, plan: dict[str, int] | None = None,
+                seed: int = 0) -> tuple[list[Path], list[dict[str, str]]]:
+        """Cut off now; with `plan`, the files carry the discrepancies it asks for (and say which)."""
+        batch = self.take(now)
+        planted: list[dict[str, str]] = []
+        if plan:
+            reversed_items = [settled_anyway(key, txn) for key, txn in self.issuer.reversed_originals()]
+            planted = plant(batch.rows, reversed_items, plan, seed)
+            for item in planted:
+                item["cut_off"] = str(batch.sequence)
+            self.planted = (self.planted + planted)[-PLANTED_KEPT:]
+        return self.write(batch), planted
 
     async def run_daily(self, daily_at: time_of_day) -> None:
         """Cut off every day at `daily_at` (UTC) until cancelled; the file writes run in a thread."""

@@ -154,3 +154,33 @@ async def test_two_imports_of_one_file_at_once_do_the_work_once(stack, shop: Cli
     assert all(run.returncode in (0, 1) for run in both), [run.stderr for run in both]
     assert sum("already imported, unchanged" in run.stdout for run in both) == 1
     assert await db.fetchval("SELECT count(*) FROM settlement_files WHERE file_name = $1", day.name) == 1
+
+
+PLANTED_CLASS = {"amount": "amount_mismatch", "duplicate": "duplicate_in_file", "unknown": "missing_in_ours",
+                 "reversed": "settled_after_reversal", "currency": "currency_mismatch"}
+
+
+async def test_discrepancies_the_simulator_plants_are_found_as_planted(stack, shop: Client, db,
+                                                                       tmp_path: Path) -> None:
+    for i in range(6):
+        await _pay(shop, payment(1100 + i, luhn_card("4571"), "automatic"))
+    voided = await _pay(shop, payment(1700, luhn_card("4571"), "manual"))
+    canceled = await shop.request("POST", f"/v1/payments/{voided['id']}/cancel", {}, idempotency_key=key("st"))
+    assert canceled.status == 200
+    for _ in range(100):
+        if not await db.fetchval("SELECT count(*) FROM network_outbox WHERE payment_id = $1 AND "
+                                 "acknowledged_at IS NULL", voided["id"]):
+            break
+        await asyncio.sleep(0.05)
+    cut = simulator(stack, "/settlement", {"plant": {kind: 1 for kind in PLANTED_CLASS}, "seed": 7})
+    planted = [item for item in cut["planted"] if item["network"] == "visa"]
+    assert sorted(item["kind"] for item in planted) == sorted(PLANTED_CLASS)
+    day = next(Path(name) for name in cut["files"] if Path(name).name.startswith("visa-"))
+    run = await _import(stack, tmp_path, day)
+    assert run.returncode == 1, run.stdout + run.stderr
+    file_id = await db.fetchval("SELECT id FROM settlement_files WHERE file_name = $1", day.name)
+    found = {(line["rrn"], line["class"]) for line in _report(tmp_path, file_id)["lines"]}
+    expected = {(item["rrn"], PLANTED_CLASS[item["kind"]]) for item in planted}
+    assert expected <= found, (planted, found)
+    print("settlement: planted", len(expected), "found", len(found & expected), "other exceptions",
+          sorted(found - expected))
