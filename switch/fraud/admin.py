@@ -18,6 +18,8 @@ LIST_RULES = DEFAULT_RULES[:3]
 # that screens elsewhere, or a load test whose few cards would trip every velocity rule).
 PRESETS = {"default": DEFAULT_RULES, "lists": LIST_RULES}
 LIST_VALUE_LENGTH_MAX = 254
+LIST_ITEMS_MAX = 10_000      # values per list: every worker keeps every list of a merchant it screens for
+LISTS_MAX = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +59,15 @@ def list_value(name: str, value: str) -> tuple[str, str]:
 
 
 async def add_to_list(conn: asyncpg.Connection, merchant_id: str, name: str, value: str, actor: str) -> bool:
+    """Add a value; ValueError when the list or the merchant's lists are full (every worker holds them all)."""
     name, value = list_value(name, value)
-    return await fraud_store.insert_list_item(conn, merchant_id, name, value, actor)
+    async with conn.transaction():
+        items, lists = await fraud_store.count_list_items(conn, merchant_id, name)
+        if items >= LIST_ITEMS_MAX:
+            raise ValueError(f"a list holds at most {LIST_ITEMS_MAX} values")
+        if items == 0 and lists >= LISTS_MAX:
+            raise ValueError(f"a merchant has at most {LISTS_MAX} lists")
+        return await fraud_store.insert_list_item(conn, merchant_id, name, value, actor)
 
 
 async def remove_from_list(conn: asyncpg.Connection, merchant_id: str, name: str, value: str, actor: str) -> bool:

@@ -93,6 +93,7 @@ class Screener:
         self.budget_s = budget_s
         self.rides_lock = rides_lock       # the counters' Redis is the idempotency lock's
         self.policies: TtlLru[str, Policy] = TtlLru(POLICY_TTL_S, POLICIES_MAX)
+        self.last_policies: dict[str, Policy] = {}
         self.identities: TtlLru[tuple[str, str], CardIdentity] = TtlLru(IDENTITY_TTL_S, IDENTITIES_MAX)
 
     def identity(self, merchant_id: str, number: str) -> CardIdentity:
@@ -106,11 +107,22 @@ class Screener:
         self.policies.store(merchant_id, None)
 
     async def policy_for(self, merchant_id: str) -> Policy:
+        """The merchant's policy, cached for POLICY_TTL_S; while Postgres cannot be read, the last one this
+        worker loaded (its lists and its fail-closed choice with it), however old."""
         found, cached = self.policies.lookup(merchant_id)
         if found and cached is not None:
             return cached
-        loaded = await load_policy(self.pool, merchant_id)
+        try:
+            loaded = await load_policy(self.pool, merchant_id)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+            last = self.last_policies.get(merchant_id)
+            if last is None:
+                raise
+            return last
         self.policies.store(merchant_id, loaded)
+        if len(self.last_policies) >= POLICIES_MAX and merchant_id not in self.last_policies:
+            self.last_policies.pop(next(iter(self.last_policies)))
+        self.last_policies[merchant_id] = loaded
         return loaded
 
     def early(self, merchant_id: str, amount: int, currency: str, number: str | None, token: str | None,

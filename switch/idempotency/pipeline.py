@@ -28,6 +28,7 @@ class RedisPipeliner:
                  timeout_s: float = REDIS_TIMEOUT_S) -> None:
         self.client = client
         self.options = dict(client.connection_pool.connection_kwargs)
+        self.tls = issubclass(client.connection_pool.connection_class, redis.SSLConnection)
         self.timeout_s = timeout_s
         self.outage = Outage("redis")
         self.scripts: dict[str, str] = {}
@@ -101,7 +102,7 @@ class RedisPipeliner:
     async def _connect(self) -> RespLink:
         """One connection attempt shared by the pipelines that find the link down."""
         if self.connecting is None:
-            self.connecting = asyncio.ensure_future(connect(self.options))
+            self.connecting = asyncio.ensure_future(connect(self.options, self.tls))
             self.connecting.add_done_callback(self._connected)
         return await asyncio.shield(self.connecting)
 

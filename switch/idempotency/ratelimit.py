@@ -21,6 +21,7 @@ live mode, with room for a batch job's bursts; 200/s per address with a burst of
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -92,7 +93,10 @@ local previous = redis.call('GET', KEYS[1])
 if previous then return {0, previous, taken} end
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
 local first_key, first_arg = 2 + buckets, 4 + 3 * buckets
-return {0, false, taken, """ + call + """}
+-- A failing rider must not cost the request its lock: answer the lock without the rider's answer.
+local ok, answer = pcall(function() return """ + call + """ end)
+if not ok then return {0, false, taken} end
+return {0, false, taken, answer}
 """
 
 
@@ -142,11 +146,20 @@ class Buckets:
                 lease.tokens, lease.expires = got - 1, expires
         self.taking.clear()
 
+    def release(self) -> None:
+        """The request ended without Redis answering its take (refused before the lock, or an error): the
+        leases it was taking are free again for the next request."""
+        for lease in self.taking.values():
+            lease.pending = False
+        self.taking.clear()
+
 
 class RateLimiter:
-    def __init__(self, commands: RedisPipeliner, limits: Limits) -> None:
+    def __init__(self, commands: RedisPipeliner, limits: Limits, key: bytes = b"") -> None:
         self.commands = commands
         self.limits = limits
+        # Addresses are hashed under the switch's key: no client address is a Redis key in clear.
+        self.key = hashlib.sha256(b"rate limit addresses\0" + key).digest()[:32]
         self.script_sha = commands.register_script(BUCKET_SCRIPT)
         self.leases: dict[str, Lease] = {}
 
@@ -156,11 +169,14 @@ class RateLimiter:
         A bucket this worker holds a lease of gives its token here; the others go to Redis."""
         limits = self.limits
         buckets = Buckets([], [])
-        self._take(buckets, f"rl:a:{address}", limits.address_per_s, limits.address_burst)
+        self._take(buckets, self.address_bucket(address), limits.address_per_s, limits.address_burst)
         if key_digest is not None:
             self._take(buckets, f"rl:k:{key_digest[:12].hex()}", key_per_s or limits.key_per_s,
                        key_burst or limits.key_burst)
         return buckets
+
+    def address_bucket(self, address: str) -> str:
+        return "rl:a:" + hashlib.blake2b(address.encode(), key=self.key, digest_size=12).hexdigest()
 
     def _take(self, buckets: Buckets, name: str, per_s: int, burst: int) -> None:
         lease = self.leases.get(name)

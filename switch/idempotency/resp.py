@@ -9,6 +9,7 @@ fails every pipeline waiting on it; the next pipeline connects again.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections import deque
 from typing import Any, cast
 
@@ -96,15 +97,31 @@ class RespLink(asyncio.Protocol):
             self.transport.abort()
 
 
-async def connect(options: dict[str, Any]) -> RespLink:
-    """A link to the Redis that redis-py's `connection_kwargs` describe (TCP or Unix socket, AUTH, SELECT)."""
+def tls_context(options: dict[str, Any]) -> ssl.SSLContext:
+    """TLS for a `rediss://` URL, as redis-py would set it up: the system's CAs (or `ssl_ca_certs`), the
+    host name checked unless `ssl_cert_reqs=none`."""
+    context = ssl.create_default_context(cafile=options.get("ssl_ca_certs"))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if str(options.get("ssl_cert_reqs", "required")).lower() in ("none", str(int(ssl.CERT_NONE))):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif options.get("ssl_check_hostname") is False:
+        context.check_hostname = False
+    return context
+
+
+async def connect(options: dict[str, Any], tls: bool = False) -> RespLink:
+    """A link to the Redis that redis-py's `connection_kwargs` describe (TCP, TLS or a Unix socket; AUTH,
+    SELECT). The password never travels in clear when the URL asked for TLS."""
     loop = asyncio.get_running_loop()
     try:
         if options.get("path"):
             _, link = await loop.create_unix_connection(RespLink, options["path"])
         else:
-            _, link = await loop.create_connection(RespLink, options.get("host", "127.0.0.1"),
-                                                   options.get("port", 6379))
+            host = options.get("host", "127.0.0.1")
+            _, link = await loop.create_connection(RespLink, host, options.get("port", 6379),
+                                                   ssl=tls_context(options) if tls else None,
+                                                   server_hostname=host if tls else None)
     except OSError as error:
         raise RedisConnectionError(f"cannot connect to Redis: {error.__class__.__name__}") from None
     setup: list[Command] = []

@@ -98,7 +98,7 @@ class Worker:
         services = Services(Budgets(settings.payment_budget_s, settings.network_timeout_s), pool, writer, vault,
                             networks, TraceAllocator(pool), idempotency, outbox.wake, screener)
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
-        limiter = RateLimiter(idempotency.commands, settings.rate_limits)
+        limiter = RateLimiter(idempotency.commands, settings.rate_limits, settings.request_hmac_key)
         for commands in {idempotency.commands, fraud_commands}:
             with contextlib.suppress(RedisError, OSError):  # Redis away now: loaded on first use instead
                 await commands.load_scripts()

@@ -60,30 +60,41 @@ def check(text: str, network: str) -> tuple[datetime | None, date | None]:
     cut_off_at, settlement_date = None, None
     for number, line in enumerate(lines[1:], start=2):
         fields = line.split(",")
-        if fields[0] == "D":
-            if len(fields) != DETAIL_FIELDS or fields[1] != network:
-                raise ImportRefused(f"line {number}: not a {network} detail line of {DETAIL_FIELDS} fields")
-            try:
-                amount = int(fields[7])
-            except ValueError:
-                raise ImportRefused(f"line {number}: the amount is not a number") from None
-            total = totals.setdefault(fields[8], [0, 0, 0])
-            total[0] += 1
-            total[1 if amount >= 0 else 2] += abs(amount)
-        elif fields[0] == "T":
-            if len(fields) != TRAILER_FIELDS:
-                raise ImportRefused(f"line {number}: a trailer has {TRAILER_FIELDS} fields")
-            if fields[2]:
-                count, debit, credit = totals.pop(fields[2], [0, 0, 0])
-                if [count, debit, credit] != [int(fields[3]), int(fields[4]), int(fields[5])]:
-                    raise ImportRefused(f"line {number}: the trailer's count or totals do not add up")
-            settlement_date = date.fromisoformat(fields[8])
-            cut_off_at = datetime.fromisoformat(fields[9].replace("Z", "+00:00"))
-        else:
-            raise ImportRefused(f"line {number}: unknown record type {fields[0][:3]!r}")
+        try:
+            if fields[0] == "D":
+                _detail(fields, network, totals)
+            elif fields[0] == "T":
+                if len(fields) != TRAILER_FIELDS:
+                    raise ImportRefused(f"a trailer has {TRAILER_FIELDS} fields")
+                if fields[2]:
+                    count, debit, credit = totals.pop(fields[2], [0, 0, 0])
+                    if [count, debit, credit] != [int(fields[3]), int(fields[4]), int(fields[5])]:
+                        raise ImportRefused("the trailer's count or totals do not add up")
+                settlement_date = date.fromisoformat(fields[8])
+                cut_off_at = datetime.fromisoformat(fields[9].replace("Z", "+00:00"))
+            else:
+                raise ImportRefused(f"unknown record type {fields[0][:3]!r}")
+        except ValueError:
+            raise ImportRefused(f"line {number}: a number or a date that does not read") from None
+        except ImportRefused as refused:
+            raise ImportRefused(f"line {number}: {refused}") from None
     if totals:
         raise ImportRefused(f"detail lines in {sorted(totals)} have no trailer")
     return cut_off_at, settlement_date
+
+
+def _detail(fields: list[str], network: str, totals: dict[str, list[int]]) -> None:
+    """Check one detail line's fields (everything the SQL casts) and add it to its currency's totals."""
+    if len(fields) != DETAIL_FIELDS or fields[1] != network:
+        raise ImportRefused(f"not a {network} detail line of {DETAIL_FIELDS} fields")
+    amount = int(fields[7])
+    int(fields[11])
+    date.fromisoformat(fields[9])
+    if not (fields[2].isascii() and fields[2].isdigit() and fields[8].isascii() and fields[8].isdigit()):
+        raise ImportRefused("the RRN and the currency are digits")
+    total = totals.setdefault(fields[8], [0, 0, 0])
+    total[0] += 1
+    total[1 if amount >= 0 else 2] += abs(amount)
 
 
 async def import_file(conn: asyncpg.Connection, network: str, path: Path) -> Imported:
@@ -102,7 +113,7 @@ async def import_file(conn: asyncpg.Connection, network: str, path: Path) -> Imp
             result = Imported(known["id"], network, path.name, already_imported=True)
         else:
             file_id = await settlement_store.insert_file(conn, network, path.name, sha256, text.count("\n"))
-            await settlement_store.stage_lines(conn, str(path))
+            await settlement_store.stage_lines(conn, data)
             await settlement_store.insert_lines(conn, file_id)
             await settlement_store.set_cut_off(conn, file_id, cut_off_at, settlement_date)
             result = Imported(file_id, network, path.name)

@@ -46,6 +46,15 @@ async def get_list(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: str, na
                             "list_name = $2 ORDER BY value", merchant_id, name)
 
 
+async def count_list_items(conn: asyncpg.Connection, merchant_id: str, name: str) -> tuple[int, int]:
+    """(values in this list, lists the merchant has), counted under the merchant row's lock."""
+    await conn.execute("SELECT 1 FROM merchants WHERE id = $1 FOR UPDATE", merchant_id)
+    row = await conn.fetchrow(
+        "SELECT count(*) FILTER (WHERE list_name = $2) AS items, count(DISTINCT list_name) AS lists "
+        "FROM fraud_list_items WHERE merchant_id = $1", merchant_id, name)
+    return row["items"], row["lists"]
+
+
 async def insert_list_item(conn: asyncpg.Connection, merchant_id: str, name: str, value: str, actor: str) -> bool:
     async with conn.transaction():
         status = await conn.execute(

@@ -4,6 +4,7 @@ refunds."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
@@ -28,8 +29,8 @@ ORDER BY s.line_no"""
 
 # Each detail line against our records, by network and RRN (unique per network): captures and sales in
 # `payments`, refunds by their own 0200's RRN in `refunds`. The first of several lines for the same item
-# matches; the others are duplicates. A line for an item we voided, failed or whose refund failed was
-# settled after its reversal.
+# matches; the others, and a line for an item another active file already settled, are duplicates. A
+# line for an item we voided, failed or whose refund failed was settled after its reversal.
 MATCH = """
 WITH lines AS (
     SELECT l.*, f.network,
@@ -53,7 +54,11 @@ WITH lines AS (
 INSERT INTO settlement_matches (file_id, line_no, class, payment_id, refund_id, ours_amount_minor,
                                 theirs_amount_minor)
 SELECT $1, l.line_no,
-       CASE WHEN l.seen > 1 THEN 'duplicate_in_file'
+       CASE WHEN l.seen > 1 OR EXISTS (
+                SELECT 1 FROM settlement_matches m JOIN settlement_files f ON f.id = m.file_id
+                JOIN settlement_lines ml ON ml.file_id = m.file_id AND ml.line_no = m.line_no
+                WHERE f.status = 'active' AND f.id <> $1 AND f.network = l.network AND m.class = 'matched'
+                  AND ml.rrn = l.rrn AND ml.transaction_type = l.transaction_type) THEN 'duplicate_in_file'
             WHEN o.line_no IS NULL THEN 'missing_in_ours'
             WHEN o.reversed THEN 'settled_after_reversal'
             WHEN o.currency IS DISTINCT FROM l.currency THEN 'currency_mismatch'
@@ -81,12 +86,13 @@ async def insert_file(conn: asyncpg.Connection, network: str, file_name: str, sh
         network, file_name, sha256, lines)
 
 
-async def stage_lines(conn: asyncpg.Connection, path: str) -> None:
-    """COPY the file's lines, one text value each (no field splitting, no escapes: the files are ASCII)."""
+async def stage_lines(conn: asyncpg.Connection, data: bytes) -> None:
+    """COPY the file's lines, from the bytes that were checked, one value each: CSV format with a quote,
+    delimiter and null that a settlement file never holds, so no field is split and no escape read."""
     await conn.execute(STAGE)
     await conn.execute("TRUNCATE settlement_stage")
-    await conn.copy_to_table("settlement_stage", source=path, columns=["raw"], format="text",
-                             delimiter="\x1f", null="\x1e")
+    await conn.copy_to_table("settlement_stage", source=io.BytesIO(data), columns=["raw"], format="csv",
+                             delimiter="\x1f", quote="\x1d", null="\x1e")
 
 
 async def insert_lines(conn: asyncpg.Connection, file_id: int) -> None:

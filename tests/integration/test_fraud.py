@@ -218,3 +218,25 @@ async def test_a_backtest_counts_what_a_rule_would_have_stopped(stack, db) -> No
     assert "of which failed: 0, refunded: 1, canceled: 0" in result.stdout
     bad = await _backtest(stack, merchant, "block if :amount > 1")
     assert bad.returncode == 2 and "position" in bad.stderr
+
+
+async def test_a_full_list_refuses_more_values(stack, db, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from switch.fraud import admin
+
+    client = Client(stack.switch_url, stack.seed_merchant("fraud-full-list", fraud_rules="lists"))
+    try:
+        made = await client.request("POST", "/v1/payments", pay(luhn_card("4571")), idempotency_key=key("fl"))
+        merchant = await _merchant_of(db, made.json()["id"])
+    finally:
+        await client.close()
+    from switch.store.pool import connect
+
+    monkeypatch.setattr(admin, "LIST_ITEMS_MAX", 2)
+    conn = await connect(stack.database_url)           # with the switch's JSON codecs
+    try:
+        for value in ("a@x.io", "b@x.io"):
+            assert await admin.add_to_list(conn, merchant, "blocklist", value, "test")
+        with pytest.raises(ValueError, match="at most 2 values"):
+            await admin.add_to_list(conn, merchant, "blocklist", "c@x.io", "test")
+    finally:
+        await conn.close()

@@ -84,6 +84,11 @@ async def test_the_counters_ride_the_lock_and_count_only_when_it_is_taken(base_s
         read(subjects, await velocity.attempt(subjects, 500, False), values)  # type: ignore[arg-type]
         assert values["card_velocity_1h"] == 3                                  # the held key added none
         assert idempotency.commands.batches.items == 4                          # one command each
+        await client.delete(subjects.keys[0])
+        await client.hset(subjects.keys[0], "not", "a counter")                  # the rider will fail on it
+        broken = await idempotency.acquire("m", "k", fingerprint, f"idem:test:{secrets.token_hex(8)}", None,
+                                           velocity.rider(subjects, 500, False))
+        assert broken.taken and broken.rider_answer is None                     # the lock is the request's
     finally:
         await idempotency.commands.close()
         await client.aclose()

@@ -57,14 +57,27 @@ async def test_a_refused_request_gives_its_leased_token_back(base_stack: Stack) 
     limiter, commands = await _limiter(base_stack.redis_url)
     try:
         address = "10.0.0.3"
-        await commands.client.delete(f"rl:a:{address}", f"rl:k:{DIGEST[:12].hex()}")
+        await commands.client.delete(limiter.address_bucket(address), f"rl:k:{DIGEST[:12].hex()}")
         assert await _admitted(limiter, address, 1) == 1
-        lease = limiter.leases[f"rl:a:{address}"]
+        lease = limiter.leases[limiter.address_bucket(address)]
+        assert address not in limiter.address_bucket(address)              # no address in clear in Redis
         held = lease.tokens
         await commands.client.set(f"rl:k:{DIGEST[:12].hex()}", f"0.000:{10**15}", px=60_000)
         del limiter.leases[f"rl:k:{DIGEST[:12].hex()}"]     # the key's bucket is empty in Redis
         assert await limiter.admit(limiter.buckets(DIGEST, address)).wait_ms() > 0
         assert lease.tokens == held                          # the address's token came back
+    finally:
+        await commands.close()
+        await commands.client.aclose()
+
+
+async def test_a_request_refused_before_its_take_leaves_no_lease_pending(base_stack: Stack) -> None:
+    limiter, commands = await _limiter(base_stack.redis_url)
+    try:
+        buckets = limiter.buckets(DIGEST, "10.0.0.4")       # e.g. then a 404 or a missing Idempotency-Key
+        assert any(lease.pending for lease in limiter.leases.values())
+        buckets.release()
+        assert not any(lease.pending for lease in limiter.leases.values())
     finally:
         await commands.close()
         await commands.client.aclose()

@@ -184,3 +184,30 @@ async def test_discrepancies_the_simulator_plants_are_found_as_planted(stack, sh
     assert expected <= found, (planted, found)
     print("settlement: planted", len(expected), "found", len(found & expected), "other exceptions",
           sorted(found - expected))
+
+
+async def test_a_line_another_file_settled_already_is_a_duplicate(stack, shop: Client, db, tmp_path: Path) -> None:
+    sale = await _pay(shop, payment(2100, luhn_card("4571"), "automatic"))
+    rrn = await db.fetchval("SELECT rrn FROM payments WHERE id = $1", sale["id"])
+    day = next(Path(name) for name in simulator(stack, "/settlement", {})["files"] if "visa-" in Path(name).name)
+    await _import(stack, tmp_path, day)
+    ours = next(line for line in day.read_text().split("\n") if line.startswith("D,") and line.split(",")[2] == rrn)
+    trailer = next(line for line in day.read_text().split("\n") if line.startswith("T,")).split(",")
+    trailer[9] = "2031-01-01T00:00:00Z"                             # another day's file, settling it again
+    again = tmp_path / "visa-again.csv"
+    again.write_text("\n".join(_retrail([day.read_text().split("\n")[0], ours, ",".join(trailer)])) + "\n")
+    run = await _import(stack, tmp_path, again)
+    assert run.returncode == 1, run.stdout + run.stderr
+    file_id = await db.fetchval("SELECT id FROM settlement_files WHERE file_name = 'visa-again.csv'")
+    assert [(line["rrn"], line["class"]) for line in _report(tmp_path, file_id)["lines"]] == [
+        (rrn, "duplicate_in_file")]
+
+
+async def test_a_line_that_does_not_read_refuses_the_file(stack, tmp_path: Path) -> None:
+    bad = tmp_path / "visa-baddate.csv"
+    bad.write_text("record_type,network,rrn,stan,terminal_id,auth_code,transaction_type,amount_minor,currency,"
+                   "transaction_date,settlement_date,interchange_fee_minor\n"
+                   "D,visa,000000000001,000001,T1,A1,capture,100,840,2030-13-06,2030-05-07,2\n"
+                   "T,visa,840,1,100,0,100,2,2030-05-07,2030-05-07T00:00:00Z\n")
+    refused = await _import(stack, tmp_path / "reports", bad)
+    assert refused.returncode == 2 and "line 2: a number or a date that does not read" in refused.stderr

@@ -54,3 +54,18 @@ async def test_a_lost_connection_fails_what_waits_and_what_comes_after() -> None
     with pytest.raises(RedisConnectionError):
         await link.send(pack(("GET", "a")), 1)
     assert asyncio.isfuture(waiting)
+
+
+def test_a_rediss_url_gets_tls_and_its_certificate_settings() -> None:
+    import ssl
+
+    import redis.asyncio as redis
+
+    from switch.idempotency.pipeline import RedisPipeliner
+    from switch.idempotency.resp import tls_context
+
+    secure = RedisPipeliner(redis.Redis.from_url("rediss://user:secret@127.0.0.1:6380/2"))
+    assert secure.tls and tls_context(secure.options).verify_mode is ssl.CERT_REQUIRED
+    lax = RedisPipeliner(redis.Redis.from_url("rediss://127.0.0.1:6380/0?ssl_cert_reqs=none"))
+    assert tls_context(lax.options).verify_mode is ssl.CERT_NONE
+    assert not RedisPipeliner(redis.Redis.from_url("redis://127.0.0.1:6379/0")).tls

@@ -75,6 +75,14 @@ class App:
             raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
                                          status=404)
         merchant, buckets = await self.authenticate(request)
+        try:
+            return await self._authenticated(request, request_id, merchant, buckets)
+        finally:
+            buckets.release()                   # a request refused before its take leaves no lease pending
+
+    async def _authenticated(self, request: Request, request_id: str, merchant: Merchant | None,
+                             buckets: Buckets) -> tuple[str, Response]:
+        path, method = request.path, request.method
         if merchant is None:                    # a wrong key still takes from its address's bucket
             if wait_ms := await self.limiter.admit(buckets).wait_ms():
                 return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
