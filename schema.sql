@@ -28,7 +28,7 @@ CREATE TABLE payments (
     id                    text PRIMARY KEY,            -- pay_<base62>
     merchant_id           text NOT NULL REFERENCES merchants (id),
     status                text NOT NULL CHECK (status IN ('processing', 'requires_capture', 'succeeded',
-                                                         'canceled', 'failed')),
+                                                         'canceled', 'failed', 'settled')),
     amount                bigint NOT NULL CHECK (amount > 0),
     currency              text NOT NULL CHECK (currency ~ '^[a-z]{3}$'),
     capture_method        text NOT NULL CHECK (capture_method IN ('automatic', 'manual')),
@@ -86,7 +86,7 @@ CREATE TABLE refunds (
     merchant_id    text NOT NULL REFERENCES merchants (id),
     amount         bigint NOT NULL CHECK (amount > 0),
     currency       text NOT NULL,
-    status         text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    status         text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed', 'settled')),
     terminal_id    text NOT NULL,                      -- field 41 of the refund's 0200 (its reversal needs it)
     stan           text NOT NULL,
     rrn            text NOT NULL,

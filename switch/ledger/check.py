@@ -1,5 +1,6 @@
 """`switch ledger check`: every posting sums to zero, every payment's capture and fee postings match what it
-captured, and every refund's posting matches whether it succeeded."""
+captured, every refund's posting matches whether it succeeded, and every settlement (a matched line of an
+active settlement file) is posted and is the only way a payment or refund became `settled`."""
 
 from __future__ import annotations
 
@@ -19,4 +20,9 @@ async def check(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
                         f"{row['captured']} fee {row['fee']}")
     for row in await ledger_store.list_mismatched_refunds(conn, CHECK_ROWS_MAX):
         problems.append(f"REFUND {row['id']} {row['status']} {row['amount']} but posted {row['credited']}")
+    for row in await ledger_store.list_mismatched_settlements(conn, CHECK_ROWS_MAX):
+        problems.append(f"SETTLEMENT file {row['file_id']} line {row['line_no']} settled {row['amount_minor']} "
+                        f"but posted {row['credited']}")
+    for row in await ledger_store.list_settled_unmatched(conn, CHECK_ROWS_MAX):
+        problems.append(f"SETTLED {row['id']} without a matched line in an active settlement file")
     return problems

@@ -16,6 +16,7 @@ class Status(StrEnum):
     SUCCEEDED = "succeeded"
     CANCELED = "canceled"
     FAILED = "failed"
+    SETTLED = "settled"            # the network's settlement file paid it (switch.settlement)
 
 
 class Event(StrEnum):
@@ -30,6 +31,8 @@ class Event(StrEnum):
     REFUND_REQUESTED = "refund.requested"         # status unchanged; amount_refunded reserved
     REFUND_SUCCEEDED = "refund.succeeded"
     REFUND_FAILED = "refund.failed"
+    SETTLED = "payment.settled"                  # matched in a settlement file
+    SETTLEMENT_SUPERSEDED = "payment.settlement_superseded"   # its file was superseded by a re-issue
 
 
 TRANSITIONS: dict[tuple[Status, Event], Status] = {
@@ -44,6 +47,11 @@ TRANSITIONS: dict[tuple[Status, Event], Status] = {
     (Status.SUCCEEDED, Event.REFUND_REQUESTED): Status.SUCCEEDED,
     (Status.SUCCEEDED, Event.REFUND_SUCCEEDED): Status.SUCCEEDED,
     (Status.SUCCEEDED, Event.REFUND_FAILED): Status.SUCCEEDED,
+    (Status.SUCCEEDED, Event.SETTLED): Status.SETTLED,
+    (Status.SETTLED, Event.SETTLEMENT_SUPERSEDED): Status.SUCCEEDED,
+    (Status.SETTLED, Event.REFUND_REQUESTED): Status.SETTLED,
+    (Status.SETTLED, Event.REFUND_SUCCEEDED): Status.SETTLED,
+    (Status.SETTLED, Event.REFUND_FAILED): Status.SETTLED,
 }
 
 
@@ -60,6 +68,7 @@ class RefundStatus(StrEnum):
     PENDING = "pending"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    SETTLED = "settled"
 
 
 class RefundEvent(StrEnum):
@@ -68,6 +77,8 @@ class RefundEvent(StrEnum):
     TIMED_OUT = "network_timeout"            # no answer in budget, or recovered: its 0200 is reversed
     NOT_SENT = "network_unavailable"         # no link could take it
     VAULT_FAILED = "vault_unavailable"       # the card could not be read: nothing was sent
+    SETTLED = "settled"                      # matched in a settlement file
+    SETTLEMENT_SUPERSEDED = "settlement_superseded"
 
 
 REFUND_TRANSITIONS: dict[tuple[RefundStatus, RefundEvent], RefundStatus] = {
@@ -76,6 +87,8 @@ REFUND_TRANSITIONS: dict[tuple[RefundStatus, RefundEvent], RefundStatus] = {
     (RefundStatus.PENDING, RefundEvent.TIMED_OUT): RefundStatus.FAILED,
     (RefundStatus.PENDING, RefundEvent.NOT_SENT): RefundStatus.FAILED,
     (RefundStatus.PENDING, RefundEvent.VAULT_FAILED): RefundStatus.FAILED,
+    (RefundStatus.SUCCEEDED, RefundEvent.SETTLED): RefundStatus.SETTLED,
+    (RefundStatus.SETTLED, RefundEvent.SETTLEMENT_SUPERSEDED): RefundStatus.SUCCEEDED,
 }
 
 

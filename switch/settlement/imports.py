@@ -1,6 +1,7 @@
 """Import one settlement file: once per content (its SHA-256), in one transaction; its raw lines kept; a
-corrected re-issue of a cut-off supersedes the earlier file; every detail line matched, set-based, against
-captures, sales and refunds.
+corrected re-issue of a cut-off supersedes the earlier file (whose settlements are undone); every detail
+line matched, set-based, against captures, sales and refunds; each matched item `settled`, with its
+ledger posting.
 
 The file is checked before anything is kept: the header must be the documented one, every trailer's
 count and totals must add up to its currency's detail lines, and every detail line must name the network
@@ -119,8 +120,11 @@ async def import_file(conn: asyncpg.Connection, network: str, path: Path) -> Imp
             result = Imported(file_id, network, path.name)
             if cut_off_at is not None:
                 result.superseded = await settlement_store.supersede(conn, network, cut_off_at, file_id)
+                if result.superseded:
+                    await settlement_store.unsettle(conn, result.superseded)
             alpha = list(CURRENCIES)
             await settlement_store.match(conn, file_id, alpha, [CURRENCIES[code].numeric for code in alpha])
+            await settlement_store.settle(conn, file_id)
         result.cut_off_at = cut_off_at
         for row in await settlement_store.matches(conn, result.file_id):
             result.classes[row["class"]] += 1

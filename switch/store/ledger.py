@@ -45,8 +45,38 @@ SELECT r.id, r.status, r.amount,
 FROM refunds r LEFT JOIN ledger_entries l ON l.posting_id = 'refund:' || r.id
 GROUP BY r.id
 HAVING COALESCE(-sum(l.amount) FILTER (WHERE l.account LIKE 'network:%'), 0)
-       <> CASE WHEN r.status = 'succeeded' THEN r.amount ELSE 0 END
+       <> CASE WHEN r.status IN ('succeeded', 'settled') THEN r.amount ELSE 0 END
 LIMIT $1"""
+
+
+# Every line an active settlement file matched has its posting, crediting the network's receivable by the
+# line's amount; and every `settled` payment or refund was settled by such a line.
+_SETTLEMENTS_MISMATCHED = """
+SELECT m.file_id, m.line_no, l.amount_minor,
+       COALESCE(-sum(e.amount) FILTER (WHERE e.account LIKE 'network:%'), 0) AS credited
+FROM settlement_matches m JOIN settlement_files f ON f.id = m.file_id AND f.status = 'active'
+JOIN settlement_lines l USING (file_id, line_no)
+LEFT JOIN ledger_entries e ON e.posting_id = 'settle:' || m.file_id || ':' || m.line_no
+WHERE m.class = 'matched'
+GROUP BY m.file_id, m.line_no, l.amount_minor
+HAVING COALESCE(-sum(e.amount) FILTER (WHERE e.account LIKE 'network:%'), 0) <> l.amount_minor
+LIMIT $1"""
+
+_SETTLED_UNMATCHED = """
+SELECT id FROM (SELECT id, NULL::text AS refund FROM payments WHERE status = 'settled'
+                UNION ALL SELECT payment_id, id FROM refunds WHERE status = 'settled') settled
+WHERE NOT EXISTS (SELECT 1 FROM settlement_matches m JOIN settlement_files f ON f.id = m.file_id
+                  WHERE f.status = 'active' AND m.class = 'matched' AND m.payment_id = settled.id
+                    AND m.refund_id IS NOT DISTINCT FROM settled.refund)
+LIMIT $1"""
+
+
+async def list_mismatched_settlements(conn: Conn, rows_max: int) -> list[asyncpg.Record]:
+    return await conn.fetch(_SETTLEMENTS_MISMATCHED, rows_max)
+
+
+async def list_settled_unmatched(conn: Conn, rows_max: int) -> list[asyncpg.Record]:
+    return await conn.fetch(_SETTLED_UNMATCHED, rows_max)
 
 
 async def list_mismatched_payments(conn: Conn, rows_max: int) -> list[asyncpg.Record]:

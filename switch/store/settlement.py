@@ -127,3 +127,62 @@ async def matches(conn: asyncpg.Connection, file_id: int) -> list[asyncpg.Record
         "SELECT m.line_no, m.class, m.payment_id, m.refund_id, m.ours_amount_minor, m.theirs_amount_minor, "
         "l.rrn, l.transaction_type, l.currency, l.raw FROM settlement_matches m "
         "JOIN settlement_lines l USING (file_id, line_no) WHERE m.file_id = $1 ORDER BY m.line_no", file_id)
+
+
+# A matched line settles its item: the network's receivable is credited by the line's amount, the
+# settlement bank account gets the amount less the interchange fee the file charged, the fee goes to its
+# own account; the payment or refund moves to `settled` (a payment with its event). Posting
+# `settle:<file>:<line>` (the amounts are the line's: a refund's is negative).
+SETTLE = """
+WITH matched AS (
+    SELECT m.line_no, m.payment_id, m.refund_id, l.amount_minor, coalesce(l.interchange_fee_minor, 0) AS fee,
+           f.network, p.currency
+    FROM settlement_matches m JOIN settlement_lines l USING (file_id, line_no)
+    JOIN settlement_files f ON f.id = m.file_id JOIN payments p ON p.id = m.payment_id
+    WHERE m.file_id = $1 AND m.class = 'matched'
+), entries AS (
+    INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
+    SELECT 'settle:' || $1 || ':' || m.line_no, m.payment_id, e.account, e.amount, m.currency
+    FROM matched m, LATERAL (VALUES ('network:' || m.network || ':receivable', -m.amount_minor),
+                                    ('settlement:' || m.network || ':bank', m.amount_minor - m.fee),
+                                    ('expense:' || m.network || ':interchange', m.fee)) AS e(account, amount)
+    WHERE e.amount <> 0
+), paid AS (
+    UPDATE payments p SET status = 'settled', updated_at = now()
+    FROM matched m WHERE m.refund_id IS NULL AND p.id = m.payment_id AND p.status = 'succeeded'
+    RETURNING p.id, p.amount_received
+), paid_events AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
+    SELECT id, 'payment.settled', 'succeeded', 'settled', amount_received FROM paid
+)
+UPDATE refunds r SET status = 'settled', updated_at = now()
+FROM matched m WHERE r.id = m.refund_id AND r.status = 'succeeded'"""
+
+# A superseded file's settlements are undone: each of its postings gets its contra posting
+# (`unsettle:<file>:<line>`), and what it settled is `succeeded` again until the re-issue settles it.
+UNSETTLE = """
+WITH settled AS (
+    SELECT m.file_id, m.line_no, m.payment_id, m.refund_id FROM settlement_matches m
+    WHERE m.file_id = ANY($1::bigint[]) AND m.class = 'matched'
+), contra AS (
+    INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
+    SELECT 'unsettle:' || s.file_id || ':' || s.line_no, e.payment_id, e.account, -e.amount, e.currency
+    FROM settled s JOIN ledger_entries e ON e.posting_id = 'settle:' || s.file_id || ':' || s.line_no
+), undone AS (
+    UPDATE payments p SET status = 'succeeded', updated_at = now()
+    FROM settled s WHERE s.refund_id IS NULL AND p.id = s.payment_id AND p.status = 'settled'
+    RETURNING p.id, p.amount_received
+), undone_events AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
+    SELECT id, 'payment.settlement_superseded', 'settled', 'succeeded', amount_received FROM undone
+)
+UPDATE refunds r SET status = 'succeeded', updated_at = now()
+FROM settled s WHERE r.id = s.refund_id AND r.status = 'settled'"""
+
+
+async def settle(conn: asyncpg.Connection, file_id: int) -> None:
+    await conn.execute(SETTLE, file_id)
+
+
+async def unsettle(conn: asyncpg.Connection, file_ids: list[int]) -> None:
+    await conn.execute(UNSETTLE, file_ids)

@@ -43,6 +43,15 @@ async def _import(stack, reports: Path, *files: Path) -> subprocess.CompletedPro
                                    env={**os.environ, **stack.switch_env()})
 
 
+async def _ledger_check(stack) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "switch", "ledger", "check"],
+                                   capture_output=True, text=True, env={**os.environ, **stack.switch_env()})
+
+
+async def _line_no(db, file_id: int, rrn: str) -> int:  # type: ignore[no-untyped-def]
+    return await db.fetchval("SELECT line_no FROM settlement_lines WHERE file_id = $1 AND rrn = $2", file_id, rrn)
+
+
 def _report(reports: Path, file_id: int) -> dict[str, Any]:
     return json.loads((reports / f"visa-file{file_id}.json").read_text())
 
@@ -98,6 +107,16 @@ async def test_a_days_file_matches_and_planted_discrepancies_are_found(stack, sh
     assert lines[rrns[authorized["id"]]] == "matched"             # the 3,000 captured of 5,000
     assert lines[rrns[sale["id"]]] == lines[rrns[refunded_sale["id"]]] == lines[refund_rrn] == "matched"
     assert rrns[voided["id"]] not in lines                        # voided before the cut-off: not settled
+    statuses = {row["id"]: row["status"] for row in await db.fetch(
+        "SELECT id, status FROM payments WHERE id = ANY($1::text[])", ours)}
+    assert [statuses[i] for i in ours] == ["settled", "settled", "settled", "canceled"]
+    assert await db.fetchval("SELECT status FROM refunds WHERE id = $1", refund.json()["id"]) == "settled"
+    posted = await db.fetch("SELECT account, amount FROM ledger_entries WHERE posting_id = $1 ORDER BY account",
+                            f"settle:{file_id}:{await _line_no(db, file_id, rrns[authorized['id']])}")
+    fee = 3000 * 150 // 10_000 + 10                               # visa: 1.5 % + 10 (docs/simulator.md)
+    assert [(row["account"], row["amount"]) for row in posted] == [
+        ("expense:visa:interchange", fee), ("network:visa:receivable", -3000), ("settlement:visa:bank", 3000 - fee)]
+    assert (await _ledger_check(stack)).returncode == 0
 
     again = await _import(stack, reports, day)
     assert "already imported, unchanged" in again.stdout
@@ -133,6 +152,13 @@ async def test_a_days_file_matches_and_planted_discrepancies_are_found(stack, sh
                                     (rrns[sale["id"]], "duplicate_in_file"), ("999999999999", "missing_in_ours"),
                                     (rrns[voided["id"]], "settled_after_reversal")])
     assert (reports / f"visa-file{new_id}.csv").read_text().startswith("line_no,class,rrn")
+    statuses = {row["id"]: row["status"] for row in await db.fetch(
+        "SELECT id, status FROM payments WHERE id = ANY($1::text[])", ours)}
+    # The re-issue settles again what it matched; the capture it got wrong is unsettled, and so is the refund.
+    assert [statuses[i] for i in ours] == ["succeeded", "settled", "settled", "canceled"]
+    assert await db.fetchval("SELECT status FROM refunds WHERE id = $1", refund.json()["id"]) == "succeeded"
+    checked = await _ledger_check(stack)
+    assert checked.returncode == 0, checked.stdout
 
 
 async def test_a_file_that_does_not_add_up_is_refused_whole(stack, db, tmp_path: Path) -> None:
@@ -191,6 +217,10 @@ async def test_a_line_another_file_settled_already_is_a_duplicate(stack, shop: C
     rrn = await db.fetchval("SELECT rrn FROM payments WHERE id = $1", sale["id"])
     day = next(Path(name) for name in simulator(stack, "/settlement", {})["files"] if "visa-" in Path(name).name)
     await _import(stack, tmp_path, day)
+    assert await db.fetchval("SELECT status FROM payments WHERE id = $1", sale["id"]) == "settled"
+    refund = await shop.request("POST", "/v1/refunds", {"payment": sale["id"], "amount": 100}, idempotency_key=key())
+    assert refund.status == 200 and refund.json()["status"] == "succeeded"      # settled, still refundable
+    assert await db.fetchval("SELECT status FROM payments WHERE id = $1", sale["id"]) == "settled"
     ours = next(line for line in day.read_text().split("\n") if line.startswith("D,") and line.split(",")[2] == rrn)
     trailer = next(line for line in day.read_text().split("\n") if line.startswith("T,")).split(",")
     trailer[9] = "2031-01-01T00:00:00Z"                             # another day's file, settling it again

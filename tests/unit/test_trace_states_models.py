@@ -38,13 +38,24 @@ def test_state_table_allows_only_listed_moves() -> None:
     assert "succeeded" in states.not_allowed_message("succeeded", states.Event.CAPTURED)
 
 
-def test_refund_table_moves_only_from_pending() -> None:
+def test_refund_table_moves_from_pending_on_network_answers_and_settles_a_success() -> None:
+    settlement = {states.RefundEvent.SETTLED, states.RefundEvent.SETTLEMENT_SUPERSEDED}
     assert states.apply_refund("pending", states.RefundEvent.APPROVED) == states.RefundStatus.SUCCEEDED
-    for event in states.RefundEvent:
+    for event in set(states.RefundEvent) - settlement:
         if event is not states.RefundEvent.APPROVED:
             assert states.apply_refund("pending", event) == states.RefundStatus.FAILED
     with pytest.raises(AssertionError):
         states.apply_refund("succeeded", states.RefundEvent.DECLINED)
+    assert states.apply_refund("succeeded", states.RefundEvent.SETTLED) == states.RefundStatus.SETTLED
+    assert states.apply_refund("settled", states.RefundEvent.SETTLEMENT_SUPERSEDED) == states.RefundStatus.SUCCEEDED
+    with pytest.raises(AssertionError):
+        states.apply_refund("failed", states.RefundEvent.SETTLED)
+
+
+def test_a_settled_payment_can_still_be_refunded() -> None:
+    assert states.apply("succeeded", states.Event.SETTLED) == states.Status.SETTLED
+    assert states.apply("settled", states.Event.REFUND_REQUESTED) == states.Status.SETTLED
+    assert states.apply("requires_capture", states.Event.SETTLED) is None
 
 
 @pytest.mark.parametrize(("body", "param"), [

@@ -24,7 +24,7 @@ from switch.payments.operations.capture import Refused, answer_refusal, claim_an
 from switch.payments.outcome import Outcome
 from switch.payments.pipeline import Operation
 from switch.payments.results import Result
-from switch.payments.states import Event, RefundEvent, Status
+from switch.payments.states import Event, RefundEvent
 from switch.payments.steps import events, idempotency, send
 from switch.payments.steps.card import vault_result
 from switch.payments.steps.fail import RefundOf, finish_refund
@@ -36,7 +36,7 @@ from switch.vault_protocol import VaultError
 
 
 def _refund_of(payment: PaymentRecord) -> RefundOf:
-    return RefundOf(payment.id, payment.merchant_id, payment.network, payment.currency)
+    return RefundOf(payment.id, payment.merchant_id, payment.network, payment.currency, payment.status)
 
 
 async def reserve(ctx: Context, services: Services) -> None:
@@ -51,8 +51,8 @@ async def reserve(ctx: Context, services: Services) -> None:
             transition(ctx, payment, Event.REFUND_REQUESTED)
             amount = _refundable(ctx, payment, command.amount)
             await payment_store.update_refunded(conn, payment.id, amount)
-            await payment_store.insert_event(conn, payment.id, Event.REFUND_REQUESTED, Status.SUCCEEDED,
-                                             Status.SUCCEEDED, amount)
+            await payment_store.insert_event(conn, payment.id, Event.REFUND_REQUESTED, payment.status,
+                                             payment.status, amount)
             refund_id = new_id("re")
             await refund_store.insert_refund(conn, refund_id, payment.id, ctx.caller.merchant.id, amount,
                                              payment.currency, trace.terminal_id, trace.stan, trace.rrn,

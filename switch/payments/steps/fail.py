@@ -67,6 +67,7 @@ class RefundOf(NamedTuple):
     merchant_id: str
     network: str
     currency: str
+    status: str = Status.SUCCEEDED      # the payment's, which a refund leaves as it is
 
 
 async def finish_refund(conn: asyncpg.Connection, refund_id: str, payment: RefundOf, amount: int,
@@ -83,14 +84,14 @@ async def finish_refund(conn: asyncpg.Connection, refund_id: str, payment: Refun
     if refund is None:
         return None
     if succeeded:
-        await payment_store.insert_event(conn, payment.payment_id, Event.REFUND_SUCCEEDED, Status.SUCCEEDED,
-                                         Status.SUCCEEDED, amount, response_code)
+        await payment_store.insert_event(conn, payment.payment_id, Event.REFUND_SUCCEEDED, payment.status,
+                                         payment.status, amount, response_code)
         await ledger_store.insert_entries(conn, postings.refund(refund_id, payment.payment_id, payment.merchant_id,
                                                                 payment.network, payment.currency, amount))
     else:
         await payment_store.update_refunded(conn, payment.payment_id, -amount)
-        await payment_store.insert_event(conn, payment.payment_id, Event.REFUND_FAILED, Status.SUCCEEDED,
-                                         Status.SUCCEEDED, amount, response_code)
+        await payment_store.insert_event(conn, payment.payment_id, Event.REFUND_FAILED, payment.status,
+                                         payment.status, amount, response_code)
     if reversal is not None:
         await outbox_store.insert_outbox(conn, reversal)
     if error is not None:
