@@ -250,3 +250,15 @@ CREATE TABLE settlement_matches (
     FOREIGN KEY (file_id, line_no) REFERENCES settlement_lines (file_id, line_no)
 );
 CREATE INDEX settlement_matches_class ON settlement_matches (file_id, class);
+
+-- An operator's resolution of a settlement exception (a line that did not match): who, when, what, why.
+CREATE TABLE settlement_resolutions (
+    file_id      bigint NOT NULL,
+    line_no      integer NOT NULL,
+    action       text NOT NULL CHECK (action IN ('acknowledge', 'dispute', 'write_off')),
+    reason       text NOT NULL CHECK (length(reason) BETWEEN 1 AND 1000),
+    actor        text NOT NULL,
+    resolved_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (file_id, line_no),
+    FOREIGN KEY (file_id, line_no) REFERENCES settlement_matches (file_id, line_no)
+);

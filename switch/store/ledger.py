@@ -50,7 +50,8 @@ LIMIT $1"""
 
 
 # Every line an active settlement file matched has its posting, crediting the network's receivable by the
-# line's amount; and every `settled` payment or refund was settled by such a line.
+# line's amount; and every `settled` payment or refund was settled by such a line (or by an operator's
+# write-off of its line's amount mismatch).
 _SETTLEMENTS_MISMATCHED = """
 SELECT m.file_id, m.line_no, l.amount_minor,
        COALESCE(-sum(e.amount) FILTER (WHERE e.account LIKE 'network:%'), 0) AS credited
@@ -66,8 +67,9 @@ _SETTLED_UNMATCHED = """
 SELECT id FROM (SELECT id, NULL::text AS refund FROM payments WHERE status = 'settled'
                 UNION ALL SELECT payment_id, id FROM refunds WHERE status = 'settled') settled
 WHERE NOT EXISTS (SELECT 1 FROM settlement_matches m JOIN settlement_files f ON f.id = m.file_id
-                  WHERE f.status = 'active' AND m.class = 'matched' AND m.payment_id = settled.id
-                    AND m.refund_id IS NOT DISTINCT FROM settled.refund)
+                  LEFT JOIN settlement_resolutions r USING (file_id, line_no)
+                  WHERE f.status = 'active' AND (m.class = 'matched' OR r.action = 'write_off')
+                    AND m.payment_id = settled.id AND m.refund_id IS NOT DISTINCT FROM settled.refund)
 LIMIT $1"""
 
 

@@ -163,7 +163,8 @@ FROM matched m WHERE r.id = m.refund_id AND r.status = 'succeeded'"""
 UNSETTLE = """
 WITH settled AS (
     SELECT m.file_id, m.line_no, m.payment_id, m.refund_id FROM settlement_matches m
-    WHERE m.file_id = ANY($1::bigint[]) AND m.class = 'matched'
+    LEFT JOIN settlement_resolutions r USING (file_id, line_no)
+    WHERE m.file_id = ANY($1::bigint[]) AND (m.class = 'matched' OR r.action = 'write_off')
 ), contra AS (
     INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
     SELECT 'unsettle:' || s.file_id || ':' || s.line_no, e.payment_id, e.account, -e.amount, e.currency
@@ -186,3 +187,43 @@ async def settle(conn: asyncpg.Connection, file_id: int) -> None:
 
 async def unsettle(conn: asyncpg.Connection, file_ids: list[int]) -> None:
     await conn.execute(UNSETTLE, file_ids)
+
+
+EXCEPTION_COLUMNS = """m.file_id, m.line_no, m.class, m.payment_id, m.refund_id, m.ours_amount_minor,
+    m.theirs_amount_minor, l.rrn, l.transaction_type, l.currency, l.raw, l.interchange_fee_minor, f.network,
+    f.file_name, r.action, r.reason, r.actor, r.resolved_at"""
+
+
+async def list_exceptions(conn: asyncpg.Connection, network: str | None, include_resolved: bool,
+                          limit: int) -> list[asyncpg.Record]:
+    """Lines of active files that did not match, the open ones only unless `include_resolved`."""
+    return await conn.fetch(
+        f"SELECT {EXCEPTION_COLUMNS} FROM settlement_matches m JOIN settlement_lines l USING (file_id, line_no) "
+        "JOIN settlement_files f ON f.id = m.file_id LEFT JOIN settlement_resolutions r USING (file_id, line_no) "
+        "WHERE f.status = 'active' AND m.class <> 'matched' AND ($1::text IS NULL OR f.network = $1) "
+        "AND ($2 OR r.action IS NULL) ORDER BY m.file_id, m.line_no LIMIT $3", network, include_resolved, limit)
+
+
+async def get_exception(conn: asyncpg.Connection, file_id: int, line_no: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {EXCEPTION_COLUMNS}, p.currency AS our_currency FROM settlement_matches m "
+        "JOIN settlement_lines l USING (file_id, line_no) JOIN settlement_files f ON f.id = m.file_id "
+        "LEFT JOIN settlement_resolutions r USING (file_id, line_no) LEFT JOIN payments p ON p.id = m.payment_id "
+        "WHERE m.file_id = $1 AND m.line_no = $2 AND m.class <> 'matched' FOR UPDATE OF m", file_id, line_no)
+
+
+async def insert_resolution(conn: asyncpg.Connection, file_id: int, line_no: int, action: str, reason: str,
+                            actor: str) -> bool:
+    status = await conn.execute(
+        "INSERT INTO settlement_resolutions (file_id, line_no, action, reason, actor) VALUES ($1, $2, $3, $4, $5) "
+        "ON CONFLICT DO NOTHING", file_id, line_no, action, reason, actor)
+    return status.endswith(" 1")
+
+
+async def mark_settled(conn: asyncpg.Connection, payment_id: str) -> None:
+    """A payment settled by an operator's write-off of its line's difference."""
+    updated = await conn.fetchval("UPDATE payments SET status = 'settled', updated_at = now() WHERE id = $1 AND "
+                                  "status = 'succeeded' RETURNING amount_received", payment_id)
+    if updated is not None:
+        await conn.execute("INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) "
+                           "VALUES ($1, 'payment.settled', 'succeeded', 'settled', $2)", payment_id, updated)

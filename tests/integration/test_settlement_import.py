@@ -43,6 +43,11 @@ async def _import(stack, reports: Path, *files: Path) -> subprocess.CompletedPro
                                    env={**os.environ, **stack.switch_env()})
 
 
+async def _cli(stack, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
+    return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "switch", "settlement", *args],
+                                   capture_output=True, text=True, env={**os.environ, **stack.switch_env()})
+
+
 async def _ledger_check(stack) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "switch", "ledger", "check"],
                                    capture_output=True, text=True, env={**os.environ, **stack.switch_env()})
@@ -157,6 +162,25 @@ async def test_a_days_file_matches_and_planted_discrepancies_are_found(stack, sh
     # The re-issue settles again what it matched; the capture it got wrong is unsettled, and so is the refund.
     assert [statuses[i] for i in ours] == ["succeeded", "settled", "settled", "canceled"]
     assert await db.fetchval("SELECT status FROM refunds WHERE id = $1", refund.json()["id"]) == "succeeded"
+    checked = await _ledger_check(stack)
+    assert checked.returncode == 0, checked.stdout
+
+    # The operator works the exceptions: each resolved once, audited; a write-off settles the capture.
+    listed = await _cli(stack, "exceptions", "list", "--network", "visa")
+    assert listed.returncode == 1 and "amount_mismatch" in listed.stdout
+    capture_line = await _line_no(db, new_id, rrns[authorized["id"]])
+    written_off = await _cli(stack, "exceptions", "resolve", "--file", str(new_id), "--line", str(capture_line),
+                             "--action", "write_off", "--reason", "network confirmed 3,100 by phone")
+    assert written_off.returncode == 0, written_off.stderr
+    assert "write_off by cli:" in written_off.stdout
+    assert await db.fetchval("SELECT status FROM payments WHERE id = $1", authorized["id"]) == "settled"
+    again = await _cli(stack, "exceptions", "resolve", "--file", str(new_id), "--line", str(capture_line),
+                       "--action", "acknowledge", "--reason", "twice")
+    assert again.returncode == 2 and "resolved already" in again.stderr
+    refund_line = await _line_no(db, new_id, refund_rrn)
+    wrong = await _cli(stack, "exceptions", "resolve", "--file", str(new_id), "--line", str(refund_line),
+                       "--action", "write_off", "--reason", "no")
+    assert wrong.returncode == 2 and "amount mismatch" in wrong.stderr
     checked = await _ledger_check(stack)
     assert checked.returncode == 0, checked.stdout
 
