@@ -32,7 +32,7 @@ def cmd_import(args: argparse.Namespace) -> int:
                 print(f"{name}: refused: {error}", file=sys.stderr)
                 worst = 2
                 continue
-            paths = report.write(result, Path(args.reports_dir))
+            paths = await report.write(conn, result, Path(args.reports_dir))
             print("\n".join(report.summary_lines(result)))
             print(f"  report: {paths[0]}, {paths[1]}")
             worst = max(worst, 1 if result.exceptions else 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -30,6 +31,11 @@ EXCEPTIONS = ("amount_mismatch", "missing_in_ours", "duplicate_in_file", "settle
               "currency_mismatch")
 
 
+REPORT_COLUMNS = ("line_no", "class", "rrn", "transaction_type", "payment_id", "refund_id", "ours_amount_minor",
+                  "theirs_amount_minor", "currency")
+UNMATCHED_LISTED_MAX = 100_000     # exceptions listed in a result (the CSV report has every line)
+
+
 class ImportRefused(Exception):
     """The file is not a settlement file this import can trust; nothing of it was kept."""
 
@@ -43,23 +49,27 @@ class Imported:
     superseded: list[int] = field(default_factory=list)
     cut_off_at: datetime | None = None
     classes: Counter[str] = field(default_factory=Counter)
-    lines: list[dict[str, object]] = field(default_factory=list)
+    lines: list[dict[str, object]] = field(default_factory=list)     # the lines that did not match
 
     @property
     def exceptions(self) -> int:
         return sum(self.classes[name] for name in EXCEPTIONS)
 
 
-def check(text: str, network: str) -> tuple[datetime | None, date | None]:
-    """Refuse a file whose header, networks or trailers do not hold; its cut-off and settlement date."""
-    lines = text.split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
-    if not lines or lines[0] != HEADER:
+def check(data: bytes, network: str) -> tuple[datetime | None, date | None, int]:
+    """Refuse a file whose header, networks or trailers do not hold; its cut-off, settlement date and line
+    count. Reads the file's bytes line by line (no copy of the whole file)."""
+    lines = io.BytesIO(data)
+    if lines.readline().rstrip(b"\n") != HEADER.encode():
         raise ImportRefused("the first line is not the settlement header")
     totals: dict[str, list[int]] = {}
     cut_off_at, settlement_date = None, None
-    for number, line in enumerate(lines[1:], start=2):
+    number = 1
+    for number, raw in enumerate(lines, start=2):
+        try:
+            line = raw.rstrip(b"\n").decode("ascii")
+        except UnicodeDecodeError:
+            raise ImportRefused(f"line {number}: not ASCII") from None
         fields = line.split(",")
         try:
             if fields[0] == "D":
@@ -81,7 +91,7 @@ def check(text: str, network: str) -> tuple[datetime | None, date | None]:
             raise ImportRefused(f"line {number}: {refused}") from None
     if totals:
         raise ImportRefused(f"detail lines in {sorted(totals)} have no trailer")
-    return cut_off_at, settlement_date
+    return cut_off_at, settlement_date, number
 
 
 def _detail(fields: list[str], network: str, totals: dict[str, list[int]]) -> None:
@@ -101,11 +111,7 @@ def _detail(fields: list[str], network: str, totals: dict[str, list[int]]) -> No
 async def import_file(conn: asyncpg.Connection, network: str, path: Path) -> Imported:
     """Import and match `path` (idempotent by content); the result, with every line's class."""
     data = await asyncio.to_thread(path.read_bytes)
-    try:
-        text = data.decode("ascii")
-    except UnicodeDecodeError:
-        raise ImportRefused("the file is not ASCII") from None
-    cut_off_at, settlement_date = check(text, network)
+    cut_off_at, settlement_date, line_count = check(data, network)
     sha256 = hashlib.sha256(data).digest()
     async with conn.transaction():
         await settlement_store.lock_network(conn, network)
@@ -113,7 +119,7 @@ async def import_file(conn: asyncpg.Connection, network: str, path: Path) -> Imp
         if known is not None:
             result = Imported(known["id"], network, path.name, already_imported=True)
         else:
-            file_id = await settlement_store.insert_file(conn, network, path.name, sha256, text.count("\n"))
+            file_id = await settlement_store.insert_file(conn, network, path.name, sha256, line_count)
             await settlement_store.stage_lines(conn, data)
             await settlement_store.insert_lines(conn, file_id)
             await settlement_store.set_cut_off(conn, file_id, cut_off_at, settlement_date)
@@ -126,9 +132,8 @@ async def import_file(conn: asyncpg.Connection, network: str, path: Path) -> Imp
             await settlement_store.match(conn, file_id, alpha, [CURRENCIES[code].numeric for code in alpha])
             await settlement_store.settle(conn, file_id)
         result.cut_off_at = cut_off_at
-        for row in await settlement_store.matches(conn, result.file_id):
-            result.classes[row["class"]] += 1
-            result.lines.append({key: row[key] for key in ("line_no", "class", "rrn", "transaction_type",
-                                                            "payment_id", "refund_id", "ours_amount_minor",
-                                                            "theirs_amount_minor", "currency")})
+        for row in await settlement_store.class_counts(conn, result.file_id):
+            result.classes[row["class"]] = row["count"]
+        for row in await settlement_store.unmatched(conn, result.file_id, UNMATCHED_LISTED_MAX):
+            result.lines.append({key: row[key] for key in REPORT_COLUMNS})
     return result

@@ -4,20 +4,25 @@ for the terminal."""
 
 from __future__ import annotations
 
-import csv
-import io
+import asyncio
 import json
 import os
+import secrets
 from pathlib import Path
 
-from switch.settlement.imports import EXCEPTIONS, Imported
+import asyncpg
 
-COLUMNS = ("line_no", "class", "rrn", "transaction_type", "payment_id", "refund_id", "ours_amount_minor",
-           "theirs_amount_minor", "currency")
+from switch.settlement.imports import EXCEPTIONS, Imported
+from switch.store import settlement as settlement_store
+
+
+def _temporary(path: Path) -> Path:
+    """A name of its own per writer: two imports of one file (two workers, say) write the same report."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
 
 
 def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
+    temporary = _temporary(path)
     with open(temporary, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()
@@ -25,22 +30,27 @@ def write_atomically(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def write(result: Imported, directory: Path) -> list[Path]:
-    directory.mkdir(parents=True, exist_ok=True)
+async def write(conn: asyncpg.Connection, result: Imported, directory: Path) -> list[Path]:
+    """The JSON summary (the lines that did not match) and the CSV of every line, streamed from Postgres."""
+    await asyncio.to_thread(directory.mkdir, parents=True, exist_ok=True)
     stem = f"{result.network}-file{result.file_id}"
     summary = {"file_id": result.file_id, "network": result.network, "file_name": result.file_name,
                "already_imported": result.already_imported, "superseded": result.superseded,
                "cut_off_at": result.cut_off_at.isoformat() if result.cut_off_at else None,
                "classes": dict(sorted(result.classes.items())), "exceptions": result.exceptions,
-               "lines": [line for line in result.lines if line["class"] != "matched"]}
-    table = io.StringIO()
-    writer = csv.DictWriter(table, COLUMNS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(result.lines)
+               "lines": result.lines}
     paths = [directory / f"{stem}.json", directory / f"{stem}.csv"]
-    write_atomically(paths[0], json.dumps(summary, indent=2, default=str) + "\n")
-    write_atomically(paths[1], table.getvalue())
+    await asyncio.to_thread(write_atomically, paths[0], json.dumps(summary, indent=2, default=str) + "\n")
+    temporary = _temporary(paths[1])
+    await settlement_store.copy_matches(conn, result.file_id, str(temporary))
+    await asyncio.to_thread(_fsync_and_rename, temporary, paths[1])
     return paths
+
+
+def _fsync_and_rename(temporary: Path, path: Path) -> None:
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
 
 
 def summary_lines(result: Imported) -> list[str]:

@@ -97,6 +97,9 @@ async def stage_lines(conn: asyncpg.Connection, data: bytes) -> None:
 
 async def insert_lines(conn: asyncpg.Connection, file_id: int) -> None:
     await conn.execute(INSERT_LINES, file_id)
+    # A day's file can be a million lines: let the planner see them before matching (a plan made for an
+    # empty table joins each line to the payments by a scan).
+    await conn.execute("ANALYZE settlement_lines")
 
 
 async def set_cut_off(conn: asyncpg.Connection, file_id: int, cut_off_at: datetime | None,
@@ -122,11 +125,24 @@ async def match(conn: asyncpg.Connection, file_id: int, alpha: Sequence[str], nu
     await conn.execute(MATCH, file_id, list(alpha), list(numeric))
 
 
-async def matches(conn: asyncpg.Connection, file_id: int) -> list[asyncpg.Record]:
-    return await conn.fetch(
-        "SELECT m.line_no, m.class, m.payment_id, m.refund_id, m.ours_amount_minor, m.theirs_amount_minor, "
-        "l.rrn, l.transaction_type, l.currency, l.raw FROM settlement_matches m "
-        "JOIN settlement_lines l USING (file_id, line_no) WHERE m.file_id = $1 ORDER BY m.line_no", file_id)
+_MATCH_ROWS = """SELECT m.line_no, m.class, l.rrn, l.transaction_type, m.payment_id, m.refund_id,
+    m.ours_amount_minor, m.theirs_amount_minor, l.currency FROM settlement_matches m
+    JOIN settlement_lines l USING (file_id, line_no) WHERE m.file_id = $1"""
+
+
+async def class_counts(conn: asyncpg.Connection, file_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT class, count(*) AS count FROM settlement_matches WHERE file_id = $1 "
+                            "GROUP BY class", file_id)
+
+
+async def unmatched(conn: asyncpg.Connection, file_id: int, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(f"{_MATCH_ROWS} AND m.class <> 'matched' ORDER BY m.line_no LIMIT $2", file_id, limit)
+
+
+async def copy_matches(conn: asyncpg.Connection, file_id: int, path: str) -> None:
+    """Every line of the file with its class, as CSV with a header, streamed by Postgres into `path`."""
+    await conn.copy_from_query(f"{_MATCH_ROWS} ORDER BY m.line_no", file_id, output=path, format="csv",
+                               header=True)
 
 
 # A matched line settles its item: the network's receivable is credited by the line's amount, the
