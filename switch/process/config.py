@@ -35,6 +35,9 @@ class Settings:
     tls_key_file: str = ""
     fraud_budget_s: float = 0.025          # the fraud screen's wait for its counters (switch.fraud.screen)
     fraud_redis_url: str = ""              # the counters' own Redis (evictable); "": the idempotency Redis
+    settlement_dir: str = ""               # where the networks' settlement files land; "": no settlement job
+    settlement_reports_dir: str = "reports/settlement"
+    settlement_poll_s: float = 60.0
 
 
 def _require(name: str) -> str:
@@ -105,4 +108,7 @@ def load_settings() -> Settings:
         tls_key_file=_tls_files()[1],
         fraud_budget_s=float(os.environ.get("SWITCH_FRAUD_BUDGET_MS", "25")) / 1000,
         fraud_redis_url=os.environ.get("SWITCH_FRAUD_REDIS_URL", ""),
+        settlement_dir=os.environ.get("SWITCH_SETTLEMENT_DIR", ""),
+        settlement_reports_dir=os.environ.get("SWITCH_SETTLEMENT_REPORTS_DIR", "reports/settlement"),
+        settlement_poll_s=float(os.environ.get("SWITCH_SETTLEMENT_POLL_S", "60")),
     )

@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import redis.asyncio as redis
 import uvloop
@@ -34,6 +35,7 @@ from switch.payments.context import Budgets, Services
 from switch.payments.engine import Payments
 from switch.payments.trace import TraceAllocator
 from switch.process.config import Settings, load_settings
+from switch.settlement import job as settlement_job
 from switch.store import idempotency as key_store
 from switch.store.pool import create_pool
 from switch.store.writer import PaymentWriter
@@ -108,6 +110,9 @@ class Worker:
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
         outbox.start()
         reaper = asyncio.get_running_loop().create_task(self._reap(pool))
+        settling = (asyncio.get_running_loop().create_task(settlement_job.run(
+            pool, Path(settings.settlement_dir), Path(settings.settlement_reports_dir), list(settings.networks),
+            settings.settlement_poll_s)) if settings.settlement_dir else None)
         if ready_fd is not None:
             try:
                 os.write(ready_fd, b"ready\n")
@@ -118,6 +123,8 @@ class Worker:
         server.close()
         ops_server.close()
         reaper.cancel()
+        if settling is not None:
+            settling.cancel()
         await outbox.stop()
         await asyncio.sleep(0.2)            # let handlers already running write their final rows
         await writer.close()

@@ -243,3 +243,8 @@ async def mark_settled(conn: asyncpg.Connection, payment_id: str) -> None:
     if updated is not None:
         await conn.execute("INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) "
                            "VALUES ($1, 'payment.settled', 'succeeded', 'settled', $2)", payment_id, updated)
+
+
+async def known_file_names(conn: asyncpg.Connection | asyncpg.Pool, names: list[str]) -> set[str]:
+    rows = await conn.fetch("SELECT file_name FROM settlement_files WHERE file_name = ANY($1::text[])", names)
+    return {row["file_name"] for row in rows}
