@@ -15,7 +15,6 @@ import asyncio
 import csv
 import io
 import logging
-import os
 import random
 import time
 from collections.abc import Iterable
@@ -26,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from acquirer_sim.issuer import Issuer, Transaction, TransactionKey
+from switch.common.files import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -118,15 +118,6 @@ def render(network: str, rows: Iterable[Row], cut_off_at: datetime) -> str:
     return out.getvalue()
 
 
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="ascii", newline="") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
 # Discrepancies a drill may ask the next file to carry (POST /settlement {"plant": {...}, "seed": n}).
 PLANT_KINDS = ("drop", "amount", "duplicate", "unknown", "reversed", "currency")
 PLANTED_KEPT = 1_000
@@ -215,7 +206,7 @@ class Settlement:
         paths = []
         for network, rows in batch.rows.items():
             path = self.directory / f"{network}-{stamp}-{batch.sequence:04d}.csv"
-            write_atomically(path, render(network, rows, batch.cut_off_at))
+            write_atomically(path, render(network, rows, batch.cut_off_at), encoding="ascii")
             paths.append(path)
         self.last_files = [str(path) for path in paths]
         return paths

@@ -20,13 +20,13 @@ import argparse
 import asyncio
 import random
 import secrets
-import shutil
 import sys
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
 from loadtest.httpclient import Client
+from loadtest.stacks import run_on_stack
 from switch.common.cards import luhn_valid
 
 LEGIT_CUSTOMERS = 300
@@ -128,21 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import uvloop
 
-    from switch.dev.devstack import Stack, StackError, new_run_dir
+    from switch.dev.devstack import Stack, new_run_dir
+
+    def body(stack: Stack) -> int:
+        keys = [stack.api_key, stack.seed_merchant("drill-shop-b"), stack.seed_merchant("drill-shop-c")]
+        return int(uvloop.run(drill(stack.switch_url, keys, stack.switch_ops_url)))
 
     stack = Stack(run_dir=new_run_dir(), address_rate_limit_per_s=1_000_000, merchant_rate_limit_per_s=1_000_000)
-    try:
-        print("starting the stack ...", flush=True)
-        stack.start_all(workers=args.workers)
-        keys = [stack.api_key, stack.seed_merchant("drill-shop-b"), stack.seed_merchant("drill-shop-c")]
-        return uvloop.run(drill(stack.switch_url, keys, stack.switch_ops_url))
-    except StackError as error:
-        print(f"fraud-drill: {error}", file=sys.stderr)
-        return 1
-    finally:
-        stack.stop()
-        shutil.rmtree(stack.run_dir, ignore_errors=True)
-
+    return run_on_stack("fraud-drill", stack, lambda s: s.start_all(workers=args.workers), body)
 
 if __name__ == "__main__":
     sys.exit(main())

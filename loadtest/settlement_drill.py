@@ -17,7 +17,6 @@ import asyncio
 import json
 import random
 import secrets
-import shutil
 import sys
 import urllib.request
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 from loadtest.fraud_drill import luhn_card
 from loadtest.httpclient import Client
+from loadtest.stacks import run_on_stack
 
 PAYMENTS = 120
 KINDS = {"amount": "amount_mismatch", "duplicate": "duplicate_in_file", "unknown": "missing_in_ours",
@@ -108,21 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     import uvloop
 
-    from switch.dev.devstack import Stack, StackError, new_run_dir
+    from switch.dev.devstack import Stack, new_run_dir
 
     stack = Stack(run_dir=new_run_dir(), address_rate_limit_per_s=1_000_000, merchant_rate_limit_per_s=1_000_000,
                   fraud_rules="lists")
-    try:
-        print("starting the stack ...", flush=True)
-        stack.start_all(workers=1)
-        return uvloop.run(drill(stack, args.seed))
-    except StackError as error:
-        print(f"settlement-drill: {error}", file=sys.stderr)
-        return 1
-    finally:
-        stack.stop()
-        shutil.rmtree(stack.run_dir, ignore_errors=True)
-
+    return run_on_stack("settlement-drill", stack, lambda s: s.start_all(workers=1),
+                        lambda s: int(uvloop.run(drill(s, args.seed))))
 
 if __name__ == "__main__":
     sys.exit(main())

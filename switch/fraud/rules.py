@@ -23,6 +23,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 Value = str | int | float | bool | None
 Signals = Mapping[str, Value]
@@ -154,24 +155,22 @@ class _Parser:
                     id(predicate) in self.only_lists)
 
     def expression(self) -> Predicate:
-        terms = [self.conjunction()]
-        while self.word("or"):
-            terms.append(self.conjunction())
-        if len(terms) == 1:
-            return terms[0]
-        predicate: Predicate = lambda signals, lists: any(term(signals, lists) for term in terms)  # noqa: E731
-        if all(id(term) in self.only_lists for term in terms):
-            self.only_lists.add(id(predicate))
-        return predicate
+        return self._chain("or", self.conjunction, any)
 
     def conjunction(self) -> Predicate:
-        terms = [self.negation()]
-        while self.word("and"):
-            terms.append(self.negation())
+        return self._chain("and", self.negation, all)
+
+    def _chain(self, word: str, term: Callable[[], Predicate], combine: Callable[[Any], bool]) -> Predicate:
+        """`term (word term)*`. It cannot match while its lists are empty when any term of an `and` (all
+        terms of an `or`) cannot."""
+        terms = [term()]
+        while self.word(word):
+            terms.append(term())
         if len(terms) == 1:
             return terms[0]
-        predicate: Predicate = lambda signals, lists: all(term(signals, lists) for term in terms)  # noqa: E731
-        if any(id(term) in self.only_lists for term in terms):
+        predicate: Predicate = lambda signals, lists: combine(t(signals, lists) for t in terms)  # noqa: E731
+        needs = (t_id in self.only_lists for t_id in map(id, terms))
+        if (any if combine is all else all)(needs):
             self.only_lists.add(id(predicate))
         return predicate
 

@@ -6,28 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 from pathlib import Path
 
 import asyncpg
 
+from switch.common.files import publish, temporary_for, write_atomically
 from switch.settlement.imports import EXCEPTIONS, Imported
 from switch.store import settlement as settlement_store
-
-
-def _temporary(path: Path) -> Path:
-    """A name of its own per writer: two imports of one file (two workers, say) write the same report."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-
-
-def write_atomically(path: Path, text: str) -> None:
-    temporary = _temporary(path)
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 async def write(conn: asyncpg.Connection, result: Imported, directory: Path) -> list[Path]:
@@ -41,16 +26,10 @@ async def write(conn: asyncpg.Connection, result: Imported, directory: Path) -> 
                "lines": result.lines}
     paths = [directory / f"{stem}.json", directory / f"{stem}.csv"]
     await asyncio.to_thread(write_atomically, paths[0], json.dumps(summary, indent=2, default=str) + "\n")
-    temporary = _temporary(paths[1])
+    temporary = temporary_for(paths[1])
     await settlement_store.copy_matches(conn, result.file_id, str(temporary))
-    await asyncio.to_thread(_fsync_and_rename, temporary, paths[1])
+    await asyncio.to_thread(publish, temporary, paths[1])
     return paths
-
-
-def _fsync_and_rename(temporary: Path, path: Path) -> None:
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 def summary_lines(result: Imported) -> list[str]:

@@ -43,6 +43,15 @@ async def _import(stack, reports: Path, *files: Path) -> subprocess.CompletedPro
                                    env={**os.environ, **stack.switch_env()})
 
 
+async def _until_sent(db, payment_ids: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """Wait (5 s at most) until the network acknowledged every outbox row of these payments."""
+    for _ in range(100):
+        if not await db.fetchval("SELECT count(*) FROM network_outbox WHERE payment_id = ANY($1::text[]) AND "
+                                 "acknowledged_at IS NULL", payment_ids):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def _cli(stack, *args: str) -> subprocess.CompletedProcess[str]:  # type: ignore[no-untyped-def]
     return await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "switch", "settlement", *args],
                                    capture_output=True, text=True, env={**os.environ, **stack.switch_env()})
@@ -91,11 +100,7 @@ async def test_a_days_file_matches_and_planted_discrepancies_are_found(stack, sh
     canceled = await shop.request("POST", f"/v1/payments/{voided['id']}/cancel", {}, idempotency_key=key("st"))
     assert canceled.status == 200
     ours = [authorized["id"], sale["id"], refunded_sale["id"], voided["id"]]
-    for _ in range(100):                     # the capture advice and the void's reversal reach the network
-        if not await db.fetchval("SELECT count(*) FROM network_outbox WHERE payment_id = ANY($1::text[]) AND "
-                                 "acknowledged_at IS NULL", ours):
-            break
-        await asyncio.sleep(0.05)
+    await _until_sent(db, ours)               # the capture advice and the void's reversal reach the network
     rrns = {row["id"]: row["rrn"] for row in await db.fetch("SELECT id, rrn FROM payments WHERE id = ANY($1::text[])",
                                                              ours)}
     refund_rrn = await db.fetchval("SELECT rrn FROM refunds WHERE id = $1", refund.json()["id"])
@@ -218,11 +223,7 @@ async def test_discrepancies_the_simulator_plants_are_found_as_planted(stack, sh
     voided = await _pay(shop, payment(1700, luhn_card("4571"), "manual"))
     canceled = await shop.request("POST", f"/v1/payments/{voided['id']}/cancel", {}, idempotency_key=key("st"))
     assert canceled.status == 200
-    for _ in range(100):
-        if not await db.fetchval("SELECT count(*) FROM network_outbox WHERE payment_id = $1 AND "
-                                 "acknowledged_at IS NULL", voided["id"]):
-            break
-        await asyncio.sleep(0.05)
+    await _until_sent(db, [voided["id"]])
     cut = simulator(stack, "/settlement", {"plant": {kind: 1 for kind in PLANTED_CLASS}, "seed": 7})
     planted = [item for item in cut["planted"] if item["network"] == "visa"]
     assert sorted(item["kind"] for item in planted) == sorted(PLANTED_CLASS)
