@@ -10,6 +10,8 @@ CREATE TABLE merchants (
     rate_limit_per_s  integer CHECK (rate_limit_per_s > 0),
     rate_limit_burst  integer CHECK (rate_limit_burst > 0),
     country     text NOT NULL DEFAULT 'US' CHECK (country ~ '^[A-Z]{2}$'),   -- where it trades (fraud signals)
+    -- daily: the payout job pays the available balance out once per business day; manual: on request only.
+    payout_schedule  text NOT NULL DEFAULT 'daily' CHECK (payout_schedule IN ('daily', 'manual')),
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 
@@ -159,6 +161,9 @@ CREATE TABLE ledger_entries (
     created_at   timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX ledger_entries_posting ON ledger_entries (posting_id);
+-- A merchant's balance and balance transactions are its two accounts' entries (switch.settlement.balance).
+CREATE INDEX ledger_entries_merchant ON ledger_entries (account, id)
+    WHERE account >= 'merchant:' AND account < 'merchant;';
 
 -- The signals the fraud screen saw for a payment, which backtests run candidate rules over. Written in the
 -- payment's own write-ahead statement, never updated: apart from `payments`, whose row every state change
@@ -262,3 +267,27 @@ CREATE TABLE settlement_resolutions (
     PRIMARY KEY (file_id, line_no),
     FOREIGN KEY (file_id, line_no) REFERENCES settlement_matches (file_id, line_no)
 );
+
+-- Payouts (switch.settlement.payouts, docs/settlement.md): a merchant's available balance paid out to its
+-- bank. pending (booked: available -> payout clearing) -> in_transit (in a payout file sent to the bank)
+-- -> paid (the bank confirmed: clearing -> bank) or failed (the funds are back in available).
+CREATE TABLE payouts (
+    id               text PRIMARY KEY,                 -- po_<base62>
+    merchant_id      text NOT NULL REFERENCES merchants (id),
+    currency         text NOT NULL,                    -- ISO 4217 alphabetic, lower case
+    amount           bigint NOT NULL CHECK (amount > 0),
+    status           text NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'in_transit', 'paid', 'failed')),
+    automatic        boolean NOT NULL,                 -- made by the daily schedule, not on request
+    scheduled_for    date,                             -- the schedule's business day (automatic only)
+    idempotency_key  text,                             -- a requested payout's Idempotency-Key
+    request_hash     bytea,                            -- and what it asked, to refuse the key's reuse
+    file_name        text,                             -- the payout file it went out in
+    failure_code     text,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    updated_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (merchant_id, idempotency_key),
+    UNIQUE (merchant_id, currency, scheduled_for)
+);
+CREATE INDEX payouts_merchant ON payouts (merchant_id, created_at DESC, id DESC);
+CREATE INDEX payouts_unfiled ON payouts (created_at) WHERE status = 'pending';

@@ -1,20 +1,31 @@
 """The scripted flow of `make demo`, over real HTTP against a running stack.
 
 Authorize a Visa test card with manual capture, capture it, refund part of it; a declined card; and an
-idempotent replay that must return the identical response. Each step checks what it got; the demo
-exits non-zero on the first surprise.
+idempotent replay that must return the identical response. Then the day ends: the simulated networks
+cut their settlement files, the switch imports them with 0 exceptions, the merchant's balance becomes
+available, a payout takes it, the payout run files it for the bank and the bank's answer pays it. Each
+step checks what it got; the demo exits non-zero on the first surprise.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
+import os
 import secrets
+import subprocess
 import sys
+import time
+import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from urllib.parse import urlsplit
 
+import asyncpg
+
 from switch.common.tls import client_context
+from switch.store import outbox as outbox_store
 
 VISA_OK = "4242424242424242"
 VISA_DECLINE = "4000000000000002"
@@ -116,11 +127,72 @@ def flow(client: Client) -> None:
            "same Idempotency-Key: the identical response, byte for byte, and no second charge")
 
 
-def run_demo(base_url: str, api_key: str, ca_file: str | None = None) -> int:
+@dataclass
+class DayEnd:
+    """What the end of the day needs of the stack: the simulator's control API, the switch's environment
+    for its CLI, and a folder for reports and payout files."""
+
+    simulator_control_url: str
+    switch_env: dict[str, str]
+    run_dir: Path
+
+
+def _switch(day: DayEnd, *args: str) -> subprocess.CompletedProcess[str]:
+    print(f"\n\033[1m$ switch {' '.join(args)}\033[0m")
+    done = subprocess.run([sys.executable, "-m", "switch", *args], capture_output=True, text=True, check=False,
+                          env={**os.environ, **day.switch_env})
+    print(_indent(done.stdout.strip()) + (("\n" + _indent(done.stderr.strip())) if done.stderr.strip() else ""))
+    return done
+
+
+def _until_sent(database_url: str, deadline_s: float = 10.0) -> None:
+    """The capture advice and the refund reach the network before it cuts the day (the outbox drains)."""
+    async def drained() -> bool:
+        conn = await asyncpg.connect(database_url)
+        try:
+            return not await outbox_store.count_unacknowledged(conn)
+        finally:
+            await conn.close()
+    until = time.monotonic() + deadline_s
+    while not asyncio.run(drained()) and time.monotonic() < until:
+        time.sleep(0.1)
+
+
+def end_of_day(client: Client, day: DayEnd) -> None:
+    _until_sent(day.switch_env["DATABASE_URL"])
+    request = urllib.request.Request(day.simulator_control_url + "/settlement", data=b"{}",  # noqa: S310
+                                     method="POST", headers={"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+        files = [Path(name) for name in json.loads(response.read())["files"]]
+    print(f"\nThe networks cut the day: {', '.join(path.name for path in files)}")
+    for path in files:
+        imported = _switch(day, "settlement", "import", "--network", path.name.split("-", 1)[0], "--reports-dir",
+                           str(day.run_dir / "reports"), str(path))
+        expect(imported.returncode == 0, f"{path.name}: every line matched, 0 exceptions")
+    balance = client.call("GET", "/v1/balance").json()
+    available = {money["currency"]: money["amount"] for money in balance["available"]}
+    # 50.00 captured, less the 2.9 % + 0.30 fee (1.75), less the 15.00 refund
+    expect(available.get("usd") == 5000 - 175 - 1500, "available: 33.25 USD, settled, net of fee and refund")
+    payout = client.call("POST", "/v1/payouts", {"amount": available["usd"], "currency": "usd"},
+                         f"demo-payout-{secrets.token_hex(4)}")
+    expect(payout.status == 200 and payout.json()["status"] == "pending", "a payout of the whole balance")
+    filed = _switch(day, "payouts", "run", "--dir", str(day.run_dir / "payouts"))
+    expect(filed.returncode == 0 and "payout file:" in filed.stdout, "the payout run files it for the bank")
+    paid = _switch(day, "payouts", "confirm", payout.json()["id"], "--paid")
+    expect(paid.returncode == 0, "the bank's answer: paid")
+    shown = client.call("GET", f"/v1/payouts/{payout.json()['id']}")
+    expect(shown.json()["status"] == "paid", "the payout is paid")
+    expect(_switch(day, "ledger", "check").returncode == 0, "the ledger holds")
+
+
+def run_demo(base_url: str, api_key: str, ca_file: str | None = None, day: DayEnd | None = None) -> int:
     print(f"Payment switch demo against {base_url}")
     try:
-        flow(Client(base_url, api_key, ca_file))
-    except (DemoFailure, OSError, ValueError, KeyError) as error:
+        client = Client(base_url, api_key, ca_file)
+        flow(client)
+        if day is not None:
+            end_of_day(client, day)
+    except (DemoFailure, OSError, ValueError, KeyError, asyncpg.PostgresError) as error:
         print(f"\n\033[31mDEMO FAILED\033[0m: {error.__class__.__name__}: {error}", file=sys.stderr)
         return 1
     print("\n\033[32mDEMO OK\033[0m: every step behaved as expected.")

@@ -555,9 +555,10 @@ def main(argv: list[str] | None = None) -> int:
                   "Ctrl-C stops everything", flush=True)
             _serve_until_signal(stack)
             return 0
-        from switch.dev.demo import run_demo
+        from switch.dev.demo import DayEnd, run_demo
 
-        return run_demo(stack.switch_url, stack.api_key, stack.tls_ca_file or None)
+        day = DayEnd(stack.simulator_control_url, stack.switch_env(), run_dir)
+        return run_demo(stack.switch_url, stack.api_key, stack.tls_ca_file or None, day)
     except StackError as error:
         print(f"devstack: {error}", file=sys.stderr)
         return 1

@@ -1,11 +1,14 @@
 """`switch ledger check`: every posting sums to zero, every payment's capture and fee postings match what it
 captured, every refund's posting matches whether it succeeded, and every settlement (a matched line of an
-active settlement file) is posted and is the only way a payment or refund became `settled`."""
+active settlement file) is posted and is the only way a payment or refund became `settled`; every settled
+payment's net was released to its merchant's available balance, and every payout's postings match its
+status."""
 
 from __future__ import annotations
 
 import asyncpg
 
+from switch.ledger.postings import PAYOUT_CLEARING_ACCOUNT
 from switch.store import ledger as ledger_store
 
 CHECK_ROWS_MAX = 100
@@ -25,4 +28,10 @@ async def check(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
                         f"but posted {row['credited']}")
     for row in await ledger_store.list_settled_unmatched(conn, CHECK_ROWS_MAX):
         problems.append(f"SETTLED {row['id']} without a matched line in an active settlement file")
+    for row in await ledger_store.list_mismatched_releases(conn, CHECK_ROWS_MAX):
+        problems.append(f"RELEASE {row['id']} {row['status']} captured {row['amount_received']} but released "
+                        f"{row['released']} to available")
+    for row in await ledger_store.list_mismatched_payouts(conn, CHECK_ROWS_MAX, PAYOUT_CLEARING_ACCOUNT):
+        problems.append(f"PAYOUT {row['id']} {row['status']} {row['amount']} but took {row['debited']} from "
+                        f"available, {row['clearing']} in clearing")
     return problems

@@ -10,6 +10,8 @@
                                                capture and fee or a refund's posting is missing or wrong
     switch fraud rules|lists|backtest ...      screening rules, allow and block lists (switch/process/fraud_cli.py)
     switch settlement import --network visa FILE...   import and match settlement files (exit 1: exceptions)
+    switch balance --merchant acct_...         a merchant's available and pending balance
+    switch payouts run|list|confirm|schedule   payouts (switch/process/payouts_cli.py)
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import sys
 
 import asyncpg
 
-from switch.process import fraud_cli, settlement_cli
+from switch.process import fraud_cli, payouts_cli, settlement_cli
 
 
 def _database_url() -> str:
@@ -173,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         func=cmd_ledger_check)
     fraud_cli.add_parsers(sub)
     settlement_cli.add_parsers(sub)
+    payouts_cli.add_parsers(sub)
     return parser
 
 

@@ -22,6 +22,7 @@ from switch.common import http, metrics
 from switch.common.tls import server_context
 from switch.fraud.screen import Screener
 from switch.frontends.http.app import App
+from switch.frontends.http.balance_api import BalanceApi
 from switch.frontends.http.fraud_api import FraudApi
 from switch.frontends.http.ops import OpsApp
 from switch.idempotency.lock import Idempotency
@@ -36,6 +37,7 @@ from switch.payments.engine import Payments
 from switch.payments.trace import TraceAllocator
 from switch.process.config import Settings, load_settings
 from switch.settlement import job as settlement_job
+from switch.settlement import payouts
 from switch.store import idempotency as key_store
 from switch.store.pool import create_pool
 from switch.store.writer import PaymentWriter
@@ -104,7 +106,8 @@ class Worker:
         for commands in {idempotency.commands, fraud_commands}:
             with contextlib.suppress(RedisError, OSError):  # Redis away now: loaded on first use instead
                 await commands.load_scripts()
-        app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter, FraudApi(pool, screener))
+        app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter, FraudApi(pool, screener),
+                  BalanceApi(pool))
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         server = await http.serve(app.handle, self.host, self.port, tls=tls)
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
@@ -113,6 +116,8 @@ class Worker:
         settling = (asyncio.get_running_loop().create_task(settlement_job.run(
             pool, Path(settings.settlement_dir), Path(settings.settlement_reports_dir), list(settings.networks),
             settings.settlement_poll_s)) if settings.settlement_dir else None)
+        paying = (asyncio.get_running_loop().create_task(payouts.run(
+            pool, Path(settings.payouts_dir), settings.payouts_poll_s)) if settings.payouts_dir else None)
         if ready_fd is not None:
             try:
                 os.write(ready_fd, b"ready\n")
@@ -123,8 +128,9 @@ class Worker:
         server.close()
         ops_server.close()
         reaper.cancel()
-        if settling is not None:
-            settling.cancel()
+        for job in (settling, paying):
+            if job is not None:
+                job.cancel()
         await outbox.stop()
         await asyncio.sleep(0.2)            # let handlers already running write their final rows
         await writer.close()

@@ -5,13 +5,15 @@ Actions:
 - `acknowledge`: investigated, nothing to book (a duplicate the network will reverse, say);
 - `dispute`: raised with the network; the receivable stays open;
 - `write_off`: an amount mismatch accepted as the network settled it. The line is posted as settled and
-  the difference goes to `expense:<network>:settlement_differences`; the payment becomes `settled`.
+  the difference goes to `expense:<network>:settlement_differences`; the payment becomes `settled` and its
+  net is released to the merchant's available balance (what we captured: the difference is ours).
 """
 
 from __future__ import annotations
 
 import asyncpg
 
+from switch.ledger import postings
 from switch.store import ledger as ledger_store
 from switch.store import settlement as settlement_store
 from switch.store.records import LedgerEntry
@@ -54,5 +56,8 @@ async def _write_off(conn: asyncpg.Connection, line: asyncpg.Record) -> None:
         (f"expense:{network}:interchange", fee), (f"expense:{network}:settlement_differences", ours - theirs))
         if amount]
     assert sum(entry.amount for entry in entries) == 0
+    settled = await settlement_store.mark_settled(conn, line["payment_id"])
+    if settled is not None:
+        entries += postings.release(posting, line["payment_id"], settled["merchant_id"], settled["currency"],
+                                    settled["amount_received"])
     await ledger_store.insert_entries(conn, entries)
-    await settlement_store.mark_settled(conn, line["payment_id"])

@@ -73,6 +73,45 @@ WHERE NOT EXISTS (SELECT 1 FROM settlement_matches m JOIN settlement_files f ON 
 LIMIT $1"""
 
 
+# Every settled payment released its net (captured less the fee) from pending to available, under its
+# settlement's postings (less any that a re-issue undid), and no other payment did.
+_RELEASES_MISMATCHED = f"""
+WITH released AS (
+    SELECT payment_id, -sum(amount) AS released FROM ledger_entries
+    WHERE account >= 'merchant:' AND account < 'merchant;' AND account LIKE '%:available'
+      AND (posting_id LIKE 'settle:%' OR posting_id LIKE 'unsettle:%')
+    GROUP BY payment_id
+)
+SELECT p.id, p.status, p.amount_received, coalesce(r.released, 0) AS released
+FROM payments p LEFT JOIN released r ON r.payment_id = p.id
+WHERE coalesce(r.released, 0) <> CASE WHEN p.status = 'settled'
+                                      THEN p.amount_received - {fee_sql("p.amount_received")} ELSE 0 END
+LIMIT $1"""
+
+# Every payout took its amount from the merchant's available balance (given back if it failed), and the
+# clearing account holds it until it is paid.
+_PAYOUTS_MISMATCHED = """
+SELECT o.id, o.status, o.amount,
+       COALESCE(sum(e.amount) FILTER (WHERE e.account = 'merchant:' || o.merchant_id || ':available'), 0) AS debited,
+       COALESCE(-sum(e.amount) FILTER (WHERE e.account = $2), 0) AS clearing
+FROM payouts o LEFT JOIN ledger_entries e
+    ON e.posting_id IN ('payout:' || o.id, 'payout_paid:' || o.id, 'payout_failed:' || o.id)
+GROUP BY o.id
+HAVING COALESCE(sum(e.amount) FILTER (WHERE e.account = 'merchant:' || o.merchant_id || ':available'), 0)
+       <> CASE WHEN o.status = 'failed' THEN 0 ELSE o.amount END
+    OR COALESCE(-sum(e.amount) FILTER (WHERE e.account = $2), 0)
+       <> CASE WHEN o.status IN ('pending', 'in_transit') THEN o.amount ELSE 0 END
+LIMIT $1"""
+
+
+async def list_mismatched_releases(conn: Conn, rows_max: int) -> list[asyncpg.Record]:
+    return await conn.fetch(_RELEASES_MISMATCHED, rows_max)
+
+
+async def list_mismatched_payouts(conn: Conn, rows_max: int, clearing_account: str) -> list[asyncpg.Record]:
+    return await conn.fetch(_PAYOUTS_MISMATCHED, rows_max, clearing_account)
+
+
 async def list_mismatched_settlements(conn: Conn, rows_max: int) -> list[asyncpg.Record]:
     return await conn.fetch(_SETTLEMENTS_MISMATCHED, rows_max)
 

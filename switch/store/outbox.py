@@ -40,3 +40,7 @@ async def update_outbox_acknowledged(pool: asyncpg.Pool, outbox_id: int, respons
 async def update_outbox_retry(pool: asyncpg.Pool, outbox_id: int, delay_s: float) -> None:
     await pool.execute("UPDATE network_outbox SET next_attempt_at = now() + make_interval(secs => $2) "
                        "WHERE id = $1", outbox_id, delay_s)
+
+
+async def count_unacknowledged(conn: asyncpg.Connection | asyncpg.Pool) -> int:
+    return int(await conn.fetchval("SELECT count(*) FROM network_outbox WHERE acknowledged_at IS NULL"))

@@ -103,7 +103,7 @@ class LedgerEntry(msgspec.Struct, array_like=True):
     """One line of a posting (signed minor units: debit positive, credit negative)."""
 
     posting_id: str
-    payment_id: str
+    payment_id: str | None             # None for postings of no payment (payouts)
     account: str
     amount: int
     currency: str

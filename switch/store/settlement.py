@@ -11,6 +11,8 @@ from typing import Any
 
 import asyncpg
 
+from switch.common.fees import fee_sql
+
 STAGE = """
 CREATE TEMP TABLE IF NOT EXISTS settlement_stage (line_no bigserial, raw text) ON COMMIT DROP"""
 
@@ -147,8 +149,10 @@ async def copy_matches(conn: asyncpg.Connection, file_id: int, path: str) -> Non
 
 # A matched line settles its item: the network's receivable is credited by the line's amount, the
 # settlement bank account gets the amount less the interchange fee the file charged, the fee goes to its
-# own account; the payment or refund moves to `settled` (a payment with its event). Posting
-# `settle:<file>:<line>` (the amounts are the line's: a refund's is negative).
+# own account; the payment or refund moves to `settled` (a payment with its event), and a payment's net
+# (captured less our fee) is released from the merchant's pending to its available balance (the entries of
+# switch.ledger.postings.release). Posting `settle:<file>:<line>` (the amounts are the line's: a refund's is
+# negative; a refund left the merchant's available balance when it succeeded).
 SETTLE = """
 WITH matched AS (
     SELECT m.line_no, m.payment_id, m.refund_id, l.amount_minor, coalesce(l.interchange_fee_minor, 0) AS fee,
@@ -166,13 +170,19 @@ WITH matched AS (
 ), paid AS (
     UPDATE payments p SET status = 'settled', updated_at = now()
     FROM matched m WHERE m.refund_id IS NULL AND p.id = m.payment_id AND p.status = 'succeeded'
-    RETURNING p.id, p.amount_received
+    RETURNING p.id, p.amount_received, p.merchant_id, p.currency, m.line_no
 ), paid_events AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
     SELECT id, 'payment.settled', 'succeeded', 'settled', amount_received FROM paid
+), released AS (
+    INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
+    SELECT 'settle:' || $1 || ':' || p.line_no, p.id, 'merchant:' || p.merchant_id || e.account, e.amount, p.currency
+    FROM paid p, LATERAL (SELECT p.amount_received - {fee} AS net) n,
+         LATERAL (VALUES (':payable', n.net), (':available', -n.net)) AS e(account, amount)
+    WHERE n.net <> 0
 )
 UPDATE refunds r SET status = 'settled', updated_at = now()
-FROM matched m WHERE r.id = m.refund_id AND r.status = 'succeeded'"""
+FROM matched m WHERE r.id = m.refund_id AND r.status = 'succeeded'""".replace("{fee}", fee_sql("p.amount_received"))
 
 # A superseded file's settlements are undone: each of its postings gets its contra posting
 # (`unsettle:<file>:<line>`), and what it settled is `succeeded` again until the re-issue settles it.
@@ -236,13 +246,16 @@ async def insert_resolution(conn: asyncpg.Connection, file_id: int, line_no: int
     return status.endswith(" 1")
 
 
-async def mark_settled(conn: asyncpg.Connection, payment_id: str) -> None:
-    """A payment settled by an operator's write-off of its line's difference."""
-    updated = await conn.fetchval("UPDATE payments SET status = 'settled', updated_at = now() WHERE id = $1 AND "
-                                  "status = 'succeeded' RETURNING amount_received", payment_id)
+async def mark_settled(conn: asyncpg.Connection, payment_id: str) -> asyncpg.Record | None:
+    """A payment settled by an operator's write-off of its line's difference: its merchant, currency and
+    amount received, or None when it was not `succeeded`."""
+    updated = await conn.fetchrow("UPDATE payments SET status = 'settled', updated_at = now() WHERE id = $1 AND "
+                                  "status = 'succeeded' RETURNING merchant_id, currency, amount_received", payment_id)
     if updated is not None:
         await conn.execute("INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) "
-                           "VALUES ($1, 'payment.settled', 'succeeded', 'settled', $2)", payment_id, updated)
+                           "VALUES ($1, 'payment.settled', 'succeeded', 'settled', $2)", payment_id,
+                           updated["amount_received"])
+    return updated
 
 
 async def known_file_names(conn: asyncpg.Connection | asyncpg.Pool, names: list[str]) -> set[str]:

@@ -46,7 +46,7 @@ async def test_capture_posts_amount_and_fee_and_refunds_keep_the_fee(api: Client
     assert await entries(db, created["id"]) == {
         ("capture", "network:visa:receivable"): 7300, ("capture", f"merchant:{merchant}:payable"): -7300,
         ("fee", f"merchant:{merchant}:payable"): fee, ("fee", "platform:fees"): -fee,
-        ("refund", f"merchant:{merchant}:payable"): 2000, ("refund", "network:visa:receivable"): -2000,
+        ("refund", f"merchant:{merchant}:available"): 2000, ("refund", "network:visa:receivable"): -2000,
     }
 
 

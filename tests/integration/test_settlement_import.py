@@ -17,6 +17,7 @@ import pytest
 import pytest_asyncio
 
 from loadtest.httpclient import Client
+from switch.common.fees import fee_minor
 from tests.conftest import simulator
 from tests.integration.helpers import key, luhn_card, payment
 
@@ -124,8 +125,12 @@ async def test_a_days_file_matches_and_planted_discrepancies_are_found(stack, sh
     posted = await db.fetch("SELECT account, amount FROM ledger_entries WHERE posting_id = $1 ORDER BY account",
                             f"settle:{file_id}:{await _line_no(db, file_id, rrns[authorized['id']])}")
     fee = 3000 * 150 // 10_000 + 10                               # visa: 1.5 % + 10 (docs/simulator.md)
+    merchant = await db.fetchval("SELECT merchant_id FROM payments WHERE id = $1", authorized["id"])
+    released = 3000 - fee_minor(3000)                             # our net moves from pending to available
     assert [(row["account"], row["amount"]) for row in posted] == [
-        ("expense:visa:interchange", fee), ("network:visa:receivable", -3000), ("settlement:visa:bank", 3000 - fee)]
+        ("expense:visa:interchange", fee), (f"merchant:{merchant}:available", -released),
+        (f"merchant:{merchant}:payable", released), ("network:visa:receivable", -3000),
+        ("settlement:visa:bank", 3000 - fee)]
     assert (await _ledger_check(stack)).returncode == 0
 
     again = await _import(stack, reports, day)

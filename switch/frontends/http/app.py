@@ -17,6 +17,7 @@ from urllib.parse import parse_qsl
 from switch.common import errors, metrics
 from switch.common.http import Request, Response
 from switch.frontends.http import fraud_api, render, schema
+from switch.frontends.http.balance_api import BalanceApi
 from switch.frontends.http.fraud_api import FraudApi
 from switch.idempotency.ratelimit import Buckets, RateLimiter
 from switch.merchants import ApiKeyCache, Merchant, hash_key
@@ -43,9 +44,10 @@ def new_request_id() -> str:
 
 class App:
     def __init__(self, payments: Payments, api_keys: ApiKeyCache, fingerprint: Callable[[str, str, bytes], bytes],
-                 limiter: RateLimiter, fraud: FraudApi) -> None:
+                 limiter: RateLimiter, fraud: FraudApi, balance: BalanceApi) -> None:
         self.payments = payments
         self.fraud = fraud
+        self.balance = balance
         self.api_keys = api_keys
         self.fingerprint = fingerprint
         self.limiter = limiter
@@ -94,6 +96,12 @@ class App:
             if answered is None:
                 raise errors.invalid_request("not_found", f"Unrecognized request URL (POST {path[:100]}).", status=404)
             return answered
+        if method == "POST" and path == "/v1/payouts":
+            if wait_ms := await self.limiter.admit(buckets).wait_ms():
+                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
+            return "payouts.create", await self.balance.create_payout(
+                merchant, request.body, self._idempotency_key(request),
+                self.fingerprint(request.method, path, request.body))
         if method == "POST":
             route, build = self._post_route(path)
             key = self._idempotency_key(request)
@@ -102,6 +110,9 @@ class App:
             if wait_ms := await self.limiter.admit(buckets).wait_ms():
                 return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
             if path.startswith("/v1/fraud/") and (answered := await self.fraud.get(merchant, path)):
+                return answered
+            if path.startswith(("/v1/balance", "/v1/payouts")) and (
+                    answered := await self.balance.get(merchant, path, request.query)):
                 return answered
             route, response = await self._get(path, Caller(merchant, request_id), request.query)
             return route, response

@@ -96,12 +96,12 @@ def cancel(payment_id: str, body: bytes) -> Cancel:
 
 
 def list_query(query: dict[str, str]) -> ListPayments:
-    return ListPayments(limit=_int_param(query, "limit", 10, 1, 100), starting_after=query.get("starting_after"),
+    return ListPayments(limit=int_param(query, "limit", 10, 1, 100), starting_after=query.get("starting_after"),
                         ending_before=query.get("ending_before"), created_gte=_time_param(query, "created[gte]"),
                         created_lte=_time_param(query, "created[lte]"))
 
 
-def _int_param(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+def int_param(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
     text = query.get(name)
     if text is None:
         return default
