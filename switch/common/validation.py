@@ -17,16 +17,20 @@ _PATTERN_WORDS = {
 }
 _REGEX = re.compile(r"Expected `str` matching regex '(.*)'$")
 
+_UNKNOWN_FIELD = re.compile(r"Object (?:contains unknown|missing required) field `([^`]{1,100})`")
 _PATH = re.compile(r"at (?:`key` in )?`\$\.?([^`]*)`")   # a dict key's error names its dict
 
 
 def error_param(error: msgspec.ValidationError) -> str | None:
-    """`Expected int, got str - at $.payment_method.card.exp_month` -> payment_method[card][exp_month]."""
-    match = _PATH.search(str(error))
-    if not match or not match.group(1):
+    """`Expected int, got str - at $.payment_method.card.exp_month` -> payment_method[card][exp_month]; an
+    unknown or missing field is named itself (`Object contains unknown field `x` - at `$.card`` -> card[x])."""
+    text = str(error)
+    match = _PATH.search(text)
+    parts = [part for part in re.split(r"\.|\[|\]", match.group(1)) if part] if match else []
+    if unknown := _UNKNOWN_FIELD.match(text):
+        parts.append(unknown.group(1))
+    if not parts:
         return None
-    parts = re.split(r"\.|\[|\]", match.group(1))
-    parts = [part for part in parts if part]
     return parts[0] + "".join(f"[{part}]" for part in parts[1:])
 
 
