@@ -162,8 +162,8 @@ CREATE TABLE ledger_entries (
 );
 CREATE INDEX ledger_entries_posting ON ledger_entries (posting_id);
 -- A merchant's balance and balance transactions are its two accounts' entries (switch.settlement.balance).
-CREATE INDEX ledger_entries_merchant ON ledger_entries (account, id)
-    WHERE account >= 'merchant:' AND account < 'merchant;';
+-- starts_with, not a range of text: a range's meaning depends on the database's collation.
+CREATE INDEX ledger_entries_merchant ON ledger_entries (account, id) WHERE starts_with(account, 'merchant:');
 
 -- The signals the fraud screen saw for a payment, which backtests run candidate rules over. Written in the
 -- payment's own write-ahead statement, never updated: apart from `payments`, whose row every state change
@@ -228,7 +228,9 @@ CREATE TABLE settlement_lines (
     file_id           bigint NOT NULL REFERENCES settlement_files (id),
     line_no           integer NOT NULL,             -- 1 is the header
     raw               text NOT NULL,                -- the line as the network sent it
-    record_type       text NOT NULL,                -- D detail, T trailer, H header
+    record_type       text NOT NULL,                -- D detail, T trailer, H header; M: an item of ours the
+                                                    -- file should have settled and did not (missing_in_theirs),
+                                                    -- numbered after the file's own lines
     rrn               text,
     stan              text,
     terminal_id       text,
@@ -246,7 +248,7 @@ CREATE TABLE settlement_matches (
     line_no            integer NOT NULL,
     class              text NOT NULL CHECK (class IN ('matched', 'amount_mismatch', 'missing_in_ours',
                                                       'duplicate_in_file', 'settled_after_reversal',
-                                                      'currency_mismatch')),
+                                                      'currency_mismatch', 'missing_in_theirs')),
     payment_id         text,
     refund_id          text,
     ours_amount_minor  bigint,                      -- what we recorded (captured, sold or refunded)

@@ -111,7 +111,7 @@ def render(network: str, rows: Iterable[Row], cut_off_at: datetime) -> str:
         total[0] += 1
         total[1 if row.amount_minor > 0 else 2] += abs(row.amount_minor)
         total[3] += row.interchange_fee_minor
-    cut_off_text = cut_off_at.isoformat(timespec="seconds").replace("+00:00", "Z")
+    cut_off_text = cut_off_at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
     for currency, (count, debit, credit, fees) in sorted(totals.items() or [("", [0, 0, 0, 0])]):
         writer.writerow(("T", network, currency, count, debit, credit, debit - credit, fees, settlement_date,
                          cut_off_text))  # fmt: skip

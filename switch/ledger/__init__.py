@@ -13,6 +13,7 @@ Accounts (signed minor units: debit positive, credit negative):
     bank:payouts                  what our bank paid out to merchants (credit)
 Postings, each summing to zero: ``capture:<payment>`` and ``fee:<payment>`` when a payment is captured
 (or a sale approved); ``refund:<refund>`` when a refund succeeds; ``settle:<file>:<line>`` when a
-settlement line matches (with the payment's release from pending to available); ``unsettle:<file>:<line>``
-when a re-issued file supersedes it; ``payout:<po>``, ``payout_paid:<po>``, ``payout_failed:<po>``.
+settlement line matches, and ``release:<file>:<merchant>:<currency>``, the settled payments' net from
+pending to available; ``unsettle:<file>:<line>`` and ``unrelease:...`` when a re-issued file supersedes
+it; ``payout:<po>``, ``payout_paid:<po>``, ``payout_failed:<po>``.
 """

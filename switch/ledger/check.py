@@ -1,7 +1,7 @@
 """`switch ledger check`: every posting sums to zero, every payment's capture and fee postings match what it
 captured, every refund's posting matches whether it succeeded, and every settlement (a matched line of an
 active settlement file) is posted and is the only way a payment or refund became `settled`; every settled
-payment's net was released to its merchant's available balance, and every payout's postings match its
+payments' net was released to their merchant's available balance, and every payout's postings match its
 status."""
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ async def check(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
     for row in await ledger_store.list_settled_unmatched(conn, CHECK_ROWS_MAX):
         problems.append(f"SETTLED {row['id']} without a matched line in an active settlement file")
     for row in await ledger_store.list_mismatched_releases(conn, CHECK_ROWS_MAX):
-        problems.append(f"RELEASE {row['id']} {row['status']} captured {row['amount_received']} but released "
-                        f"{row['released']} to available")
+        problems.append(f"RELEASE {row['merchant_id']} {row['currency']}: settled payments' net {row['owed']} "
+                        f"but released {row['released']} to available")
     for row in await ledger_store.list_mismatched_payouts(conn, CHECK_ROWS_MAX, PAYOUT_CLEARING_ACCOUNT):
         problems.append(f"PAYOUT {row['id']} {row['status']} {row['amount']} but took {row['debited']} from "
                         f"available, {row['clearing']} in clearing")

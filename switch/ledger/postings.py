@@ -40,8 +40,9 @@ def refund(refund_id: str, payment_id: str, merchant_id: str, network: str, curr
 def release(posting_id: str, payment_id: str, merchant_id: str, currency: str,
             amount_received: int) -> list[LedgerEntry]:
     """A settled payment's net (captured less our fee) moves from the merchant's pending to its available
-    balance. Booked under the settlement's own posting id, so undoing a settlement undoes it too. The SQL
-    of a file's settlement (switch.store.settlement.SETTLE) books the same two entries."""
+    balance: for a written-off line, under the line's settlement posting, so undoing the settlement undoes
+    it too. A file's settlement (switch.store.settlement.SETTLE) books the same entries in SQL, summed per
+    merchant and currency."""
     net = amount_received - fee_minor(amount_received)
     return _balanced([
         LedgerEntry(posting_id, payment_id, pending_account(merchant_id), net, currency),

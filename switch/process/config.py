@@ -38,6 +38,7 @@ class Settings:
     settlement_dir: str = ""               # where the networks' settlement files land; "": no settlement job
     settlement_reports_dir: str = "reports/settlement"
     settlement_poll_s: float = 60.0
+    settlement_missing_after_days: float = 2.0   # an item the network has not settled by then is an exception
     payouts_dir: str = ""                  # where payout files for the bank are written; "": no payout job
     payouts_poll_s: float = 60.0
 
@@ -113,6 +114,7 @@ def load_settings() -> Settings:
         settlement_dir=os.environ.get("SWITCH_SETTLEMENT_DIR", ""),
         settlement_reports_dir=os.environ.get("SWITCH_SETTLEMENT_REPORTS_DIR", "reports/settlement"),
         settlement_poll_s=float(os.environ.get("SWITCH_SETTLEMENT_POLL_S", "60")),
+        settlement_missing_after_days=float(os.environ.get("SWITCH_SETTLEMENT_MISSING_AFTER_DAYS", "2")),
         payouts_dir=os.environ.get("SWITCH_PAYOUTS_DIR", ""),
         payouts_poll_s=float(os.environ.get("SWITCH_PAYOUTS_POLL_S", "60")),
     )

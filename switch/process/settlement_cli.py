@@ -27,7 +27,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         worst = 0
         for name in args.files:
             try:
-                result = await import_file(conn, args.network, Path(name))
+                result = await import_file(conn, args.network, Path(name), args.missing_after_days)
             except (ImportRefused, OSError) as error:
                 print(f"{name}: refused: {error}", file=sys.stderr)
                 worst = 2
@@ -98,6 +98,8 @@ def add_parsers(sub: Any) -> None:
     command = settlement.add_parser("import", help="import settlement files and match every line")
     command.add_argument("--network", required=True, help="the network the files come from")
     command.add_argument("--reports-dir", default="reports/settlement", help="where the reports go")
+    command.add_argument("--missing-after-days", type=float, default=2.0,
+                         help="how long the network may take to settle an item before it is missing_in_theirs")
     command.add_argument("files", nargs="+")
     command.set_defaults(func=cmd_import)
     exceptions = settlement.add_parser("exceptions", help="the lines that did not match").add_subparsers(

@@ -115,7 +115,7 @@ class Worker:
         reaper = asyncio.get_running_loop().create_task(self._reap(pool))
         settling = (asyncio.get_running_loop().create_task(settlement_job.run(
             pool, Path(settings.settlement_dir), Path(settings.settlement_reports_dir), list(settings.networks),
-            settings.settlement_poll_s)) if settings.settlement_dir else None)
+            settings.settlement_poll_s, settings.settlement_missing_after_days)) if settings.settlement_dir else None)
         paying = (asyncio.get_running_loop().create_task(payouts.run(
             pool, Path(settings.payouts_dir), settings.payouts_poll_s)) if settings.payouts_dir else None)
         if ready_fd is not None:

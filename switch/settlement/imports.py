@@ -1,7 +1,8 @@
 """Import one settlement file: once per content (its SHA-256), in one transaction; its raw lines kept; a
 corrected re-issue of a cut-off supersedes the earlier file (whose settlements are undone); every detail
 line matched, set-based, against captures, sales and refunds; each matched item `settled`, with its
-ledger posting.
+ledger posting; and our items the network had by the cut-off but has not settled for longer than the
+grace, reported as missing_in_theirs.
 
 The file is checked before anything is kept: the header must be the documented one, every trailer's
 count and totals must add up to its currency's detail lines, and every detail line must name the network
@@ -15,7 +16,7 @@ import hashlib
 import io
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import asyncpg
@@ -28,7 +29,8 @@ HEADER = ("record_type,network,rrn,stan,terminal_id,auth_code,transaction_type,a
 DETAIL_FIELDS = 12
 TRAILER_FIELDS = 10
 EXCEPTIONS = ("amount_mismatch", "missing_in_ours", "duplicate_in_file", "settled_after_reversal",
-              "currency_mismatch")
+              "currency_mismatch", "missing_in_theirs")
+MISSING_AFTER_DAYS = 2     # how long the network may take to settle an item it had before it is an exception
 
 
 REPORT_COLUMNS = ("line_no", "class", "rrn", "transaction_type", "payment_id", "refund_id", "ours_amount_minor",
@@ -48,6 +50,7 @@ class Imported:
     already_imported: bool = False
     superseded: list[int] = field(default_factory=list)
     cut_off_at: datetime | None = None
+    awaiting: int = 0          # our items the network had, not settled yet, within the grace
     classes: Counter[str] = field(default_factory=Counter)
     lines: list[dict[str, object]] = field(default_factory=list)     # the lines that did not match
 
@@ -108,8 +111,11 @@ def _detail(fields: list[str], network: str, totals: dict[str, list[int]]) -> No
     total[1 if amount >= 0 else 2] += abs(amount)
 
 
-async def import_file(conn: asyncpg.Connection, network: str, path: Path) -> Imported:
-    """Import and match `path` (idempotent by content); the result, with every line's class."""
+async def import_file(conn: asyncpg.Connection, network: str, path: Path,
+                      missing_after_days: float = MISSING_AFTER_DAYS) -> Imported:
+    """Import and match `path` (idempotent by content); the result, with every line's class. Our items the
+    network had by the cut-off, that no file settled within `missing_after_days`, are reported as this
+    file's missing_in_theirs lines."""
     data = await asyncio.to_thread(path.read_bytes)
     cut_off_at, settlement_date, line_count = check(data, network)
     sha256 = hashlib.sha256(data).digest()
@@ -129,8 +135,13 @@ async def import_file(conn: asyncpg.Connection, network: str, path: Path) -> Imp
                 if result.superseded:
                     await settlement_store.unsettle(conn, result.superseded)
             alpha = list(CURRENCIES)
-            await settlement_store.match(conn, file_id, alpha, [CURRENCIES[code].numeric for code in alpha])
+            numeric = [CURRENCIES[code].numeric for code in alpha]
+            await settlement_store.match(conn, file_id, alpha, numeric)
             await settlement_store.settle(conn, file_id)
+            await settlement_store.resolve_settled_late(conn, file_id)
+            if cut_off_at is not None:
+                result.awaiting = await settlement_store.flag_missing(
+                    conn, file_id, network, cut_off_at, timedelta(days=missing_after_days), alpha, numeric)
         result.cut_off_at = cut_off_at
         for row in await settlement_store.class_counts(conn, result.file_id):
             result.classes[row["class"]] = row["count"]

@@ -16,7 +16,7 @@ from pathlib import Path
 import asyncpg
 
 from switch.settlement import report
-from switch.settlement.imports import ImportRefused, import_file
+from switch.settlement.imports import MISSING_AFTER_DAYS, ImportRefused, import_file
 from switch.store import settlement as settlement_store
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,8 @@ log = logging.getLogger(__name__)
 FILES_PER_PASS_MAX = 100
 
 
-async def import_new(pool: asyncpg.Pool, directory: Path, reports: Path, networks: list[str]) -> int:
+async def import_new(pool: asyncpg.Pool, directory: Path, reports: Path, networks: list[str],
+                     missing_after_days: float = MISSING_AFTER_DAYS) -> int:
     """Import the files of `networks` in `directory` that were never imported; how many were."""
     names = sorted(await asyncio.to_thread(lambda: [path.name for path in directory.glob("*.csv")]))
     known = await settlement_store.known_file_names(pool, names)
@@ -35,7 +36,7 @@ async def import_new(pool: asyncpg.Pool, directory: Path, reports: Path, network
             continue
         async with pool.acquire() as conn:
             try:
-                result = await import_file(conn, network, directory / name)
+                result = await import_file(conn, network, directory / name, missing_after_days)
             except ImportRefused as refused:
                 log.error("settlement file %s refused: %s", name, refused)
                 continue
@@ -46,10 +47,11 @@ async def import_new(pool: asyncpg.Pool, directory: Path, reports: Path, network
     return imported
 
 
-async def run(pool: asyncpg.Pool, directory: Path, reports: Path, networks: list[str], interval_s: float) -> None:
+async def run(pool: asyncpg.Pool, directory: Path, reports: Path, networks: list[str], interval_s: float,
+              missing_after_days: float = MISSING_AFTER_DAYS) -> None:
     while True:
         try:
-            await import_new(pool, directory, reports, networks)
+            await import_new(pool, directory, reports, networks, missing_after_days)
         except Exception as error:  # noqa: BLE001 - a failed pass is tried again next interval
             log.warning("settlement pass failed: %s", error.__class__.__name__)
         await asyncio.sleep(interval_s)

@@ -23,7 +23,7 @@ async def write(conn: asyncpg.Connection, result: Imported, directory: Path) -> 
                "already_imported": result.already_imported, "superseded": result.superseded,
                "cut_off_at": result.cut_off_at.isoformat() if result.cut_off_at else None,
                "classes": dict(sorted(result.classes.items())), "exceptions": result.exceptions,
-               "lines": result.lines}
+               "awaiting_settlement": result.awaiting, "lines": result.lines}
     paths = [directory / f"{stem}.json", directory / f"{stem}.csv"]
     await asyncio.to_thread(write_atomically, paths[0], json.dumps(summary, indent=2, default=str) + "\n")
     temporary = temporary_for(paths[1])
@@ -37,4 +37,6 @@ def summary_lines(result: Imported) -> list[str]:
             + ("already imported, unchanged" if result.already_imported else "imported")
             + (f", supersedes file {', '.join(map(str, result.superseded))}" if result.superseded else ""))
     counts = ", ".join(f"{name} {result.classes[name]}" for name in ("matched", *EXCEPTIONS) if result.classes[name])
-    return [head, f"  lines: {counts or 'none'}", f"  exceptions: {result.exceptions}"]
+    awaiting = f"  awaiting settlement (within the grace): {result.awaiting}" if result.awaiting else None
+    return [head, f"  lines: {counts or 'none'}", *([awaiting] if awaiting else []),
+            f"  exceptions: {result.exceptions}"]

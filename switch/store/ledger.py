@@ -73,19 +73,22 @@ WHERE NOT EXISTS (SELECT 1 FROM settlement_matches m JOIN settlement_files f ON 
 LIMIT $1"""
 
 
-# Every settled payment released its net (captured less the fee) from pending to available, under its
-# settlement's postings (less any that a re-issue undid), and no other payment did.
+# Each merchant's available balance got, per currency, the net (captured less the fee) of its settled
+# payments: released per file (less what a re-issue undid) or per written-off line, and no more.
 _RELEASES_MISMATCHED = f"""
 WITH released AS (
-    SELECT payment_id, -sum(amount) AS released FROM ledger_entries
-    WHERE account >= 'merchant:' AND account < 'merchant;' AND account LIKE '%:available'
-      AND (posting_id LIKE 'settle:%' OR posting_id LIKE 'unsettle:%')
-    GROUP BY payment_id
+    SELECT substring(account FROM '^merchant:(.*):available$') AS merchant_id, currency, -sum(amount) AS released
+    FROM ledger_entries
+    WHERE account LIKE 'merchant:%:available' AND (posting_id LIKE 'release:%' OR posting_id LIKE 'unrelease:%'
+                                                OR posting_id LIKE 'settle:%' OR posting_id LIKE 'unsettle:%')
+    GROUP BY 1, 2
+), owed AS (
+    SELECT merchant_id, currency, sum(amount_received - {fee_sql("amount_received")}) AS owed
+    FROM payments WHERE status = 'settled' GROUP BY 1, 2
 )
-SELECT p.id, p.status, p.amount_received, coalesce(r.released, 0) AS released
-FROM payments p LEFT JOIN released r ON r.payment_id = p.id
-WHERE coalesce(r.released, 0) <> CASE WHEN p.status = 'settled'
-                                      THEN p.amount_received - {fee_sql("p.amount_received")} ELSE 0 END
+SELECT merchant_id, currency, coalesce(r.released, 0) AS released, coalesce(o.owed, 0) AS owed
+FROM released r FULL JOIN owed o USING (merchant_id, currency)
+WHERE coalesce(r.released, 0) <> coalesce(o.owed, 0)
 LIMIT $1"""
 
 # Every payout took its amount from the merchant's available balance (given back if it failed), and the

@@ -1,6 +1,6 @@
 """Merchant balances (sums of their two ledger accounts) and payouts: the rows, their filing into payout
-files and the bank's answer. Every query on a merchant's accounts repeats the range of the partial index
-`ledger_entries_merchant`, so that prepared (generic) plans can use it."""
+files and the bank's answer. Every query on a merchant's accounts repeats the predicate of the partial
+index `ledger_entries_merchant`, so that prepared (generic) plans can use it."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import asyncpg
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
-_MERCHANT_ACCOUNTS = "account >= 'merchant:' AND account < 'merchant;'"
+_MERCHANT_ACCOUNTS = "starts_with(account, 'merchant:')"     # the partial index's own predicate
 
 PAYOUT_COLUMNS = ("id, merchant_id, currency, amount, status, automatic, scheduled_for, file_name, failure_code, "
                   "created_at, updated_at")
@@ -32,7 +32,7 @@ async def balance(conn: Conn, account: str, currency: str) -> int:
 async def entries(conn: Conn, pending: str, available: str, before_id: int | None, limit: int) -> list[asyncpg.Record]:
     """A merchant's ledger entries, newest first: each account's own index range, merged."""
     one = (f"SELECT id, posting_id, payment_id, account, amount, currency, created_at FROM ledger_entries "
-           f"WHERE account = ${{n}} AND {_MERCHANT_ACCOUNTS} AND ($3::bigint IS NULL OR id < $3) "
+           f"WHERE account = ${{n}} AND {_MERCHANT_ACCOUNTS} AND id < coalesce($3::bigint, 9223372036854775807) "
            "ORDER BY id DESC LIMIT $4")
     return await conn.fetch(f"({one.format(n=1)}) UNION ALL ({one.format(n=2)}) ORDER BY id DESC LIMIT $4",
                             pending, available, before_id, limit)

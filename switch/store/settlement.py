@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -70,6 +70,77 @@ SELECT $1, l.line_no,
 FROM lines l LEFT JOIN ours o ON o.line_no = l.line_no
 WHERE l.transaction_type <> 'adjustment'
 ON CONFLICT DO NOTHING"""
+
+
+# Our items the network had by the file's cut-off ($3) and no active file settled or listed: captures by
+# the acknowledgement of their advice, sales by their approval, refunds by theirs (each a time after the
+# network recorded the item, so an item at or before the cut-off was the network's before it). Those the
+# network had for longer than the grace ($4) become lines of class missing_in_theirs in this file (record
+# type M, numbered after its own lines); the others are counted as awaiting settlement.
+_UNSETTLED = """
+WITH sent AS (
+    SELECT p.id AS payment_id, NULL::text AS refund_id, 'capture' AS kind, p.rrn, p.amount_received AS amount,
+           p.currency, o.acknowledged_at AS sent_at
+    FROM payments p JOIN network_outbox o ON o.payment_id = p.id AND o.kind = 'capture_advice'
+    WHERE p.network = $2 AND p.status = 'succeeded' AND o.acknowledged_at <= $3
+    UNION ALL
+    SELECT p.id, NULL, 'sale', p.rrn, p.amount_received, p.currency, e.created_at
+    FROM payments p JOIN payment_events e ON e.payment_id = p.id AND e.type = 'sale.approved'
+    WHERE p.network = $2 AND p.status = 'succeeded' AND e.created_at <= $3
+    UNION ALL
+    SELECT r.payment_id, r.id, 'refund', r.rrn, r.amount, r.currency, r.updated_at
+    FROM refunds r JOIN payments p ON p.id = r.payment_id
+    WHERE p.network = $2 AND r.status = 'succeeded' AND r.updated_at <= $3
+), unsettled AS (
+    SELECT s.* FROM sent s
+    WHERE NOT EXISTS (SELECT 1 FROM settlement_matches m JOIN settlement_files f ON f.id = m.file_id
+                      WHERE f.status = 'active' AND m.payment_id = s.payment_id
+                        AND m.refund_id IS NOT DISTINCT FROM s.refund_id)
+)"""
+
+MISSING = _UNSETTLED + """, overdue AS (
+    SELECT u.*, (SELECT lines FROM settlement_files WHERE id = $1)
+                + row_number() OVER (ORDER BY u.sent_at, u.payment_id, u.refund_id) AS line_no
+    FROM unsettled u WHERE u.sent_at <= $3 - $4::interval
+), currencies AS (
+    SELECT * FROM unnest($5::text[], $6::text[]) AS c(alpha, numeric)
+), lines AS (
+    INSERT INTO settlement_lines (file_id, line_no, raw, record_type, rrn, transaction_type, currency,
+                                  transaction_date)
+    SELECT $1, o.line_no, concat_ws(',', 'M', $2, o.rrn, o.kind, o.payment_id, o.refund_id, o.amount, o.currency,
+                                    to_char(o.sent_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')),
+           'M', o.rrn, o.kind, c.numeric, (o.sent_at AT TIME ZONE 'UTC')::date
+    FROM overdue o LEFT JOIN currencies c ON c.alpha = o.currency
+    RETURNING line_no
+)
+INSERT INTO settlement_matches (file_id, line_no, class, payment_id, refund_id, ours_amount_minor)
+SELECT $1, o.line_no, 'missing_in_theirs', o.payment_id, o.refund_id, o.amount
+FROM overdue o JOIN lines l ON l.line_no = o.line_no"""
+
+AWAITING = (_UNSETTLED.replace("$2", "$1").replace("$3", "$2")
+            + " SELECT count(*) FROM unsettled WHERE sent_at > $2 - $3::interval")
+
+# An item an earlier file reported missing, that this file settled: the exception resolves itself.
+SETTLED_LATE = """
+INSERT INTO settlement_resolutions (file_id, line_no, action, reason, actor)
+SELECT m.file_id, m.line_no, 'acknowledge', 'settled late, in file ' || $1, 'switch'
+FROM settlement_matches m JOIN settlement_files f ON f.id = m.file_id AND f.status = 'active'
+JOIN settlement_matches n ON n.file_id = $1 AND n.class = 'matched' AND n.payment_id = m.payment_id
+                         AND n.refund_id IS NOT DISTINCT FROM m.refund_id
+WHERE m.class = 'missing_in_theirs' AND m.file_id <> $1
+ON CONFLICT DO NOTHING"""
+
+
+async def flag_missing(conn: asyncpg.Connection, file_id: int, network: str, cut_off_at: datetime,
+                       grace: timedelta, alpha: Sequence[str], numeric: Sequence[str]) -> int:
+    """Report our overdue unsettled items as this file's missing_in_theirs lines; how many are awaiting
+    settlement still (within the grace)."""
+    await conn.execute(MISSING, file_id, network, cut_off_at, grace, list(alpha), list(numeric))
+    return int(await conn.fetchval(AWAITING, network, cut_off_at, grace))
+
+
+async def resolve_settled_late(conn: asyncpg.Connection, file_id: int) -> None:
+    await conn.execute(SETTLED_LATE, file_id)
 
 
 async def lock_network(conn: asyncpg.Connection, network: str) -> None:
@@ -149,10 +220,11 @@ async def copy_matches(conn: asyncpg.Connection, file_id: int, path: str) -> Non
 
 # A matched line settles its item: the network's receivable is credited by the line's amount, the
 # settlement bank account gets the amount less the interchange fee the file charged, the fee goes to its
-# own account; the payment or refund moves to `settled` (a payment with its event), and a payment's net
-# (captured less our fee) is released from the merchant's pending to its available balance (the entries of
-# switch.ledger.postings.release). Posting `settle:<file>:<line>` (the amounts are the line's: a refund's is
-# negative; a refund left the merchant's available balance when it succeeded).
+# own account; the payment or refund moves to `settled` (a payment with its event). Posting
+# `settle:<file>:<line>` (the amounts are the line's: a refund's is negative; a refund left the merchant's
+# available balance when it succeeded). The settled payments' net (captured less our fee) is released
+# from each merchant's pending to its available balance, one posting per merchant and currency:
+# `release:<file>:<merchant>:<currency>` (a million lines of one merchant are two entries, not two million).
 SETTLE = """
 WITH matched AS (
     SELECT m.line_no, m.payment_id, m.refund_id, l.amount_minor, coalesce(l.interchange_fee_minor, 0) AS fee,
@@ -176,16 +248,18 @@ WITH matched AS (
     SELECT id, 'payment.settled', 'succeeded', 'settled', amount_received FROM paid
 ), released AS (
     INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
-    SELECT 'settle:' || $1 || ':' || p.line_no, p.id, 'merchant:' || p.merchant_id || e.account, e.amount, p.currency
-    FROM paid p, LATERAL (SELECT p.amount_received - {fee} AS net) n,
-         LATERAL (VALUES (':payable', n.net), (':available', -n.net)) AS e(account, amount)
-    WHERE n.net <> 0
+    SELECT 'release:' || $1 || ':' || t.merchant_id || ':' || t.currency, NULL,
+           'merchant:' || t.merchant_id || e.account, e.sign * t.net, t.currency
+    FROM (SELECT merchant_id, currency, sum(amount_received - {fee}) AS net FROM paid p GROUP BY 1, 2) t,
+         LATERAL (VALUES (':payable', 1), (':available', -1)) AS e(account, sign)
+    WHERE t.net <> 0
 )
 UPDATE refunds r SET status = 'settled', updated_at = now()
 FROM matched m WHERE r.id = m.refund_id AND r.status = 'succeeded'""".replace("{fee}", fee_sql("p.amount_received"))
 
 # A superseded file's settlements are undone: each of its postings gets its contra posting
-# (`unsettle:<file>:<line>`), and what it settled is `succeeded` again until the re-issue settles it.
+# (`unsettle:<file>:<line>`, `unrelease:<file>:<merchant>:<currency>`), and what it settled is
+# `succeeded` again until the re-issue settles it.
 UNSETTLE = """
 WITH settled AS (
     SELECT m.file_id, m.line_no, m.payment_id, m.refund_id FROM settlement_matches m
@@ -195,6 +269,13 @@ WITH settled AS (
     INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
     SELECT 'unsettle:' || s.file_id || ':' || s.line_no, e.payment_id, e.account, -e.amount, e.currency
     FROM settled s JOIN ledger_entries e ON e.posting_id = 'settle:' || s.file_id || ':' || s.line_no
+), releases AS (
+    SELECT DISTINCT 'release:' || s.file_id || ':' || p.merchant_id || ':' || p.currency AS posting_id
+    FROM settled s JOIN payments p ON p.id = s.payment_id WHERE s.refund_id IS NULL
+), contra_releases AS (
+    INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
+    SELECT 'un' || e.posting_id, NULL, e.account, -e.amount, e.currency
+    FROM releases r JOIN ledger_entries e ON e.posting_id = r.posting_id
 ), undone AS (
     UPDATE payments p SET status = 'succeeded', updated_at = now()
     FROM settled s WHERE s.refund_id IS NULL AND p.id = s.payment_id AND p.status = 'settled'

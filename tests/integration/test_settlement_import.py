@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,11 @@ def _report(reports: Path, file_id: int) -> dict[str, Any]:
     return json.loads((reports / f"visa-file{file_id}.json").read_text())
 
 
+def _later(cut_off: str, seconds: float) -> str:
+    moved = datetime.fromisoformat(cut_off.replace("Z", "+00:00")) + timedelta(seconds=seconds)
+    return moved.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 def _retrail(lines: list[str]) -> list[str]:
     """Trailers rebuilt for tampered detail lines, as the network would have written them."""
     details = [line for line in lines if line.startswith("D,")]
@@ -125,12 +131,14 @@ async def test_a_days_file_matches_and_planted_discrepancies_are_found(stack, sh
     posted = await db.fetch("SELECT account, amount FROM ledger_entries WHERE posting_id = $1 ORDER BY account",
                             f"settle:{file_id}:{await _line_no(db, file_id, rrns[authorized['id']])}")
     fee = 3000 * 150 // 10_000 + 10                               # visa: 1.5 % + 10 (docs/simulator.md)
-    merchant = await db.fetchval("SELECT merchant_id FROM payments WHERE id = $1", authorized["id"])
-    released = 3000 - fee_minor(3000)                             # our net moves from pending to available
     assert [(row["account"], row["amount"]) for row in posted] == [
-        ("expense:visa:interchange", fee), (f"merchant:{merchant}:available", -released),
-        (f"merchant:{merchant}:payable", released), ("network:visa:receivable", -3000),
-        ("settlement:visa:bank", 3000 - fee)]
+        ("expense:visa:interchange", fee), ("network:visa:receivable", -3000), ("settlement:visa:bank", 3000 - fee)]
+    merchant = await db.fetchval("SELECT merchant_id FROM payments WHERE id = $1", authorized["id"])
+    released = await db.fetch("SELECT account, amount FROM ledger_entries WHERE posting_id = $1 ORDER BY account",
+                              f"release:{file_id}:{merchant}:usd")
+    net = sum(amount - fee_minor(amount) for amount in (3000, 2500, 4000))   # our net of the three settled
+    assert [(row["account"], row["amount"]) for row in released] == [
+        (f"merchant:{merchant}:available", -net), (f"merchant:{merchant}:payable", net)]
     assert (await _ledger_check(stack)).returncode == 0
 
     again = await _import(stack, reports, day)
@@ -254,7 +262,7 @@ async def test_a_line_another_file_settled_already_is_a_duplicate(stack, shop: C
     assert await db.fetchval("SELECT status FROM payments WHERE id = $1", sale["id"]) == "settled"
     ours = next(line for line in day.read_text().split("\n") if line.startswith("D,") and line.split(",")[2] == rrn)
     trailer = next(line for line in day.read_text().split("\n") if line.startswith("T,")).split(",")
-    trailer[9] = "2031-01-01T00:00:00Z"                             # another day's file, settling it again
+    trailer[9] = _later(trailer[9], seconds=1)                      # another cut-off's file, settling it again
     again = tmp_path / "visa-again.csv"
     again.write_text("\n".join(_retrail([day.read_text().split("\n")[0], ours, ",".join(trailer)])) + "\n")
     run = await _import(stack, tmp_path, again)
@@ -272,3 +280,58 @@ async def test_a_line_that_does_not_read_refuses_the_file(stack, tmp_path: Path)
                    "T,visa,840,1,100,0,100,2,2030-05-07,2030-05-07T00:00:00Z\n")
     refused = await _import(stack, tmp_path / "reports", bad)
     assert refused.returncode == 2 and "line 2: a number or a date that does not read" in refused.stderr
+
+
+async def test_an_item_the_network_had_and_never_settled_is_missing_in_theirs_after_the_grace(
+        stack, shop: Client, db, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    for i in range(4):
+        await _pay(shop, payment(1300 + i, luhn_card("4571"), "automatic"))
+    held = await _pay(shop, payment(2600, luhn_card("4571"), "manual"))
+    captured = await shop.request("POST", f"/v1/payments/{held['id']}/capture", {"amount_to_capture": 2000},
+                                  idempotency_key=key("st"))
+    assert captured.status == 200
+    await _until_sent(db, [held["id"]])
+    cut = simulator(stack, "/settlement", {"plant": {"drop": 2}, "seed": 11})
+    dropped = {item["rrn"] for item in cut["planted"] if item["network"] == "visa"}
+    assert len(dropped) == 2
+    first = next(Path(name) for name in cut["files"] if Path(name).name.startswith("visa-"))
+    within = await _import(stack, tmp_path, first)                   # the default grace: 2 days
+    first_id = await db.fetchval("SELECT id FROM settlement_files WHERE file_name = $1", first.name)
+    report = _report(tmp_path, first_id)
+    assert "missing_in_theirs" not in report["classes"] and report["awaiting_settlement"] >= 2, within.stdout
+    assert "awaiting settlement (within the grace)" in within.stdout
+
+    # The next day's file still does not carry them: now they are exceptions, each once.
+    later = next(Path(name) for name in simulator(stack, "/settlement", {})["files"] if "visa-" in Path(name).name)
+    argv = [sys.executable, "-m", "switch", "settlement", "import", "--network", "visa", "--reports-dir",
+            str(tmp_path), "--missing-after-days", "0", str(later)]
+    run = await asyncio.to_thread(subprocess.run, argv, capture_output=True, text=True,
+                                  env={**os.environ, **stack.switch_env()})
+    assert run.returncode == 1, run.stdout + run.stderr
+    later_id = await db.fetchval("SELECT id FROM settlement_files WHERE file_name = $1", later.name)
+    missing = {line["rrn"] for line in _report(tmp_path, later_id)["lines"] if line["class"] == "missing_in_theirs"}
+    assert dropped <= missing, (dropped, missing)
+    again = await asyncio.to_thread(subprocess.run, argv[:-1] + [str(first)], capture_output=True, text=True,
+                                    env={**os.environ, **stack.switch_env()})
+    assert "already imported" in again.stdout                      # nothing reported twice
+    assert await db.fetchval("SELECT count(*) FROM settlement_matches WHERE class = 'missing_in_theirs' AND "
+                             "payment_id = ANY(SELECT id FROM payments WHERE rrn = ANY($1::text[]))",
+                             list(dropped)) == 2
+
+    # The network settles one late: it matches, and its exception resolves itself.
+    rrn = sorted(dropped)[0]
+    row = await db.fetchrow("SELECT id, amount_received, capture_method FROM payments WHERE rrn = $1", rrn)
+    kind = "sale" if row["capture_method"] == "automatic" else "capture"
+    header = first.read_text().split("\n")[0]
+    trailer = next(line for line in later.read_text().split("\n") if line.startswith("T,")).split(",")
+    trailer[9] = _later(trailer[9], seconds=1)
+    late = tmp_path / "visa-late.csv"
+    late.write_text("\n".join(_retrail([header, f"D,visa,{rrn},000001,T1,A1,{kind},{row['amount_received']},840,"
+                                                f"{trailer[8]},{trailer[8]},5", ",".join(trailer)])) + "\n")
+    settled_late = await _import(stack, tmp_path, late)
+    assert settled_late.returncode in (0, 1), settled_late.stderr
+    assert await db.fetchval("SELECT status FROM payments WHERE id = $1", row["id"]) == "settled"
+    resolved = await db.fetchrow("SELECT r.actor, r.reason FROM settlement_resolutions r JOIN settlement_matches m "
+                                 "USING (file_id, line_no) WHERE m.payment_id = $1", row["id"])
+    assert resolved["actor"] == "switch" and resolved["reason"].startswith("settled late")
+    assert (await _ledger_check(stack)).returncode == 0

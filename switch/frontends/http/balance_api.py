@@ -34,8 +34,9 @@ _TRANSACTION_ID = re.compile(r"^txn_([0-9]{1,19})$")
 PAYOUT_STATUSES = ("pending", "in_transit", "paid", "failed")
 
 # A posting's kind (its id's prefix) as a balance transaction's type.
-_TYPES = {"capture": "charge", "fee": "fee", "refund": "refund", "settle": "settlement",
-          "unsettle": "settlement_superseded", "payout": "payout", "payout_failed": "payout_failure"}
+_TYPES = {"capture": "charge", "fee": "fee", "refund": "refund", "settle": "settlement", "release": "settlement",
+          "unsettle": "settlement_superseded", "unrelease": "settlement_superseded", "payout": "payout",
+          "payout_failed": "payout_failure"}
 
 
 class PayoutBody(Struct, forbid_unknown_fields=True):
@@ -97,6 +98,12 @@ def payout_object(row: asyncpg.Record) -> PayoutObject:
                         int(row["updated_at"].timestamp()))
 
 
+def _source(posting_id: str) -> str:
+    """What a posting of no payment came from: a payout (po_...) or a settlement file (settlement_file_<id>)."""
+    kind, rest = posting_id.split(":", 1)
+    return f"settlement_file_{rest.split(':', 1)[0]}" if kind in ("release", "unrelease") else rest
+
+
 class BalanceApi:
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -150,7 +157,7 @@ class BalanceApi:
         data = [BalanceTransaction(f"txn_{row['id']}", _TYPES.get(row["posting_id"].split(":", 1)[0], "adjustment"),
                                    -row["amount"], row["currency"],
                                    "available" if row["account"] == available else "pending",
-                                   row["payment_id"] or row["posting_id"].split(":", 1)[1],
+                                   row["payment_id"] or _source(row["posting_id"]),
                                    int(row["created_at"].timestamp())) for row in rows[:limit]]
         return _encoder.encode(ListObject(data, len(rows) > limit, "/v1/balance_transactions"))
 
