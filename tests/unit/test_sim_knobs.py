@@ -95,7 +95,7 @@ def test_an_empty_settlement_file_has_a_header_and_a_zero_trailer():
     assert text.splitlines() == [
         "record_type,network,rrn,stan,terminal_id,auth_code,transaction_type,amount_minor,currency,"
         "transaction_date,settlement_date,interchange_fee_minor",
-        "T,visa,,0,0,0,0,0,2030-05-06,2030-05-06T23:59:59Z",
+        "T,visa,,0,0,0,0,0,2030-05-06,2030-05-06T23:59:59.000Z",
     ]
 
 

@@ -113,9 +113,9 @@ async def test_revoked_key_is_401(vault_stack, http):
     (card_body(make_pan(), cvc="1234"), 402, "card_error", "invalid_cvc", "card[cvc]"),
     (card_body("4242 4242 4242"), 400, "invalid_request_error", "parameter_invalid", "card[number]"),
     (card_body(make_pan(), exp_month=13), 400, "invalid_request_error", "parameter_invalid", "card[exp_month]"),
-    ({**card_body(make_pan()), "extra": 1}, 400, "invalid_request_error", "parameter_invalid", None),
+    ({**card_body(make_pan()), "extra": 1}, 400, "invalid_request_error", "parameter_invalid", "extra"),
     ({"card": {"number": make_pan(), "exp_month": 1, "exp_year": 2034, "track2": "x"}}, 400,
-     "invalid_request_error", "parameter_invalid", "card"),
+     "invalid_request_error", "parameter_invalid", "card[track2]"),
     (b"{not json", 400, "invalid_request_error", "invalid_json", None),
     (b"", 400, "invalid_request_error", "missing_body", None),
 ])
