@@ -55,7 +55,11 @@ CREATE TABLE payments (
     statement_descriptor  text,
     metadata              jsonb NOT NULL DEFAULT '{}'::jsonb,
     card_fingerprint      text,                        -- keyed per merchant (switch.fraud): never the PAN
-    -- The fraud screen's decision, score, rule and reasons (the signals it saw: payment_signals).
+    -- The signals the fraud screen saw, which backtests run candidate rules over: a msgpack array of the
+    -- values in a fixed order (switch.fraud.signals.pack_signals), about 100 bytes, in the row it is written
+    -- with rather than a row and an index of its own. Never updated.
+    signals               bytea,
+    -- The fraud screen's decision, score, rule and reasons.
     fraud                 jsonb,
     review_status         text CHECK (review_status IN ('open', 'approved', 'rejected')),
     deadline_at           timestamptz NOT NULL,        -- after this, a payment still processing is recovered
@@ -164,14 +168,6 @@ CREATE INDEX ledger_entries_posting ON ledger_entries (posting_id);
 -- A merchant's balance and balance transactions are its two accounts' entries (switch.settlement.balance).
 -- starts_with, not a range of text: a range's meaning depends on the database's collation.
 CREATE INDEX ledger_entries_merchant ON ledger_entries (account, id) WHERE starts_with(account, 'merchant:');
-
--- The signals the fraud screen saw for a payment, which backtests run candidate rules over. Written in the
--- payment's own write-ahead statement, never updated: apart from `payments`, whose row every state change
--- rewrites. No foreign key: a row exists only with its payment, and the check would cost the hot path.
-CREATE TABLE payment_signals (
-    payment_id  text PRIMARY KEY,
-    signals     jsonb NOT NULL
-);
 
 -- Fraud screening (switch.fraud, docs/fraud.md). A merchant's rules are versioned: every change is a new
 -- version row, and the highest version is in force (none: the documented defaults).

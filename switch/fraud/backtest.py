@@ -10,7 +10,7 @@ from datetime import datetime
 import asyncpg
 
 from switch.fraud.rules import parse
-from switch.fraud.signals import ATTRIBUTES
+from switch.fraud.signals import ATTRIBUTES, unpack_signals
 from switch.store import fraud as fraud_store
 
 PAYMENTS_MAX = 100_000
@@ -46,7 +46,7 @@ async def backtest(conn: asyncpg.Connection | asyncpg.Pool, merchant_id: str, ru
     for row in await fraud_store.screened_payments(conn, merchant_id, since, limit):
         result.payments += 1
         fraud = row["fraud"] or {}
-        if not rule.matches(row["signals"], lists):
+        if not rule.matches(unpack_signals(row["signals"]), lists):
             continue
         result.matched += 1
         result.matched_failed += row["status"] == "failed"

@@ -90,28 +90,29 @@ def default_policy(lists: Mapping[str, frozenset[str]]) -> Policy:
 def risk_score(signals: Signals, test_card_score: int | None) -> tuple[int, list[str]]:
     """0-99 from velocity, consistency and amount signals (each one that adds is a reason), as Adyen's
     RevenueProtect sums its checks; a Radar test card sets its own floor. Written straight, not as a
-    table: it runs for every payment, and most add nothing."""
+    table: it runs for every payment, and most add nothing. The screen sets these signals itself, as
+    numbers (or leaves them out); a value of another type counts as 0."""
     get = signals.get
     score, reasons = 5, []
-    card_1h = _number(get("card_velocity_1h"))
-    if card_1h > 3:
-        score += int(min(40, 8 * (card_1h - 3)))
+    card_1h = get("card_velocity_1h", 0)
+    if _above(card_1h, 3):
+        score += int(min(40, 8 * (card_1h - 3)))  # type: ignore[operator]
         reasons.append("card_velocity_1h")
-    declines = _number(get("card_declines_1h"))
-    if declines > 1:
-        score += int(min(20, 10 * (declines - 1)))
+    declines = get("card_declines_1h", 0)
+    if _above(declines, 1):
+        score += int(min(20, 10 * (declines - 1)))  # type: ignore[operator]
         reasons.append("card_declines_1h")
-    cards = _number(get("ip_cards_1h"))
-    if cards > 2:
-        score += int(min(40, 10 * (cards - 2)))
+    cards = get("ip_cards_1h", 0)
+    if _above(cards, 2):
+        score += int(min(40, 10 * (cards - 2)))  # type: ignore[operator]
         reasons.append("ip_cards_1h")
     for name, above, points in _THRESHOLDS:
-        if _number(get(name)) > above:
+        if _above(get(name, 0), above):
             score += points
             reasons.append(name)
-    amount = _number(get("amount_usd"))
-    if amount > 1000:
-        score += 20 if amount > 5000 else 10
+    amount = get("amount_usd", 0)
+    if _above(amount, 1000):
+        score += 20 if amount > 5000 else 10  # type: ignore[operator]
         reasons.append("amount_usd")
     if get("is_cross_border"):
         score += 10
@@ -119,7 +120,7 @@ def risk_score(signals: Signals, test_card_score: int | None) -> tuple[int, list
     if get("card_funding") == "prepaid":
         score += 5
         reasons.append("card_funding")
-    if get("card_testing") and amount < 10:
+    if get("card_testing") and (type(amount) not in _NUMBERS or amount < 10):  # type: ignore[operator]
         score += 25
         reasons.append("card_testing")
     if test_card_score is not None and test_card_score > score:
@@ -129,10 +130,12 @@ def risk_score(signals: Signals, test_card_score: int | None) -> tuple[int, list
 
 
 _THRESHOLDS = (("ip_velocity_1m", 10, 10), ("email_velocity_1h", 5, 10), ("card_amount_usd_24h", 5000, 15))
+_NUMBERS = (int, float)
 
 
-def _number(value: object) -> float:
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else 0  # type: ignore[return-value]
+def _above(value: object, threshold: float) -> bool:
+    """value > threshold for a number (not a bool); False for anything else."""
+    return type(value) in _NUMBERS and value > threshold  # type: ignore[operator]
 
 
 def level_of(score: int) -> str:

@@ -145,26 +145,34 @@ class Screener:
 
     async def screen(self, payment: Payment, early: Early | None = None) -> Screened:
         started = time.perf_counter()
+        reasons: list[str] = []
+        found, policy_ = self.policies.lookup(payment.merchant_id)
+        if not found or policy_ is None:
+            policy_ = await self._policy_or_defaults(payment.merchant_id, reasons)
+        if early is not None and early.answer is not None:      # the counters rode the lock: all known now
+            signals = self.signals(payment, early.identity, early.usd)
+            return self._screened(payment, policy_, signals, early.subjects, early.answer, reasons, started,
+                                  early.identity.fingerprint)
         identity = early.identity if early is not None else self.identity(payment.merchant_id, payment.number)
-        if payment.token and (early is None or early.answer is None):
+        if payment.token:
             # A token seen once (a saved card, or the one raw card data just became): its next payment's
             # counters ride the lock.
             self.identities.store((payment.merchant_id, payment.token), identity)
         signals = self.signals(payment, identity, early.usd if early is not None else
                                amount_usd(payment.amount, payment.currency))
-        reasons: list[str] = []
-        if early is not None and early.answer is not None:
-            subjects, counted = early.subjects, None
-        else:
-            subjects = self.velocity.subjects(payment.merchant_id, identity.card_hash, payment.ip_address,
-                                              payment.email)
-            counted = self._count(signals, subjects)
+        subjects = self.velocity.subjects(payment.merchant_id, identity.card_hash, payment.ip_address, payment.email)
+        answer = await self._within_budget(self._count(signals, subjects))
+        return self._screened(payment, policy_, signals, subjects, answer, reasons, started, identity.fingerprint)
+
+    async def _policy_or_defaults(self, merchant_id: str, reasons: list[str]) -> Policy:
         try:
-            policy_ = await self.policy_for(payment.merchant_id)
+            return await self.policy_for(merchant_id)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            policy_ = default_policy({})
             reasons.append("policy_unavailable")
-        answer = early.answer if early is not None and early.answer is not None else await self._within_budget(counted)
+            return default_policy({})
+
+    def _screened(self, payment: Payment, policy_: Policy, signals: dict[str, Value], subjects: Subjects,
+                  answer: list[int] | None, reasons: list[str], started: float, fingerprint: str) -> Screened:
         if answer is None:
             metrics.unavailable.inc()
             reasons.append("velocity_unavailable")
@@ -173,7 +181,7 @@ class Screener:
                                      rule="fail_closed", reasons=reasons, policy_version=policy_.version,
                                      signals=signals)
                 metrics.observe(record, started)
-                return Screened(record, identity.fingerprint, subjects)
+                return Screened(record, fingerprint, subjects)
         else:
             testing, started_testing = read(subjects, answer, signals)
             signals["card_testing"] = testing
@@ -182,7 +190,7 @@ class Screener:
                 log.warning("card testing suspected at merchant %s: screening tightened", payment.merchant_id)
         record = self._verdict(policy_, signals, payment.number, reasons)
         metrics.observe(record, started)
-        return Screened(record, identity.fingerprint, subjects)
+        return Screened(record, fingerprint, subjects)
 
     def _count(self, signals: dict[str, Value], subjects: Subjects) -> asyncio.Future[object] | None:
         usd = signals.get("amount_usd")
@@ -234,12 +242,15 @@ class Screener:
         verdict = decide(policy_, signals, policy_.lists)
         if verdict.rule_index is not None:
             metrics.rule_matched(policy_.version == 0, verdict.rule_index, False)
-        for rule, index in zip(verdict.shadow_matches, verdict.shadow_indexes, strict=True):
-            metrics.shadow_matches.inc()
-            metrics.rule_matched(policy_.version == 0, index, True)
-            reasons.append(f"shadow: {rule}")
+        if verdict.shadow_matches:
+            for rule, index in zip(verdict.shadow_matches, verdict.shadow_indexes, strict=True):
+                metrics.shadow_matches.inc()
+                metrics.rule_matched(policy_.version == 0, index, True)
+                reasons.append(f"shadow: {rule}")
+        if reasons:
+            score_reasons += reasons
         return FraudRecord(decision=verdict.action.value, risk_score=score, risk_level=level, rule=verdict.rule,
-                           reasons=score_reasons + reasons, shadow_rules=list(verdict.shadow_matches),
+                           reasons=score_reasons, shadow_rules=list(verdict.shadow_matches),
                            policy_version=policy_.version, signals=signals)
 
 

@@ -107,13 +107,14 @@ async def screened_payments(conn: asyncpg.Connection | asyncpg.Pool, merchant_id
                             limit: int) -> list[asyncpg.Record]:
     """What a backtest needs of each screened payment: its signals, decision, and how it ended."""
     return await conn.fetch(
-        "SELECT p.id, p.status, p.fraud, s.signals, p.amount_refunded, "
+        "SELECT p.id, p.status, p.fraud, p.signals, p.amount_refunded, "
         "EXISTS (SELECT 1 FROM payment_events e WHERE e.payment_id = p.id AND e.type = 'payment.canceled') "
-        "AS canceled FROM payments p JOIN payment_signals s ON s.payment_id = p.id "
-        "WHERE p.merchant_id = $1 AND p.created_at >= $2 ORDER BY p.created_at DESC LIMIT $3",
+        "AS canceled FROM payments p "
+        "WHERE p.merchant_id = $1 AND p.created_at >= $2 AND p.signals IS NOT NULL ORDER BY p.created_at DESC "
+        "LIMIT $3",
         merchant_id, since, limit)
 
 
-async def get_signals(conn: asyncpg.Connection | asyncpg.Pool, payment_id: str) -> dict[str, Any]:
-    """The signals the fraud screen saw for a payment ({} when it was not screened)."""
-    return await conn.fetchval("SELECT signals FROM payment_signals WHERE payment_id = $1", payment_id) or {}
+async def get_signals(conn: asyncpg.Connection | asyncpg.Pool, payment_id: str) -> bytes | None:
+    """The signals the fraud screen saw for a payment, as stored (None when it was not screened)."""
+    return await conn.fetchval("SELECT signals FROM payments WHERE id = $1", payment_id)

@@ -16,7 +16,7 @@ SignalValue = str | int | float | bool | None
 
 class FraudRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The fraud screen's verdict on a payment (`payments.fraud`): what it decided and why, and the signals
-    it saw (`payment_signals`), which a backtest runs candidate rules over. Never the PAN: the per-merchant
+    it saw (`payments.signals`), which a backtest runs candidate rules over. Never the PAN: the per-merchant
     fingerprint only."""
 
     decision: str                           # allow | review | block

@@ -19,7 +19,7 @@ import msgspec
 from switch.common import metrics
 from switch.common.batch import Batcher
 from switch.store.pool import POSTGRES, UNAVAILABLE, is_statement_error
-from switch.store.records import FraudRecord, LedgerEntry, PaymentRecord
+from switch.store.records import LedgerEntry, PaymentRecord
 
 log = logging.getLogger(__name__)
 _json = msgspec.json.Encoder()
@@ -31,7 +31,7 @@ WITH input AS (
                          $8::text[], $9::smallint[], $10::smallint[], $11::text[], $12::text[], $13::text[],
                          $14::text[], $15::text[], $16::text[], $17::text[], $18::text[], $19::timestamptz[],
                          $20::text[], $21::bytea[], $22::timestamptz[], $23::text[], $24::text[], $25::text[],
-                         $26::text[])
+                         $26::bytea[])
         AS t(id, merchant_id, amount, currency, capture_method, card_token, card_brand, card_last4, card_exp_month,
              card_exp_year, network, terminal_id, stan, rrn, transmitted_at, description, statement_descriptor,
              metadata, deadline_at, idempotency_key, fingerprint, created_at, card_fingerprint, fraud, review_status,
@@ -45,19 +45,16 @@ WITH input AS (
     INSERT INTO payments (id, merchant_id, status, amount, currency, capture_method, card_token, card_brand,
                           card_last4, card_exp_month, card_exp_year, network, terminal_id, stan, rrn,
                           transmitted_at, description, statement_descriptor, metadata, deadline_at, created_at,
-                          card_fingerprint, fraud, review_status)
+                          card_fingerprint, fraud, review_status, signals)
     SELECT id, merchant_id, 'processing', amount, currency, capture_method, card_token, card_brand, card_last4,
            card_exp_month, card_exp_year, network, terminal_id, stan, rrn, transmitted_at, description,
            statement_descriptor, metadata::jsonb, deadline_at, created_at, card_fingerprint, fraud::jsonb,
-           review_status
+           review_status, signals
     FROM input WHERE id IN (SELECT payment_id FROM idem)
     RETURNING id, amount
 ), event AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
     SELECT id, 'payment.created', NULL, 'processing', amount FROM pay
-), screened AS (
-    INSERT INTO payment_signals (payment_id, signals)
-    SELECT id, signals::jsonb FROM input WHERE signals IS NOT NULL AND id IN (SELECT id FROM pay)
 )
 SELECT payment_id FROM idem"""
 
@@ -131,7 +128,7 @@ class PaymentWriter:
         self.sessions_wanted = 0
         self.sessions_busy = 0
         self._background: set[asyncio.Task[None]] = set()
-        self.begin_batches: Batcher[tuple[PaymentRecord, str, bytes, FraudRecord | None], bool] = Batcher(
+        self.begin_batches: Batcher[tuple[PaymentRecord, str, bytes, bytes | None], bool] = Batcher(
             self._begin_many, size_max=size_max, inflight_max=inflight_max, splittable=is_statement_error,
             on_split=metrics.batch_splits.labels("begin").inc)
         self.finish_batches: Batcher[Finish, bool] = Batcher(
@@ -187,12 +184,11 @@ class PaymentWriter:
         await self.pool.release(conn)
 
     async def begin(self, payment: PaymentRecord, idempotency_key: str, fingerprint: bytes,
-                    fraud: FraudRecord | None = None) -> bool:
+                    signals: bytes | None = None) -> bool:
         """Write-ahead (idempotency row + payment + event) before any network I/O; False, writing nothing,
-        when the idempotency key already has a row (Redis lost the key). `fraud` is the screen's verdict
-        with its signals: the payment row keeps the verdict (`payment.fraud`, which its outcome carries too)
-        and `payment_signals` the signals."""
-        return await self.begin_batches.submit((payment, idempotency_key, fingerprint, fraud))
+        when the idempotency key already has a row (Redis lost the key). The row keeps the screen's verdict
+        (`payment.fraud`, which its outcome carries too) and `signals`, the screen's signals as stored."""
+        return await self.begin_batches.submit((payment, idempotency_key, fingerprint, signals))
 
     async def finish(self, item: Finish) -> bool:
         """False, writing nothing, when the payment already left `processing` (recovery got there first)."""
@@ -251,11 +247,10 @@ class PaymentWriter:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
             pass                                    # Postgres is away: later batches use pooled statements
 
-    async def _begin_many(self, items: list[tuple[PaymentRecord, str, bytes, FraudRecord | None]]) -> list[bool]:
+    async def _begin_many(self, items: list[tuple[PaymentRecord, str, bytes, bytes | None]]) -> list[bool]:
         columns: list[list[object]] = [[] for _ in range(26)]
-        for p, key, fingerprint, verdict in items:
+        for p, key, fingerprint, signals in items:
             fraud = None if p.fraud is None else _json.encode(p.fraud).decode()
-            signals = None if verdict is None else _json.encode(verdict.signals).decode()
             row = (p.id, p.merchant_id, p.amount, p.currency, p.capture_method, p.card_token, p.card_brand,
                    p.card_last4, p.card_exp_month, p.card_exp_year, p.network, p.terminal_id, p.stan, p.rrn,
                    p.transmitted_at, p.description, p.statement_descriptor, json.dumps(p.metadata), p.deadline_at,

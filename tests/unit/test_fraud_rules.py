@@ -142,3 +142,15 @@ def test_generated_rules_evaluate_as_written(tree: tuple, amount: int | None) ->
     rule = parse(f"review if {_text(tree)}", ATTRS)
     signals = {} if amount is None else {"amount": amount}
     assert rule.matches(signals, {}) == _evaluate(tree, amount)
+
+
+def test_stored_signals_cover_every_attribute_and_read_back() -> None:
+    from switch.fraud.signals import ATTRIBUTES, STORED_ORDERS, STORED_VERSION, pack_signals, unpack_signals
+
+    # A new attribute needs a new stored version (old rows keep their order): this fails until it has one.
+    assert set(STORED_ORDERS[STORED_VERSION]) == set(ATTRIBUTES)
+    signals = {"amount": 1999, "amount_usd": 19.99, "currency": "usd", "is_cross_border": False,
+               "card_testing": True, "card_velocity_1h": 3, "email": "a@example.com"}
+    stored = pack_signals(signals)
+    assert unpack_signals(stored) == signals and len(stored) < 120
+    assert unpack_signals(None) == {}

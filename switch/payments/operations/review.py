@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from switch.fraud.signals import unpack_signals
 from switch.payments.commands import ApproveReview, RejectReview
 from switch.payments.context import Context, Services
 from switch.payments.operations.capture import (
@@ -41,7 +42,7 @@ async def approve(ctx: Context, services: Services) -> None:
 
     async def body(conn: asyncpg.Connection) -> tuple[Outcome, bytes]:
         payment = await _close(conn, ctx, services, command.payment_id, "approve")
-        if (await fraud_store.get_signals(conn, payment.id)).get("capture_method") == "automatic":
+        if unpack_signals(await fraud_store.get_signals(conn, payment.id)).get("capture_method") == "automatic":
             payment = await capture_locked(conn, ctx, payment, None)
         return await answer(conn, ctx, payment)
 

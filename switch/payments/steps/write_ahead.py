@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from switch.common.batch import BatchQueueFull
 from switch.common.failpoints import failpoint
+from switch.fraud.signals import pack_signals
 from switch.payments.context import Context, Services
 from switch.payments.results import Result
 from switch.payments.steps.idempotency import replay_claimed
@@ -27,7 +28,7 @@ async def write_ahead(ctx: Context, services: Services) -> None:
     caller = ctx.caller
     try:
         begun = await services.writer.begin(ctx.payment, caller.idempotency_key, caller.fingerprint,
-                                            ctx.screened.record if ctx.screened else None)
+                                            pack_signals(ctx.screened.record.signals) if ctx.screened else None)
     except Exception as error:
         result = write_failure(error)
         if result is None:
