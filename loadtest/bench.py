@@ -209,13 +209,16 @@ def print_fraud_screen(ops_url: str) -> None:
         text = answer.read().decode()
     totals: dict[str, float] = {}
     for line in text.splitlines():
-        for name in ("switch_fraud_decisions_total", "switch_fraud_unavailable_total"):
+        for name in ("switch_fraud_decisions_total", "switch_fraud_unavailable_total",
+                     "switch_fraud_screen_seconds_total"):
             if line.startswith(name):
                 key = line.split("{", 1)[1].split("}")[0] if "{" in line else name
                 totals[key] = totals.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     screens = sum(value for key, value in totals.items() if key.startswith("decision="))
+    mean_us = 1e6 * totals.get("switch_fraud_screen_seconds_total", 0.0) / screens if screens else 0.0
     print(f"fraud screen: {screens:.0f} screened, {totals.get('switch_fraud_unavailable_total', 0):.0f} without "
-          f"their counters in budget (failed open); " + ", ".join(
+          f"their counters in budget (failed open); mean {mean_us:.1f} µs in the screen (its wait for counters "
+          "included); " + ", ".join(
               f"{key} {value:.0f}" for key, value in sorted(totals.items()) if key.startswith("decision=") and value))
 
 
