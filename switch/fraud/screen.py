@@ -32,12 +32,17 @@ from switch.store import fraud as fraud_store
 from switch.store.records import FraudRecord
 
 POLICY_TTL_S = 5.0
+POLICY_RETRY_S = 1.0
 POLICIES_MAX = 10_000
 SCREEN_BUDGET_S = 0.025
 IDENTITY_TTL_S = 600.0
 IDENTITIES_MAX = 100_000
 
 log = logging.getLogger(__name__)
+
+
+class PolicyUnavailable(OSError):
+    """The merchant's policy could not be loaded lately, and this worker has no copy of it."""
 
 
 class Payment(NamedTuple):
@@ -94,6 +99,10 @@ class Screener:
         self.rides_lock = rides_lock       # the counters' Redis is the idempotency lock's
         self.policies: TtlLru[str, Policy] = TtlLru(POLICY_TTL_S, POLICIES_MAX)
         self.last_policies: dict[str, Policy] = {}
+        self.loading: dict[str, asyncio.Future[Policy]] = {}       # one load per merchant at a time
+        self.generations: dict[str, int] = {}                       # bumped when a merchant's rules change here
+        self.must_load: set[str] = set()                            # changed here: no stale copy is answered
+        self.retry_at: dict[str, float] = {}                        # a failed load is not retried before this
         self.identities: TtlLru[tuple[str, str], CardIdentity] = TtlLru(IDENTITY_TTL_S, IDENTITIES_MAX)
 
     def identity(self, merchant_id: str, number: str) -> CardIdentity:
@@ -105,21 +114,56 @@ class Screener:
     def forget(self, merchant_id: str) -> None:
         """Drop this worker's copy of the merchant's policy (it changed): the next screen loads it."""
         self.policies.store(merchant_id, None)
+        self.generations[merchant_id] = self.generations.get(merchant_id, 0) + 1
+        self.loading.pop(merchant_id, None)        # a load begun before the change must not be the answer
+        self.must_load.add(merchant_id)
 
     async def policy_for(self, merchant_id: str) -> Policy:
-        """The merchant's policy, cached for POLICY_TTL_S; while Postgres cannot be read, the last one this
-        worker loaded (its lists and its fail-closed choice with it), however old."""
+        """The merchant's policy, cached for POLICY_TTL_S. Past that, the copy this worker has is answered
+        while one load refreshes it in the background: a screen waits for Postgres only for a merchant
+        it has no copy of (or one whose rules changed here), and then one load serves every screen
+        waiting for it, not one load each. While Postgres cannot be read, the last copy, however old."""
         found, cached = self.policies.lookup(merchant_id)
         if found and cached is not None:
             return cached
+        last = self.last_policies.get(merchant_id)
+        failed_lately = merchant_id not in self.loading and time.monotonic() < self.retry_at.get(merchant_id, 0.0)
+        if last is not None and (merchant_id not in self.must_load or failed_lately):
+            if not failed_lately:
+                self._loading(merchant_id)
+            return last
+        if failed_lately:
+            raise PolicyUnavailable(f"the policy load failed less than {POLICY_RETRY_S} s ago")
         try:
-            loaded = await load_policy(self.pool, merchant_id)
+            return await asyncio.shield(self._loading(merchant_id))
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-            last = self.last_policies.get(merchant_id)
             if last is None:
                 raise
             return last
+
+    def _loading(self, merchant_id: str) -> asyncio.Future[Policy]:
+        """The merchant's policy load in flight, started if none is."""
+        task = self.loading.get(merchant_id)
+        if task is None:
+            task = self.loading[merchant_id] = asyncio.get_running_loop().create_task(self._load(merchant_id))
+            task.add_done_callback(_ignore_failure)  # a refresh nobody waits for must not warn "never retrieved"
+        return task
+
+    async def _load(self, merchant_id: str) -> Policy:
+        generation = self.generations.get(merchant_id, 0)
+        try:
+            loaded = await load_policy(self.pool, merchant_id)
+        except BaseException:
+            self.retry_at[merchant_id] = time.monotonic() + POLICY_RETRY_S
+            raise
+        finally:
+            if self.generations.get(merchant_id, 0) == generation:
+                self.loading.pop(merchant_id, None)
+        if self.generations.get(merchant_id, 0) != generation:
+            return loaded                          # the rules changed meanwhile: the next screen loads again
         self.policies.store(merchant_id, loaded)
+        self.must_load.discard(merchant_id)
+        self.retry_at.pop(merchant_id, None)
         if len(self.last_policies) >= POLICIES_MAX and merchant_id not in self.last_policies:
             self.last_policies.pop(next(iter(self.last_policies)))
         self.last_policies[merchant_id] = loaded
@@ -252,6 +296,12 @@ class Screener:
         return FraudRecord(decision=verdict.action.value, risk_score=score, risk_level=level, rule=verdict.rule,
                            reasons=score_reasons, shadow_rules=list(verdict.shadow_matches),
                            policy_version=policy_.version, signals=signals)
+
+
+def _ignore_failure(task: asyncio.Future[Policy]) -> None:
+    """A background refresh that failed: the copy in hand goes on serving, and a later screen retries."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _late(counted: asyncio.Future[object]) -> None:
