@@ -86,6 +86,23 @@ CREATE TABLE payment_events (
 );
 CREATE INDEX payment_events_payment ON payment_events (payment_id, id);
 
+-- Merchant events (switch.events, docs/events.md): one row per state change a merchant can see, written
+-- in the same statement or transaction as the change. `data` is the object as of the change: the
+-- canonical outcome (msgpack, switch.payments.outcome) the change's statement carries anyway, rendered
+-- by the API when read; NULL for a change written set-based in SQL (a settlement), rendered from the
+-- row as it is now. Kept 30 days (switch.events.prune).
+CREATE TABLE events (
+    id           bigserial PRIMARY KEY,              -- the API's evt_<id>: ordered, so a cursor is an id
+    merchant_id  text NOT NULL,
+    type         text NOT NULL,                      -- payment.succeeded, refund.failed, ... (docs/events.md)
+    object_id    text NOT NULL,                      -- pay_..., re_...
+    data         bytea,
+    created_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX events_merchant ON events (merchant_id, id);
+-- BRIN: rows arrive in time order, so the pruning finds the old ones at almost no cost per insert.
+CREATE INDEX events_created ON events USING brin (created_at);
+
 CREATE TABLE refunds (
     id             text PRIMARY KEY,                   -- re_<base62>
     payment_id     text NOT NULL REFERENCES payments (id),

@@ -23,6 +23,7 @@ from switch.common.tls import server_context
 from switch.fraud.screen import Screener
 from switch.frontends.http.app import App
 from switch.frontends.http.balance_api import BalanceApi
+from switch.frontends.http.events_api import EventsApi
 from switch.frontends.http.fraud_api import FraudApi
 from switch.frontends.http.ops import OpsApp
 from switch.idempotency.lock import Idempotency
@@ -38,6 +39,7 @@ from switch.payments.trace import TraceAllocator
 from switch.process.config import Settings, load_settings
 from switch.settlement import job as settlement_job
 from switch.settlement import payouts
+from switch.store import events as event_store
 from switch.store import idempotency as key_store
 from switch.store.pool import create_pool
 from switch.store.writer import PaymentWriter
@@ -107,7 +109,7 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):  # Redis away now: loaded on first use instead
                 await commands.load_scripts()
         app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter, FraudApi(pool, screener),
-                  BalanceApi(pool))
+                  BalanceApi(pool), EventsApi(pool))
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         server = await http.serve(app.handle, self.host, self.port, tls=tls)
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
@@ -157,8 +159,9 @@ class Worker:
             await asyncio.sleep(REAPER_INTERVAL_S)
             try:
                 await key_store.delete_expired_keys(pool, self.settings.idempotency_retention_s)  # type: ignore[arg-type]
+                await event_store.prune(pool)  # type: ignore[arg-type]
             except Exception as error:  # noqa: BLE001 - a failed pass is retried next interval
-                log.warning("idempotency reaper failed: %s", error.__class__.__name__)
+                log.warning("idempotency and event reaper failed: %s", error.__class__.__name__)
 
 
 def run_worker(host: str, port: int, index: int, ops_host: str, ops_port: int) -> int:

@@ -25,10 +25,12 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import asyncpg
+import msgspec
 
 from switch.common.files import write_atomically
 from switch.common.ids import new_id
 from switch.ledger import postings
+from switch.store import events as event_store
 from switch.store import ledger as ledger_store
 from switch.store import payouts as payout_store
 
@@ -90,7 +92,18 @@ async def _book(conn: asyncpg.Connection, merchant_id: str, currency: str, amoun
                 key: str | None, request_hash: bytes | None) -> asyncpg.Record:
     row = await payout_store.insert_payout(conn, new_id("po"), merchant_id, currency, amount, day, key, request_hash)
     await ledger_store.insert_entries(conn, postings.payout(row["id"], merchant_id, currency, amount))
+    await event_store.insert(conn, merchant_id, "payout.created", row["id"], snapshot(row))
     return row
+
+
+def snapshot(row: asyncpg.Record) -> bytes:
+    """A payout as its events carry it (msgpack; the events API renders it as the payouts API does)."""
+    day = row["scheduled_for"]
+    return msgspec.msgpack.encode({
+        "id": row["id"], "amount": row["amount"], "currency": row["currency"], "status": row["status"],
+        "automatic": row["automatic"], "scheduled_for": day.isoformat() if day else None,
+        "failure_code": row["failure_code"], "created": int(row["created_at"].timestamp()),
+        "updated": int(row["updated_at"].timestamp())})
 
 
 async def schedule_due(pool: asyncpg.Pool, day: date) -> list[asyncpg.Record]:
@@ -157,6 +170,8 @@ async def confirm(conn: asyncpg.Connection, payout_id: str, paid: bool, failure_
         entries = (postings.payout_paid(payout_id, row["currency"], row["amount"]) if paid else
                    postings.payout_failed(payout_id, row["merchant_id"], row["currency"], row["amount"]))
         await ledger_store.insert_entries(conn, entries)
+        await event_store.insert(conn, row["merchant_id"], "payout.paid" if paid else "payout.failed", payout_id,
+                                 snapshot(row))
         return row
 
 

@@ -111,6 +111,8 @@ WITH pay AS (
                                 stan, rrn, transmitted_at)
     SELECT id, $5::text, $6::text, $7::text, $8::text, $9::bigint, $10::bigint, $11::text, $12::text, $13::text
     FROM pay WHERE $14::boolean
+), merchant_event AS (
+    INSERT INTO events (merchant_id, type, object_id, data) SELECT merchant_id, 'payment.failed', id, $4 FROM pay
 ), idem AS (
     UPDATE idempotency_keys k SET outcome = $4, finished_at = now()
     FROM pay WHERE k.merchant_id = pay.merchant_id AND {key} AND k.outcome IS NULL

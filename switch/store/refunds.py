@@ -25,14 +25,16 @@ class PendingRefund(msgspec.Struct, kw_only=True):
 
 async def insert_refund(conn: asyncpg.Connection, refund_id: str, payment_id: str, merchant_id: str, amount: int,
                         currency: str, terminal_id: str, stan: str, rrn: str, transmitted_at: str,
-                        deadline_at: datetime, idempotency_key: str) -> None:
+                        deadline_at: datetime, idempotency_key: str) -> RefundRecord:
     """The pending refund, with its trace numbers, its deadline (after which recovery fails and reverses
     it) and its idempotency key (which recovery answers)."""
-    await conn.execute(
+    row = await conn.fetchrow(
         "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status, terminal_id, stan, rrn, "
         "transmitted_at, deadline_at, idempotency_key) "
-        "VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11)", refund_id, payment_id, merchant_id,
-        amount, currency, terminal_id, stan, rrn, transmitted_at, deadline_at, idempotency_key)
+        f"VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11) RETURNING {REFUND_COLUMNS}", refund_id,
+        payment_id, merchant_id, amount, currency, terminal_id, stan, rrn, transmitted_at, deadline_at,
+        idempotency_key)
+    return refund_record(row)
 
 
 async def update_refund_finished(conn: asyncpg.Connection, refund_id: str, status: str, failure_code: str | None,

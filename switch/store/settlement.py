@@ -246,6 +246,8 @@ WITH matched AS (
 ), paid_events AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
     SELECT id, 'payment.settled', 'succeeded', 'settled', amount_received FROM paid
+), paid_merchant_events AS (
+    INSERT INTO events (merchant_id, type, object_id) SELECT merchant_id, 'payment.settled', id FROM paid
 ), released AS (
     INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
     SELECT 'release:' || $1 || ':' || t.merchant_id || ':' || t.currency, NULL,
@@ -279,10 +281,13 @@ WITH settled AS (
 ), undone AS (
     UPDATE payments p SET status = 'succeeded', updated_at = now()
     FROM settled s WHERE s.refund_id IS NULL AND p.id = s.payment_id AND p.status = 'settled'
-    RETURNING p.id, p.amount_received
+    RETURNING p.id, p.amount_received, p.merchant_id
 ), undone_events AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
     SELECT id, 'payment.settlement_superseded', 'settled', 'succeeded', amount_received FROM undone
+), undone_merchant_events AS (
+    INSERT INTO events (merchant_id, type, object_id)
+    SELECT merchant_id, 'payment.settlement_superseded', id FROM undone
 )
 UPDATE refunds r SET status = 'succeeded', updated_at = now()
 FROM settled s WHERE r.id = s.refund_id AND r.status = 'settled'"""
@@ -336,6 +341,8 @@ async def mark_settled(conn: asyncpg.Connection, payment_id: str) -> asyncpg.Rec
         await conn.execute("INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) "
                            "VALUES ($1, 'payment.settled', 'succeeded', 'settled', $2)", payment_id,
                            updated["amount_received"])
+        await conn.execute("INSERT INTO events (merchant_id, type, object_id) VALUES ($1, 'payment.settled', $2)",
+                           updated["merchant_id"], payment_id)
     return updated
 
 

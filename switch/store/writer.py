@@ -18,6 +18,7 @@ import msgspec
 
 from switch.common import metrics
 from switch.common.batch import Batcher
+from switch.store.events import PAYMENT_ANSWERED_TYPE
 from switch.store.pool import POSTGRES, UNAVAILABLE, is_statement_error
 from switch.store.records import LedgerEntry, PaymentRecord
 
@@ -78,7 +79,7 @@ WITH input AS MATERIALIZED (
         decline_code = i.decline_code, failure_message = i.failure_message, updated_at = now(),
         review_status = CASE WHEN i.status = 'failed' THEN NULL ELSE p.review_status END
     FROM input i WHERE p.id = i.payment_id AND p.status = i.from_status
-    RETURNING p.id, p.merchant_id
+    RETURNING p.id, p.merchant_id, p.review_status
 ), ledger AS (
     INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
     SELECT e.posting_id, e.payment_id, e.account, e.amount, e.currency
@@ -89,12 +90,18 @@ WITH input AS MATERIALIZED (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code)
     SELECT i.payment_id, i.event_type, 'processing', i.status, i.amount_received, i.response_code
     FROM input i JOIN pay ON pay.id = i.payment_id
+), merchant_event AS (
+    INSERT INTO events (merchant_id, type, object_id, data)
+    SELECT pay.merchant_id, t.type, i.payment_id, i.outcome
+    FROM input i JOIN pay ON pay.id = i.payment_id,
+         LATERAL (VALUES ({answered}), (CASE WHEN pay.review_status = 'open' THEN 'review.opened' END)) AS t(type)
+    WHERE t.type IS NOT NULL
 ), idem AS (
     UPDATE idempotency_keys k SET outcome = i.outcome, finished_at = now()
     FROM input i JOIN pay ON pay.id = i.payment_id
     WHERE k.merchant_id = pay.merchant_id AND k.idempotency_key = i.idempotency_key
 )
-SELECT id FROM pay"""
+SELECT id FROM pay""".replace("{answered}", PAYMENT_ANSWERED_TYPE.format(status="i.status"))
 FINISH_PAYMENTS_ARGUMENTS = 16
 
 _WRITER_SESSION_SET = "SET enable_seqscan = off"

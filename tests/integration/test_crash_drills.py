@@ -86,6 +86,7 @@ class Outcome:
     payment: dict[str, Any] = field(default_factory=dict)
     refunds: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)        # the merchant events of its payment and refunds
     stored: tuple[int, bytes] | None = None
     summaries: dict[str, Any] = field(default_factory=dict)
     resent_and_acknowledged: int = 0   # outbox rows, of any drill, sent more than once and then acknowledged
@@ -193,6 +194,9 @@ async def _collect(db: asyncpg.Pool, outcome: Outcome) -> None:
     outcome.refunds = [dict(r) for r in await db.fetch("SELECT * FROM refunds WHERE payment_id = $1", payment_id)]
     outcome.outbox = [dict(r) for r in await db.fetch("SELECT * FROM network_outbox WHERE payment_id = $1",
                                                       payment_id)]
+    objects = [payment_id, *(refund["id"] for refund in outcome.refunds)]
+    outcome.events = [row["type"] for row in await db.fetch("SELECT type FROM events WHERE object_id = ANY($1::text[]) "
+                                                            "ORDER BY id", objects)]
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
@@ -236,6 +240,25 @@ def test_the_worker_died_at_the_failpoint_and_was_replaced(outcomes: dict[str, O
     outcome = _outcome(outcomes, drill)
     assert not outcome.failpoint_file.exists(), "the failpoint never fired"
     assert outcome.worker_before and outcome.worker_after and outcome.worker_before != outcome.worker_after
+
+
+def _expected_events(drill: Drill) -> list[str]:
+    if drill.expected_status == "failed":
+        payment = ["payment.failed"]
+    elif drill.expected_status == "canceled":
+        payment = ["payment.authorized", "payment.canceled"]
+    elif drill.capture_method == "automatic":
+        payment = ["payment.succeeded"]
+    else:
+        payment = ["payment.authorized", "payment.captured"]
+    return payment + (["refund.created", f"refund.{drill.expected_refund}"] if drill.expected_refund else [])
+
+
+@pytest.mark.parametrize("drill", DRILLS, ids=lambda drill: drill.name)
+def test_each_state_change_left_exactly_one_merchant_event(outcomes: dict[str, Outcome], drill: Drill) -> None:
+    """A worker killed anywhere: each state change its payment and refunds went through is one event, in
+    order, none lost with the worker and none repeated by recovery or a replay."""
+    assert _outcome(outcomes, drill).events == _expected_events(drill)
 
 
 @pytest.mark.parametrize("drill", DRILLS, ids=lambda drill: drill.name)

@@ -18,6 +18,7 @@ from switch.common import errors, metrics
 from switch.common.http import Request, Response
 from switch.frontends.http import fraud_api, render, schema
 from switch.frontends.http.balance_api import BalanceApi
+from switch.frontends.http.events_api import EventsApi
 from switch.frontends.http.fraud_api import FraudApi
 from switch.idempotency.ratelimit import Buckets, RateLimiter
 from switch.merchants import ApiKeyCache, Merchant, hash_key
@@ -44,10 +45,11 @@ def new_request_id() -> str:
 
 class App:
     def __init__(self, payments: Payments, api_keys: ApiKeyCache, fingerprint: Callable[[str, str, bytes], bytes],
-                 limiter: RateLimiter, fraud: FraudApi, balance: BalanceApi) -> None:
+                 limiter: RateLimiter, fraud: FraudApi, balance: BalanceApi, events: EventsApi) -> None:
         self.payments = payments
         self.fraud = fraud
         self.balance = balance
+        self.events = events
         self.api_keys = api_keys
         self.fingerprint = fingerprint
         self.limiter = limiter
@@ -113,6 +115,8 @@ class App:
                 return answered
             if path.startswith(("/v1/balance", "/v1/payouts")) and (
                     answered := await self.balance.get(merchant, path, request.query)):
+                return answered
+            if path.startswith("/v1/events") and (answered := await self.events.get(merchant, path, request.query)):
                 return answered
             route, response = await self._get(path, Caller(merchant, request_id), request.query)
             return route, response

@@ -11,6 +11,7 @@ import asyncpg
 from switch.common.failpoints import failpoint
 from switch.ledger import postings
 from switch.outbox import items
+from switch.payments import merchant_events
 from switch.payments import outcome as outcomes
 from switch.payments.commands import Cancel, Capture
 from switch.payments.context import Context, Services
@@ -97,6 +98,7 @@ async def capture_locked(conn: asyncpg.Connection, ctx: Context, payment: Paymen
     await outbox_store.insert_outbox(conn, items.capture_advice(payment, amount))
     await ledger_store.insert_entries(conn, postings.capture(payment.id, payment.merchant_id, payment.network,
                                                              payment.currency, updated.amount_received))
+    await merchant_events.payment_changed(conn, "payment.captured", updated, ctx.caller.request_id)
     return updated
 
 
@@ -106,6 +108,7 @@ async def cancel_locked(conn: asyncpg.Connection, ctx: Context, payment: Payment
     updated = await payment_store.update_canceled(conn, payment.id, next_status)
     await payment_store.insert_event(conn, payment.id, Event.CANCELED, payment.status, next_status, payment.amount)
     await outbox_store.insert_outbox(conn, items.reversal_of_authorization(payment))
+    await merchant_events.payment_changed(conn, "payment.canceled", updated, ctx.caller.request_id)
     return updated
 
 

@@ -18,6 +18,7 @@ from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
 from switch.iso.messages import PROCESSING_CODE_REFUND
 from switch.outbox import items
+from switch.payments import merchant_events
 from switch.payments.commands import Refund
 from switch.payments.context import Context, Services
 from switch.payments.operations.capture import Refused, answer_refusal, claim_and_lock, transition
@@ -54,10 +55,12 @@ async def reserve(ctx: Context, services: Services) -> None:
             await payment_store.insert_event(conn, payment.id, Event.REFUND_REQUESTED, payment.status,
                                              payment.status, amount)
             refund_id = new_id("re")
-            await refund_store.insert_refund(conn, refund_id, payment.id, ctx.caller.merchant.id, amount,
-                                             payment.currency, trace.terminal_id, trace.stan, trace.rrn,
-                                             transmitted_at, now + timedelta(seconds=services.budgets.payment_s),
-                                             ctx.caller.idempotency_key)
+            created = await refund_store.insert_refund(
+                conn, refund_id, payment.id, ctx.caller.merchant.id, amount, payment.currency, trace.terminal_id,
+                trace.stan, trace.rrn, transmitted_at, now + timedelta(seconds=services.budgets.payment_s),
+                ctx.caller.idempotency_key)
+            await merchant_events.refund_changed(conn, "refund.created", ctx.caller.merchant.id, created,
+                                                 ctx.caller.request_id)
     except Refused as refused:
         await answer_refusal(ctx, services, refused)
         return

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncpg
 
 from switch.fraud.signals import unpack_signals
+from switch.payments import merchant_events
 from switch.payments.commands import ApproveReview, RejectReview
 from switch.payments.context import Context, Services
 from switch.payments.operations.capture import (
@@ -34,6 +35,7 @@ async def _close(conn: asyncpg.Connection, ctx: Context, services: Services, pay
     if closed is None or payment.status != "requires_capture":
         raise Refused(Outcome(Result.RESOURCE_MISSING, ctx.caller.request_id, param="id",
                               message=f"No open review for payment '{payment_id}'"))
+    await merchant_events.payment_changed(conn, "review.closed", closed, ctx.caller.request_id)
     return closed
 
 

@@ -1,6 +1,7 @@
-"""The events slot, last of every operation: the payment_events rows are written today inside the
-statements of the steps that change state (same transaction); merchant events and webhooks plug in here
-by adding their rows to those same statements, with no round trip of their own."""
+"""The events slot, last of every operation. The payment_events rows (the internal history) and the
+merchant events (`events`, docs/events.md) are both written inside the statements of the steps that
+change state, in the same transaction, with no round trip of their own; webhook delivery will read the
+merchant events from there."""
 
 from __future__ import annotations
 
@@ -8,4 +9,4 @@ from switch.payments.context import Context, Services
 
 
 async def publish(ctx: Context, services: Services) -> None:
-    """Nothing beyond the payment_events rows already written."""
+    """Nothing beyond the rows the state change's own statement wrote."""

@@ -13,6 +13,7 @@ import msgspec
 
 from switch.ledger import postings
 from switch.outbox import items
+from switch.payments import merchant_events
 from switch.payments import outcome as outcomes
 from switch.payments.context import Context, Services
 from switch.payments.outcome import Outcome
@@ -94,6 +95,8 @@ async def finish_refund(conn: asyncpg.Connection, refund_id: str, payment: Refun
                                          payment.status, amount, response_code)
     if reversal is not None:
         await outbox_store.insert_outbox(conn, reversal)
+    await merchant_events.refund_changed(conn, "refund.succeeded" if succeeded else "refund.failed",
+                                         payment.merchant_id, refund, request_id)
     if error is not None:
         outcome = Outcome(error, request_id)
     else:
