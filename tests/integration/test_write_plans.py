@@ -112,6 +112,10 @@ async def test_a_session_the_server_closed_while_idle_is_not_used_again(stack):
         await asyncio.sleep(0.3)                        # the sessions learn of their end in the background
         rows = await writer._fetch("SELECT 1", [])
         assert [row[0] for row in rows] == [1]
+        for _ in range(100):                            # the fresh sessions open in the background
+            if len(writer.idle) == 2:
+                break
+            await asyncio.sleep(0.05)
         assert await settings_of(writer.idle) == ["off", "off"]   # replaced by fresh writer sessions
     finally:
         await writer.close()
