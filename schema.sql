@@ -306,3 +306,58 @@ CREATE TABLE payouts (
 );
 CREATE INDEX payouts_merchant ON payouts (merchant_id, created_at DESC, id DESC);
 CREATE INDEX payouts_unfiled ON payouts (created_at) WHERE status = 'pending';
+
+-- Webhooks (switch.frontends.webhooks, docs/events.md): a merchant's endpoints, and a delivery per event
+-- and endpoint subscribed to it, queued by the trigger below in the transaction that wrote the event, so
+-- a committed event always has its deliveries and none is queued twice.
+CREATE TABLE webhook_endpoints (
+    id               text PRIMARY KEY,                  -- we_<base62>
+    merchant_id      text NOT NULL REFERENCES merchants (id),
+    url              text NOT NULL CHECK (url ~ '^https?://' AND length(url) <= 2048),
+    enabled_events   text[] NOT NULL,                   -- event types, or {*}
+    description      text CHECK (length(description) <= 500),
+    status           text NOT NULL DEFAULT 'enabled' CHECK (status IN ('enabled', 'disabled')),
+    disabled_reason  text,
+    secret           text NOT NULL,                     -- whsec_<base64>: signs the deliveries (not card data)
+    deleted          boolean NOT NULL DEFAULT false,
+    created_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX webhook_endpoints_merchant ON webhook_endpoints (merchant_id) WHERE status = 'enabled' AND NOT deleted;
+
+CREATE TABLE webhook_deliveries (
+    id               bigserial PRIMARY KEY,
+    event_id         bigint NOT NULL,
+    endpoint_id      text NOT NULL REFERENCES webhook_endpoints (id),
+    status           text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
+    attempts         integer NOT NULL DEFAULT 0,
+    next_attempt_at  timestamptz NOT NULL DEFAULT now(),
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (endpoint_id, event_id)
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX webhook_deliveries_event ON webhook_deliveries (event_id);
+
+-- Every attempt: when, what came back (a bounded excerpt), how long it took.
+CREATE TABLE webhook_attempts (
+    id            bigserial PRIMARY KEY,
+    delivery_id   bigint NOT NULL REFERENCES webhook_deliveries (id),
+    attempted_at  timestamptz NOT NULL DEFAULT now(),
+    http_status   integer,                              -- NULL: no answer (refused, timed out, closed)
+    error         text,
+    latency_ms    integer NOT NULL,
+    excerpt       text CHECK (length(excerpt) <= 1024)
+);
+CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
+
+-- One statement per event-writing statement, not one per row; a merchant without endpoints costs an index
+-- probe.
+CREATE FUNCTION queue_webhook_deliveries() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO webhook_deliveries (event_id, endpoint_id)
+    SELECT e.id, w.id FROM new_events e
+    JOIN webhook_endpoints w ON w.merchant_id = e.merchant_id AND w.status = 'enabled' AND NOT w.deleted
+    WHERE w.enabled_events @> ARRAY['*'] OR e.type = ANY (w.enabled_events);
+    RETURN NULL;
+END $$;
+CREATE TRIGGER events_queue_webhooks AFTER INSERT ON events REFERENCING NEW TABLE AS new_events
+    FOR EACH STATEMENT EXECUTE FUNCTION queue_webhook_deliveries();

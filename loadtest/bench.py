@@ -184,6 +184,7 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
     if args.raw_card:
         fields["payment_method"] = TEST_CARD
     body = json.dumps(fields).encode()     # encoded once: the load generator must stay cheap
+    receiver = await WebhookReceiver.subscribe(url, api_key, ca_file) if args.webhook else None
     print(f"warm-up {args.warmup_s:.0f}s ...", flush=True)
     await drive(url, api_key, body, args.connections, args.warmup_s, args.payments_max, None, ca_file)
     print(f"measuring {args.duration_s:.0f}s with {args.connections} connections ...", flush=True)
@@ -198,7 +199,63 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
     if getattr(args, "ops_url", None):
         await asyncio.sleep(1.5)            # the switch hands its screen counters to /metrics once a second
         await asyncio.to_thread(print_fraud_screen, args.ops_url)
+    if receiver is not None:
+        await receiver.report(getattr(args, "database_url", None))
     report(results, elapsed_s, cpu, args.connections)
+
+
+@dataclass
+class WebhookReceiver:
+    """--webhook: an endpoint subscribed to every event, answered 200 by the load generator itself (its CPU
+    counts in `loadgen`); at the end, how many came and how long the backlog took to drain."""
+
+    port: int
+    received: int = 0
+
+    @classmethod
+    async def subscribe(cls, url: str, api_key: str, ca_file: str | None) -> WebhookReceiver:
+        from switch.common import http
+        from switch.dev.devstack import free_port
+
+        receiver = cls(free_port())
+
+        async def handle(request: http.Request) -> http.Response:
+            receiver.received += 1
+            return http.Response(200, b"{}")
+
+        await http.serve(handle, "127.0.0.1", receiver.port)
+        client = Client(url, api_key, ca_file=ca_file)
+        made = await client.request("POST", "/v1/webhook_endpoints", {
+            "url": f"http://127.0.0.1:{receiver.port}/bench", "enabled_events": ["*"]})
+        await client.close()
+        if made.status != 200:
+            raise SystemExit(f"bench: the webhook endpoint was refused: {made.status} {made.body[:200]!r}")
+        return receiver
+
+    async def report(self, database_url: str | None) -> None:
+        """Wait (at most WEBHOOK_DRAIN_S) for the deliveries still pending, and print the lag."""
+        if database_url is None:
+            print(f"webhooks: {self.received} delivered by the end of the run")
+            return
+        import asyncpg
+
+        from switch.store.webhooks import pending_count
+
+        conn = await asyncpg.connect(database_url)
+        try:
+            pending, oldest_s = await pending_count(conn)
+            started = time.monotonic()
+            while pending and time.monotonic() - started < WEBHOOK_DRAIN_S:
+                await asyncio.sleep(0.5)
+                pending, _ = await pending_count(conn)
+        finally:
+            await conn.close()
+        drained = "drained" if not pending else f"{pending} still pending"
+        print(f"webhooks: {self.received} delivered; at the end of the run {oldest_s:.1f} s behind, "
+              f"{drained} {time.monotonic() - started:.1f} s later")
+
+
+WEBHOOK_DRAIN_S = 60.0
 
 
 def print_fraud_screen(ops_url: str) -> None:
@@ -239,6 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="switch workers when starting a stack")
     parser.add_argument("--raw-card", action="store_true", help="send card data (tokenize) instead of a token")
     parser.add_argument("--tls", action="store_true", help="HTTPS on the merchant port (throwaway self-signed pair)")
+    parser.add_argument("--webhook", action="store_true",
+                        help="subscribe a local endpoint to every event and report the delivery lag")
     parser.add_argument("--keep-run-dir", action="store_true",
                         help="keep the stack's logs and throwaway keys under .run/ (removed by default)")
     args = parser.parse_args(argv)
@@ -261,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_all(workers=args.workers)
         args.ca_file = stack.tls_ca_file or None
         args.ops_url = stack.switch_ops_url
+        args.database_url = stack.database_url
         uvloop.run(measure(stack.switch_url, stack.api_key, args, stack_roots(stack)))
     except StackError as error:
         print(f"bench: {error}", file=sys.stderr)

@@ -30,7 +30,7 @@ def base_stack() -> Iterator[Stack]:
     # Their merchants screen with their allow and block lists only: the suite pays with a few test cards
     # again and again. tests/integration/test_fraud.py seeds merchants with the default rules.
     stack = Stack(run_dir=run_dir, address_rate_limit_per_s=1_000_000, merchant_rate_limit_per_s=1_000_000,
-                  fraud_rules="lists")
+                  fraud_rules="lists", switch_server_env={"SWITCH_WEBHOOK_RETRY_SCHEDULE_S": "0.2,0.4,0.8,1.6"})
     try:
         stack.start_postgres()
         stack.start_redis()

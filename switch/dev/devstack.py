@@ -148,6 +148,8 @@ class Stack:
     fraud_rules: str = "default"
     tls_ca_file: str = ""           # the certificate clients verify the switch against (when `tls`)
     api_key: str = ""
+    # Settings for the switch server only, e.g. a short webhook retry schedule for the tests.
+    switch_server_env: dict[str, str] = field(default_factory=dict)
 
     # ----- process plumbing -------------------------------------------------------------------------
 
@@ -443,7 +445,8 @@ class Stack:
         tls_env = self._tls_env() if self.tls else {}
         service = self.spawn(name, [sys.executable, "-m", "switch", "serve", "--host", "127.0.0.1",
                                     "--port", str(port), "--workers", str(workers), "--ops-port", str(ops_port)],
-                             env={**self.switch_env(), **tls_env, **(extra_env or {})})
+                             env={**self.switch_env(), **tls_env, "SWITCH_WEBHOOKS_ALLOW_LOOPBACK": "1",
+                                  **self.switch_server_env, **(extra_env or {})})
         self.wait_for_line(service, "SWITCH READY")
         self.switch_url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
         self.switch_ops_url = f"http://127.0.0.1:{ops_port}"

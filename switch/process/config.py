@@ -41,6 +41,8 @@ class Settings:
     settlement_missing_after_days: float = 2.0   # an item the network has not settled by then is an exception
     payouts_dir: str = ""                  # where payout files for the bank are written; "": no payout job
     payouts_poll_s: float = 60.0
+    webhooks_allow_loopback: bool = False  # deliver to 127.0.0.1 / ::1 (the dev stack and tests); never private
+    webhook_retry_schedule_s: tuple[float, ...] = ()    # () : switch.frontends.webhooks.delivery's schedule
 
 
 def _require(name: str) -> str:
@@ -117,4 +119,7 @@ def load_settings() -> Settings:
         settlement_missing_after_days=float(os.environ.get("SWITCH_SETTLEMENT_MISSING_AFTER_DAYS", "2")),
         payouts_dir=os.environ.get("SWITCH_PAYOUTS_DIR", ""),
         payouts_poll_s=float(os.environ.get("SWITCH_PAYOUTS_POLL_S", "60")),
+        webhooks_allow_loopback=os.environ.get("SWITCH_WEBHOOKS_ALLOW_LOOPBACK", "") == "1",
+        webhook_retry_schedule_s=tuple(float(part) for part in os.environ.get(
+            "SWITCH_WEBHOOK_RETRY_SCHEDULE_S", "").split(",") if part.strip()),
     )

@@ -26,6 +26,8 @@ from switch.frontends.http.balance_api import BalanceApi
 from switch.frontends.http.events_api import EventsApi
 from switch.frontends.http.fraud_api import FraudApi
 from switch.frontends.http.ops import OpsApp
+from switch.frontends.http.webhooks_api import WebhooksApi
+from switch.frontends.webhooks.delivery import RETRY_SCHEDULE_S, Deliverer
 from switch.idempotency.lock import Idempotency
 from switch.idempotency.pipeline import RedisPipeliner
 from switch.idempotency.ratelimit import RateLimiter
@@ -109,7 +111,7 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):  # Redis away now: loaded on first use instead
                 await commands.load_scripts()
         app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter, FraudApi(pool, screener),
-                  BalanceApi(pool), EventsApi(pool))
+                  BalanceApi(pool), EventsApi(pool), WebhooksApi(pool, settings.webhooks_allow_loopback))
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         server = await http.serve(app.handle, self.host, self.port, tls=tls)
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
@@ -118,6 +120,9 @@ class Worker:
         settling = (asyncio.get_running_loop().create_task(settlement_job.run(
             pool, Path(settings.settlement_dir), Path(settings.settlement_reports_dir), list(settings.networks),
             settings.settlement_poll_s, settings.settlement_missing_after_days)) if settings.settlement_dir else None)
+        deliverer = Deliverer(pool, settings.webhooks_allow_loopback,
+                              settings.webhook_retry_schedule_s or RETRY_SCHEDULE_S)
+        delivering = asyncio.get_running_loop().create_task(deliverer.run())
         paying = (asyncio.get_running_loop().create_task(payouts.run(
             pool, Path(settings.payouts_dir), settings.payouts_poll_s)) if settings.payouts_dir else None)
         if ready_fd is not None:
@@ -130,7 +135,8 @@ class Worker:
         server.close()
         ops_server.close()
         reaper.cancel()
-        for job in (settling, paying):
+        await deliverer.close()
+        for job in (settling, paying, delivering):
             if job is not None:
                 job.cancel()
         await outbox.stop()

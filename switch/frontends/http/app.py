@@ -20,6 +20,7 @@ from switch.frontends.http import fraud_api, render, schema
 from switch.frontends.http.balance_api import BalanceApi
 from switch.frontends.http.events_api import EventsApi
 from switch.frontends.http.fraud_api import FraudApi
+from switch.frontends.http.webhooks_api import WebhooksApi
 from switch.idempotency.ratelimit import Buckets, RateLimiter
 from switch.merchants import ApiKeyCache, Merchant, hash_key
 from switch.payments.commands import ApproveReview, Caller, GetPayment, GetRefund, Mutation, RejectReview
@@ -45,8 +46,10 @@ def new_request_id() -> str:
 
 class App:
     def __init__(self, payments: Payments, api_keys: ApiKeyCache, fingerprint: Callable[[str, str, bytes], bytes],
-                 limiter: RateLimiter, fraud: FraudApi, balance: BalanceApi, events: EventsApi) -> None:
+                 limiter: RateLimiter, fraud: FraudApi, balance: BalanceApi, events: EventsApi,
+                 webhooks: WebhooksApi) -> None:
         self.payments = payments
+        self.webhooks = webhooks
         self.fraud = fraud
         self.balance = balance
         self.events = events
@@ -98,6 +101,15 @@ class App:
             if answered is None:
                 raise errors.invalid_request("not_found", f"Unrecognized request URL (POST {path[:100]}).", status=404)
             return answered
+        if method in ("POST", "DELETE") and path.startswith("/v1/webhook_endpoints"):
+            if wait_ms := await self.limiter.admit(buckets).wait_ms():
+                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
+            answered = await (self.webhooks.post(merchant, path, request.body) if method == "POST"
+                              else self.webhooks.delete(merchant, path))
+            if answered is None:
+                raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
+                                             status=404)
+            return answered
         if method == "POST" and path == "/v1/payouts":
             if wait_ms := await self.limiter.admit(buckets).wait_ms():
                 return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
@@ -117,6 +129,9 @@ class App:
                     answered := await self.balance.get(merchant, path, request.query)):
                 return answered
             if path.startswith("/v1/events") and (answered := await self.events.get(merchant, path, request.query)):
+                return answered
+            if path.startswith(("/v1/webhook_endpoints", "/v1/events/")) and (
+                    answered := await self.webhooks.get(merchant, path, request.query)):
                 return answered
             route, response = await self._get(path, Caller(merchant, request_id), request.query)
             return route, response

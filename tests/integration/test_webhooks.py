@@ -1,0 +1,168 @@
+"""Webhooks on the real stack, to a real receiver on loopback: an endpoint gets each event it subscribed to,
+signed as the Standard Webhooks reference library verifies; a failing endpoint is retried on the schedule
+(the test stack's is short) with the same webhook-id until it answers 2xx, and every attempt is logged;
+410 disables it; a hung endpoint does not hold up another's deliveries; bad and SSRF-prone URLs are refused."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from standardwebhooks.webhooks import Webhook
+
+from loadtest.httpclient import Client
+from switch.common import http
+from switch.dev.devstack import free_port
+from tests.integration.helpers import key, luhn_card, payment
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Receiver:
+    """Answers by path: /ok 200, /flaky 500 to the first two attempts of each message, /gone 410, /hang
+    never (until the switch gives up on it)."""
+
+    port: int = 0
+    received: list[tuple[str, dict[str, str], bytes, float]] = field(default_factory=list)
+    attempts: Counter[str] = field(default_factory=Counter)
+
+    async def handle(self, request: http.Request) -> http.Response:
+        self.received.append((request.path, dict(request.headers), request.body, time.monotonic()))
+        message = request.header("webhook-id")
+        self.attempts[f"{request.path} {message}"] += 1
+        if request.path.startswith("/hang"):
+            await asyncio.sleep(30)
+        if request.path.startswith("/gone"):
+            return http.Response(410, b'{"gone":true}')
+        if request.path.startswith("/flaky") and self.attempts[f"{request.path} {message}"] <= 2:
+            return http.Response(500, b'{"error":"try again"}')
+        return http.Response(200, b'{"ok":true}')
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def bodies(self, path: str) -> list[tuple[dict[str, str], bytes]]:
+        return [(headers, body) for got, headers, body, _ in self.received if got == path]
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def receiver() -> Receiver:
+    found = Receiver(port=free_port())
+    server = await http.serve(found.handle, "127.0.0.1", found.port)
+    yield found
+    server.close()
+
+
+async def _endpoint(client: Client, url: str, events: list[str]) -> dict[str, Any]:
+    made = await client.request("POST", "/v1/webhook_endpoints", {"url": url, "enabled_events": events})
+    assert made.status == 200, made.body
+    return made.json()
+
+
+async def _until(condition, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_subscribed_events_arrive_signed_once_each(stack, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop", fraud_rules="lists"))
+    try:
+        every = await _endpoint(client, receiver.url("/ok/every"), ["*"])
+        assert every["secret"].startswith("whsec_") and every["status"] == "enabled"
+        assert "secret" not in (await client.request("GET", f"/v1/webhook_endpoints/{every['id']}")).json()
+        captures = await _endpoint(client, receiver.url("/ok/captures"), ["payment.captured"])
+        held = await client.request("POST", "/v1/payments", payment(3000, luhn_card("4571"), "manual"),
+                                    idempotency_key=key("wh"))
+        captured = await client.request("POST", f"/v1/payments/{held.json()['id']}/capture", {},
+                                        idempotency_key=key("wh"))
+        assert captured.status == 200
+        await _until(lambda: len(receiver.bodies("/ok/every")) >= 2 and receiver.bodies("/ok/captures"))
+        await asyncio.sleep(0.5)                                   # nothing more comes
+        got = [Webhook(every["secret"]).verify(body, headers) for headers, body in receiver.bodies("/ok/every")]
+        assert [event["type"] for event in got] == ["payment.authorized", "payment.captured"]
+        assert [e["data"]["object"]["id"] for e in got] == [held.json()["id"]] * 2
+        assert [headers["webhook-id"] for headers, _ in receiver.bodies("/ok/every")] == [e["id"] for e in got]
+        only = [Webhook(captures["secret"]).verify(b, h)["type"] for h, b in receiver.bodies("/ok/captures")]
+        assert only == ["payment.captured"]
+        with pytest.raises(Exception, match="signature"):        # another endpoint's secret does not verify
+            headers, body = receiver.bodies("/ok/captures")[0]
+            Webhook(every["secret"]).verify(body, headers)
+    finally:
+        await client.close()
+
+
+async def test_a_failing_endpoint_is_retried_with_the_same_id_and_410_disables(stack, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-2", fraud_rules="lists"))
+    try:
+        await _endpoint(client, receiver.url("/flaky"), ["payment.succeeded"])
+        gone = await _endpoint(client, receiver.url("/gone"), ["payment.succeeded"])
+        sale = await client.request("POST", "/v1/payments", payment(1500, luhn_card("4571"), "automatic"),
+                                    idempotency_key=key("wh"))
+        assert sale.status == 200
+        await _until(lambda: len(receiver.bodies("/flaky")) >= 3)
+        ids = {headers["webhook-id"] for headers, _ in receiver.bodies("/flaky")}
+        assert len(ids) == 1 and len(receiver.bodies("/flaky")) == 3      # 500, 500, then 200: delivered
+        event_id = ids.pop()
+
+        async def logged() -> list[dict[str, Any]]:
+            return (await client.request("GET", f"/v1/events/{event_id}/deliveries")).json()["data"]
+
+        for _ in range(100):
+            deliveries = {d["endpoint"]: d for d in await logged()}
+            if len(deliveries) == 2 and all(d["status"] != "pending" for d in deliveries.values()):
+                break
+            await asyncio.sleep(0.05)
+        flaky = next(d for e, d in deliveries.items() if e != gone["id"])
+        assert flaky["status"] == "delivered" and [a["http_status"] for a in flaky["attempts"]] == [500, 500, 200]
+        assert deliveries[gone["id"]]["status"] == "failed"
+        shown = (await client.request("GET", f"/v1/webhook_endpoints/{gone['id']}")).json()
+        assert shown["status"] == "disabled" and "410" in shown["disabled_reason"]
+        assert len(receiver.bodies("/gone")) == 1
+    finally:
+        await client.close()
+
+
+async def test_a_hung_endpoint_does_not_hold_up_another(stack, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-3", fraud_rules="lists"))
+    try:
+        await _endpoint(client, receiver.url("/hang"), ["payment.succeeded"])
+        await _endpoint(client, receiver.url("/ok/beside"), ["payment.succeeded"])
+        started = time.monotonic()
+        for amount in range(1100, 1110):
+            made = await client.request("POST", "/v1/payments", payment(amount, luhn_card("4571"), "automatic"),
+                                        idempotency_key=key("wh"))
+            assert made.status == 200
+        await _until(lambda: len(receiver.bodies("/ok/beside")) >= 10, timeout_s=8.0)
+        assert time.monotonic() - started < 8.0                      # the hung one takes 10 s per attempt
+        amounts = sorted(json.loads(body)["data"]["object"]["amount"] for _, body in receiver.bodies("/ok/beside"))
+        assert amounts == list(range(1100, 1110))
+    finally:
+        await client.close()
+
+
+@pytest.mark.parametrize(("url", "code"), [
+    ("ftp://example.com/hook", "url_invalid"),
+    ("http://169.254.169.254/latest/meta-data", "url_invalid"),
+    ("http://10.0.0.7/hook", "url_invalid"),
+    ("http://[fd00::1]/hook", "url_invalid"),
+    ("http://user:pw@example.com/hook", "url_invalid"),
+])
+async def test_urls_a_webhook_may_not_go_to_are_refused(stack, url: str, code: str) -> None:  # type: ignore[no-untyped-def]
+    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-4", fraud_rules="lists"))
+    try:
+        refused = await client.request("POST", "/v1/webhook_endpoints", {"url": url, "enabled_events": ["*"]})
+        assert refused.status == 400 and refused.json()["error"]["code"] == code, refused.body
+        unknown = await client.request("POST", "/v1/webhook_endpoints",
+                                       {"url": "https://example.com/h", "enabled_events": ["payment.exploded"]})
+        assert unknown.status == 400 and unknown.json()["error"]["param"] == "enabled_events"
+    finally:
+        await client.close()
