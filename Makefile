@@ -8,7 +8,7 @@ SYSTEM_PACKAGES := redis-server softhsm2 postgresql
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages demo up test test-unit bench bench-network fraud-drill settlement-drill settlement-bench lint clean
+.PHONY: help setup system-packages demo up test test-unit bench bench-network fraud-drill settlement-drill settlement-bench webhook-drill lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -53,6 +53,9 @@ bench: setup ## load the stack with authorizations over HTTP; prints the RESULT 
 
 fraud-drill: setup ## legitimate traffic beside card testing and a stolen-card spree; prints FRAUD
 	$(PY) -m loadtest.fraud_drill
+
+webhook-drill: setup ## payments with a receiver failing 30 % at random; prints WEBHOOKS
+	$(PY) -m loadtest.webhook_drill $(WEBHOOK_DRILL_ARGS)
 
 settlement-drill: setup ## a day of traffic, planted discrepancies, the import; prints SETTLEMENT
 	$(PY) -m loadtest.settlement_drill $(SETTLEMENT_DRILL_ARGS)
