@@ -319,6 +319,9 @@ CREATE TABLE webhook_endpoints (
     status           text NOT NULL DEFAULT 'enabled' CHECK (status IN ('enabled', 'disabled')),
     disabled_reason  text,
     secret           text NOT NULL,                     -- whsec_<base64>: signs the deliveries (not card data)
+    previous_secret  text,                              -- after a roll, also signs until it expires
+    previous_secret_expires_at timestamptz,
+    failing_since    timestamptz,                       -- the first failed attempt since the last delivery
     deleted          boolean NOT NULL DEFAULT false,
     created_at       timestamptz NOT NULL DEFAULT now()
 );

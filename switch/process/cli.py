@@ -12,6 +12,7 @@
     switch settlement import --network visa FILE...   import and match settlement files (exit 1: exceptions)
     switch balance --merchant acct_...         a merchant's available and pending balance
     switch payouts run|list|confirm|schedule   payouts (switch/process/payouts_cli.py)
+    switch webhooks pending|replay             webhook deliveries (switch/process/webhooks_cli.py)
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import sys
 
 import asyncpg
 
-from switch.process import fraud_cli, payouts_cli, settlement_cli
+from switch.process import fraud_cli, payouts_cli, settlement_cli, webhooks_cli
 
 
 def _database_url() -> str:
@@ -176,6 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
     fraud_cli.add_parsers(sub)
     settlement_cli.add_parsers(sub)
     payouts_cli.add_parsers(sub)
+    webhooks_cli.add_parsers(sub)
     return parser
 
 

@@ -21,6 +21,38 @@ async def insert_endpoint(conn: Conn, endpoint_id: str, merchant_id: str, url: s
         endpoint_id, merchant_id, url, enabled_events, description, secret)
 
 
+async def roll_secret(conn: Conn, merchant_id: str, endpoint_id: str, secret: str,
+                      overlap_s: int) -> asyncpg.Record | None:
+    """A new secret; the one it replaces also signs for `overlap_s` more seconds."""
+    return await conn.fetchrow(
+        "UPDATE webhook_endpoints SET previous_secret = secret, secret = $3, "
+        "previous_secret_expires_at = now() + make_interval(secs => $4) "
+        f"WHERE id = $1 AND merchant_id = $2 AND NOT deleted RETURNING {ENDPOINT_COLUMNS}",
+        endpoint_id, merchant_id, secret, overlap_s)
+
+
+async def pending_by_endpoint(conn: Conn, merchant_id: str | None) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        "SELECT w.id, w.merchant_id, w.url, w.status, count(d.id) AS pending, min(d.created_at) AS oldest "
+        "FROM webhook_endpoints w JOIN webhook_deliveries d ON d.endpoint_id = w.id AND d.status = 'pending' "
+        "WHERE ($1::text IS NULL OR w.merchant_id = $1) GROUP BY w.id ORDER BY min(d.created_at)", merchant_id)
+
+
+async def replay(conn: Conn, event_id: int | None, endpoint_id: str | None, since: datetime | None) -> int:
+    """Queue again (due now) the deliveries of one event to its subscribed endpoints, or of one endpoint's
+    events since `since`, delivered or not; events the endpoint never got (it was disabled, or newer
+    than them) are queued too. How many."""
+    status = await conn.execute(
+        "INSERT INTO webhook_deliveries (event_id, endpoint_id) "
+        "SELECT e.id, w.id FROM events e JOIN webhook_endpoints w ON w.merchant_id = e.merchant_id "
+        "WHERE NOT w.deleted AND (w.enabled_events @> ARRAY['*'] OR e.type = ANY (w.enabled_events)) "
+        "AND ($1::bigint IS NULL OR e.id = $1) AND ($2::text IS NULL OR w.id = $2) "
+        "AND ($3::timestamptz IS NULL OR e.created_at >= $3) "
+        "ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = now()",
+        event_id, endpoint_id, since)
+    return int(status.split()[-1])
+
+
 async def lock_merchant(conn: asyncpg.Connection, merchant_id: str) -> None:
     """A merchant's endpoints are created one at a time (to the end of the transaction): the cap holds."""
     await conn.execute("SELECT 1 FROM merchants WHERE id = $1 FOR UPDATE", merchant_id)
@@ -87,6 +119,7 @@ WITH room AS (
     RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.created_at
 )
 SELECT c.id, c.event_id, c.attempts, c.created_at AS queued_at, w.id AS endpoint_id, w.url, w.secret, w.status,
+       CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
        e.merchant_id, e.type, e.object_id, e.data, e.created_at AS event_created_at
 FROM claimed c JOIN webhook_endpoints w ON w.id = c.endpoint_id JOIN events e ON e.id = c.event_id"""
 
@@ -105,10 +138,37 @@ WITH input AS (
 ), logged AS (
     INSERT INTO webhook_attempts (delivery_id, http_status, error, latency_ms, excerpt)
     SELECT delivery_id, http_status, error, latency_ms, excerpt FROM input
+), moved AS (
+    UPDATE webhook_deliveries d SET status = i.status, attempts = d.attempts + 1,
+        next_attempt_at = coalesce(i.next_attempt_at, d.next_attempt_at)
+    FROM input i WHERE d.id = i.delivery_id
+    RETURNING d.endpoint_id, i.status = 'delivered' AS delivered
+), health AS (
+    SELECT endpoint_id, bool_or(delivered) AS delivered FROM moved GROUP BY endpoint_id
 )
-UPDATE webhook_deliveries d SET status = i.status, attempts = d.attempts + 1,
-    next_attempt_at = coalesce(i.next_attempt_at, d.next_attempt_at)
-FROM input i WHERE d.id = i.delivery_id"""
+UPDATE webhook_endpoints w
+SET failing_since = CASE WHEN h.delivered THEN NULL ELSE coalesce(w.failing_since, now()) END
+FROM health h WHERE w.id = h.endpoint_id"""
+
+# Endpoints that have failed every attempt for FAILING_FOR_S: disabled, each with its event.
+DISABLE_FAILING = """
+WITH off AS (
+    UPDATE webhook_endpoints SET status = 'disabled',
+        disabled_reason = 'every delivery failed for ' || ($1::int / 86400) || ' days'
+    WHERE status = 'enabled' AND NOT deleted AND failing_since < now() - make_interval(secs => $1)
+    RETURNING id, merchant_id, url, enabled_events, description, status, disabled_reason, created_at
+)
+INSERT INTO events (merchant_id, type, object_id, data)
+SELECT merchant_id, 'webhook_endpoint.disabled', id, convert_to(json_build_object(
+    'id', id, 'url', url, 'enabled_events', enabled_events, 'description', description, 'status', status,
+    'disabled_reason', disabled_reason, 'created', extract(epoch FROM created_at)::bigint,
+    'object', 'webhook_endpoint')::text, 'UTF8') FROM off RETURNING object_id"""
+
+
+async def disable_failing(conn: Conn, failing_for_s: int) -> list[str]:
+    """The endpoints it disabled; each event's object is the endpoint as JSON (no secret)."""
+    rows = await conn.fetch(DISABLE_FAILING, failing_for_s)
+    return [row["object_id"] for row in rows]
 
 
 async def record_attempts(conn: Conn, attempts: list[tuple[int, int | None, str | None, int, str | None, str,

@@ -26,8 +26,8 @@ pytestmark = pytest.mark.integration
 
 @dataclass
 class Receiver:
-    """Answers by path: /ok 200, /flaky 500 to the first two attempts of each message, /gone 410, /hang
-    never (until the switch gives up on it)."""
+    """Answers by path: /ok 200, /flaky 500 to the first two attempts of each message, /fail 500, /gone 410,
+    /hang never (until the switch gives up on it)."""
 
     port: int = 0
     received: list[tuple[str, dict[str, str], bytes, float]] = field(default_factory=list)
@@ -39,6 +39,8 @@ class Receiver:
         self.attempts[f"{request.path} {message}"] += 1
         if request.path.startswith("/hang"):
             await asyncio.sleep(30)
+        if request.path.startswith("/fail"):
+            return http.Response(500, b'{"error":"always"}')
         if request.path.startswith("/gone"):
             return http.Response(410, b'{"gone":true}')
         if request.path.startswith("/flaky") and self.attempts[f"{request.path} {message}"] <= 2:
@@ -166,3 +168,59 @@ async def test_urls_a_webhook_may_not_go_to_are_refused(stack, url: str, code: s
         assert unknown.status == 400 and unknown.json()["error"]["param"] == "enabled_events"
     finally:
         await client.close()
+
+
+async def test_a_rolled_secret_signs_beside_the_old_one_and_replay_delivers_again(stack, db,  # type: ignore[no-untyped-def]
+                                                                                 receiver: Receiver) -> None:
+    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-5", fraud_rules="lists"))
+    try:
+        made = await _endpoint(client, receiver.url("/ok/rolled"), ["payment.succeeded"])
+        rolled = await client.request("POST", f"/v1/webhook_endpoints/{made['id']}/roll_secret", {"expires_in_s": 600})
+        assert rolled.status == 200 and rolled.json()["secret"] != made["secret"]
+        sale = await client.request("POST", "/v1/payments", payment(1600, luhn_card("4571"), "automatic"),
+                                    idempotency_key=key("wh"))
+        assert sale.status == 200
+        await _until(lambda: receiver.bodies("/ok/rolled"))
+        headers, body = receiver.bodies("/ok/rolled")[0]
+        assert len(headers["webhook-signature"].split(" ")) == 2      # both secrets sign during the overlap
+        for secret in (made["secret"], rolled.json()["secret"]):
+            assert Webhook(secret).verify(body, headers)["type"] == "payment.succeeded"
+
+        replayed = await asyncio.to_thread(_cli, stack, "webhooks", "replay", "--event", headers["webhook-id"])
+        assert replayed.returncode == 0 and "1 deliveries queued again" in replayed.stdout, replayed.stderr
+        await _until(lambda: len(receiver.bodies("/ok/rolled")) == 2)
+        assert receiver.bodies("/ok/rolled")[1][0]["webhook-id"] == headers["webhook-id"]   # the same message
+        pending = await asyncio.to_thread(_cli, stack, "webhooks", "pending")
+        assert pending.returncode == 0 and "pending deliveries" in pending.stdout
+    finally:
+        await client.close()
+
+
+async def test_an_endpoint_failing_for_three_days_is_disabled_with_an_event(stack, db,  # type: ignore[no-untyped-def]
+                                                                            receiver: Receiver) -> None:
+    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-6", fraud_rules="lists"))
+    try:
+        failing = await _endpoint(client, receiver.url("/fail/always"), ["payment.succeeded"])
+        watching = await _endpoint(client, receiver.url("/ok/watching"), ["webhook_endpoint.disabled"])
+        await db.execute("UPDATE webhook_endpoints SET failing_since = now() - interval '3 days 1 minute' "
+                         "WHERE id = $1", failing["id"])
+        sale = await client.request("POST", "/v1/payments", payment(1700, luhn_card("4571"), "automatic"),
+                                    idempotency_key=key("wh"))
+        assert sale.status == 200
+        await _until(lambda: receiver.bodies("/ok/watching"))
+        event = Webhook(watching["secret"]).verify(*reversed(receiver.bodies("/ok/watching")[0]))
+        assert event["type"] == "webhook_endpoint.disabled" and event["data"]["object"]["id"] == failing["id"]
+        assert "secret" not in event["data"]["object"]
+        shown = (await client.request("GET", f"/v1/webhook_endpoints/{failing['id']}")).json()
+        assert shown["status"] == "disabled" and "failed for 3 days" in shown["disabled_reason"]
+    finally:
+        await client.close()
+
+
+def _cli(stack, *args: str):  # type: ignore[no-untyped-def]
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "switch", *args], capture_output=True, text=True,
+                          env={**os.environ, **stack.switch_env()}, check=False)

@@ -73,6 +73,8 @@ def _review(p: PaymentRecord) -> dict[str, Any]:
 def rendered_object(row: asyncpg.Record, now: dict[str, asyncpg.Record]) -> bytes:
     """The event's object as the API renders it."""
     kind = row["type"].split(".", 1)[0]
+    if kind == "webhook_endpoint":                 # written in SQL as the endpoint's JSON
+        return bytes(row["data"])
     if kind == "payout":
         return _encoder.encode(msgspec.convert(msgspec.msgpack.decode(row["data"]), PayoutObject))
     if row["data"] is None:                      # written set-based: the payment as it is now
@@ -88,7 +90,7 @@ def rendered_object(row: asyncpg.Record, now: dict[str, asyncpg.Record]) -> byte
 
 
 async def _objects_now(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> dict[str, asyncpg.Record]:
-    ids = [row["object_id"] for row in rows if row["data"] is None and not row["type"].startswith("payout.")]
+    ids = [row["object_id"] for row in rows if row["data"] is None and row["type"].startswith("payment.")]
     return await event_store.current_objects(pool, ids) if ids else {}
 
 

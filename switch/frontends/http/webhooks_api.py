@@ -5,6 +5,8 @@
     GET    /v1/webhook_endpoints          (limit)
     GET    /v1/webhook_endpoints/{id}
     POST   /v1/webhook_endpoints/{id}     {"url", "enabled_events", "description", "disabled"}: any of them
+    POST   /v1/webhook_endpoints/{id}/roll_secret   {"expires_in_s": 86400}: a new secret (shown once); the
+                                          old one also signs until then
     DELETE /v1/webhook_endpoints/{id}
     GET    /v1/events/{id}/deliveries     every delivery of the event and each of its attempts
 """
@@ -30,8 +32,12 @@ from switch.store import webhooks as webhook_store
 ENDPOINTS_MAX = 16
 EVENT_TYPES = ("payment.authorized", "payment.succeeded", "payment.failed", "payment.captured", "payment.canceled",
                "payment.settled", "payment.settlement_superseded", "refund.created", "refund.succeeded",
-               "refund.failed", "review.opened", "review.closed", "payout.created", "payout.paid", "payout.failed")
+               "refund.failed", "review.opened", "review.closed", "payout.created", "payout.paid", "payout.failed",
+               "webhook_endpoint.disabled")
 _ENDPOINT = re.compile(r"^/v1/webhook_endpoints/(we_[0-9A-Za-z]{10,40})$")
+_ROLL = re.compile(r"^/v1/webhook_endpoints/(we_[0-9A-Za-z]{10,40})/roll_secret$")
+ROLL_OVERLAP_S = 86_400
+ROLL_OVERLAP_S_MAX = 7 * 86_400
 _DELIVERIES = re.compile(r"^/v1/events/evt_([0-9]{16})/deliveries$")
 
 EventTypes = Annotated[list[Annotated[str, Meta(max_length=60)]], Meta(min_length=1, max_length=len(EVENT_TYPES))]
@@ -50,6 +56,10 @@ class UpdateBody(Struct, forbid_unknown_fields=True):
     enabled_events: EventTypes | None = None
     description: Description | None = None
     disabled: bool | None = None
+
+
+class RollBody(Struct, forbid_unknown_fields=True):
+    expires_in_s: Annotated[int, Meta(ge=0, le=ROLL_OVERLAP_S_MAX)] = ROLL_OVERLAP_S
 
 
 class EndpointObject(Struct, omit_defaults=True):
@@ -89,6 +99,7 @@ class ListObject(Struct):
 
 _create_decoder = msgspec.json.Decoder(CreateBody)
 _update_decoder = msgspec.json.Decoder(UpdateBody)
+_roll_decoder = msgspec.json.Decoder(RollBody)
 _encoder = msgspec.json.Encoder()
 
 
@@ -144,6 +155,13 @@ class WebhooksApi:
     async def post(self, merchant: Merchant, path: str, body: bytes) -> tuple[str, Response] | None:
         if path == "/v1/webhook_endpoints":
             return "webhook_endpoints.create", await self._create(merchant, body)
+        if match := _ROLL.match(path):
+            roll: RollBody = schema.decode(_roll_decoder, body or b"{}")
+            rolled = await webhook_store.roll_secret(self.pool, merchant.id, match.group(1), signing.new_secret(),
+                                                     roll.expires_in_s)
+            if rolled is None:
+                raise _missing(match.group(1))
+            return "webhook_endpoints.roll_secret", Response(200, _encoder.encode(_endpoint(rolled, with_secret=True)))
         if match := _ENDPOINT.match(path):
             request: UpdateBody = schema.decode(_update_decoder, body)
             row = await webhook_store.update_endpoint(

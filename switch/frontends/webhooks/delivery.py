@@ -8,7 +8,8 @@ drops duplicates.
 
 2xx: delivered. 410 Gone: the endpoint is disabled and the delivery failed. Anything else (another
 status, a timeout, a refused or broken connection): again after RETRY_SCHEDULE_S[attempts] (with +/- 20 %
-jitter), until RETRY_FOR_S (3 days) after the event; then failed.
+jitter), until RETRY_FOR_S (3 days) after the event; then failed. An endpoint whose every attempt has
+failed for FAILING_FOR_S (3 days) is disabled, with a `webhook_endpoint.disabled` event.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ log = logging.getLogger(__name__)
 
 RETRY_SCHEDULE_S = (5, 300, 1_800, 7_200, 18_000, 36_000, 36_000, 36_000, 36_000, 36_000)
 RETRY_FOR_S = 3 * 86_400
+FAILING_FOR_S = 3 * 86_400      # an endpoint whose every attempt failed this long is disabled, with an event
 PER_ENDPOINT_MAX = 16
 IN_FLIGHT_MAX = 64
 BATCH_MAX = 100
@@ -58,8 +60,10 @@ Attempted = tuple[int, int | None, str | None, int, str | None, str, datetime | 
 
 class Deliverer:
     def __init__(self, pool: asyncpg.Pool, allow_loopback: bool = False,
-                 schedule: Sequence[float] = RETRY_SCHEDULE_S, retry_for_s: float = RETRY_FOR_S) -> None:
+                 schedule: Sequence[float] = RETRY_SCHEDULE_S, retry_for_s: float = RETRY_FOR_S,
+                 failing_for_s: int = FAILING_FOR_S) -> None:
         self.pool = pool
+        self.failing_for_s = failing_for_s
         self.allow_loopback = allow_loopback
         self.schedule = schedule
         self.retry_for_s = retry_for_s
@@ -113,7 +117,7 @@ class Deliverer:
             return
         body = await self._body(row)
         message_id = events_api.event_id(row["event_id"])
-        headers = signing.headers(row["secret"], message_id, int(time.time()), body)
+        headers = signing.headers(row["secret"], message_id, int(time.time()), body, row["previous_secret"])
         answer = await client.post(row["url"], body, headers, self.allow_loopback)
         await self._settle(row, answer)
 
@@ -140,6 +144,10 @@ class Deliverer:
 
     async def _record_many(self, attempts: list[Attempted]) -> list[None]:
         await webhook_store.record_attempts(self.pool, attempts)
+        if any(attempt[5] != "delivered" for attempt in attempts):
+            for endpoint in await webhook_store.disable_failing(self.pool, self.failing_for_s):
+                log.warning("webhook endpoint %s disabled: every delivery failed for %d s", endpoint,
+                            self.failing_for_s)
         return [None] * len(attempts)
 
     async def close(self) -> None:

@@ -22,6 +22,11 @@ def sign(secret: str, message_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
 
 
-def headers(secret: str, message_id: str, timestamp: int, body: bytes) -> list[tuple[str, str]]:
-    return [("webhook-id", message_id), ("webhook-timestamp", str(timestamp)),
-            ("webhook-signature", sign(secret, message_id, timestamp, body))]
+def headers(secret: str, message_id: str, timestamp: int, body: bytes,
+            previous_secret: str | None = None) -> list[tuple[str, str]]:
+    """The three headers; during a secret's roll, signed with both secrets (space-separated, as the spec
+    allows), so a receiver verifies with either while it switches."""
+    signature = sign(secret, message_id, timestamp, body)
+    if previous_secret:
+        signature += " " + sign(previous_secret, message_id, timestamp, body)
+    return [("webhook-id", message_id), ("webhook-timestamp", str(timestamp)), ("webhook-signature", signature)]
