@@ -148,7 +148,8 @@ WITH input AS (
 )
 UPDATE webhook_endpoints w
 SET failing_since = CASE WHEN h.delivered THEN NULL ELSE coalesce(w.failing_since, now()) END
-FROM health h WHERE w.id = h.endpoint_id"""
+FROM health h WHERE w.id = h.endpoint_id
+  AND (h.delivered AND w.failing_since IS NOT NULL OR NOT h.delivered AND w.failing_since IS NULL)"""
 
 # Endpoints that have failed every attempt for FAILING_FOR_S: disabled, each with its event.
 DISABLE_FAILING = """

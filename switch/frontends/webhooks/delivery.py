@@ -42,6 +42,7 @@ IN_FLIGHT_MAX = 64
 BATCH_MAX = 100
 LEASE_S = 30.0
 POLL_S = 0.5
+CLAIM_GAP_S = 0.01              # between claims while busy: a claim per attempt that ends would be a query each
 
 _encoder = msgspec.json.Encoder()
 
@@ -79,14 +80,14 @@ class Deliverer:
             except Exception as error:  # noqa: BLE001 - a failed pass is tried again
                 log.warning("webhook delivery pass failed: %s", error.__class__.__name__)
                 started = 0
-            if started:
-                continue                                     # there may be more due: take them at once
-            if not self.tasks:
+            if not started and not self.tasks:
                 await asyncio.sleep(POLL_S)                  # nothing due: look again soon
                 continue
-            self.freed.clear()                               # no room (in all, or per endpoint): until an
-            with contextlib.suppress(TimeoutError):          # attempt ends, or POLL_S
-                await asyncio.wait_for(self.freed.wait(), POLL_S)
+            if not started:
+                self.freed.clear()                           # no room (in all, or per endpoint): until an
+                with contextlib.suppress(TimeoutError):      # attempt ends, or POLL_S
+                    await asyncio.wait_for(self.freed.wait(), POLL_S)
+            await asyncio.sleep(CLAIM_GAP_S)                 # let more attempts end: one claim takes them all
 
     async def pass_once(self) -> int:
         """Start the due deliveries this worker has room for; how many it started."""
