@@ -21,7 +21,7 @@ from msgspec import Struct
 from switch.common import currency as currencies
 from switch.common import errors
 from switch.common.http import Response
-from switch.frontends.http import schema
+from switch.frontends.http import render, schema
 from switch.ledger import postings
 from switch.merchants import Merchant
 from switch.payments.commands import Amount, CurrencyCode
@@ -78,13 +78,6 @@ class PayoutObject(Struct):
     created: int
     updated: int
     object: str = "payout"
-
-
-class ListObject(Struct):
-    data: list[BalanceTransaction] | list[PayoutObject]
-    has_more: bool
-    url: str
-    object: str = "list"
 
 
 _payout_decoder = msgspec.json.Decoder(PayoutBody)
@@ -159,7 +152,7 @@ class BalanceApi:
                                    "available" if row["account"] == available else "pending",
                                    row["payment_id"] or _source(row["posting_id"]),
                                    int(row["created_at"].timestamp())) for row in rows[:limit]]
-        return _encoder.encode(ListObject(data, len(rows) > limit, "/v1/balance_transactions"))
+        return _encoder.encode(render.ListOf(data, len(rows) > limit, "/v1/balance_transactions"))
 
     async def _payouts(self, merchant: Merchant, query: str) -> bytes:
         params = dict(parse_qsl(query))
@@ -169,5 +162,5 @@ class BalanceApi:
             raise errors.invalid_request("parameter_invalid", f"status is one of {', '.join(PAYOUT_STATUSES)}.",
                                          "status")
         rows = await payout_store.list_payouts(self.pool, merchant.id, status, limit + 1)
-        return _encoder.encode(ListObject([payout_object(row) for row in rows[:limit]], len(rows) > limit,
+        return _encoder.encode(render.ListOf([payout_object(row) for row in rows[:limit]], len(rows) > limit,
                                           "/v1/payouts"))

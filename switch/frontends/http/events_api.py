@@ -48,13 +48,6 @@ class EventObject(Struct):
     object: str = "event"
 
 
-class EventList(Struct):
-    data: list[EventObject]
-    has_more: bool
-    url: str = "/v1/events"
-    object: str = "list"
-
-
 _encoder = msgspec.json.Encoder()
 
 
@@ -144,4 +137,4 @@ class EventsApi:
         rows = rows[:listed.limit]
         if after is not None:
             rows.reverse()                          # ending_before pages back: still newest first
-        return _encoder.encode(EventList(await event_objects(self.pool, rows), has_more))
+        return _encoder.encode(render.ListOf(await event_objects(self.pool, rows), has_more, "/v1/events"))

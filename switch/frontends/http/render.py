@@ -3,6 +3,8 @@ type and code come from the one result table (switch.payments.results)."""
 
 from __future__ import annotations
 
+from typing import Generic, TypeVar
+
 import msgspec
 from msgspec import Struct
 
@@ -71,6 +73,18 @@ class Refund(Struct):
     failure_reason: str | None
     created: int
     object: str = "refund"
+
+
+Item = TypeVar("Item")
+
+
+class ListOf(Struct, Generic[Item]):
+    """Stripe's list envelope, for the lists that have no struct of their own."""
+
+    data: list[Item]
+    has_more: bool
+    url: str
+    object: str = "list"
 
 
 class PaymentList(Struct):

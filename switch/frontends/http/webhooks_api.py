@@ -24,7 +24,7 @@ from msgspec import Meta, Struct
 from switch.common import errors
 from switch.common.http import Response
 from switch.common.ids import new_id
-from switch.frontends.http import schema
+from switch.frontends.http import render, schema
 from switch.frontends.webhooks import client, signing
 from switch.merchants import Merchant
 from switch.store import webhooks as webhook_store
@@ -90,13 +90,6 @@ class Delivery(Struct):
     object: str = "webhook_delivery"
 
 
-class ListObject(Struct):
-    data: list[EndpointObject] | list[Delivery]
-    has_more: bool
-    url: str
-    object: str = "list"
-
-
 _create_decoder = msgspec.json.Decoder(CreateBody)
 _update_decoder = msgspec.json.Decoder(UpdateBody)
 _roll_decoder = msgspec.json.Decoder(RollBody)
@@ -143,7 +136,7 @@ class WebhooksApi:
         if path == "/v1/webhook_endpoints":
             limit = schema.int_param(dict(parse_qsl(query)), "limit", 10, 1, 100)
             rows = await webhook_store.list_endpoints(self.pool, merchant.id, limit + 1)
-            body = ListObject([_endpoint(row) for row in rows[:limit]], len(rows) > limit, path)
+            body = render.ListOf([_endpoint(row) for row in rows[:limit]], len(rows) > limit, path)
             return "webhook_endpoints.list", Response(200, _encoder.encode(body))
         if match := _ENDPOINT.match(path):
             return "webhook_endpoints.get", Response(200, _encoder.encode(_endpoint(await self._found(
@@ -207,7 +200,7 @@ class WebhooksApi:
             if row["attempted_at"] is not None:
                 delivery.attempts.append(Attempt(int(row["attempted_at"].timestamp()), row["http_status"],
                                                  row["error"], row["latency_ms"], row["excerpt"]))
-        return _encoder.encode(ListObject(list(deliveries.values()), False, path))
+        return _encoder.encode(render.ListOf(list(deliveries.values()), False, path))
 
 
 def _missing(endpoint_id: str) -> errors.ApiError:
