@@ -12,7 +12,7 @@
     switch settlement import --network visa FILE...   import and match settlement files (exit 1: exceptions)
     switch balance --merchant acct_...         a merchant's available and pending balance
     switch payouts run|list|confirm|schedule   payouts (switch/process/payouts_cli.py)
-    switch webhooks pending|replay             webhook deliveries (switch/process/webhooks_cli.py)
+    switch webhooks endpoints|pending|replay   webhook endpoints and deliveries (switch/process/webhooks_cli.py)
 """
 
 from __future__ import annotations

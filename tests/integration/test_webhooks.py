@@ -224,3 +224,31 @@ def _cli(stack, *args: str):  # type: ignore[no-untyped-def]
 
     return subprocess.run([sys.executable, "-m", "switch", *args], capture_output=True, text=True,
                           env={**os.environ, **stack.switch_env()}, check=False)
+
+
+async def test_endpoints_from_the_cli(stack, db) -> None:  # type: ignore[no-untyped-def]
+    api_key = stack.seed_merchant("hooks-shop-7", fraud_rules="lists")
+    client = Client(stack.switch_url, api_key)
+    try:
+        sale = await client.request("POST", "/v1/payments", payment(1800, luhn_card("4571"), "automatic"),
+                                    idempotency_key=key("wh"))
+        merchant = await db.fetchval("SELECT merchant_id FROM payments WHERE id = $1", sale.json()["id"])
+    finally:
+        await client.close()
+    made = await asyncio.to_thread(_cli, stack, "webhooks", "endpoints", "create", "--merchant", merchant, "--url",
+                                   "https://hooks.example.com/in", "--events", "payment.succeeded,refund.failed")
+    assert made.returncode == 0 and "secret (shown once): whsec_" in made.stdout, made.stderr
+    endpoint = made.stdout.split()[0]
+    refused = await asyncio.to_thread(_cli, stack, "webhooks", "endpoints", "create", "--merchant", merchant,
+                                      "--url", "http://169.254.169.254/", "--events", "*")
+    assert refused.returncode == 2 and "refused range" in refused.stderr
+    disabled = await asyncio.to_thread(_cli, stack, "webhooks", "endpoints", "disable", "--merchant", merchant,
+                                       "--endpoint", endpoint)
+    assert disabled.returncode == 0
+    listed = await asyncio.to_thread(_cli, stack, "webhooks", "endpoints", "list", "--merchant", merchant)
+    assert f"{endpoint}  disabled (by the merchant)  payment.succeeded,refund.failed" in listed.stdout
+    gone = await asyncio.to_thread(_cli, stack, "webhooks", "endpoints", "delete", "--merchant", merchant,
+                                   "--endpoint", endpoint)
+    assert gone.returncode == 0
+    assert endpoint not in (await asyncio.to_thread(_cli, stack, "webhooks", "endpoints", "list", "--merchant",
+                                                    merchant)).stdout

@@ -102,7 +102,7 @@ def _endpoint(row: asyncpg.Record, with_secret: bool = False) -> EndpointObject:
                           row["secret"] if with_secret else None)
 
 
-def _events(types: list[str]) -> list[str]:
+def checked_events(types: list[str]) -> list[str]:
     if types == ["*"]:
         return types
     unknown = sorted(set(types) - set(EVENT_TYPES))
@@ -112,7 +112,7 @@ def _events(types: list[str]) -> list[str]:
     return sorted(set(types))
 
 
-def _url(url: str, allow_loopback: bool) -> str:
+def checked_url(url: str, allow_loopback: bool) -> str:
     """A URL the webhooks may send to: http(s), and no literal address in a refused range (a name is
     checked again, after DNS, on every attempt)."""
     try:
@@ -157,10 +157,10 @@ class WebhooksApi:
             return "webhook_endpoints.roll_secret", Response(200, _encoder.encode(_endpoint(rolled, with_secret=True)))
         if match := _ENDPOINT.match(path):
             request: UpdateBody = schema.decode(_update_decoder, body)
-            row = await webhook_store.update_endpoint(
-                self.pool, merchant.id, match.group(1), _url(request.url, self.allow_loopback) if request.url else None,
-                _events(request.enabled_events) if request.enabled_events else None, request.description,
-                request.disabled)
+            url = checked_url(request.url, self.allow_loopback) if request.url else None
+            types = checked_events(request.enabled_events) if request.enabled_events else None
+            row = await webhook_store.update_endpoint(self.pool, merchant.id, match.group(1), url, types,
+                                                      request.description, request.disabled)
             if row is None:
                 raise _missing(match.group(1))
             return "webhook_endpoints.update", Response(200, _encoder.encode(_endpoint(row)))
@@ -176,7 +176,7 @@ class WebhooksApi:
 
     async def _create(self, merchant: Merchant, body: bytes) -> Response:
         request: CreateBody = schema.decode(_create_decoder, body)
-        url, types = _url(request.url, self.allow_loopback), _events(request.enabled_events)
+        url, types = checked_url(request.url, self.allow_loopback), checked_events(request.enabled_events)
         async with self.pool.acquire() as conn, conn.transaction():
             await webhook_store.lock_merchant(conn, merchant.id)
             if await webhook_store.count_endpoints(conn, merchant.id) >= ENDPOINTS_MAX:
