@@ -56,9 +56,23 @@ async def current_objects(conn: Conn, payment_ids: list[str]) -> dict[str, async
     return {row["id"]: row for row in rows}
 
 
+# The oldest events past the retention period, with their webhook deliveries and attempts (a delivery
+# is at most 3 days younger than its event, so none of them is pending any more).
+PRUNE = """
+WITH old AS (
+    SELECT id FROM events WHERE created_at < now() - make_interval(days => $1) ORDER BY created_at LIMIT $2
+), deliveries AS (
+    SELECT d.id FROM webhook_deliveries d JOIN old ON d.event_id = old.id
+), attempts AS (
+    DELETE FROM webhook_attempts a USING deliveries WHERE a.delivery_id = deliveries.id
+), gone_deliveries AS (
+    DELETE FROM webhook_deliveries d USING deliveries WHERE d.id = deliveries.id
+)
+DELETE FROM events e USING old WHERE e.id = old.id"""
+
+
 async def prune(conn: Conn, retention_days: int = RETENTION_DAYS, batch_max: int = PRUNE_BATCH_MAX) -> int:
-    """Delete up to `batch_max` of the oldest events past the retention period; how many went."""
-    status = await conn.execute(
-        "DELETE FROM events WHERE id IN (SELECT id FROM events WHERE created_at < now() - make_interval(days => $1) "
-        "ORDER BY created_at LIMIT $2)", retention_days, batch_max)
+    """Delete up to `batch_max` of the oldest events past the retention period, with their deliveries;
+    how many events went."""
+    status = await conn.execute(PRUNE, retention_days, batch_max)
     return int(status.split()[-1])

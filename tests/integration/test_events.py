@@ -98,7 +98,17 @@ async def test_events_past_the_retention_are_pruned_in_bounded_batches(stack, db
     await db.executemany("INSERT INTO events (merchant_id, type, object_id, created_at) VALUES "
                          "($1, 'payment.succeeded', $2, now() - make_interval(days => $3))",
                          [(merchant, f"pay_old{i}", 31) for i in range(5)] + [(merchant, "pay_new", 29)])
+    old_event = await db.fetchval("SELECT min(id) FROM events WHERE merchant_id = $1", merchant)
+    await db.execute("INSERT INTO merchants (id, name) VALUES ($1, 'prune test') ON CONFLICT DO NOTHING", merchant)
+    await db.execute("INSERT INTO webhook_endpoints (id, merchant_id, url, enabled_events, secret) VALUES "
+                     "('we_prunetest000000000000', $1, 'https://example.com/h', '{*}', 'whsec_AAAA')", merchant)
+    delivery = await db.fetchval("INSERT INTO webhook_deliveries (event_id, endpoint_id, status) VALUES "
+                                 "($1, 'we_prunetest000000000000', 'failed') RETURNING id", old_event)
+    await db.execute("INSERT INTO webhook_attempts (delivery_id, http_status, latency_ms) VALUES ($1, 500, 3)",
+                     delivery)
     assert await event_store.prune(db, batch_max=3) == 3
     assert await event_store.prune(db, batch_max=3) == 2
     left = await db.fetch("SELECT object_id FROM events WHERE merchant_id = $1", merchant)
     assert [row["object_id"] for row in left] == ["pay_new"]
+    assert not await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE id = $1", delivery)   # with it
+    assert not await db.fetchval("SELECT count(*) FROM webhook_attempts WHERE delivery_id = $1", delivery)
