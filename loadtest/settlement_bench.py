@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from loadtest.stacks import run_on_stack
 from switch.settlement.imports import HEADER
 
 SEED_PAYMENTS = """
@@ -67,25 +68,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m loadtest.settlement_bench", description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     args = parser.parse_args(argv)
-    from switch.dev.devstack import Stack, StackError, new_run_dir
+    from switch.dev.devstack import Stack, new_run_dir
 
-    stack = Stack(run_dir=new_run_dir())
     work = Path(tempfile.mkdtemp(prefix="settlement-bench-"))
-    try:
-        print("starting Postgres ...", flush=True)
-        stack.start_postgres()
+
+    def run(stack: Stack) -> int:
         path = work / "visa-bench.csv"
         write_file(path, args.lines)
         print(f"importing {args.lines} lines ...", flush=True)
         print(asyncio.run(bench(stack.database_url, path, args.lines)), flush=True)
-    except StackError as error:
-        print(f"settlement-bench: {error}", file=sys.stderr)
-        return 1
+        return 0
+
+    try:
+        return run_on_stack("settlement-bench", Stack(run_dir=new_run_dir()), lambda s: s.start_postgres(), run)
     finally:
-        stack.stop()
-        shutil.rmtree(stack.run_dir, ignore_errors=True)
         shutil.rmtree(work, ignore_errors=True)
-    return 0
 
 
 if __name__ == "__main__":

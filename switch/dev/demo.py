@@ -147,15 +147,15 @@ def _switch(day: DayEnd, *args: str) -> subprocess.CompletedProcess[str]:
 
 def _until_sent(database_url: str, deadline_s: float = 10.0) -> None:
     """The capture advice and the refund reach the network before it cuts the day (the outbox drains)."""
-    async def drained() -> bool:
+    async def drained() -> None:
         conn = await asyncpg.connect(database_url)
         try:
-            return not await outbox_store.count_unacknowledged(conn)
+            until = time.monotonic() + deadline_s
+            while await outbox_store.count_unacknowledged(conn) and time.monotonic() < until:
+                await asyncio.sleep(0.1)
         finally:
             await conn.close()
-    until = time.monotonic() + deadline_s
-    while not asyncio.run(drained()) and time.monotonic() < until:
-        time.sleep(0.1)
+    asyncio.run(drained())
 
 
 def end_of_day(client: Client, day: DayEnd) -> None:

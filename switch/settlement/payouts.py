@@ -96,14 +96,18 @@ async def _book(conn: asyncpg.Connection, merchant_id: str, currency: str, amoun
     return row
 
 
-def snapshot(row: asyncpg.Record) -> bytes:
-    """A payout as its events carry it (msgpack; the events API renders it as the payouts API does)."""
+def public_fields(row: asyncpg.Record) -> dict[str, object]:
+    """A payout's fields as the API shows them: the payouts API and the payout events both render these."""
     day = row["scheduled_for"]
-    return msgspec.msgpack.encode({
-        "id": row["id"], "amount": row["amount"], "currency": row["currency"], "status": row["status"],
-        "automatic": row["automatic"], "scheduled_for": day.isoformat() if day else None,
-        "failure_code": row["failure_code"], "created": int(row["created_at"].timestamp()),
-        "updated": int(row["updated_at"].timestamp())})
+    return {"id": row["id"], "amount": row["amount"], "currency": row["currency"], "status": row["status"],
+            "automatic": row["automatic"], "scheduled_for": day.isoformat() if day else None,
+            "failure_code": row["failure_code"], "created": int(row["created_at"].timestamp()),
+            "updated": int(row["updated_at"].timestamp())}
+
+
+def snapshot(row: asyncpg.Record) -> bytes:
+    """A payout as its events carry it (msgpack of its public fields)."""
+    return msgspec.msgpack.encode(public_fields(row))
 
 
 async def schedule_due(pool: asyncpg.Pool, day: date) -> list[asyncpg.Record]:

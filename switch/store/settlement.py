@@ -76,7 +76,8 @@ ON CONFLICT DO NOTHING"""
 # the acknowledgement of their advice, sales by their approval, refunds by theirs (each a time after the
 # network recorded the item, so an item at or before the cut-off was the network's before it). Those the
 # network had for longer than the grace ($4) become lines of class missing_in_theirs in this file (record
-# type M, numbered after its own lines); the others are counted as awaiting settlement.
+# type M, numbered after its own lines); the others are counted as awaiting settlement, by the same
+# statement (one scan of the unsettled items).
 _UNSETTLED = """
 WITH sent AS (
     SELECT p.id AS payment_id, NULL::text AS refund_id, 'capture' AS kind, p.rrn, p.amount_received AS amount,
@@ -112,13 +113,12 @@ MISSING = _UNSETTLED + """, overdue AS (
            'M', o.rrn, o.kind, c.numeric, (o.sent_at AT TIME ZONE 'UTC')::date
     FROM overdue o LEFT JOIN currencies c ON c.alpha = o.currency
     RETURNING line_no
+), reported AS (
+    INSERT INTO settlement_matches (file_id, line_no, class, payment_id, refund_id, ours_amount_minor)
+    SELECT $1, o.line_no, 'missing_in_theirs', o.payment_id, o.refund_id, o.amount
+    FROM overdue o JOIN lines l ON l.line_no = o.line_no
 )
-INSERT INTO settlement_matches (file_id, line_no, class, payment_id, refund_id, ours_amount_minor)
-SELECT $1, o.line_no, 'missing_in_theirs', o.payment_id, o.refund_id, o.amount
-FROM overdue o JOIN lines l ON l.line_no = o.line_no"""
-
-AWAITING = (_UNSETTLED.replace("$2", "$1").replace("$3", "$2")
-            + " SELECT count(*) FROM unsettled WHERE sent_at > $2 - $3::interval")
+SELECT count(*) FROM unsettled WHERE sent_at > $3 - $4::interval"""
 
 # An item an earlier file reported missing, that this file settled: the exception resolves itself.
 SETTLED_LATE = """
@@ -135,8 +135,7 @@ async def flag_missing(conn: asyncpg.Connection, file_id: int, network: str, cut
                        grace: timedelta, alpha: Sequence[str], numeric: Sequence[str]) -> int:
     """Report our overdue unsettled items as this file's missing_in_theirs lines; how many are awaiting
     settlement still (within the grace)."""
-    await conn.execute(MISSING, file_id, network, cut_off_at, grace, list(alpha), list(numeric))
-    return int(await conn.fetchval(AWAITING, network, cut_off_at, grace))
+    return int(await conn.fetchval(MISSING, file_id, network, cut_off_at, grace, list(alpha), list(numeric)))
 
 
 async def resolve_settled_late(conn: asyncpg.Connection, file_id: int) -> None:

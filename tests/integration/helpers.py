@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
+
+from loadtest.httpclient import Client
 
 VISA_OK = "4242424242424242"
 MASTERCARD_OK = "5555555555554444"
@@ -49,3 +53,13 @@ def _luhn_card(prefix: str, length: int) -> str:
             digit = digit * 2 - 9 if digit > 4 else digit * 2
         total += digit
     return body + str((10 - total % 10) % 10)
+
+
+@asynccontextmanager
+async def shop(stack: Any, name: str) -> AsyncIterator[Client]:
+    """A client of a merchant of its own (seeded with the list-only fraud rules), closed after use."""
+    client = Client(stack.switch_url, stack.seed_merchant(name, fraud_rules="lists"))
+    try:
+        yield client
+    finally:
+        await client.close()

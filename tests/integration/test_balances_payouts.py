@@ -20,7 +20,7 @@ import pytest
 from loadtest.httpclient import Client
 from switch.common.fees import fee_minor
 from tests.conftest import simulator
-from tests.integration.helpers import key, luhn_card, payment
+from tests.integration.helpers import key, luhn_card, payment, shop
 
 pytestmark = pytest.mark.integration
 
@@ -71,8 +71,7 @@ def _file_rows(path: Path) -> list[dict[str, str]]:
 
 
 async def test_settlement_makes_the_balance_available_and_payouts_never_exceed_it(stack, db, tmp_path: Path) -> None:
-    client = Client(stack.switch_url, stack.seed_merchant("payout-shop-1", fraud_rules="lists"))
-    try:
+    async with shop(stack, "payout-shop-1") as client:
         amounts = [2000, 3500, 999]
         sales = await _sales(client, amounts)
         jpy, bhd = (await _sales(client, [5000], "jpy"))[0], (await _sales(client, [12_345], "bhd"))[0]
@@ -131,13 +130,10 @@ async def test_settlement_makes_the_balance_available_and_payouts_never_exceed_i
         shown = (await client.request("GET", f"/v1/payouts/{scheduled}")).json()
         assert (shown["status"], shown["failure_code"], shown["automatic"]) == ("failed", "account_closed", True)
         assert (await _switch(stack, "ledger", "check")).returncode == 0
-    finally:
-        await client.close()
 
 
 async def test_concurrent_payout_requests_never_pay_out_more_than_available(stack, tmp_path: Path) -> None:
-    client = Client(stack.switch_url, stack.seed_merchant("payout-shop-2", fraud_rules="lists"))
-    try:
+    async with shop(stack, "payout-shop-2") as client:
         await _sales(client, [3000, 3000, 3000])
         await _settle_the_day(stack, tmp_path)
         available = (await _balance(client))["available"]["usd"]
@@ -145,8 +141,6 @@ async def test_concurrent_payout_requests_never_pay_out_more_than_available(stac
         answers = await asyncio.gather(*(_payout(client, share) for _ in range(10)))
         assert sorted(answer.status for answer in answers) == [200] * 3 + [402] * 7
         assert (await _balance(client))["available"]["usd"] == available - 3 * share
-    finally:
-        await client.close()
 
 
 async def test_a_refund_after_payout_goes_negative_and_the_next_payout_nets_it(stack, db, tmp_path: Path) -> None:
@@ -176,8 +170,7 @@ async def test_a_refund_after_payout_goes_negative_and_the_next_payout_nets_it(s
 
 
 async def test_two_payout_runs_at_once_pay_each_balance_once(stack, db, tmp_path: Path) -> None:
-    client = Client(stack.switch_url, stack.seed_merchant("payout-shop-4", fraud_rules="lists"))
-    try:
+    async with shop(stack, "payout-shop-4") as client:
         sale = (await _sales(client, [4200]))[0]
         merchant = await _merchant_of(db, sale["id"])
         await _settle_the_day(stack, tmp_path)
@@ -189,13 +182,10 @@ async def test_two_payout_runs_at_once_pay_each_balance_once(stack, db, tmp_path
         filed = [r for path in (tmp_path / "payouts").glob("*.csv") for r in _file_rows(path)
                  if r["merchant_id"] == merchant]
         assert len(filed) == 1 and rows[0]["file_name"] is not None
-    finally:
-        await client.close()
 
 
 async def test_a_bad_payout_request_is_refused_clearly_and_books_nothing(stack, db) -> None:  # type: ignore[no-untyped-def]
-    client = Client(stack.switch_url, stack.seed_merchant("payout-shop-5", fraud_rules="lists"))
-    try:
+    async with shop(stack, "payout-shop-5") as client:
         cases = [({"amount": 0, "currency": "usd"}, "parameter_invalid", "amount"),
                  ({"amount": 100, "currency": "xyz"}, "parameter_invalid", "currency"),
                  ({"amount": 100, "currency": "usd", "destination": "ba_1"}, "parameter_invalid", "destination"),
@@ -212,5 +202,3 @@ async def test_a_bad_payout_request_is_refused_clearly_and_books_nothing(stack, 
         assert bad_cursor.status == 400 and bad_cursor.json()["error"]["param"] == "starting_after"
         listed = await client.request("GET", "/v1/payouts")
         assert listed.status == 200 and listed.json()["data"] == []
-    finally:
-        await client.close()

@@ -10,7 +10,7 @@ import pytest
 
 from loadtest.httpclient import Client
 from switch.store import events as event_store
-from tests.integration.helpers import VISA_DECLINE, key, luhn_card, payment
+from tests.integration.helpers import VISA_DECLINE, key, luhn_card, payment, shop
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +26,7 @@ async def _events_of(client: Client, object_id: str) -> list[dict[str, Any]]:
 
 
 async def test_each_state_change_is_one_event_with_the_object_as_it_was(stack) -> None:  # type: ignore[no-untyped-def]
-    client = Client(stack.switch_url, stack.seed_merchant("events-shop", fraud_rules="lists"))
-    try:
+    async with shop(stack, "events-shop") as client:
         held = (await _post(client, "/v1/payments", payment(5000, luhn_card("4571"), "manual"))).json()
         captured = await _post(client, f"/v1/payments/{held['id']}/capture", {"amount_to_capture": 4000})
         assert captured.status == 200
@@ -60,8 +59,6 @@ async def test_each_state_change_is_one_event_with_the_object_as_it_was(stack) -
         assert event["object"] == "event" and event["api_version"] and event["id"].startswith("evt_")
         one = await client.request("GET", f"/v1/events/{event['id']}")
         assert one.status == 200 and one.json() == event
-    finally:
-        await client.close()
 
 
 async def test_the_list_pages_filters_and_keeps_merchants_apart(stack) -> None:  # type: ignore[no-untyped-def]

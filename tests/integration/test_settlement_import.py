@@ -19,6 +19,7 @@ import pytest_asyncio
 
 from loadtest.httpclient import Client
 from switch.common.fees import fee_minor
+from switch.settlement.imports import HEADER
 from tests.conftest import simulator
 from tests.integration.helpers import key, luhn_card, payment
 
@@ -70,6 +71,13 @@ async def _line_no(db, file_id: int, rrn: str) -> int:  # type: ignore[no-untype
 
 def _report(reports: Path, file_id: int) -> dict[str, Any]:
     return json.loads((reports / f"visa-file{file_id}.json").read_text())
+
+
+def _one_line_file(path: Path, transaction_date: str, trailer_amount: int) -> Path:
+    """A visa file of one capture of 100 (on `transaction_date`) whose trailer says `trailer_amount`."""
+    path.write_text(f"{HEADER}\nD,visa,000000000001,000001,T1,A1,capture,100,840,{transaction_date},2030-05-07,2\n"
+                    f"T,visa,840,1,{trailer_amount},0,{trailer_amount},2,2030-05-07,2030-05-07T00:00:00Z\n")
+    return path
 
 
 def _later(cut_off: str, seconds: float) -> str:
@@ -204,11 +212,7 @@ async def test_a_days_file_matches_and_planted_discrepancies_are_found(stack, sh
 
 
 async def test_a_file_that_does_not_add_up_is_refused_whole(stack, db, tmp_path: Path) -> None:
-    bad = tmp_path / "visa-bad.csv"
-    bad.write_text("record_type,network,rrn,stan,terminal_id,auth_code,transaction_type,amount_minor,currency,"
-                   "transaction_date,settlement_date,interchange_fee_minor\n"
-                   "D,visa,000000000001,000001,T1,A1,capture,100,840,2030-05-06,2030-05-07,2\n"
-                   "T,visa,840,1,999,0,999,2,2030-05-07,2030-05-07T00:00:00Z\n")
+    bad = _one_line_file(tmp_path / "visa-bad.csv", "2030-05-06", trailer_amount=999)
     refused = await _import(stack, tmp_path / "reports", bad)
     assert refused.returncode == 2 and "do not add up" in refused.stderr
     assert await db.fetchval("SELECT count(*) FROM settlement_files WHERE file_name = 'visa-bad.csv'") == 0
@@ -273,11 +277,7 @@ async def test_a_line_another_file_settled_already_is_a_duplicate(stack, shop: C
 
 
 async def test_a_line_that_does_not_read_refuses_the_file(stack, tmp_path: Path) -> None:
-    bad = tmp_path / "visa-baddate.csv"
-    bad.write_text("record_type,network,rrn,stan,terminal_id,auth_code,transaction_type,amount_minor,currency,"
-                   "transaction_date,settlement_date,interchange_fee_minor\n"
-                   "D,visa,000000000001,000001,T1,A1,capture,100,840,2030-13-06,2030-05-07,2\n"
-                   "T,visa,840,1,100,0,100,2,2030-05-07,2030-05-07T00:00:00Z\n")
+    bad = _one_line_file(tmp_path / "visa-baddate.csv", "2030-13-06", trailer_amount=100)
     refused = await _import(stack, tmp_path / "reports", bad)
     assert refused.returncode == 2 and "line 2: a number or a date that does not read" in refused.stderr
 

@@ -19,7 +19,7 @@ from standardwebhooks.webhooks import Webhook
 from loadtest.httpclient import Client
 from switch.common import http
 from switch.dev.devstack import free_port
-from tests.integration.helpers import key, luhn_card, payment
+from tests.integration.helpers import key, luhn_card, payment, shop
 
 pytestmark = pytest.mark.integration
 
@@ -76,8 +76,7 @@ async def _until(condition, timeout_s: float = 10.0) -> None:  # type: ignore[no
 
 
 async def test_subscribed_events_arrive_signed_once_each(stack, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
-    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop", fraud_rules="lists"))
-    try:
+    async with shop(stack, "hooks-shop") as client:
         every = await _endpoint(client, receiver.url("/ok/every"), ["*"])
         assert every["secret"].startswith("whsec_") and every["status"] == "enabled"
         assert "secret" not in (await client.request("GET", f"/v1/webhook_endpoints/{every['id']}")).json()
@@ -98,13 +97,10 @@ async def test_subscribed_events_arrive_signed_once_each(stack, receiver: Receiv
         with pytest.raises(Exception, match="signature"):        # another endpoint's secret does not verify
             headers, body = receiver.bodies("/ok/captures")[0]
             Webhook(every["secret"]).verify(body, headers)
-    finally:
-        await client.close()
 
 
 async def test_a_failing_endpoint_is_retried_with_the_same_id_and_410_disables(stack, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
-    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-2", fraud_rules="lists"))
-    try:
+    async with shop(stack, "hooks-shop-2") as client:
         await _endpoint(client, receiver.url("/flaky"), ["payment.succeeded"])
         gone = await _endpoint(client, receiver.url("/gone"), ["payment.succeeded"])
         sale = await client.request("POST", "/v1/payments", payment(1500, luhn_card("4571"), "automatic"),
@@ -129,13 +125,10 @@ async def test_a_failing_endpoint_is_retried_with_the_same_id_and_410_disables(s
         shown = (await client.request("GET", f"/v1/webhook_endpoints/{gone['id']}")).json()
         assert shown["status"] == "disabled" and "410" in shown["disabled_reason"]
         assert len(receiver.bodies("/gone")) == 1
-    finally:
-        await client.close()
 
 
 async def test_a_hung_endpoint_does_not_hold_up_another(stack, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
-    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-3", fraud_rules="lists"))
-    try:
+    async with shop(stack, "hooks-shop-3") as client:
         await _endpoint(client, receiver.url("/hang"), ["payment.succeeded"])
         await _endpoint(client, receiver.url("/ok/beside"), ["payment.succeeded"])
         started = time.monotonic()
@@ -147,8 +140,6 @@ async def test_a_hung_endpoint_does_not_hold_up_another(stack, receiver: Receive
         assert time.monotonic() - started < 8.0                      # the hung one takes 10 s per attempt
         amounts = sorted(json.loads(body)["data"]["object"]["amount"] for _, body in receiver.bodies("/ok/beside"))
         assert amounts == list(range(1100, 1110))
-    finally:
-        await client.close()
 
 
 @pytest.mark.parametrize(("url", "code"), [
@@ -159,21 +150,17 @@ async def test_a_hung_endpoint_does_not_hold_up_another(stack, receiver: Receive
     ("http://user:pw@example.com/hook", "url_invalid"),
 ])
 async def test_urls_a_webhook_may_not_go_to_are_refused(stack, url: str, code: str) -> None:  # type: ignore[no-untyped-def]
-    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-4", fraud_rules="lists"))
-    try:
+    async with shop(stack, "hooks-shop-4") as client:
         refused = await client.request("POST", "/v1/webhook_endpoints", {"url": url, "enabled_events": ["*"]})
         assert refused.status == 400 and refused.json()["error"]["code"] == code, refused.body
         unknown = await client.request("POST", "/v1/webhook_endpoints",
                                        {"url": "https://example.com/h", "enabled_events": ["payment.exploded"]})
         assert unknown.status == 400 and unknown.json()["error"]["param"] == "enabled_events"
-    finally:
-        await client.close()
 
 
 async def test_a_rolled_secret_signs_beside_the_old_one_and_replay_delivers_again(stack, db,  # type: ignore[no-untyped-def]
                                                                                  receiver: Receiver) -> None:
-    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-5", fraud_rules="lists"))
-    try:
+    async with shop(stack, "hooks-shop-5") as client:
         made = await _endpoint(client, receiver.url("/ok/rolled"), ["payment.succeeded"])
         rolled = await client.request("POST", f"/v1/webhook_endpoints/{made['id']}/roll_secret", {"expires_in_s": 600})
         assert rolled.status == 200 and rolled.json()["secret"] != made["secret"]
@@ -192,14 +179,11 @@ async def test_a_rolled_secret_signs_beside_the_old_one_and_replay_delivers_agai
         assert receiver.bodies("/ok/rolled")[1][0]["webhook-id"] == headers["webhook-id"]   # the same message
         pending = await asyncio.to_thread(_cli, stack, "webhooks", "pending")
         assert pending.returncode == 0 and "pending deliveries" in pending.stdout
-    finally:
-        await client.close()
 
 
 async def test_an_endpoint_failing_for_three_days_is_disabled_with_an_event(stack, db,  # type: ignore[no-untyped-def]
                                                                             receiver: Receiver) -> None:
-    client = Client(stack.switch_url, stack.seed_merchant("hooks-shop-6", fraud_rules="lists"))
-    try:
+    async with shop(stack, "hooks-shop-6") as client:
         failing = await _endpoint(client, receiver.url("/fail/always"), ["payment.succeeded"])
         watching = await _endpoint(client, receiver.url("/ok/watching"), ["webhook_endpoint.disabled"])
         await db.execute("UPDATE webhook_endpoints SET failing_since = now() - interval '3 days 1 minute' "
@@ -213,8 +197,6 @@ async def test_an_endpoint_failing_for_three_days_is_disabled_with_an_event(stac
         assert "secret" not in event["data"]["object"]
         shown = (await client.request("GET", f"/v1/webhook_endpoints/{failing['id']}")).json()
         assert shown["status"] == "disabled" and "failed for 3 days" in shown["disabled_reason"]
-    finally:
-        await client.close()
 
 
 def _cli(stack, *args: str):  # type: ignore[no-untyped-def]

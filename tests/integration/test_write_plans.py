@@ -106,10 +106,14 @@ async def test_a_session_the_server_closed_while_idle_is_not_used_again(stack):
     writer = PaymentWriter(pool)
     await writer.start()
     try:
+        ended = list(writer.idle)
         async with pool.acquire() as admin:
-            for session in list(writer.idle):
+            for session in ended:
                 await admin.execute("SELECT pg_terminate_backend($1)", session.get_server_pid())
-        await asyncio.sleep(0.3)                        # the sessions learn of their end in the background
+        for _ in range(100):                            # the sessions learn of their end in the background
+            if not any(held is session for held in writer.idle for session in ended):
+                break
+            await asyncio.sleep(0.05)
         rows = await writer._fetch("SELECT 1", [])
         assert [row[0] for row in rows] == [1]
         for _ in range(100):                            # the fresh sessions open in the background

@@ -37,6 +37,8 @@ _ID = r"[a-z]{2,4}_[0-9A-Za-z]{10,40}"
 _PAYMENT_ACTION = re.compile(rf"^/v1/payments/({_ID})/(capture|cancel)$")
 _PAYMENT = re.compile(rf"^/v1/payments/({_ID})$")
 _REFUND = re.compile(rf"^/v1/refunds/({_ID})$")
+# POSTs that are not payment commands: they take their rate-limit token on their own (side writes).
+_SIDE_WRITES = ("/v1/fraud/", "/v1/webhook_endpoints", "/v1/payouts")
 _REVIEW_ACTION = re.compile(r"^/v1/reviews/prv_([0-9A-Za-z]{10,40})/(approve|reject)$")
 
 
@@ -90,52 +92,52 @@ class App:
     async def _authenticated(self, request: Request, request_id: str, merchant: Merchant | None,
                              buckets: Buckets) -> tuple[str, Response]:
         path, method = request.path, request.method
+        if method == "POST" and merchant is not None and not path.startswith(_SIDE_WRITES):
+            # A payment command: its rate-limit take rides the idempotency lock's command.
+            route, build = self._post_route(path)
+            key = self._idempotency_key(request)
+            return route, await self.idempotent(request, merchant, request_id, key, build(request.body), buckets)
+        if wait_ms := await self.limiter.admit(buckets).wait_ms():
+            return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
         if merchant is None:                    # a wrong key still takes from its address's bucket
-            if wait_ms := await self.limiter.admit(buckets).wait_ms():
-                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
             raise errors.authentication_error("Invalid API key provided.")
-        if method == "POST" and path.startswith("/v1/fraud/"):
-            if wait_ms := await self.limiter.admit(buckets).wait_ms():
-                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
-            answered = await self.fraud.post(merchant, path, request.body)
-            if answered is None:
-                raise errors.invalid_request("not_found", f"Unrecognized request URL (POST {path[:100]}).", status=404)
-            return answered
-        if method in ("POST", "DELETE") and path.startswith("/v1/webhook_endpoints"):
-            if wait_ms := await self.limiter.admit(buckets).wait_ms():
-                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
-            answered = await (self.webhooks.post(merchant, path, request.body) if method == "POST"
-                              else self.webhooks.delete(merchant, path))
+        if method == "POST" or method == "DELETE" and path.startswith("/v1/webhook_endpoints"):
+            answered = await self._side_write(merchant, request)
             if answered is None:
                 raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
                                              status=404)
             return answered
-        if method == "POST" and path == "/v1/payouts":
-            if wait_ms := await self.limiter.admit(buckets).wait_ms():
-                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
+        if method == "GET":
+            return await self._side_read(merchant, request) or await self._get(
+                path, Caller(merchant, request_id), request.query)
+        raise errors.invalid_request("method_not_allowed", f"{method} is not allowed on {path[:100]}.", status=405)
+
+    async def _side_write(self, merchant: Merchant, request: Request) -> tuple[str, Response] | None:
+        """The writes that are not payment commands: fraud rules and lists, webhook endpoints, payouts."""
+        path = request.path
+        if request.method == "DELETE":
+            return await self.webhooks.delete(merchant, path)
+        if path.startswith("/v1/fraud/"):
+            return await self.fraud.post(merchant, path, request.body)
+        if path.startswith("/v1/webhook_endpoints"):
+            return await self.webhooks.post(merchant, path, request.body)
+        if path == "/v1/payouts":
             return "payouts.create", await self.balance.create_payout(
                 merchant, request.body, self._idempotency_key(request),
                 self.fingerprint(request.method, path, request.body))
-        if method == "POST":
-            route, build = self._post_route(path)
-            key = self._idempotency_key(request)
-            return route, await self.idempotent(request, merchant, request_id, key, build(request.body), buckets)
-        if method == "GET":
-            if wait_ms := await self.limiter.admit(buckets).wait_ms():
-                return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
-            if path.startswith("/v1/fraud/") and (answered := await self.fraud.get(merchant, path)):
-                return answered
-            if path.startswith(("/v1/balance", "/v1/payouts")) and (
-                    answered := await self.balance.get(merchant, path, request.query)):
-                return answered
-            if path.startswith("/v1/events") and (answered := await self.events.get(merchant, path, request.query)):
-                return answered
-            if path.startswith(("/v1/webhook_endpoints", "/v1/events/")) and (
-                    answered := await self.webhooks.get(merchant, path, request.query)):
-                return answered
-            route, response = await self._get(path, Caller(merchant, request_id), request.query)
-            return route, response
-        raise errors.invalid_request("method_not_allowed", f"{method} is not allowed on {path[:100]}.", status=405)
+        return None
+
+    async def _side_read(self, merchant: Merchant, request: Request) -> tuple[str, Response] | None:
+        path, query = request.path, request.query
+        if path.startswith("/v1/fraud/"):
+            return await self.fraud.get(merchant, path)
+        if path.startswith(("/v1/balance", "/v1/payouts")):
+            return await self.balance.get(merchant, path, query)
+        if path.startswith("/v1/events") and (answered := await self.events.get(merchant, path, query)):
+            return answered
+        if path.startswith(("/v1/webhook_endpoints", "/v1/events/")):
+            return await self.webhooks.get(merchant, path, query)
+        return None
 
     @staticmethod
     def _internal_error(request: Request, request_id: str, route: str, error: Exception) -> Response:

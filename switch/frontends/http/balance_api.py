@@ -85,10 +85,7 @@ _encoder = msgspec.json.Encoder()
 
 
 def payout_object(row: asyncpg.Record) -> PayoutObject:
-    day = row["scheduled_for"]
-    return PayoutObject(row["id"], row["amount"], row["currency"], row["status"], row["automatic"],
-                        day.isoformat() if day else None, row["failure_code"], int(row["created_at"].timestamp()),
-                        int(row["updated_at"].timestamp()))
+    return msgspec.convert(payouts.public_fields(row), PayoutObject)
 
 
 def _source(posting_id: str) -> str:
