@@ -92,26 +92,28 @@ def risk_score(signals: Signals, test_card_score: int | None) -> tuple[int, list
     RevenueProtect sums its checks; a Radar test card sets its own floor. Written straight, not as a
     table: it runs for every payment, and most add nothing. The screen sets these signals itself, as
     numbers (or leaves them out); a value of another type counts as 0."""
-    get = signals.get
+    get, numbers = signals.get, _NUMBERS
     score, reasons = 5, []
     card_1h = get("card_velocity_1h", 0)
-    if _above(card_1h, 3):
+    if type(card_1h) in numbers and card_1h > 3:  # type: ignore[operator]
         score += int(min(40, 8 * (card_1h - 3)))  # type: ignore[operator]
         reasons.append("card_velocity_1h")
     declines = get("card_declines_1h", 0)
-    if _above(declines, 1):
+    if type(declines) in numbers and declines > 1:  # type: ignore[operator]
         score += int(min(20, 10 * (declines - 1)))  # type: ignore[operator]
         reasons.append("card_declines_1h")
     cards = get("ip_cards_1h", 0)
-    if _above(cards, 2):
+    if type(cards) in numbers and cards > 2:  # type: ignore[operator]
         score += int(min(40, 10 * (cards - 2)))  # type: ignore[operator]
         reasons.append("ip_cards_1h")
     for name, above, points in _THRESHOLDS:
-        if _above(get(name, 0), above):
+        value = get(name, 0)
+        if type(value) in numbers and value > above:  # type: ignore[operator]
             score += points
             reasons.append(name)
     amount = get("amount_usd", 0)
-    if _above(amount, 1000):
+    amount_known = type(amount) in numbers
+    if amount_known and amount > 1000:  # type: ignore[operator]
         score += 20 if amount > 5000 else 10  # type: ignore[operator]
         reasons.append("amount_usd")
     if get("is_cross_border"):
@@ -120,7 +122,7 @@ def risk_score(signals: Signals, test_card_score: int | None) -> tuple[int, list
     if get("card_funding") == "prepaid":
         score += 5
         reasons.append("card_funding")
-    if get("card_testing") and (type(amount) not in _NUMBERS or amount < 10):  # type: ignore[operator]
+    if get("card_testing") and (not amount_known or amount < 10):  # type: ignore[operator]
         score += 25
         reasons.append("card_testing")
     if test_card_score is not None and test_card_score > score:
@@ -130,12 +132,7 @@ def risk_score(signals: Signals, test_card_score: int | None) -> tuple[int, list
 
 
 _THRESHOLDS = (("ip_velocity_1m", 10, 10), ("email_velocity_1h", 5, 10), ("card_amount_usd_24h", 5000, 15))
-_NUMBERS = (int, float)
-
-
-def _above(value: object, threshold: float) -> bool:
-    """value > threshold for a number (not a bool); False for anything else."""
-    return type(value) in _NUMBERS and value > threshold  # type: ignore[operator]
+_NUMBERS = frozenset((int, float))
 
 
 def level_of(score: int) -> str:

@@ -55,8 +55,7 @@ _packer = msgspec.msgpack.Encoder()
 
 
 def pack_signals(signals: Mapping[str, object]) -> bytes:
-    get = signals.get
-    return _packer.encode([STORED_VERSION, *[get(name) for name in _STORED_ORDER]])
+    return _packer.encode([STORED_VERSION, *map(signals.get, _STORED_ORDER)])
 
 
 def unpack_signals(stored: bytes | None) -> dict[str, Value]:

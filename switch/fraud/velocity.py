@@ -165,9 +165,12 @@ class Velocity:
     def subjects(self, merchant_id: str, card: str, ip: str | None, email: str | None) -> Subjects:
         """The counters of a payment by the card's `card_hash`, its address and email and its merchant."""
         keys, names = [f"fv:{card}"], ["card"]
+        distinct = ""
         if ip:
-            keys.append(f"fv:{self._hash('ip', merchant_id, ip)}")
+            ip_hash = self._hash("ip", merchant_id, ip)
+            keys.append(f"fv:{ip_hash}")
             names.append("ip")
+            distinct = f"fd:{ip_hash}"
         if email:
             keys.append(f"fv:{self._hash('email', merchant_id, email)}")
             names.append("email")
@@ -178,7 +181,6 @@ class Velocity:
             merchant = self.merchant_keys[merchant_id] = f"fv:{self._hash('merchant', merchant_id)}"
         keys.append(merchant)
         names.append("merchant")
-        distinct = f"fd:{self._hash('ip', merchant_id, ip)}" if ip else ""
         return Subjects(keys, distinct, card[:16], tuple(names))
 
     def attempt(self, subjects: Subjects, usd_cents: int, small: bool) -> asyncio.Future[object]:
