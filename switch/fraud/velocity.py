@@ -7,7 +7,8 @@ worker's Redis pipeline with concurrent requests' commands (switch.idempotency.p
 to the same counters by a command that nothing waits for. Keys are keyed hashes (HMAC-SHA256 under the
 switch's key, keyed BLAKE2b): no fingerprint, address or email is ever a Redis key, and the card's counters are
 switch-wide (a stolen card is tried at many merchants) while the address's and email's are per merchant.
-Every key expires 25 hours after its last use; an address's distinct-card set holds at most 64 cards.
+Every key expires 25 hours after its last use; an address's distinct-card set (a sorted set: card -> when
+last used) holds at most 64 cards.
 
 Each subject is one 224-byte string: per window the current and the previous fixed window's four sums,
 and the merchant's cool-off deadline. A window's count is the sliding estimate Cloudflare's rate limiter
@@ -86,22 +87,17 @@ local function velocity(first, a)
     end
   end
   if attempt and KEYS[first] ~= '' then
-    local bucket = math.floor(now / 300000)
-    local cards = redis.call('HGETALL', KEYS[first])
-    local live, known = 0, false
-    for i = 1, #cards, 2 do
-      if tonumber(cards[i + 1]) > bucket - 12 then
-        live = live + 1
-        if cards[i] == ARGV[a + 3] then known = true end
-      else
-        redis.call('HDEL', KEYS[first], cards[i])
-      end
+    -- The distinct-card set: card -> when last used (ms); an hour old is gone; at most 64 cards (a card
+    -- past them takes the oldest's place, so the count stays at 64 while the burst goes on).
+    local set = KEYS[first]
+    redis.call('ZADD', set, now, ARGV[a + 3])
+    redis.call('ZREMRANGEBYSCORE', set, '-inf', now - 3600000)
+    local live = redis.call('ZCARD', set)
+    if live > 64 then
+      redis.call('ZREMRANGEBYRANK', set, 0, live - 65)
+      live = 64
     end
-    if known or live < 64 then
-      redis.call('HSET', KEYS[first], ARGV[a + 3], bucket)
-      if not known then live = live + 1 end
-    end
-    redis.call('PEXPIRE', KEYS[first], 3700000)
+    redis.call('PEXPIRE', set, 3700000)
     answer[3] = live
   end
   -- The merchant's minute (its sums are the last 4 x 3 answers' first four) and its cool-off deadline.
@@ -170,7 +166,7 @@ class Velocity:
             ip_hash = self._hash("ip", merchant_id, ip)
             keys.append(f"fv:{ip_hash}")
             names.append("ip")
-            distinct = f"fd:{ip_hash}"
+            distinct = f"fs:{ip_hash}"
         if email:
             keys.append(f"fv:{self._hash('email', merchant_id, email)}")
             names.append("email")

@@ -187,7 +187,7 @@ async def test_no_card_fingerprint_address_or_email_is_a_redis_key(stack, shop: 
         keys = [name.decode() async for name in client.scan_iter(count=1000)]
     finally:
         await client.aclose()
-    assert any(name.startswith("fv:") for name in keys) and any(name.startswith("fd:") for name in keys)
+    assert any(name.startswith("fv:") for name in keys) and any(name.startswith("fs:") for name in keys)
     secrets = [number, number[:6], email, "private.person", address, made["payment_method"]["card"]["fingerprint"]]
     assert not [name for name in keys for secret in secrets if secret in name]
 
