@@ -122,6 +122,7 @@ CREATE TABLE refunds (
     updated_at     timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX refunds_payment ON refunds (payment_id);
+CREATE INDEX refunds_merchant_created ON refunds (merchant_id, created_at DESC, id DESC);   -- a merchant's refund list
 CREATE INDEX refunds_in_flight ON refunds (deadline_at) WHERE status = 'pending';
 
 -- Idempotency (Stripe semantics). Written before anything is sent to a network: the row is the

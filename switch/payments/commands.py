@@ -27,6 +27,9 @@ EMAIL = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}$"
 TokenId = Annotated[str, Meta(pattern="^tok_[0-9A-Za-z]{10,40}$")]
 
 
+METADATA_KEYS_MAX = 50
+
+
 class Caller(Struct, frozen=True):
     """Who asks, and under which idempotency key (mutating commands only); `rate` are the rate-limit
     buckets the request takes from, in the same Redis command as its idempotency lock."""
@@ -73,7 +76,7 @@ class Authorize(Struct, forbid_unknown_fields=True):
     capture_method: Literal["automatic", "manual"] = "automatic"
     description: Annotated[str, Meta(max_length=1000, pattern=STORABLE_TEXT)] | None = None
     statement_descriptor: Annotated[str, Meta(min_length=1, max_length=22, pattern=STATEMENT_TEXT)] | None = None
-    metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=50)] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=METADATA_KEYS_MAX)] | None = None
     customer_details: CustomerDetails | None = None
 
 
@@ -120,6 +123,22 @@ class ListPayments(Struct, kw_only=True):
 
 class GetRefund(Struct):
     refund_id: str
+
+
+class ListRefunds(Struct, kw_only=True):
+    limit: int = 10
+    payment_id: str | None = None          # one payment's refunds, or all the merchant's
+    starting_after: str | None = None
+    ending_before: str | None = None
+
+
+class UpdatePayment(Struct):
+    """Change what the merchant tells about a payment: its description, and metadata merged into its own
+    (an empty value removes its key). Not a state change: no event, no idempotency key."""
+
+    payment_id: str
+    description: str | None = None
+    metadata: dict[str, str] | None = None
 
 
 Mutation = Authorize | Capture | Cancel | Refund | ApproveReview | RejectReview

@@ -12,9 +12,11 @@ from switch.payments.commands import (
     GetPayment,
     GetRefund,
     ListPayments,
+    ListRefunds,
     Mutation,
     Refund,
     RejectReview,
+    UpdatePayment,
 )
 from switch.payments.context import Context, Services
 from switch.payments.operations import reads
@@ -25,6 +27,7 @@ from switch.payments.operations.refund import REFUND
 from switch.payments.operations.review import APPROVE, REJECT
 from switch.payments.outcome import Listing, Outcome
 from switch.payments.pipeline import Operation, run
+from switch.store.records import RefundRecord
 
 OPERATIONS: dict[type, Operation] = {Authorize: AUTHORIZE, Capture: CAPTURE, Cancel: CANCEL, Refund: REFUND,
                                      ApproveReview: APPROVE, RejectReview: REJECT}
@@ -57,6 +60,12 @@ class Payments:
 
     async def get_refund(self, caller: Caller, command: GetRefund) -> Outcome:
         return await reads.get_refund(self.services, caller, command)
+
+    async def list_refunds(self, caller: Caller, command: ListRefunds) -> tuple[list[RefundRecord], bool]:
+        return await reads.list_refunds(self.services, caller, command)
+
+    async def update_payment(self, caller: Caller, command: UpdatePayment) -> Outcome:
+        return await reads.update_payment(self.services, caller, command)
 
     async def list_reviews(self, caller: Caller, limit: int) -> Listing:
         """The merchant's payments waiting in the review queue, newest first."""

@@ -43,6 +43,7 @@ class Result(StrEnum):
     TOKEN_MISSING = "token_missing"  # noqa: S105 - a result code, not a secret
     VAULT_UNAVAILABLE = "vault_unavailable"
     PARAMETER_NOT_STORABLE = "parameter_not_storable"
+    TOO_MANY_METADATA_KEYS = "too_many_metadata_keys"
     # Written as failed and never sent: the fraud screen blocked it (switch.fraud).
     BLOCKED_FRAUDULENT = "blocked_fraudulent"
     # Written, then not answered: the payment failed (and is reversed when it may have reached the network).
@@ -142,6 +143,8 @@ _SWITCH_RESULTS: dict[Result, Meaning] = {
                                       "The card vault is unavailable; retry the request.", "96"),
     Result.PARAMETER_NOT_STORABLE: Meaning(400, _INVALID_REQUEST, "parameter_invalid", "A value in the request "
                                            "cannot be stored (it holds characters that are not allowed).", "30"),
+    Result.TOO_MANY_METADATA_KEYS: Meaning(400, _INVALID_REQUEST, "parameter_invalid", "A payment holds at most 50 "
+                                           "metadata keys.", "30", param="metadata"),
     Result.BLOCKED_FRAUDULENT: Meaning(402, _CARD, _CARD_DECLINED, _DECLINED, "59", "fraudulent"),
     Result.NETWORK_UNAVAILABLE: Meaning(
         503, _API, "network_unavailable", "No link to the card network could take the payment; it was not sent. "

@@ -63,6 +63,20 @@ async def list_payments(pool: asyncpg.Pool, merchant_id: str, limit: int, starti
     return records, has_more
 
 
+async def update_details(conn: asyncpg.Connection, merchant_id: str, payment_id: str, description: str | None,
+                         metadata: dict[str, str] | None, keys_max: int) -> PaymentRecord | None:
+    """Set the payment's description and merge `metadata` into its own (an empty value removes its key);
+    None when there is no such payment, or when the merge would hold more than `keys_max` keys."""
+    row = await conn.fetchrow(
+        "UPDATE payments SET description = COALESCE($3, description), "
+        "metadata = CASE WHEN $4::jsonb IS NULL THEN metadata ELSE (SELECT COALESCE(jsonb_object_agg(key, value), "
+        "'{}'::jsonb) FROM jsonb_each(metadata || $4::jsonb) WHERE value <> '\"\"'::jsonb) END, updated_at = now() "
+        "WHERE id = $2 AND merchant_id = $1 AND (SELECT count(*) FROM jsonb_each(metadata || COALESCE($4::jsonb, "
+        f"'{{}}'::jsonb)) WHERE value <> '\"\"'::jsonb) <= $5 RETURNING {PAYMENT_COLUMNS}",
+        merchant_id, payment_id, description, metadata, keys_max)       # jsonb: the pool encodes it
+    return payment_record(row) if row else None
+
+
 async def insert_event(conn: asyncpg.Connection, payment_id: str, type_: str, from_status: str | None,
                        to_status: str, amount: int | None, response_code: str | None = None) -> None:
     await conn.execute("INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code) "

@@ -66,3 +66,25 @@ async def lock_overdue_refunds(conn: asyncpg.Connection, grace_s: float, batch_m
                                               failure_code=r["failure_code"], created_at=r["created_at"]),
                           network=r["network"], stan=r["stan"], rrn=r["rrn"],
                           transmitted_at=r["transmitted_at"], idempotency_key=r["idempotency_key"]) for r in rows]
+
+
+async def list_refunds(pool: asyncpg.Pool, merchant_id: str, limit: int, payment_id: str | None,
+                       starting_after: str | None, ending_before: str | None) -> tuple[list[RefundRecord], bool]:
+    """Newest first (of one payment, or all the merchant's), keyset pagination on (created_at, id)."""
+    conditions, args = ["merchant_id = $1"], [merchant_id]
+    cursor = starting_after or ending_before
+    if payment_id is not None:
+        args.append(payment_id)
+        conditions.append(f"payment_id = ${len(args)}")
+    order = "DESC"
+    if cursor:
+        args.append(cursor)
+        comparison, order = ("<", "DESC") if starting_after else (">", "ASC")
+        conditions.append(f"(created_at, id) {comparison} (SELECT created_at, id FROM refunds WHERE id = ${len(args)} "
+                          "AND merchant_id = $1)")
+    rows = await pool.fetch(f"SELECT {REFUND_COLUMNS} FROM refunds WHERE {' AND '.join(conditions)} "
+                            f"ORDER BY created_at {order}, id {order} LIMIT {int(limit) + 1}", *args)
+    records = [refund_record(row) for row in rows[:limit]]
+    if order == "ASC":
+        records.reverse()
+    return records, len(rows) > limit

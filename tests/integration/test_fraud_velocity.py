@@ -54,6 +54,33 @@ async def test_windows_slide_across_their_boundaries(base_stack: Stack) -> None:
         await commands.client.aclose()
 
 
+async def test_an_address_counts_its_distinct_cards_over_the_last_hour_up_to_64(base_stack: Stack) -> None:
+    now = [T0]
+    commands = RedisPipeliner(redis.Redis.from_url(base_stack.redis_url))
+    velocity = Velocity(commands, secrets.token_bytes(32), clock=lambda: now[0])
+    await commands.load_scripts()
+    merchant = f"acct_{secrets.token_hex(6)}"
+
+    async def cards_seen(at_s: float, card: str) -> int:
+        now[0] = T0 + at_s
+        subjects = velocity.subjects(merchant, velocity.card_hash(card), "198.51.100.7", None)
+        values: dict[str, Any] = {}
+        read(subjects, await velocity.attempt(subjects, 500, False), values)  # type: ignore[arg-type]
+        return int(values["ip_cards_1h"])
+
+    first, second = luhn_card("4571"), luhn_card("4571")
+    try:
+        assert await cards_seen(0, first) == 1
+        assert await cards_seen(600, second) == 2
+        assert await cards_seen(1200, first) == 2                  # the same card again: still two
+        assert await cards_seen(600 + 3601, luhn_card("4571")) == 2  # the second one is over an hour old
+        counts = [await cards_seen(5000 + i, luhn_card("4571")) for i in range(70)]
+        assert counts[-7:] == [64] * 7 and max(counts) == 64        # a burst past 64 stays at 64
+    finally:
+        await commands.close()
+        await commands.client.aclose()
+
+
 async def test_the_counters_ride_the_lock_and_count_only_when_it_is_taken(base_stack: Stack) -> None:
     """One command for the lock and the counters; a request whose key is held (a retry, a replay) counts
     nothing, and a request over its rate limit neither locks nor counts."""

@@ -21,6 +21,8 @@ from switch.frontends.http.balance_api import BalanceApi
 from switch.frontends.http.events_api import EventsApi
 from switch.frontends.http.fraud_api import FraudApi
 from switch.frontends.http.webhooks_api import WebhooksApi
+from switch.frontends.stripe import api as stripe_api
+from switch.frontends.stripe.api import StripeApi
 from switch.idempotency.ratelimit import Buckets, RateLimiter
 from switch.merchants import ApiKeyCache, Merchant, hash_key
 from switch.payments.commands import ApproveReview, Caller, GetPayment, GetRefund, Mutation, RejectReview
@@ -58,6 +60,7 @@ class App:
         self.api_keys = api_keys
         self.fingerprint = fingerprint
         self.limiter = limiter
+        self.stripe = StripeApi(payments, fingerprint)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -73,6 +76,8 @@ class App:
         except Exception as error:  # noqa: BLE001 - every 500 is answered, counted and logged with its id
             response = self._internal_error(request, request_id, route, error)
         response.headers.append(("request-id", request_id))
+        if route.startswith("stripe.") or stripe_api.stripe_path(request) is not None:
+            stripe_api.versioned(request, response)
         metrics.observe_request(request.method, route, response.status, time.perf_counter() - started)
         return response
 
@@ -80,7 +85,7 @@ class App:
         path, method = request.path, request.method
         if path == "/healthz":                  # bare liveness for load balancers; /readyz and /metrics are
             return "healthz", Response(200, b'{"status":"ok"}')   # on the operations port only (ops.py)
-        if not path.startswith("/v1/"):
+        if not path.startswith(("/v1/", stripe_api.PREFIX + "/v1/")):
             raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
                                          status=404)
         merchant, buckets = await self.authenticate(request)
@@ -92,6 +97,9 @@ class App:
     async def _authenticated(self, request: Request, request_id: str, merchant: Merchant | None,
                              buckets: Buckets) -> tuple[str, Response]:
         path, method = request.path, request.method
+        stripe_path = stripe_api.stripe_path(request)
+        if stripe_path is not None:
+            return await self._stripe(request, stripe_path, request_id, merchant, buckets)
         if method == "POST" and merchant is not None and not path.startswith(_SIDE_WRITES):
             # A payment command: its rate-limit take rides the idempotency lock's command.
             route, build = self._post_route(path)
@@ -111,6 +119,16 @@ class App:
             return await self._side_read(merchant, request) or await self._get(
                 path, Caller(merchant, request_id), request.query)
         raise errors.invalid_request("method_not_allowed", f"{method} is not allowed on {path[:100]}.", status=405)
+
+    async def _stripe(self, request: Request, path: str, request_id: str, merchant: Merchant | None,
+                      buckets: Buckets) -> tuple[str, Response]:
+        if merchant is not None and self.stripe.is_mutation(request, path):
+            return await self.stripe.mutate(request, path, merchant, request_id, buckets)
+        if wait_ms := await self.limiter.admit(buckets).wait_ms():
+            return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
+        if merchant is None:
+            raise errors.authentication_error("Invalid API key provided.")
+        return await self.stripe.other(request, path, merchant, request_id)
 
     async def _side_write(self, merchant: Merchant, request: Request) -> tuple[str, Response] | None:
         """The writes that are not payment commands: fraud rules and lists, webhook endpoints, payouts."""

@@ -1,0 +1,309 @@
+"""The Stripe-compatible API's parameters: form bodies (or JSON) decoded into typed structs, with Stripe's
+error codes (`parameter_missing`, `parameter_unknown`, `parameter_invalid_integer`, ...) and its bracket
+names in `param`; then the engine's commands built from them.
+
+Stripe's documented test payment methods and tokens (`pm_card_visa`, `tok_chargeDeclined`, ...) name the
+simulator's test cards; `pm_...` is a vault token (`tok_...`) under the name Stripe gives a saved card.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Literal, TypeVar
+
+import msgspec
+from msgspec import Meta, Struct
+
+from switch.common import errors
+from switch.common.cards import CardInput
+from switch.common.validation import STATEMENT_TEXT, STORABLE_TEXT, error_message, error_param
+from switch.frontends.stripe import form
+from switch.payments.commands import (
+    EMAIL,
+    Amount,
+    Authorize,
+    Cancel,
+    Capture,
+    CardMethod,
+    CustomerDetails,
+    ListPayments,
+    MetadataKey,
+    MetadataValue,
+    Refund,
+)
+
+Metadata = Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=50)]
+Expand = Annotated[list[Annotated[str, Meta(max_length=100)]], Meta(max_length=10)]
+Currency = Annotated[str, Meta(pattern="^[A-Za-z]{3}$")]
+Description = Annotated[str, Meta(max_length=1000, pattern=STORABLE_TEXT)]
+Descriptor = Annotated[str, Meta(min_length=1, max_length=22, pattern=STATEMENT_TEXT)]
+ObjectRef = Annotated[str, Meta(min_length=3, max_length=100, pattern=r"^[A-Za-z0-9_]+$")]
+
+
+class CardData(Struct, forbid_unknown_fields=True):
+    number: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+    cvc: str | None = None
+    token: ObjectRef | None = None            # a test token (tok_visa, ...) in place of the card's data
+
+
+class BillingDetails(Struct, forbid_unknown_fields=True):
+    email: Annotated[str, Meta(min_length=3, max_length=254, pattern=EMAIL)] | None = None
+    name: Annotated[str, Meta(max_length=200, pattern=STORABLE_TEXT)] | None = None
+
+
+class PaymentMethodData(Struct, forbid_unknown_fields=True):
+    type: Literal["card"]
+    card: CardData | None = None
+    billing_details: BillingDetails | None = None
+
+
+class AutomaticPaymentMethods(Struct, forbid_unknown_fields=True):
+    enabled: bool
+    allow_redirects: Literal["always", "never"] | None = None
+
+
+class CreateIntent(Struct, forbid_unknown_fields=True):
+    amount: Amount
+    currency: Currency
+    capture_method: Literal["automatic", "automatic_async", "manual"] = "automatic"
+    confirm: bool = False
+    payment_method: ObjectRef | None = None
+    payment_method_data: PaymentMethodData | None = None
+    payment_method_types: Annotated[list[Literal["card"]], Meta(max_length=1)] | None = None
+    automatic_payment_methods: AutomaticPaymentMethods | None = None
+    confirmation_method: Literal["automatic", "manual"] | None = None
+    description: Description | None = None
+    statement_descriptor: Descriptor | None = None
+    metadata: Metadata | None = None
+    receipt_email: Annotated[str, Meta(min_length=3, max_length=254, pattern=EMAIL)] | None = None
+    return_url: Annotated[str, Meta(max_length=2048)] | None = None
+    expand: Expand | None = None
+
+
+class ConfirmIntent(Struct, forbid_unknown_fields=True):
+    payment_method: ObjectRef | None = None
+    payment_method_data: PaymentMethodData | None = None
+    receipt_email: Annotated[str, Meta(min_length=3, max_length=254, pattern=EMAIL)] | None = None
+    return_url: Annotated[str, Meta(max_length=2048)] | None = None
+    capture_method: Literal["automatic", "automatic_async", "manual"] | None = None
+    expand: Expand | None = None
+
+
+class CaptureIntent(Struct, forbid_unknown_fields=True):
+    amount_to_capture: Amount | None = None
+    expand: Expand | None = None
+
+
+class CancelIntent(Struct, forbid_unknown_fields=True):
+    cancellation_reason: Literal["duplicate", "fraudulent", "requested_by_customer", "abandoned"] | None = None
+    expand: Expand | None = None
+
+
+class UpdateIntent(Struct, forbid_unknown_fields=True):
+    description: Description | None = None
+    metadata: Annotated[dict[MetadataKey, Annotated[str, Meta(max_length=500, pattern=STORABLE_TEXT)]],
+                        Meta(max_length=50)] | None = None
+    expand: Expand | None = None
+
+
+class CreateRefund(Struct, forbid_unknown_fields=True):
+    payment_intent: ObjectRef | None = None
+    charge: ObjectRef | None = None
+    amount: Amount | None = None
+    reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
+    metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=0)] | None = None
+    expand: Expand | None = None
+
+
+class Expanding(Struct):
+    """A GET's own parameters: only `expand`."""
+
+    expand: Expand | None = None
+
+
+S = TypeVar("S")
+
+
+def decode(body: bytes, content_type: str, kind: type[S]) -> S:
+    """A POST body (form-encoded, or JSON when its content type says so) as `kind`."""
+    if "json" in content_type:
+        try:
+            raw = msgspec.json.decode(body or b"{}")
+        except msgspec.DecodeError:
+            raise errors.invalid_request("invalid_json", "The request body is not valid JSON.") from None
+    else:
+        raw = form.parse(body)
+    return convert(raw, kind)
+
+
+def convert(raw: object, kind: type[S]) -> S:
+    try:
+        return msgspec.convert(raw, kind, strict=False)
+    except msgspec.ValidationError as error:
+        raise parameter_error(error) from None
+
+
+_MISSING = re.compile(r"^Object missing required field `")
+_UNKNOWN = re.compile(r"^Object contains unknown field `")
+_EXPECTED_NUMBER = re.compile(r"^Expected `(int|float)`(?:, got|$| -)")
+
+
+def parameter_error(error: msgspec.ValidationError) -> errors.ApiError:
+    """Stripe's code for a validation error; the message never quotes the value (it may be card data)."""
+    text, param = str(error), error_param(error) or ""
+    if _MISSING.match(text):
+        return errors.invalid_request("parameter_missing", f"Missing required param: {param}.", param)
+    if _UNKNOWN.match(text):
+        return errors.invalid_request("parameter_unknown", f"Received unknown parameter: {param}", param)
+    if _EXPECTED_NUMBER.match(text):
+        return errors.invalid_request("parameter_invalid_integer", f"Invalid integer for {param}.", param)
+    if text.startswith("Expected `bool`"):
+        return errors.invalid_request("parameter_invalid_boolean", f"Invalid boolean for {param}.", param)
+    return errors.invalid_request("parameter_invalid", f"Invalid {param}: {error_message(error)}", param)
+
+
+def query(text: str) -> form.Form:
+    return form.parse(text)
+
+
+# Stripe's test payment methods and tokens -> the simulator's test cards (acquirer_sim.issuer.TEST_CARDS and
+# the Radar test cards of switch.fraud.policy).
+TEST_CARDS: dict[str, str] = {
+    "visa": "4242424242424242", "visa_debit": "4000056655665556", "mastercard": "5555555555554444",
+    "amex": "378282246310005", "discover": "6011111111111117", "diners": "36227206271667",
+    "jcb": "3566002020360505", "unionpay": "6200000000000005",
+    "chargeDeclined": "4000000000000002", "chargeDeclinedInsufficientFunds": "4000000000009995",
+    "chargeDeclinedLostCard": "4000000000009987", "chargeDeclinedStolenCard": "4000000000009979",
+    "chargeDeclinedExpiredCard": "4000000000000069", "chargeDeclinedIncorrectCvc": "4000000000000127",
+    "chargeDeclinedProcessingError": "4000000000000119", "radarBlock": "4100000000000019",
+    "riskLevelHighest": "4000000000004954", "riskLevelElevated": "4000000000009235",
+}
+_TEST_NAME = re.compile(r"^(?:pm_card_|tok_)([A-Za-z_]+)$")
+_SAVED = re.compile(r"^pm_([0-9A-Za-z]{10,40})$")
+
+
+def test_card(name: str) -> CardMethod | None:
+    """The card a Stripe test payment method or token names, expiring in three years."""
+    match = _TEST_NAME.match(name)
+    number = TEST_CARDS.get(match.group(1)) if match else None
+    if number is None:
+        return None
+    return CardMethod(card=CardInput(number=number, exp_month=12, exp_year=datetime.now(UTC).year + 3))
+
+
+def payment_method_of(payment_method: str | None, data: PaymentMethodData | None) -> str | CardMethod:
+    """A vault token or card data for Authorize, from `payment_method` or `payment_method_data`."""
+    if payment_method is not None and data is not None:
+        raise errors.invalid_request("parameter_invalid", "Give payment_method or payment_method_data, not both.",
+                                     "payment_method_data")
+    if payment_method is not None:
+        if (named := test_card(payment_method)) is not None:
+            return named
+        if saved := _SAVED.match(payment_method):
+            return "tok_" + saved.group(1)
+        raise errors.invalid_request("resource_missing", f"No such PaymentMethod: '{payment_method[:100]}'",
+                                     "payment_method", status=404)
+    if data is None or data.card is None:
+        raise errors.invalid_request("parameter_missing", "Missing required param: payment_method.",
+                                     "payment_method")
+    card = data.card
+    if card.token is not None:
+        if (method := test_card(card.token)) is None:
+            raise errors.invalid_request("resource_missing", f"No such token: '{card.token}'",
+                                         "payment_method_data[card][token]", status=404)
+        return method
+    fields = {name: value for name, value in (("number", card.number), ("exp_month", card.exp_month),
+                                              ("exp_year", card.exp_year), ("cvc", card.cvc)) if value is not None}
+    return CardMethod(card=convert({"payment_method_data": {"card": fields}}, _Named).payment_method_data.card)
+
+
+class _CardOnly(Struct):
+    card: CardInput
+
+
+class _Named(Struct):
+    """Card data validated under its Stripe name, so an error's param is payment_method_data[card][...]."""
+
+    payment_method_data: _CardOnly
+
+
+def authorize(body: CreateIntent | ConfirmIntent, base: CreateIntent) -> Authorize:
+    """The Authorize of a confirmation: the create's parameters, with the confirmation's over them."""
+    method = body.payment_method if body.payment_method is not None or body.payment_method_data is not None \
+        else base.payment_method
+    data = body.payment_method_data if body.payment_method is not None or body.payment_method_data is not None \
+        else base.payment_method_data
+    capture = body.capture_method or base.capture_method
+    email = body.receipt_email or base.receipt_email or (
+        data.billing_details.email if data is not None and data.billing_details else None)
+    return Authorize(
+        amount=base.amount, currency=base.currency.lower(), payment_method=payment_method_of(method, data),
+        capture_method="manual" if capture == "manual" else "automatic", description=base.description,
+        statement_descriptor=base.statement_descriptor, metadata=base.metadata,
+        customer_details=CustomerDetails(email=email.lower()) if email else None)
+
+
+def payment_id(intent_or_charge: str) -> str:
+    """pi_X and ch_X name the payment pay_X."""
+    for prefix in ("pi_", "ch_"):
+        if intent_or_charge.startswith(prefix):
+            return "pay_" + intent_or_charge[len(prefix):]
+    return intent_or_charge
+
+
+def capture(intent: str, body: CaptureIntent) -> Capture:
+    return Capture(payment_id=payment_id(intent), amount_to_capture=body.amount_to_capture)
+
+
+def cancel(intent: str, body: CancelIntent) -> Cancel:
+    return Cancel(payment_id=payment_id(intent), cancellation_reason=body.cancellation_reason)
+
+
+def refund(body: CreateRefund) -> Refund:
+    target = body.payment_intent or body.charge
+    if target is None:
+        raise errors.invalid_request("parameter_missing", "Missing required param: payment_intent.",
+                                     "payment_intent")
+    if body.payment_intent is not None and body.charge is not None:
+        raise errors.invalid_request("parameter_invalid", "Give payment_intent or charge, not both.", "charge")
+    return Refund(payment=payment_id(target), amount=body.amount, reason=body.reason)
+
+
+def list_query(params: form.Form) -> ListPayments:
+    """limit, starting_after, ending_before, created[gte|gt|lte|lt] (or created=<t>)."""
+    created = params.get("created")
+    bounds: dict[str, object] = created if isinstance(created, dict) else {"gte": created, "lte": created} \
+        if created is not None else {}
+    return convert({
+        "limit": params.get("limit", "10"), "starting_after": _payment_ref(params.get("starting_after")),
+        "ending_before": _payment_ref(params.get("ending_before")),
+        "created_gte": _time(bounds.get("gte"), bounds.get("gt"), 1),
+        "created_lte": _time(bounds.get("lte"), bounds.get("lt"), -1)}, _ListQuery).command()
+
+
+class _ListQuery(Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, Meta(ge=1, le=100)] = 10
+    starting_after: str | None = None
+    ending_before: str | None = None
+    created_gte: datetime | None = None
+    created_lte: datetime | None = None
+
+    def command(self) -> ListPayments:
+        return ListPayments(limit=self.limit, starting_after=self.starting_after, ending_before=self.ending_before,
+                            created_gte=self.created_gte, created_lte=self.created_lte)
+
+
+def _payment_ref(value: object) -> object:
+    return payment_id(value) if isinstance(value, str) else value
+
+
+def _time(inclusive: object, exclusive: object, step: int) -> datetime | None:
+    value, shift = (inclusive, 0) if inclusive is not None else (exclusive, step)
+    if value is None:
+        return None
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) > 12:
+        raise errors.invalid_request("parameter_invalid_integer", "created must be a Unix timestamp.", "created")
+    return datetime.fromtimestamp(int(value) + shift, UTC)

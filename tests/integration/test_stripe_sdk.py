@@ -1,0 +1,136 @@
+"""The official `stripe` SDK, unchanged, against the real stack through the Stripe-compatible API: the
+lifecycle per brand, declines as stripe.CardError, idempotent replays and mismatches, pagination with
+auto_paging_iter, metadata, expand, and Stripe's error objects."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import pytest
+import stripe
+
+from switch.dev.devstack import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def client(stack: Stack) -> Iterator[stripe.StripeClient]:
+    api_key = stack.seed_merchant(f"stripe-{secrets.token_hex(4)}", fraud_rules="lists")
+    yield stripe.StripeClient(api_key, base_addresses={"api": stack.switch_url + "/stripe"}, max_network_retries=2)
+
+
+@pytest.mark.parametrize("method,brand", [("pm_card_visa", "visa"), ("pm_card_mastercard", "mastercard"),
+                                          ("pm_card_amex", "amex")])
+def test_a_payment_intent_is_confirmed_captured_in_part_and_refunded(client: stripe.StripeClient, method: str,
+                                                                     brand: str) -> None:
+    intent = client.v1.payment_intents.create(params={
+        "amount": 2000, "currency": "usd", "payment_method": method, "confirm": True, "capture_method": "manual",
+        "metadata": {"order": "A-17"}, "description": "two shirts"})
+    assert isinstance(intent, stripe.PaymentIntent)
+    assert (intent.status, intent.amount_capturable, intent.metadata["order"]) == ("requires_capture", 2000, "A-17")
+    assert intent.id.startswith("pi_") and intent.latest_charge.startswith("ch_")
+
+    captured = client.v1.payment_intents.capture(intent.id, params={"amount_to_capture": 1500})
+    assert (captured.status, captured.amount_received, captured.amount_capturable) == ("succeeded", 1500, 0)
+
+    refund = client.v1.refunds.create(params={"payment_intent": intent.id, "amount": 500, "reason":
+                                              "requested_by_customer"})
+    assert isinstance(refund, stripe.Refund)
+    assert (refund.status, refund.amount, refund.payment_intent, refund.charge) == (
+        "succeeded", 500, intent.id, intent.latest_charge)
+
+    again = client.v1.payment_intents.retrieve(intent.id, params={"expand": ["latest_charge"]})
+    charge = again.latest_charge
+    assert isinstance(charge, stripe.Charge)
+    assert (charge.amount_captured, charge.amount_refunded, charge.captured) == (1500, 500, True)
+    assert charge.payment_method_details.card.brand == brand
+    assert client.v1.charges.retrieve(intent.latest_charge).payment_intent == intent.id
+    assert [r.id for r in client.v1.refunds.list(params={"payment_intent": intent.id})] == [refund.id]
+    assert client.v1.refunds.retrieve(refund.id).amount == 500
+
+
+def test_an_automatic_capture_with_card_data_succeeds_and_its_payment_method_pays_again(
+        client: stripe.StripeClient) -> None:
+    intent = client.v1.payment_intents.create(params={
+        "amount": 1234, "currency": "eur", "confirm": True, "payment_method_data": {
+            "type": "card", "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2031, "cvc": "123"}},
+        "expand": ["payment_method"]})
+    assert (intent.status, intent.amount_received, intent.currency) == ("succeeded", 1234, "eur")
+    method = intent.payment_method
+    assert isinstance(method, stripe.PaymentMethod)
+    assert (method.card.last4, method.card.brand) == ("4242", "visa") and method.id.startswith("pm_")
+    assert "4242424242424242" not in str(intent)
+
+    second = client.v1.payment_intents.create(params={"amount": 99, "currency": "eur", "confirm": True,
+                                                      "payment_method": method.id})
+    assert second.status == "succeeded" and second.payment_method == method.id
+
+
+@pytest.mark.parametrize("method,decline_code", [("pm_card_chargeDeclined", "do_not_honor"),
+                                                 ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+                                                 ("tok_chargeDeclinedStolenCard", "stolen_card")])
+def test_a_decline_is_a_card_error_with_its_payment_intent(client: stripe.StripeClient, method: str,
+                                                            decline_code: str) -> None:
+    with pytest.raises(stripe.CardError) as raised:
+        client.v1.payment_intents.create(params={"amount": 700, "currency": "usd", "payment_method": method,
+                                                 "confirm": True})
+    error = raised.value
+    assert (error.http_status, error.code, error.error.decline_code) == (402, "card_declined", decline_code)
+    failed = error.error.payment_intent
+    assert failed is not None and failed.status == "requires_payment_method"
+    assert failed.last_payment_error.decline_code == decline_code
+    assert client.v1.payment_intents.retrieve(failed.id).status == "requires_payment_method"
+    assert error.request_id and error.request_id.startswith("req_")
+
+
+def test_a_replay_answers_the_first_payment_and_a_changed_request_is_an_idempotency_error(
+        client: stripe.StripeClient) -> None:
+    key = secrets.token_hex(8)
+    params: stripe.PaymentIntentCreateParams = {"amount": 500, "currency": "usd", "payment_method": "pm_card_visa",
+                                                "confirm": True}
+    first = client.v1.payment_intents.create(params=params, options={"idempotency_key": key})
+    replay = client.v1.payment_intents.create(params=params, options={"idempotency_key": key})
+    assert replay.id == first.id
+    assert replay.last_response.headers["idempotent-replayed"] == "true"
+    assert replay.last_response.body == first.last_response.body        # byte for byte
+    assert first.last_response.headers["stripe-version"]
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.payment_intents.create(params={**params, "amount": 501}, options={"idempotency_key": key})
+
+
+def test_auto_paging_iter_walks_every_payment_intent_newest_first(client: stripe.StripeClient) -> None:
+    made = [client.v1.payment_intents.create(params={"amount": 100 + i, "currency": "usd", "confirm": True,
+                                                     "payment_method": "pm_card_visa"}).id for i in range(5)]
+    listed = [intent.id for intent in client.v1.payment_intents.list(params={"limit": 2}).auto_paging_iter()]
+    assert listed == made[::-1]
+
+
+def test_cancel_update_and_errors_in_stripes_shape(client: stripe.StripeClient) -> None:
+    intent = client.v1.payment_intents.create(params={"amount": 800, "currency": "usd", "confirm": True,
+                                                      "capture_method": "manual", "payment_method": "pm_card_visa",
+                                                      "metadata": {"keep": "1", "drop": "x"}})
+    updated = client.v1.payment_intents.update(intent.id, params={"metadata": {"drop": "", "new": "2"},
+                                                                  "description": "changed"})
+    assert (updated.metadata.to_dict(), updated.description) == ({"keep": "1", "new": "2"}, "changed")
+    canceled = client.v1.payment_intents.cancel(intent.id, params={"cancellation_reason": "requested_by_customer"})
+    assert canceled.status == "canceled"
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.payment_intents.capture(intent.id)
+    assert raised.value.code == "payment_intent_unexpected_state"
+
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.payment_intents.retrieve("pi_" + "0" * 22)
+    assert (missing.value.http_status, missing.value.code) == (404, "resource_missing")
+    with pytest.raises(stripe.InvalidRequestError) as no_amount:
+        client.v1.payment_intents.create(params={"currency": "usd", "confirm": True,  # type: ignore[typeddict-item]
+                                                 "payment_method": "pm_card_visa"})
+    assert (no_amount.value.code, no_amount.value.param) == ("parameter_missing", "amount")
+    with pytest.raises(stripe.InvalidRequestError) as unknown:
+        client.v1.payment_intents.create(params={"amount": 5, "currency": "usd", "confirm": True,
+                                                 "payment_method": "pm_card_visa", "shipping_rate": "x"})  # type: ignore[typeddict-unknown-key]
+    assert (unknown.value.code, unknown.value.param) == ("parameter_unknown", "shipping_rate")
+    with pytest.raises(stripe.AuthenticationError):
+        stripe.StripeClient("sk_wrong", base_addresses={"api": client._requestor._options.base_addresses["api"]}
+                            ).v1.payment_intents.list()
