@@ -125,6 +125,23 @@ CREATE INDEX refunds_payment ON refunds (payment_id);
 CREATE INDEX refunds_merchant_created ON refunds (merchant_id, created_at DESC, id DESC);   -- a merchant's refund list
 CREATE INDEX refunds_in_flight ON refunds (deadline_at) WHERE status = 'pending';
 
+-- PaymentIntents created without confirm=true (the Stripe-compatible API): what the merchant asked, until
+-- it confirms. Confirming makes the payment under the same id; a draft is never card data (a test payment
+-- method's name or a vault token at most).
+CREATE TABLE payment_intent_drafts (
+    id              text PRIMARY KEY,                  -- pay_<base62>: the payment's id once confirmed
+    merchant_id     text NOT NULL REFERENCES merchants (id),
+    amount          bigint NOT NULL CHECK (amount > 0),
+    currency        text NOT NULL,
+    payment_method  text,                              -- pm_card_visa, pm_<token>, or none yet
+    params          bytea NOT NULL,                    -- the create's parameters (msgpack)
+    canceled        boolean NOT NULL DEFAULT false,
+    idempotency_key text NOT NULL,
+    fingerprint     bytea NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (merchant_id, idempotency_key)
+);
+
 -- Idempotency (Stripe semantics). Written before anything is sent to a network: the row is the
 -- write-ahead record of the request; its stored outcome is rendered again, byte for byte, on a replay.
 CREATE TABLE idempotency_keys (

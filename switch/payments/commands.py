@@ -80,6 +80,12 @@ class Authorize(Struct, forbid_unknown_fields=True):
     customer_details: CustomerDetails | None = None
 
 
+class ConfirmDraft(Authorize, kw_only=True):
+    """An Authorize whose payment id a front end chose before (a Stripe PaymentIntent created unconfirmed)."""
+
+    payment_id: ObjectId
+
+
 class Capture(Struct, kw_only=True):
     payment_id: str
     amount_to_capture: int | None = None

@@ -9,6 +9,7 @@ from switch.payments.commands import (
     Caller,
     Cancel,
     Capture,
+    ConfirmDraft,
     GetPayment,
     GetRefund,
     ListPayments,
@@ -29,8 +30,8 @@ from switch.payments.outcome import Listing, Outcome
 from switch.payments.pipeline import Operation, run
 from switch.store.records import RefundRecord
 
-OPERATIONS: dict[type, Operation] = {Authorize: AUTHORIZE, Capture: CAPTURE, Cancel: CANCEL, Refund: REFUND,
-                                     ApproveReview: APPROVE, RejectReview: REJECT}
+OPERATIONS: dict[type, Operation] = {Authorize: AUTHORIZE, ConfirmDraft: AUTHORIZE, Capture: CAPTURE, Cancel: CANCEL,
+                                     Refund: REFUND, ApproveReview: APPROVE, RejectReview: REJECT}
 
 
 class Payments:

@@ -27,6 +27,7 @@ from switch.frontends.http.events_api import EventsApi
 from switch.frontends.http.fraud_api import FraudApi
 from switch.frontends.http.ops import OpsApp
 from switch.frontends.http.webhooks_api import WebhooksApi
+from switch.frontends.stripe.api import StripeApi
 from switch.frontends.webhooks.delivery import RETRY_SCHEDULE_S, Deliverer
 from switch.idempotency.lock import Idempotency
 from switch.idempotency.pipeline import RedisPipeliner
@@ -111,7 +112,8 @@ class Worker:
             with contextlib.suppress(RedisError, OSError):  # Redis away now: loaded on first use instead
                 await commands.load_scripts()
         app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter, FraudApi(pool, screener),
-                  BalanceApi(pool), EventsApi(pool), WebhooksApi(pool, settings.webhooks_allow_loopback))
+                  BalanceApi(pool), EventsApi(pool), WebhooksApi(pool, settings.webhooks_allow_loopback),
+                  StripeApi(payments, idempotency.fingerprint, pool))
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         server = await http.serve(app.handle, self.host, self.port, tls=tls)
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)

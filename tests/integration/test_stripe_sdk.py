@@ -134,3 +134,30 @@ def test_cancel_update_and_errors_in_stripes_shape(client: stripe.StripeClient) 
     with pytest.raises(stripe.AuthenticationError):
         stripe.StripeClient("sk_wrong", base_addresses={"api": client._requestor._options.base_addresses["api"]}
                             ).v1.payment_intents.list()
+
+
+def test_a_payment_intent_created_unconfirmed_is_confirmed_later_once(client: stripe.StripeClient) -> None:
+    draft = client.v1.payment_intents.create(params={"amount": 1800, "currency": "usd", "metadata": {"cart": "9"}})
+    assert (draft.status, draft.latest_charge, draft.amount_received) == ("requires_payment_method", None, 0)
+    assert client.v1.payment_intents.retrieve(draft.id).status == "requires_payment_method"
+
+    confirmed = client.v1.payment_intents.confirm(draft.id, params={"payment_method": "pm_card_mastercard"})
+    assert (confirmed.id, confirmed.status, confirmed.amount_received) == (draft.id, "succeeded", 1800)
+    assert confirmed.metadata["cart"] == "9" and confirmed.latest_charge.startswith("ch_")
+    again = client.v1.payment_intents.confirm(draft.id, params={"payment_method": "pm_card_mastercard"})
+    assert again.last_response.headers["idempotent-replayed"] == "true" and again.id == draft.id
+    assert client.v1.payment_intents.retrieve(draft.id).status == "succeeded"
+
+
+def test_an_unconfirmed_payment_intent_can_be_canceled_and_then_not_confirmed(client: stripe.StripeClient) -> None:
+    draft = client.v1.payment_intents.create(params={"amount": 300, "currency": "usd", "payment_method": "pm_card_visa",
+                                                     "capture_method": "manual"})
+    assert draft.status == "requires_confirmation"
+    assert client.v1.payment_intents.cancel(draft.id).status == "canceled"
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.payment_intents.confirm(draft.id)
+    assert raised.value.code == "payment_intent_unexpected_state"
+    with pytest.raises(stripe.InvalidRequestError) as card_data:
+        client.v1.payment_intents.create(params={"amount": 300, "currency": "usd", "payment_method_data": {
+            "type": "card", "card": {"number": "4242424242424242", "exp_month": 1, "exp_year": 2031}}})
+    assert card_data.value.param == "payment_method_data" and "4242424242424242" not in str(card_data.value)

@@ -51,7 +51,7 @@ def new_request_id() -> str:
 class App:
     def __init__(self, payments: Payments, api_keys: ApiKeyCache, fingerprint: Callable[[str, str, bytes], bytes],
                  limiter: RateLimiter, fraud: FraudApi, balance: BalanceApi, events: EventsApi,
-                 webhooks: WebhooksApi) -> None:
+                 webhooks: WebhooksApi, stripe: StripeApi) -> None:
         self.payments = payments
         self.webhooks = webhooks
         self.fraud = fraud
@@ -60,7 +60,7 @@ class App:
         self.api_keys = api_keys
         self.fingerprint = fingerprint
         self.limiter = limiter
-        self.stripe = StripeApi(payments, fingerprint)
+        self.stripe = stripe
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -122,13 +122,21 @@ class App:
 
     async def _stripe(self, request: Request, path: str, request_id: str, merchant: Merchant | None,
                       buckets: Buckets) -> tuple[str, Response]:
-        if merchant is not None and self.stripe.is_mutation(request, path):
-            return await self.stripe.mutate(request, path, merchant, request_id, buckets)
-        if wait_ms := await self.limiter.admit(buckets).wait_ms():
-            return "rate_limited", self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
+        async def admit() -> Response | None:
+            if wait_ms := await self.limiter.admit(buckets).wait_ms():
+                return self._rendered(Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms))
+            return None
+
+        if merchant is not None and request.method == "POST":
+            return await self.stripe.post(request, path, merchant, request_id, buckets, admit)
+        if refused := await admit():
+            return "rate_limited", refused
         if merchant is None:
             raise errors.authentication_error("Invalid API key provided.")
-        return await self.stripe.other(request, path, merchant, request_id)
+        if request.method != "GET":
+            raise errors.invalid_request("method_not_allowed", f"{request.method} is not allowed on "
+                                         f"{request.path[:100]}.", status=405)
+        return await self.stripe.get(request, path, merchant, request_id)
 
     async def _side_write(self, merchant: Merchant, request: Request) -> tuple[str, Response] | None:
         """The writes that are not payment commands: fraud rules and lists, webhook endpoints, payouts."""

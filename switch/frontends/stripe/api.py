@@ -13,15 +13,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import msgspec
 
 from switch.common import errors
 from switch.common.http import Request, Response
+from switch.common.ids import new_id
 from switch.frontends.stripe import params, render
 from switch.idempotency.ratelimit import Buckets
 from switch.merchants import Merchant
-from switch.payments.commands import Caller, GetPayment, GetRefund, ListRefunds, Mutation, UpdatePayment
+from switch.payments.commands import Caller, ConfirmDraft, GetPayment, GetRefund, ListRefunds, Mutation, UpdatePayment
 from switch.payments.engine import Payments
 from switch.payments.outcome import Outcome
+from switch.store import drafts
 
 API_VERSION = "2025-09-30.clover"
 PREFIX = "/stripe"
@@ -47,65 +53,113 @@ def stripe_path(request: Request) -> str | None:
     return None
 
 
+Admit = Callable[[], Awaitable["Response | None"]]
+
+
 class StripeApi:
-    def __init__(self, payments: Payments, fingerprint: Fingerprint) -> None:
+    def __init__(self, payments: Payments, fingerprint: Fingerprint, pool: asyncpg.Pool) -> None:
         self.payments = payments
         self.fingerprint = fingerprint
+        self.pool = pool
 
-    @staticmethod
-    def is_mutation(request: Request, path: str) -> bool:
-        """A payment command: its rate-limit take rides the idempotency lock."""
-        return request.method == "POST" and (path in ("/v1/payment_intents", "/v1/refunds")
-                                             or _INTENT_ACTION.match(path) is not None)
-
-    async def mutate(self, request: Request, path: str, merchant: Merchant, request_id: str,
-                     buckets: Buckets) -> tuple[str, Response]:
-        route, command, expand = self._command(request, path)
-        key = request.header("idempotency-key").strip() or f"stripe-auto-{request_id}"
-        if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not key.isprintable():
-            raise errors.invalid_request("idempotency_key_invalid", "The Idempotency-Key must be 1 to "
-                                         f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable characters.", "Idempotency-Key")
+    async def post(self, request: Request, path: str, merchant: Merchant, request_id: str, buckets: Buckets,
+                   admit: Admit) -> tuple[str, Response]:
+        """A POST: a payment command runs under its idempotency key, its rate-limit take riding the lock;
+        anything else takes its token through `admit` first (which answers a rate-limited request)."""
+        content_type = request.header("content-type")
+        key = _idempotency_key(request, request_id)
         caller = Caller(merchant, request_id, key, self.fingerprint("POST", "stripe:" + path, request.body), buckets)
+        if path == "/v1/payment_intents":
+            create = params.decode(request.body, content_type, params.CreateIntent)
+            if create.confirm:
+                return "stripe.payment_intents.create", await self._execute(
+                    caller, params.authorize(create, create), _expand(create.expand))
+            return "stripe.payment_intents.create", await admit() or await self._draft(caller, create)
+        if path == "/v1/refunds":
+            body = params.decode(request.body, content_type, params.CreateRefund)
+            return "stripe.refunds.create", await self._execute(caller, params.refund(body), _expand(body.expand))
+        if match := _INTENT_ACTION.match(path):
+            intent, action = match.groups()
+            return f"stripe.payment_intents.{action}", await self._action(request, caller, intent, action, admit)
+        if match := _INTENT.match(path):
+            return "stripe.payment_intents.update", await admit() or await self._update(request, caller,
+                                                                                          match.group(1))
+        raise _unrecognized(request)
+
+    async def _action(self, request: Request, caller: Caller, intent: str, action: str, admit: Admit) -> Response:
+        content_type = request.header("content-type")
+        if action == "capture":
+            capture = params.decode(request.body, content_type, params.CaptureIntent)
+            return await self._execute(caller, params.capture(intent, capture), _expand(capture.expand))
+        if action == "cancel":
+            cancel = params.decode(request.body, content_type, params.CancelIntent)
+            refused = await admit()                   # a draft's cancel is no payment command: its own take
+            if refused is not None:
+                return refused
+            draft = await drafts.cancel_draft(self.pool, caller.merchant.id, params.payment_id(intent))
+            if draft is not None and not await self._payment_exists(caller, draft.id):
+                return Response(200, render.encoder.encode(render.draft_intent(draft)))
+            return await self._execute(caller, params.cancel(intent, cancel), _expand(cancel.expand))
+        confirm = params.decode(request.body, content_type, params.ConfirmIntent)
+        return await self._confirm(caller, intent, confirm)
+
+    async def _confirm(self, caller: Caller, intent: str, body: params.ConfirmIntent) -> Response:
+        """The draft's Authorize under the draft's own id and an idempotency key of the PaymentIntent's: a
+        second confirmation (a retry, or a new key) answers the first one's outcome."""
+        payment_id = params.payment_id(intent)
+        draft = await drafts.get_draft(self.pool, caller.merchant.id, payment_id)
+        if draft is None:
+            raise errors.invalid_request("resource_missing", f"No such payment_intent: '{intent}'", status=404)
+        if draft.canceled and not await self._payment_exists(caller, payment_id):
+            raise errors.invalid_request("payment_intent_unexpected_state", "This PaymentIntent was canceled; it "
+                                         "cannot be confirmed.")
+        authorize = params.authorize(body, msgspec.msgpack.decode(draft.params, type=params.CreateIntent))
+        command = ConfirmDraft(**msgspec.structs.asdict(authorize), payment_id=payment_id)
+        confirming = msgspec.structs.replace(caller, idempotency_key=f"confirm:{intent}",
+                                             fingerprint=self.fingerprint("POST", "stripe:confirm", intent.encode()))
+        return await self._execute(confirming, command, _expand(body.expand))
+
+    async def _draft(self, caller: Caller, create: params.CreateIntent) -> Response:
+        """A PaymentIntent created without confirm=true: kept until its confirmation, never card data."""
+        data = create.payment_method_data
+        if data is not None and data.card is not None and data.card.token is None:
+            raise errors.invalid_request("parameter_invalid", "Card data is taken with confirm=true only; create "
+                                         "the PaymentIntent with confirm=true, or give a payment_method.",
+                                         "payment_method_data")
+        method = create.payment_method or (data.card.token if data is not None and data.card is not None else None)
+        if method is not None:
+            params.payment_method_of(method, None)          # an unknown one is refused now, not at confirm
+        made = await drafts.insert_draft(self.pool, drafts.DraftRecord(
+            id=new_id("pay"), merchant_id=caller.merchant.id, amount=create.amount, currency=create.currency.lower(),
+            payment_method=method, params=msgspec.msgpack.encode(create), canceled=False,
+            fingerprint=caller.fingerprint, created_at=datetime.now(UTC)), caller.idempotency_key)
+        if made.fingerprint != caller.fingerprint:
+            raise errors.ApiError(400, "idempotency_error", "idempotency_key_reused", "Keys for idempotent requests "
+                                  "can only be used with the same parameters they were first used with.")
+        return Response(200, render.encoder.encode(render.draft_intent(made)))
+
+    async def _update(self, request: Request, caller: Caller, intent: str) -> Response:
+        body = params.decode(request.body, request.header("content-type"), params.UpdateIntent)
+        outcome = await self.payments.update_payment(caller, UpdatePayment(
+            params.payment_id(intent), body.description, body.metadata))
+        if outcome.payment is None and await drafts.get_draft(self.pool, caller.merchant.id,
+                                                              params.payment_id(intent)):
+            raise errors.invalid_request("payment_intent_unexpected_state", "A PaymentIntent is updated here once it "
+                                         "is confirmed (docs/stripe-compatibility.md).")
+        return self._rendered(outcome, _expand(body.expand))
+
+    async def _execute(self, caller: Caller, command: Mutation, expand: frozenset[str]) -> Response:
         outcome, replayed = await self.payments.execute(caller, command)
         response = self._rendered(outcome, expand)
         if replayed:
             response.headers.append(("idempotent-replayed", "true"))
-        return route, response
+        return response
 
-    def _command(self, request: Request, path: str) -> tuple[str, Mutation, frozenset[str]]:
-        content_type = request.header("content-type")
-        if path == "/v1/payment_intents":
-            create = params.decode(request.body, content_type, params.CreateIntent)
-            if not create.confirm:
-                raise errors.invalid_request(
-                    "parameter_invalid", "PaymentIntents are confirmed as they are created here: send "
-                    "confirm=true with the payment method (docs/stripe-compatibility.md).", "confirm")
-            return "stripe.payment_intents.create", params.authorize(create, create), _expand(create.expand)
-        if path == "/v1/refunds":
-            body = params.decode(request.body, content_type, params.CreateRefund)
-            return "stripe.refunds.create", params.refund(body), _expand(body.expand)
-        match = _INTENT_ACTION.match(path)
-        assert match is not None
-        intent, action = match.groups()
-        if action == "capture":
-            capture = params.decode(request.body, content_type, params.CaptureIntent)
-            return "stripe.payment_intents.capture", params.capture(intent, capture), _expand(capture.expand)
-        if action == "cancel":
-            cancel = params.decode(request.body, content_type, params.CancelIntent)
-            return "stripe.payment_intents.cancel", params.cancel(intent, cancel), _expand(cancel.expand)
-        raise errors.invalid_request("payment_intent_unexpected_state", "This PaymentIntent was confirmed when it "
-                                     "was created; it cannot be confirmed again.", status=400)
+    async def _payment_exists(self, caller: Caller, payment_id: str) -> bool:
+        return (await self.payments.get_payment(caller, GetPayment(payment_id))).payment is not None
 
-    async def other(self, request: Request, path: str, merchant: Merchant, request_id: str) -> tuple[str, Response]:
-        """Reads, and the writes that are not payment commands (a PaymentIntent's metadata)."""
+    async def get(self, request: Request, path: str, merchant: Merchant, request_id: str) -> tuple[str, Response]:
         caller = Caller(merchant, request_id)
-        if request.method == "POST" and (match := _INTENT.match(path)):
-            body = params.decode(request.body, request.header("content-type"), params.UpdateIntent)
-            outcome = await self.payments.update_payment(caller, UpdatePayment(
-                params.payment_id(match.group(1)), body.description, body.metadata))
-            return "stripe.payment_intents.update", self._rendered(outcome, _expand(body.expand))
-        if request.method != "GET":
-            raise _unrecognized(request)
         query = params.query(request.query)
         expand = _expand(params.convert({"expand": query.pop("expand", None)}, params.Expanding).expand)
         read = self._reads(path, caller, query)
@@ -136,6 +190,8 @@ class StripeApi:
             return Response(200, render.encoder.encode(render.charge(outcome.payment, expand)))
         if as_charge:
             outcome.message = f"No such charge: '{render.charge_id(payment_id)}'"
+        elif outcome.payment is None and (draft := await drafts.get_draft(self.pool, caller.merchant.id, payment_id)):
+            return Response(200, render.encoder.encode(render.draft_intent(draft)))
         return self._rendered(outcome, expand)
 
     async def _refund(self, caller: Caller, refund_id: str, expand: frozenset[str]) -> Response:
@@ -166,6 +222,15 @@ class StripeApi:
         if outcome.retry_after_ms:
             response.headers.append(("retry-after", str(-(-outcome.retry_after_ms // 1000))))
         return response
+
+
+def _idempotency_key(request: Request, request_id: str) -> str:
+    """The request's Idempotency-Key; a POST without one gets a key of its own (it is never replayed)."""
+    key = request.header("idempotency-key").strip() or f"stripe-auto-{request_id}"
+    if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not key.isprintable():
+        raise errors.invalid_request("idempotency_key_invalid", "The Idempotency-Key must be 1 to "
+                                     f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable characters.", "Idempotency-Key")
+    return key
 
 
 def versioned(request: Request, response: Response) -> Response:

@@ -12,8 +12,10 @@ from msgspec import Struct
 
 from switch.common.errors import ApiError
 from switch.frontends.http.render import outcome_object, review_id
+from switch.frontends.stripe.params import CreateIntent
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result, meaning
+from switch.store.drafts import DraftRecord
 from switch.store.records import PaymentRecord, RefundRecord
 
 encoder = msgspec.json.Encoder()
@@ -224,6 +226,21 @@ def intent(p: PaymentRecord, expand: frozenset[str] = frozenset()) -> PaymentInt
         payment_method_types=["card"], description=p.description, statement_descriptor=p.statement_descriptor,
         metadata=p.metadata or {}, created=created, canceled_at=created if p.status == "canceled" else None,
         cancellation_reason=None, review=review_id(p.id) if p.review_status else None)
+
+
+def draft_intent(draft: DraftRecord) -> PaymentIntent:
+    """A PaymentIntent not confirmed yet."""
+    asked = msgspec.msgpack.decode(draft.params, type=CreateIntent)
+    status = "canceled" if draft.canceled else "requires_confirmation" if draft.payment_method \
+        else "requires_payment_method"
+    created = int(draft.created_at.timestamp())
+    return PaymentIntent(
+        id=intent_id(draft.id), amount=draft.amount, amount_capturable=0, amount_received=0, currency=draft.currency,
+        status=status, capture_method="manual" if asked.capture_method == "manual" else "automatic",
+        confirmation_method=asked.confirmation_method or "automatic", latest_charge=None, last_payment_error=None,
+        payment_method=draft.payment_method, payment_method_types=["card"], description=asked.description,
+        statement_descriptor=asked.statement_descriptor, metadata=asked.metadata or {}, created=created,
+        canceled_at=created if draft.canceled else None, cancellation_reason=None, review=None)
 
 
 def payment_method(p: PaymentRecord) -> PaymentMethod:

@@ -10,7 +10,7 @@ import msgspec
 from switch.common.ids import new_id
 from switch.fraud.rules import Action
 from switch.iso import messages
-from switch.payments.commands import Authorize
+from switch.payments.commands import Authorize, ConfirmDraft
 from switch.payments.context import Context, Services
 from switch.payments.states import Status
 from switch.store.records import PaymentRecord
@@ -26,7 +26,8 @@ async def route(ctx: Context, services: Services) -> None:
     screened = ctx.screened
     review = screened is not None and screened.record.decision == Action.REVIEW
     ctx.payment = PaymentRecord(
-        id=new_id("pay"), merchant_id=ctx.caller.merchant.id, status=Status.PROCESSING, amount=command.amount,
+        id=command.payment_id if isinstance(command, ConfirmDraft) else new_id("pay"),
+        merchant_id=ctx.caller.merchant.id, status=Status.PROCESSING, amount=command.amount,
         currency=command.currency, card_token=ctx.token,
         # A payment sent to review is held for capture (0100), whatever its capture method.
         capture_method="manual" if review else command.capture_method,
