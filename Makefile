@@ -8,7 +8,7 @@ SYSTEM_PACKAGES := redis-server softhsm2 postgresql
 BENCH_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages demo up test test-unit bench bench-network fraud-drill settlement-drill settlement-bench webhook-drill lint clean
+.PHONY: help setup system-packages demo up test test-unit bench bench-network fraud-drill settlement-drill settlement-bench webhook-drill openapi lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -65,6 +65,9 @@ settlement-bench: setup ## a 1,000,000-line settlement file imported and matched
 
 bench-network: setup ## codec µs per 0100 and link round trips/s (simulator subprocess); prints NETBENCH
 	$(PY) -m loadtest.netbench $(NETBENCH_ARGS)
+
+openapi: setup ## regenerate docs/openapi.json from the route table and the types (tests fail when it is stale)
+	$(PY) -c "from switch.frontends import openapi; open('docs/openapi.json', 'wb').write(openapi.encoded())"
 
 lint: setup ## ruff, mypy and the import contracts (import-linter, see pyproject.toml)
 	$(VENV)/bin/ruff check .

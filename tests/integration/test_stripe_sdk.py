@@ -11,6 +11,7 @@ import pytest
 import stripe
 
 from switch.dev.devstack import Stack
+from tests.conftest import simulator
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +162,22 @@ def test_an_unconfirmed_payment_intent_can_be_canceled_and_then_not_confirmed(cl
         client.v1.payment_intents.create(params={"amount": 300, "currency": "usd", "payment_method_data": {
             "type": "card", "card": {"number": "4242424242424242", "exp_month": 1, "exp_year": 2031}}})
     assert card_data.value.param == "payment_method_data" and "4242424242424242" not in str(card_data.value)
+
+
+def test_the_sdks_own_retries_after_a_timeout_make_one_payment(stack: Stack) -> None:
+    """The first attempt times out in the SDK while the network answers slowly; the SDK retries with the
+    same Idempotency-Key (409 while it is in flight, then the replay): one payment, the first one's."""
+    api_key = stack.seed_merchant(f"stripe-retry-{secrets.token_hex(4)}", fraud_rules="lists")
+    base = {"api": stack.switch_url + "/stripe"}
+    patient = stripe.StripeClient(api_key, base_addresses=base)
+    hasty = stripe.StripeClient(api_key, base_addresses=base, max_network_retries=6,
+                                http_client=stripe.RequestsClient(timeout=0.15))
+    simulator(stack, "/behaviour", {"network": "visa", "latency_ms": 400})
+    try:
+        intent = hasty.v1.payment_intents.create(params={"amount": 4321, "currency": "usd", "confirm": True,
+                                                         "payment_method": "pm_card_visa"})
+    finally:
+        simulator(stack, "/behaviour", {"network": "visa", "latency_ms": 0})
+    assert intent.status == "succeeded"
+    assert intent.last_response.headers["idempotent-replayed"] == "true"      # it was a retry
+    assert [listed.id for listed in patient.v1.payment_intents.list()] == [intent.id]

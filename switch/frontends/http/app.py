@@ -12,10 +12,10 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from urllib.parse import parse_qsl
 
 from switch.common import errors, metrics
 from switch.common.http import Request, Response
+from switch.frontends import openapi
 from switch.frontends.http import fraud_api, render, schema
 from switch.frontends.http.balance_api import BalanceApi
 from switch.frontends.http.events_api import EventsApi
@@ -61,6 +61,7 @@ class App:
         self.fingerprint = fingerprint
         self.limiter = limiter
         self.stripe = stripe
+        self.openapi = openapi.encoded()
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
@@ -85,6 +86,8 @@ class App:
         path, method = request.path, request.method
         if path == "/healthz":                  # bare liveness for load balancers; /readyz and /metrics are
             return "healthz", Response(200, b'{"status":"ok"}')   # on the operations port only (ops.py)
+        if path == "/openapi.json" and method == "GET":       # public, as Stripe's description is
+            return "openapi", Response(200, self.openapi)
         if not path.startswith(("/v1/", stripe_api.PREFIX + "/v1/")):
             raise errors.invalid_request("not_found", f"Unrecognized request URL ({method} {path[:100]}).",
                                          status=404)
@@ -196,10 +199,10 @@ class App:
 
     async def _get(self, path: str, caller: Caller, query: str) -> tuple[str, Response]:
         if path == "/v1/payments":
-            page = await self.payments.list_payments(caller, schema.list_query(dict(parse_qsl(query))))
+            page = await self.payments.list_payments(caller, schema.list_query(schema.query_params(query)))
             return "payments.list", Response(200, render.listing(page))
         if path == "/v1/reviews":
-            page = await self.payments.list_reviews(caller, schema.list_query(dict(parse_qsl(query))).limit)
+            page = await self.payments.list_reviews(caller, schema.list_query(schema.query_params(query)).limit)
             return "reviews.list", Response(200, fraud_api.reviews(page))
         if match := _PAYMENT.match(path):
             return "payments.get", self._rendered(await self.payments.get_payment(caller, GetPayment(match.group(1))))
@@ -239,9 +242,9 @@ class App:
         if not key:
             raise errors.invalid_request("idempotency_key_missing", "Every POST needs an Idempotency-Key header.",
                                          "Idempotency-Key")
-        if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not key.isprintable():
+        if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not (key.isascii() and key.isprintable()):
             raise errors.invalid_request("idempotency_key_invalid", "The Idempotency-Key must be 1 to "
-                                         f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable characters.", "Idempotency-Key")
+                                         f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters.", "Idempotency-Key")
         return key
 
     async def idempotent(self, request: Request, merchant: Merchant, request_id: str, key: str,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 from typing import Literal
-from urllib.parse import parse_qsl
 
 import asyncpg
 import msgspec
@@ -134,7 +133,7 @@ class BalanceApi:
         return Response(200, _encoder.encode(payout_object(row)), headers=headers)
 
     async def _transactions(self, merchant: Merchant, query: str) -> bytes:
-        params = dict(parse_qsl(query))
+        params = schema.query_params(query)
         limit = schema.int_param(params, "limit", 10, 1, 100)
         before = None
         if (cursor := params.get("starting_after")) is not None:
@@ -152,7 +151,7 @@ class BalanceApi:
         return _encoder.encode(render.ListOf(data, len(rows) > limit, "/v1/balance_transactions"))
 
     async def _payouts(self, merchant: Merchant, query: str) -> bytes:
-        params = dict(parse_qsl(query))
+        params = schema.query_params(query)
         limit = schema.int_param(params, "limit", 10, 1, 100)
         status = params.get("status")
         if status is not None and status not in PAYOUT_STATUSES:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import parse_qsl
 
 import asyncpg
 import msgspec
@@ -128,8 +127,8 @@ class EventsApi:
         return None
 
     async def _list(self, merchant: Merchant, query: str) -> bytes:
-        params = dict(parse_qsl(query))
-        listed = schema.list_query(params)
+        params = schema.query_params(query)
+        listed = schema.list_query(params, cursor=None)       # event ids: _cursor below
         before, after = _cursor(params, "starting_after"), _cursor(params, "ending_before")
         rows = await event_store.list_events(self.pool, merchant.id, before, after, _type_pattern(params),
                                              listed.created_gte, listed.created_lte, listed.limit + 1)

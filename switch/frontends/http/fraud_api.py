@@ -122,7 +122,8 @@ class FraudApi:
         except ValueError as error:
             raise errors.invalid_request("parameter_invalid", str(error), "value") from None
         self.screener.forget(merchant.id)
-        return "fraud.lists.update", Response(200, await self._list(merchant, match.group(1)))
+        route = "fraud.lists.remove" if match.group(2) else "fraud.lists.update"
+        return route, Response(200, await self._list(merchant, match.group(1)))
 
     async def _set_rules(self, merchant: Merchant, body: bytes) -> Response:
         request: RulesBody = schema.decode(_rules_decoder, body)

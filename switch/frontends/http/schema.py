@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from datetime import UTC, datetime
 from typing import Literal, TypeVar
+from urllib.parse import parse_qsl
 
 import msgspec
 from msgspec import Struct
@@ -95,10 +96,33 @@ def cancel(payment_id: str, body: bytes) -> Cancel:
     return Cancel(payment_id=payment_id, cancellation_reason=request.cancellation_reason)
 
 
-def list_query(query: dict[str, str]) -> ListPayments:
-    return ListPayments(limit=int_param(query, "limit", 10, 1, 100), starting_after=query.get("starting_after"),
-                        ending_before=query.get("ending_before"), created_gte=_time_param(query, "created[gte]"),
-                        created_lte=_time_param(query, "created[lte]"))
+QUERY_FIELDS_MAX = 64
+TIME_MAX = 253_402_300_799              # 9999-12-31T23:59:59Z: the last second a datetime holds
+_PAYMENT_ID = re.compile(r"^pay_[0-9A-Za-z]{10,40}$")
+
+
+def query_params(query: str) -> dict[str, str]:
+    """A query string's parameters; a blank one is kept (`limit=` is a bad limit, not no limit)."""
+    try:
+        return dict(parse_qsl(query, keep_blank_values=True, max_num_fields=QUERY_FIELDS_MAX))
+    except ValueError:
+        raise errors.invalid_request("parameter_invalid", f"A query has at most {QUERY_FIELDS_MAX} parameters.") \
+            from None
+
+
+def list_query(query: dict[str, str], cursor: re.Pattern[str] | None = _PAYMENT_ID) -> ListPayments:
+    """limit, created[gte|lte] and the cursors, which must match `cursor` (None: the caller checks them)."""
+    return ListPayments(limit=int_param(query, "limit", 10, 1, 100),
+                        starting_after=_cursor(query, "starting_after", cursor),
+                        ending_before=_cursor(query, "ending_before", cursor),
+                        created_gte=_time_param(query, "created[gte]"), created_lte=_time_param(query, "created[lte]"))
+
+
+def _cursor(query: dict[str, str], name: str, pattern: re.Pattern[str] | None) -> str | None:
+    text = query.get(name)
+    if text is not None and pattern is not None and not pattern.match(text):
+        raise errors.invalid_request("parameter_invalid", f"{name} must be an id of this list.", name)
+    return text
 
 
 def int_param(query: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -114,6 +138,6 @@ def _time_param(query: dict[str, str], name: str) -> datetime | None:
     text = query.get(name)
     if text is None:
         return None
-    if not (text.isascii() and text.isdigit()) or len(text) > 12:
-        raise errors.invalid_request("parameter_invalid", f"{name} must be a Unix timestamp.", name)
+    if not (text.isascii() and text.isdigit()) or len(text) > 12 or int(text) > TIME_MAX:
+        raise errors.invalid_request("parameter_invalid", f"{name} must be a Unix timestamp up to {TIME_MAX}.", name)
     return datetime.fromtimestamp(int(text), UTC)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated
-from urllib.parse import parse_qsl
 
 import asyncpg
 import msgspec
@@ -71,6 +70,12 @@ class EndpointObject(Struct, omit_defaults=True):
     disabled_reason: str | None
     created: int
     secret: str | None = None           # only in the answer that created it
+    object: str = "webhook_endpoint"
+
+
+class Deleted(Struct):
+    id: str
+    deleted: bool = True
     object: str = "webhook_endpoint"
 
 
@@ -134,7 +139,7 @@ class WebhooksApi:
 
     async def get(self, merchant: Merchant, path: str, query: str) -> tuple[str, Response] | None:
         if path == "/v1/webhook_endpoints":
-            limit = schema.int_param(dict(parse_qsl(query)), "limit", 10, 1, 100)
+            limit = schema.int_param(schema.query_params(query), "limit", 10, 1, 100)
             rows = await webhook_store.list_endpoints(self.pool, merchant.id, limit + 1)
             body = render.ListOf([_endpoint(row) for row in rows[:limit]], len(rows) > limit, path)
             return "webhook_endpoints.list", Response(200, _encoder.encode(body))
@@ -171,8 +176,7 @@ class WebhooksApi:
             return None
         if not await webhook_store.delete_endpoint(self.pool, merchant.id, match.group(1)):
             raise _missing(match.group(1))
-        return "webhook_endpoints.delete", Response(200, _encoder.encode(
-            {"id": match.group(1), "object": "webhook_endpoint", "deleted": True}))
+        return "webhook_endpoints.delete", Response(200, _encoder.encode(Deleted(match.group(1))))
 
     async def _create(self, merchant: Merchant, body: bytes) -> Response:
         request: CreateBody = schema.decode(_create_decoder, body)

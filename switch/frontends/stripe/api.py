@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 import asyncpg
 import msgspec
 
+from switch.common import currency as currencies
 from switch.common import errors
 from switch.common.http import Request, Response
 from switch.common.ids import new_id
@@ -126,6 +127,9 @@ class StripeApi:
             raise errors.invalid_request("parameter_invalid", "Card data is taken with confirm=true only; create "
                                          "the PaymentIntent with confirm=true, or give a payment_method.",
                                          "payment_method_data")
+        if currencies.lookup(create.currency.lower()) is None:
+            raise errors.invalid_request("currency_invalid", f"Unsupported currency: '{create.currency}'.",
+                                         "currency")
         method = create.payment_method or (data.card.token if data is not None and data.card is not None else None)
         if method is not None:
             params.payment_method_of(method, None)          # an unknown one is refused now, not at confirm
@@ -207,10 +211,10 @@ class StripeApi:
         return Response(200, render.encoder.encode(listed))
 
     async def _list_refunds(self, caller: Caller, query: dict[str, object], expand: frozenset[str]) -> Response:
-        target = query.pop("payment_intent", None) or query.pop("charge", None)
-        listing = params.list_query(query)
+        target = params.payment_of(query.pop("payment_intent", None), query.pop("charge", None))
+        listing = params.list_query(query, params.REFUND_ID)
         refunds, has_more = await self.payments.list_refunds(caller, ListRefunds(
-            limit=listing.limit, payment_id=params.payment_id(target) if isinstance(target, str) else None,
+            limit=listing.limit, payment_id=target,
             starting_after=listing.starting_after, ending_before=listing.ending_before))
         listed = render.StripeList([render.refund(r) for r in refunds], has_more, "/v1/refunds")
         return Response(200, render.encoder.encode(listed))
@@ -226,10 +230,11 @@ class StripeApi:
 
 def _idempotency_key(request: Request, request_id: str) -> str:
     """The request's Idempotency-Key; a POST without one gets a key of its own (it is never replayed)."""
-    key = request.header("idempotency-key").strip() or f"stripe-auto-{request_id}"
-    if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not key.isprintable():
+    given = request.headers.get("idempotency-key")
+    key = given.strip() if given is not None else f"stripe-auto-{request_id}"
+    if not key or len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not (key.isascii() and key.isprintable()):
         raise errors.invalid_request("idempotency_key_invalid", "The Idempotency-Key must be 1 to "
-                                     f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable characters.", "Idempotency-Key")
+                                     f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters.", "Idempotency-Key")
     return key
 
 

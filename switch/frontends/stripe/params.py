@@ -18,6 +18,7 @@ from msgspec import Meta, Struct
 from switch.common import errors
 from switch.common.cards import CardInput
 from switch.common.validation import STATEMENT_TEXT, STORABLE_TEXT, error_message, error_param
+from switch.frontends.http.schema import TIME_MAX
 from switch.frontends.stripe import form
 from switch.payments.commands import (
     EMAIL,
@@ -181,6 +182,9 @@ TEST_CARDS: dict[str, str] = {
     "chargeDeclinedProcessingError": "4000000000000119", "radarBlock": "4100000000000019",
     "riskLevelHighest": "4000000000004954", "riskLevelElevated": "4000000000009235",
 }
+_INTENT_ID = re.compile(r"^pi_[0-9A-Za-z]{10,40}$")
+_CHARGE_ID = re.compile(r"^ch_[0-9A-Za-z]{10,40}$")
+REFUND_ID = re.compile(r"^re_[0-9A-Za-z]{10,40}$")
 _TEST_NAME = re.compile(r"^(?:pm_card_|tok_)([A-Za-z_]+)$")
 _SAVED = re.compile(r"^pm_([0-9A-Za-z]{10,40})$")
 
@@ -272,14 +276,15 @@ def refund(body: CreateRefund) -> Refund:
     return Refund(payment=payment_id(target), amount=body.amount, reason=body.reason)
 
 
-def list_query(params: form.Form) -> ListPayments:
-    """limit, starting_after, ending_before, created[gte|gt|lte|lt] (or created=<t>)."""
+def list_query(params: form.Form, cursor: re.Pattern[str] = _INTENT_ID) -> ListPayments:
+    """limit, starting_after, ending_before (ids matching `cursor`), created[gte|gt|lte|lt] (or created=<t>)."""
     created = params.get("created")
     bounds: dict[str, object] = created if isinstance(created, dict) else {"gte": created, "lte": created} \
         if created is not None else {}
     return convert({
-        "limit": params.get("limit", "10"), "starting_after": _payment_ref(params.get("starting_after")),
-        "ending_before": _payment_ref(params.get("ending_before")),
+        "limit": params.get("limit", "10"),
+        "starting_after": _payment_ref(params.get("starting_after"), "starting_after", cursor),
+        "ending_before": _payment_ref(params.get("ending_before"), "ending_before", cursor),
         "created_gte": _time(bounds.get("gte"), bounds.get("gt"), 1),
         "created_lte": _time(bounds.get("lte"), bounds.get("lt"), -1)}, _ListQuery).command()
 
@@ -296,14 +301,27 @@ class _ListQuery(Struct, forbid_unknown_fields=True):
                             created_gte=self.created_gte, created_lte=self.created_lte)
 
 
-def _payment_ref(value: object) -> object:
-    return payment_id(value) if isinstance(value, str) else value
+def _payment_ref(value: object, name: str, pattern: re.Pattern[str] = _INTENT_ID) -> object:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not pattern.match(value):
+        raise errors.invalid_request("parameter_invalid", f"{name} is not an id of this list.", name)
+    return payment_id(value)
+
+
+def payment_of(intent: object, charge: object) -> str | None:
+    """The payment a `payment_intent=pi_X` or `charge=ch_X` filter names (None without one)."""
+    if intent is not None:
+        return _payment_ref(intent, "payment_intent")  # type: ignore[return-value]
+    return _payment_ref(charge, "charge", _CHARGE_ID)  # type: ignore[return-value]
 
 
 def _time(inclusive: object, exclusive: object, step: int) -> datetime | None:
     value, shift = (inclusive, 0) if inclusive is not None else (exclusive, step)
     if value is None:
         return None
-    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) > 12:
-        raise errors.invalid_request("parameter_invalid_integer", "created must be a Unix timestamp.", "created")
+    if not isinstance(value, str) or not (value.isascii() and value.isdigit()) or len(value) > 12 \
+            or not 0 <= int(value) + shift <= TIME_MAX:
+        raise errors.invalid_request("parameter_invalid_integer", f"created must be a Unix timestamp up to "
+                                     f"{TIME_MAX}.", "created")
     return datetime.fromtimestamp(int(value) + shift, UTC)

@@ -67,7 +67,7 @@ class ChargeOutcome(Struct):
     seller_message: str
 
 
-class CardDetails(Struct):
+class ChargeCard(Struct):
     brand: str
     last4: str
     exp_month: int
@@ -77,8 +77,8 @@ class CardDetails(Struct):
     authorization_code: str | None
 
 
-class PaymentMethodDetails(Struct):
-    card: CardDetails
+class ChargeMethodDetails(Struct):
+    card: ChargeCard
     type: str = "card"
 
 
@@ -94,7 +94,7 @@ class Charge(Struct):
     refunded: bool
     payment_intent: Any
     payment_method: str
-    payment_method_details: PaymentMethodDetails
+    payment_method_details: ChargeMethodDetails
     outcome: ChargeOutcome
     failure_code: str | None
     failure_message: str | None
@@ -199,7 +199,7 @@ def charge(p: PaymentRecord, expand: frozenset[str] = frozenset()) -> Charge:
         refunded=captured and p.amount_refunded >= p.amount_received > 0,
         payment_intent=intent(p) if "payment_intent" in expand else intent_id(p.id),
         payment_method=method_id(p.card_token),
-        payment_method_details=PaymentMethodDetails(CardDetails(
+        payment_method_details=ChargeMethodDetails(ChargeCard(
             p.card_brand, p.card_last4, p.card_exp_month, p.card_exp_year, p.card_fingerprint, p.network,
             p.auth_code)),
         outcome=ChargeOutcome(
