@@ -142,6 +142,33 @@ CREATE TABLE payment_intent_drafts (
     UNIQUE (merchant_id, idempotency_key)
 );
 
+-- Customers and their saved cards (the Stripe-compatible API). A saved card is its vault token with what may
+-- be shown of it; the number stays in the vault.
+CREATE TABLE customers (
+    id              text PRIMARY KEY,                  -- cus_<base62>
+    merchant_id     text NOT NULL REFERENCES merchants (id),
+    email           text,
+    name            text,
+    description     text,
+    metadata        jsonb NOT NULL DEFAULT '{}'::jsonb,
+    idempotency_key text NOT NULL,
+    fingerprint     bytea NOT NULL,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (merchant_id, idempotency_key)
+);
+CREATE TABLE payment_methods (
+    token          text PRIMARY KEY,                   -- the vault's tok_X; its PaymentMethod is pm_X
+    merchant_id    text NOT NULL REFERENCES merchants (id),
+    customer_id    text REFERENCES customers (id),
+    brand          text NOT NULL,
+    last4          text NOT NULL CHECK (last4 ~ '^[0-9]{4}$'),
+    exp_month      smallint NOT NULL,
+    exp_year       smallint NOT NULL,
+    fingerprint    text,
+    created_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX payment_methods_customer ON payment_methods (customer_id, created_at DESC) WHERE customer_id IS NOT NULL;
+
 -- Idempotency (Stripe semantics). Written before anything is sent to a network: the row is the
 -- write-ahead record of the request; its stored outcome is rendered again, byte for byte, on a replay.
 CREATE TABLE idempotency_keys (

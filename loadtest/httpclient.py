@@ -117,7 +117,7 @@ class Connection:
         assert protocol is not None and protocol.transport is not None
         payload = json.dumps(body).encode() if isinstance(body, dict) else (body or b"")
         lines = [f"{method} {path} HTTP/1.1", f"host: {self.host}:{self.port}", f"content-length: {len(payload)}"]
-        if payload:
+        if payload and not any(name.lower() == "content-type" for name in headers or {}):
             lines.append("content-type: application/json")
         lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
         collector = protocol.collector = _ResponseReader()

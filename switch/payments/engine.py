@@ -3,6 +3,7 @@ outcomes; the engine never sees a front end's bytes and never picks an HTTP stat
 
 from __future__ import annotations
 
+from switch.common.cards import CardInput
 from switch.payments.commands import (
     ApproveReview,
     Authorize,
@@ -20,7 +21,7 @@ from switch.payments.commands import (
     UpdatePayment,
 )
 from switch.payments.context import Context, Services
-from switch.payments.operations import reads
+from switch.payments.operations import cards, reads
 from switch.payments.operations.authorize import AUTHORIZE
 from switch.payments.operations.capture import CANCEL, CAPTURE
 from switch.payments.operations.recover import recover_in_flight
@@ -29,6 +30,7 @@ from switch.payments.operations.review import APPROVE, REJECT
 from switch.payments.outcome import Listing, Outcome
 from switch.payments.pipeline import Operation, run
 from switch.store.records import RefundRecord
+from switch.vault_client import TokenInfo
 
 OPERATIONS: dict[type, Operation] = {Authorize: AUTHORIZE, ConfirmDraft: AUTHORIZE, Capture: CAPTURE, Cancel: CANCEL,
                                      Refund: REFUND, ApproveReview: APPROVE, RejectReview: REJECT}
@@ -67,6 +69,10 @@ class Payments:
 
     async def update_payment(self, caller: Caller, command: UpdatePayment) -> Outcome:
         return await reads.update_payment(self.services, caller, command)
+
+    async def tokenize(self, caller: Caller, card: CardInput) -> TokenInfo | Outcome:
+        """Save a card without paying: its token and display details, or the outcome saying why not."""
+        return await cards.tokenize(self.services, caller, card)
 
     async def list_reviews(self, caller: Caller, limit: int) -> Listing:
         """The merchant's payments waiting in the review queue, newest first."""

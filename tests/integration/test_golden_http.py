@@ -169,7 +169,7 @@ async def test_golden_demo_flow(stack) -> None:
                         {**authorize, "amount": 5001}, idempotency_key="golden-authorize")
         await flow.call("no API key", "POST", "/v1/payments", authorize, idempotency_key="golden-no-key",
                         authenticated=False)
-        await flow.call("unknown URL", "GET", "/v1/customers")
+        await flow.call("unknown URL", "GET", "/v1/subscriptions")
     finally:
         await client.close()
 

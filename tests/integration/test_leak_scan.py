@@ -1,8 +1,9 @@
 """Leak scan (PCI DSS 3.3.1, 3.4.1, 3.5.1): after a full flow, no full PAN or CVC is anywhere we keep data.
 
 The flow runs through the real switch and vault: a raw-card payment with a CVC, capture, refund, a payment
-with the resulting token, a decline, and a card tokenized on the vault's public endpoint then paid with by
-token. Then it scans every process log and every file of the run directory, every row of every table of
+with the resulting token, a decline, the same card data form-encoded through the Stripe-compatible API (a
+PaymentIntent, a saved PaymentMethod, a refused CVC), and a card tokenized on the vault's public endpoint then
+paid with by token. Then it scans every process log and every file of the run directory, every row of every table of
 both schemas (logical contents over SQL: the data files would show only what the tables hold, plus pages
 Postgres has not reused yet), and every Redis key and value. A hit fails the test and names where it was,
 with the PAN masked. A positive control first proves the scanner finds what is planted.
@@ -195,6 +196,23 @@ async def run_flow(stack: Stack, api: Client, raw_pan: str, public_pan: str) -> 
                                                           "payment_method": _card(VISA_DECLINE, "123")},
                                  idempotency_key=key("leak"))
     assert declined.status == 402, declined.body
+
+    # The same card data through the Stripe-compatible API, form-encoded as the SDKs send it: a
+    # PaymentIntent with card data, a saved PaymentMethod, and a card error (the vault refuses a CVC).
+    form = {"content-type": "application/x-www-form-urlencoded"}
+    stripe_intent = await api.request("POST", "/stripe/v1/payment_intents", (
+        f"amount=900&currency=usd&confirm=true&payment_method_data[type]=card&payment_method_data[card][number]="
+        f"{raw_pan}&payment_method_data[card][exp_month]=12&payment_method_data[card][exp_year]=2031"
+        f"&payment_method_data[card][cvc]={CVC_RAW}").encode(), idempotency_key=key("leak"), headers=form)
+    assert stripe_intent.status == 200, stripe_intent.body
+    saved = await api.request("POST", "/stripe/v1/payment_methods", (
+        f"type=card&card[number]={public_pan}&card[exp_month]=12&card[exp_year]=2031&card[cvc]={CVC_PUBLIC}"
+    ).encode(), idempotency_key=key("leak"), headers=form)
+    assert saved.status == 200, saved.body
+    bad_cvc = await api.request("POST", "/stripe/v1/payment_methods", (
+        f"type=card&card[number]={raw_pan}&card[exp_month]=12&card[exp_year]=2031&card[cvc]=1{CVC_RAW}"
+    ).encode(), idempotency_key=key("leak"), headers=form)
+    assert bad_cvc.status in (400, 402), bad_cvc.body
 
     # The merchant's page tokenizes on the vault; the merchant's server pays with the token.
     result = run_vault_cli(stack, "publishable-keys", "create", "--merchant", await _merchant_id(stack), "--quiet")

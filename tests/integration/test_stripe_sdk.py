@@ -132,6 +132,12 @@ def test_cancel_update_and_errors_in_stripes_shape(client: stripe.StripeClient) 
         client.v1.payment_intents.create(params={"amount": 5, "currency": "usd", "confirm": True,
                                                  "payment_method": "pm_card_visa", "shipping_rate": "x"})  # type: ignore[typeddict-unknown-key]
     assert (unknown.value.code, unknown.value.param) == ("parameter_unknown", "shipping_rate")
+    with pytest.raises(stripe.CardError) as luhn:
+        client.v1.payment_intents.create(params={"amount": 5, "currency": "usd", "confirm": True,
+                                                 "payment_method_data": {"type": "card", "card": {
+                                                     "number": "4242424242424241", "exp_month": 1,
+                                                     "exp_year": 2031}}})
+    assert (luhn.value.code, luhn.value.param) == ("incorrect_number", "payment_method_data[card][number]")
     with pytest.raises(stripe.AuthenticationError):
         stripe.StripeClient("sk_wrong", base_addresses={"api": client._requestor._options.base_addresses["api"]}
                             ).v1.payment_intents.list()
@@ -181,3 +187,48 @@ def test_the_sdks_own_retries_after_a_timeout_make_one_payment(stack: Stack) -> 
     assert intent.status == "succeeded"
     assert intent.last_response.headers["idempotent-replayed"] == "true"      # it was a retry
     assert [listed.id for listed in patient.v1.payment_intents.list()] == [intent.id]
+
+
+def test_a_card_saved_to_a_customer_pays_again_and_only_for_that_customer(client: stripe.StripeClient) -> None:
+    customer = client.v1.customers.create(params={"email": "Jane@Example.com", "name": "Jane",
+                                                  "metadata": {"tier": "gold"}})
+    assert (customer.email, customer.metadata["tier"]) == ("jane@example.com", "gold")
+    method = client.v1.payment_methods.create(params={"type": "card", "card": {
+        "number": "5555555555554444", "exp_month": 11, "exp_year": 2032, "cvc": "314"}})
+    assert (method.card.brand, method.card.last4, method.customer) == ("mastercard", "4444", None)
+    attached = client.v1.payment_methods.attach(method.id, params={"customer": customer.id})
+    assert attached.customer == customer.id
+    assert client.v1.payment_methods.retrieve(method.id).customer == customer.id
+    assert [m.id for m in client.v1.customers.payment_methods.list(customer.id)] == [method.id]
+
+    intent = client.v1.payment_intents.create(params={"amount": 990, "currency": "usd", "confirm": True,
+                                                      "customer": customer.id, "payment_method": method.id})
+    assert intent.status == "succeeded" and intent.payment_method == method.id
+
+    stranger = client.v1.customers.create(params={"email": "someone@example.com"})
+    with pytest.raises(stripe.InvalidRequestError) as raised:
+        client.v1.payment_intents.create(params={"amount": 990, "currency": "usd", "confirm": True,
+                                                 "customer": stranger.id, "payment_method": method.id})
+    assert raised.value.code == "payment_method_not_attached"
+    assert client.v1.payment_methods.detach(method.id).customer is None
+    assert list(client.v1.customers.payment_methods.list(customer.id)) == []
+
+
+def test_a_customer_made_with_a_test_payment_method_and_a_replayed_create(client: stripe.StripeClient) -> None:
+    key = secrets.token_hex(8)
+    customer = client.v1.customers.create(params={"name": "Ann", "payment_method": "pm_card_visa"},
+                                          options={"idempotency_key": key})
+    again = client.v1.customers.create(params={"name": "Ann", "payment_method": "pm_card_visa"},
+                                       options={"idempotency_key": key})
+    assert again.id == customer.id
+    with pytest.raises(stripe.IdempotencyError):
+        client.v1.customers.create(params={"name": "Bob"}, options={"idempotency_key": key})
+    (saved,) = client.v1.customers.payment_methods.list(customer.id)
+    assert (saved.card.last4, saved.customer) == ("4242", customer.id)
+    with pytest.raises(stripe.CardError) as bad_card:
+        client.v1.payment_methods.create(params={"type": "card", "card": {
+            "number": "4242424242424241", "exp_month": 1, "exp_year": 2031}})
+    assert (bad_card.value.code, bad_card.value.param) == ("incorrect_number", "card[number]")
+    with pytest.raises(stripe.InvalidRequestError) as missing:
+        client.v1.customers.retrieve("cus_" + "0" * 22)
+    assert missing.value.http_status == 404

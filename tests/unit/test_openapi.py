@@ -17,6 +17,7 @@ CHECKED_IN = ROOT / "docs" / "openapi.json"
 _ROUTE = re.compile(r'''(?:return|route =|else|^\s+) ?\(?f?"'''
                     r'''((?:stripe\.)?[a-z_]+\.[a-z_]+(?:\.[a-z_]+)?|[a-z_.]+\{[a-z_.()0-9]+\})"''', re.MULTILINE)
 _EXPANSIONS = {"reviews.{review.group(2)}": ("reviews.approve", "reviews.reject"),
+               "stripe.payment_methods.{action}": ("stripe.payment_methods.attach", "stripe.payment_methods.detach"),
                "stripe.payment_intents.{action}": tuple(f"stripe.payment_intents.{a}"
                                                         for a in ("capture", "cancel", "confirm"))}
 NOT_API = {"healthz", "openapi", "rate_limited", "unknown"}

@@ -1,7 +1,8 @@
 """The Stripe-compatible API on the merchant port, for the official `stripe` SDKs unchanged
 (docs/stripe-compatibility.md). It lives under `/stripe/v1/...`; the paths only Stripe has
-(`/v1/payment_intents`, `/v1/charges`) are also served at the root, and so is a request
-to a path both APIs have (`/v1/refunds`) when it carries `Stripe-Version`, as the SDKs' requests do.
+(`/v1/payment_intents`, `/v1/charges`, `/v1/customers`, `/v1/payment_methods`) are also served at the
+root, and so is a request to a path both APIs have (`/v1/refunds`) when it carries `Stripe-Version`, as
+the SDKs' requests do.
 
 The same commands and pipeline as the native API: a PaymentIntent created with `confirm=true` is an
 Authorize; capture, cancel and refunds are the native commands; their outcomes are rendered as Stripe's
@@ -28,7 +29,8 @@ from switch.merchants import Merchant
 from switch.payments.commands import Caller, ConfirmDraft, GetPayment, GetRefund, ListRefunds, Mutation, UpdatePayment
 from switch.payments.engine import Payments
 from switch.payments.outcome import Outcome
-from switch.store import drafts
+from switch.payments.results import meaning
+from switch.store import customers, drafts
 
 API_VERSION = "2025-09-30.clover"
 PREFIX = "/stripe"
@@ -37,7 +39,11 @@ _INTENT = re.compile(rf"^/v1/payment_intents/(pi_{_ID})$")
 _INTENT_ACTION = re.compile(rf"^/v1/payment_intents/(pi_{_ID})/(capture|cancel|confirm)$")
 _CHARGE = re.compile(rf"^/v1/charges/(ch_{_ID})$")
 _REFUND = re.compile(rf"^/v1/refunds/(re_{_ID})$")
-_STRIPE_ONLY = ("/v1/payment_intents", "/v1/charges")
+_CUSTOMER = re.compile(rf"^/v1/customers/(cus_{_ID})$")
+_CUSTOMER_METHODS = re.compile(rf"^/v1/customers/(cus_{_ID})/payment_methods$")
+_METHOD = re.compile(rf"^/v1/payment_methods/(pm_{_ID})$")
+_METHOD_ACTION = re.compile(r"^/v1/payment_methods/(pm_[0-9A-Za-z_]{4,60})/(attach|detach)$")
+_STRIPE_ONLY = ("/v1/payment_intents", "/v1/charges", "/v1/customers", "/v1/payment_methods")
 _SHARED = ("/v1/refunds",)
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
 
@@ -72,6 +78,8 @@ class StripeApi:
         caller = Caller(merchant, request_id, key, self.fingerprint("POST", "stripe:" + path, request.body), buckets)
         if path == "/v1/payment_intents":
             create = params.decode(request.body, content_type, params.CreateIntent)
+            if create.customer is not None:
+                await self._check_customer(caller, create.customer, create.payment_method)
             if create.confirm:
                 return "stripe.payment_intents.create", await self._execute(
                     caller, params.authorize(create, create), _expand(create.expand))
@@ -79,6 +87,18 @@ class StripeApi:
         if path == "/v1/refunds":
             body = params.decode(request.body, content_type, params.CreateRefund)
             return "stripe.refunds.create", await self._execute(caller, params.refund(body), _expand(body.expand))
+        if path == "/v1/customers":
+            asked = params.decode(request.body, content_type, params.CreateCustomer)
+            return "stripe.customers.create", await admit() or await self._customer(caller, asked)
+        if path == "/v1/payment_methods":
+            card = params.decode(request.body, content_type, params.CreatePaymentMethod)
+            return "stripe.payment_methods.create", await admit() or await self._save_card(caller, card)
+        if match := _METHOD_ACTION.match(path):
+            method, action = match.groups()
+            attach = params.decode(request.body, content_type, params.AttachPaymentMethod if action == "attach"
+                                   else params.Expanding)
+            return f"stripe.payment_methods.{action}", await admit() or await self._attach(
+                caller, method, getattr(attach, "customer", None))
         if match := _INTENT_ACTION.match(path):
             intent, action = match.groups()
             return f"stripe.payment_intents.{action}", await self._action(request, caller, intent, action, admit)
@@ -138,9 +158,68 @@ class StripeApi:
             payment_method=method, params=msgspec.msgpack.encode(create), canceled=False,
             fingerprint=caller.fingerprint, created_at=datetime.now(UTC)), caller.idempotency_key)
         if made.fingerprint != caller.fingerprint:
-            raise errors.ApiError(400, "idempotency_error", "idempotency_key_reused", "Keys for idempotent requests "
-                                  "can only be used with the same parameters they were first used with.")
+            raise _key_reused()
         return Response(200, render.encoder.encode(render.draft_intent(made)))
+
+    async def _customer(self, caller: Caller, body: params.CreateCustomer) -> Response:
+        """A customer, made once per idempotency key; a `payment_method` given is saved and attached."""
+        made, made_by = await customers.insert_customer(self.pool, customers.CustomerRecord(
+            id=new_id("cus"), merchant_id=caller.merchant.id, email=body.email.lower() if body.email else None,
+            name=body.name, description=body.description, metadata=body.metadata or {},
+            created_at=datetime.now(UTC)), caller.idempotency_key, caller.fingerprint)
+        if made_by != caller.fingerprint:
+            raise _key_reused()
+        if body.payment_method is not None:
+            attached = await self._attach(caller, body.payment_method, made.id)
+            if attached.status != 200:
+                return attached
+        return Response(200, render.encoder.encode(render.customer(made)))
+
+    async def _save_card(self, caller: Caller, body: params.CreatePaymentMethod,
+                         customer_id: str | None = None) -> Response:
+        method = params.payment_method_of(None, params.PaymentMethodData("card", body.card), at="card")
+        assert not isinstance(method, str)
+        info = await self.payments.tokenize(caller, method.card)
+        if isinstance(info, Outcome):
+            param = info.param or meaning(info.result).param
+            info.param = param.replace("payment_method[card]", "card", 1) if param else None
+            return self._rendered(info, frozenset())
+        saved = await customers.save_card(self.pool, customers.SavedCard(
+            token=info.token, merchant_id=caller.merchant.id, customer_id=customer_id, brand=info.brand,
+            last4=info.last4, exp_month=info.exp_month, exp_year=info.exp_year, fingerprint=None,
+            created_at=datetime.now(UTC)))
+        return Response(200, render.encoder.encode(render.saved_method(saved)))
+
+    async def _attach(self, caller: Caller, method: str, customer_id: str | None) -> Response:
+        """Attach a saved card (or one of Stripe's test payment methods, saved now) to a customer; detach
+        it with None."""
+        if customer_id is not None and await customers.get_customer(self.pool, caller.merchant.id,
+                                                                   customer_id) is None:
+            raise errors.invalid_request("resource_missing", f"No such customer: '{customer_id[:60]}'", "customer",
+                                         status=404)
+        test_card = params.test_card(method)
+        if test_card is not None and customer_id is not None:
+            return await self._save_card(caller, params.CreatePaymentMethod("card", params.CardData(
+                number=test_card.card.number, exp_month=test_card.card.exp_month,
+                exp_year=test_card.card.exp_year)), customer_id)
+        saved = await customers.set_customer(self.pool, caller.merchant.id, "tok_" + method.removeprefix("pm_"),
+                                             customer_id)
+        if saved is None:
+            raise errors.invalid_request("resource_missing", f"No such PaymentMethod: '{method[:60]}'",
+                                         "payment_method", status=404)
+        return Response(200, render.encoder.encode(render.saved_method(saved)))
+
+    async def _check_customer(self, caller: Caller, customer_id: str, method: str | None) -> None:
+        """A PaymentIntent's customer exists, and a saved card it pays with is that customer's."""
+        if await customers.get_customer(self.pool, caller.merchant.id, customer_id) is None:
+            raise errors.invalid_request("resource_missing", f"No such customer: '{customer_id[:60]}'", "customer",
+                                         status=404)
+        if method is None or params.test_card(method) is not None:
+            return
+        saved = await customers.get_card(self.pool, caller.merchant.id, "tok_" + method.removeprefix("pm_"))
+        if saved is None or saved.customer_id != customer_id:
+            raise errors.invalid_request("payment_method_not_attached", "The PaymentMethod is not attached to "
+                                         "this customer.", "payment_method")
 
     async def _update(self, request: Request, caller: Caller, intent: str) -> Response:
         body = params.decode(request.body, request.header("content-type"), params.UpdateIntent)
@@ -183,6 +262,15 @@ class StripeApi:
             as_charge = path.startswith("/v1/charges/")
             return ("stripe.charges.get" if as_charge else "stripe.payment_intents.get",
                     lambda expand: self._payment(caller, payment_id, as_charge, expand))
+        if match := _CUSTOMER.match(path):
+            customer_id = match.group(1)
+            return "stripe.customers.get", lambda expand: self._read_customer(caller, customer_id)
+        if match := _CUSTOMER_METHODS.match(path):
+            owner = match.group(1)
+            return "stripe.customers.payment_methods", lambda expand: self._customer_cards(caller, owner, query)
+        if match := _METHOD.match(path):
+            token = "tok_" + match.group(1).removeprefix("pm_")
+            return "stripe.payment_methods.get", lambda expand: self._read_card(caller, token)
         if match := _REFUND.match(path):
             refund_id = match.group(1)
             return "stripe.refunds.get", lambda expand: self._refund(caller, refund_id, expand)
@@ -203,6 +291,28 @@ class StripeApi:
         if outcome.refund is not None and expand & {"charge", "payment_intent"}:
             outcome.payment = (await self.payments.get_payment(caller, GetPayment(outcome.refund.payment_id))).payment
         return self._rendered(outcome, expand)
+
+    async def _read_customer(self, caller: Caller, customer_id: str) -> Response:
+        found = await customers.get_customer(self.pool, caller.merchant.id, customer_id)
+        if found is None:
+            raise errors.invalid_request("resource_missing", f"No such customer: '{customer_id}'", "id", status=404)
+        return Response(200, render.encoder.encode(render.customer(found)))
+
+    async def _read_card(self, caller: Caller, token: str) -> Response:
+        saved = await customers.get_card(self.pool, caller.merchant.id, token)
+        if saved is None:
+            raise errors.invalid_request("resource_missing", f"No such PaymentMethod: '{render.method_id(token)}'",
+                                         "id", status=404)
+        return Response(200, render.encoder.encode(render.saved_method(saved)))
+
+    async def _customer_cards(self, caller: Caller, customer_id: str, query: dict[str, object]) -> Response:
+        limit = params.convert({"limit": query.get("limit", "10")}, params.Limit).limit
+        if await customers.get_customer(self.pool, caller.merchant.id, customer_id) is None:
+            raise errors.invalid_request("resource_missing", f"No such customer: '{customer_id}'", "id", status=404)
+        cards, has_more = await customers.list_cards(self.pool, caller.merchant.id, customer_id, limit)
+        listed = render.StripeList([render.saved_method(card) for card in cards], has_more,
+                                   f"/v1/customers/{customer_id}/payment_methods")
+        return Response(200, render.encoder.encode(listed))
 
     async def _list_intents(self, caller: Caller, query: dict[str, object], expand: frozenset[str]) -> Response:
         page = await self.payments.list_payments(caller, params.list_query(query))
@@ -226,6 +336,11 @@ class StripeApi:
         if outcome.retry_after_ms:
             response.headers.append(("retry-after", str(-(-outcome.retry_after_ms // 1000))))
         return response
+
+
+def _key_reused() -> errors.ApiError:
+    return errors.ApiError(400, "idempotency_error", "idempotency_key_reused", "Keys for idempotent requests can "
+                           "only be used with the same parameters they were first used with.")
 
 
 def _idempotency_key(request: Request, request_id: str) -> str:

@@ -81,6 +81,7 @@ class CreateIntent(Struct, forbid_unknown_fields=True):
     metadata: Metadata | None = None
     receipt_email: Annotated[str, Meta(min_length=3, max_length=254, pattern=EMAIL)] | None = None
     return_url: Annotated[str, Meta(max_length=2048)] | None = None
+    customer: ObjectRef | None = None
     expand: Expand | None = None
 
 
@@ -117,6 +118,35 @@ class CreateRefund(Struct, forbid_unknown_fields=True):
     reason: Literal["duplicate", "fraudulent", "requested_by_customer"] | None = None
     metadata: Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=0)] | None = None
     expand: Expand | None = None
+
+
+Email = Annotated[str, Meta(min_length=3, max_length=254, pattern=EMAIL)]
+Name = Annotated[str, Meta(max_length=200, pattern=STORABLE_TEXT)]
+
+
+class CreateCustomer(Struct, forbid_unknown_fields=True):
+    email: Email | None = None
+    name: Name | None = None
+    description: Description | None = None
+    metadata: Metadata | None = None
+    payment_method: ObjectRef | None = None        # saved and attached as the customer is made
+    expand: Expand | None = None
+
+
+class CreatePaymentMethod(Struct, forbid_unknown_fields=True):
+    type: Literal["card"]
+    card: CardData
+    billing_details: BillingDetails | None = None
+    expand: Expand | None = None
+
+
+class AttachPaymentMethod(Struct, forbid_unknown_fields=True):
+    customer: ObjectRef
+    expand: Expand | None = None
+
+
+class Limit(Struct):
+    limit: Annotated[int, Meta(ge=1, le=100)] = 10
 
 
 class Expanding(Struct):
@@ -198,8 +228,10 @@ def test_card(name: str) -> CardMethod | None:
     return CardMethod(card=CardInput(number=number, exp_month=12, exp_year=datetime.now(UTC).year + 3))
 
 
-def payment_method_of(payment_method: str | None, data: PaymentMethodData | None) -> str | CardMethod:
-    """A vault token or card data for Authorize, from `payment_method` or `payment_method_data`."""
+def payment_method_of(payment_method: str | None, data: PaymentMethodData | None,
+                      at: str = "payment_method_data[card]") -> str | CardMethod:
+    """A vault token or card data for Authorize, from `payment_method` or `payment_method_data` (whose
+    errors name `at`, its place in the request)."""
     if payment_method is not None and data is not None:
         raise errors.invalid_request("parameter_invalid", "Give payment_method or payment_method_data, not both.",
                                      "payment_method_data")
@@ -216,12 +248,17 @@ def payment_method_of(payment_method: str | None, data: PaymentMethodData | None
     card = data.card
     if card.token is not None:
         if (method := test_card(card.token)) is None:
-            raise errors.invalid_request("resource_missing", f"No such token: '{card.token}'",
-                                         "payment_method_data[card][token]", status=404)
+            raise errors.invalid_request("resource_missing", f"No such token: '{card.token}'", f"{at}[token]",
+                                         status=404)
         return method
     fields = {name: value for name, value in (("number", card.number), ("exp_month", card.exp_month),
                                               ("exp_year", card.exp_year), ("cvc", card.cvc)) if value is not None}
-    return CardMethod(card=convert({"payment_method_data": {"card": fields}}, _Named).payment_method_data.card)
+    try:
+        return CardMethod(card=convert({"payment_method_data": {"card": fields}}, _Named).payment_method_data.card)
+    except errors.ApiError as error:
+        if error.param:
+            error.param = error.param.replace("payment_method_data[card]", at, 1)
+        raise
 
 
 class _CardOnly(Struct):

@@ -15,6 +15,7 @@ from switch.frontends.http.render import outcome_object, review_id
 from switch.frontends.stripe.params import CreateIntent
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result, meaning
+from switch.store.customers import CustomerRecord, SavedCard
 from switch.store.drafts import DraftRecord
 from switch.store.records import PaymentRecord, RefundRecord
 
@@ -55,6 +56,17 @@ class PaymentMethod(Struct):
     livemode: bool = False
     type: str = "card"
     object: str = "payment_method"
+
+
+class Customer(Struct):
+    id: str
+    email: str | None
+    name: str | None
+    description: str | None
+    metadata: dict[str, str]
+    created: int
+    livemode: bool = False
+    object: str = "customer"
 
 
 class ChargeOutcome(Struct):
@@ -249,6 +261,16 @@ def payment_method(p: PaymentRecord) -> PaymentMethod:
         created=int(p.created_at.timestamp()))
 
 
+def customer(c: CustomerRecord) -> Customer:
+    return Customer(c.id, c.email, c.name, c.description, c.metadata or {}, int(c.created_at.timestamp()))
+
+
+def saved_method(card: SavedCard) -> PaymentMethod:
+    shown = Card(card.brand, card.last4, card.exp_month, card.exp_year, card.fingerprint)
+    return PaymentMethod(id=method_id(card.token), card=shown, created=int(card.created_at.timestamp()),
+                         customer=card.customer_id)
+
+
 _REFUND_STATUSES = {"requested": "pending", "pending": "pending", "succeeded": "succeeded", "failed": "failed"}
 
 
@@ -266,7 +288,7 @@ def error(outcome: Outcome, expand: frozenset[str] = frozenset()) -> tuple[int, 
     m = meaning(outcome.result)
     body: dict[str, Any] = {
         "type": m.type, "code": _STRIPE_CODES.get(m.code, m.code), "message": _message(outcome, m.message),
-        "param": outcome.param or m.param, "request_log_url": None, "doc_url": None}
+        "param": _param(outcome.param or m.param), "request_log_url": None, "doc_url": None}
     if m.decline_code:
         body["decline_code"] = m.decline_code
     payment = outcome.payment
@@ -280,6 +302,13 @@ def error(outcome: Outcome, expand: frozenset[str] = frozenset()) -> tuple[int, 
 # Our codes where Stripe's differ.
 _STRIPE_CODES = {"idempotency_key_reused": "idempotency_key_in_use", "payment_unexpected_state":
                  "payment_intent_unexpected_state", "rate_limit": "rate_limit"}
+
+
+def _param(param: str | None) -> str | None:
+    """Our card data's place (payment_method[card][...]) under its Stripe name."""
+    if param is not None and param.startswith("payment_method[card]"):
+        return "payment_method_data" + param.removeprefix("payment_method")
+    return param
 
 
 def _message(outcome: Outcome, default: str) -> str:
