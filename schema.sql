@@ -368,6 +368,8 @@ CREATE TABLE webhook_endpoints (
     previous_secret_expires_at timestamptz,
     failing_since    timestamptz,                       -- the first failed attempt since the last delivery
     deleted          boolean NOT NULL DEFAULT false,
+    -- standard: the native event, Standard Webhooks headers; stripe: Stripe's event and Stripe-Signature
+    format           text NOT NULL DEFAULT 'standard' CHECK (format IN ('standard', 'stripe')),
     created_at       timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX webhook_endpoints_merchant ON webhook_endpoints (merchant_id) WHERE status = 'enabled' AND NOT deleted;

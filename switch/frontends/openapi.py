@@ -14,6 +14,7 @@ import msgspec
 from msgspec import Struct
 
 from switch.frontends.http import balance_api, events_api, fraud_api, render, schema, webhooks_api
+from switch.frontends.stripe import events as stripe_events
 from switch.frontends.stripe import params as stripe_params
 from switch.frontends.stripe import render as stripe_render
 from switch.frontends.stripe.api import API_VERSION as STRIPE_VERSION
@@ -183,6 +184,21 @@ STRIPE: tuple[Route, ...] = (
     Route("POST", "/v1/payment_methods/{id}/detach", "stripe.payment_methods.detach", "Detach a saved card",
           stripe_render.PaymentMethod, stripe_params.Expanding, (_id("pm", "[0-9A-Za-z_]{4,60}"),), form=True,
           body_required=False),
+    Route("POST", "/v1/webhook_endpoints", "stripe.webhook_endpoints.create", "An endpoint for Stripe's events, "
+          "signed with Stripe-Signature (its secret shown once)", stripe_render.WebhookEndpoint,
+          stripe_params.CreateWebhookEndpoint, form=True, example={
+              "url": "https://example.com/stripe-hooks", "enabled_events": ["payment_intent.succeeded"]}),
+    Route("GET", "/v1/webhook_endpoints", "stripe.webhook_endpoints.list", "Endpoints made here",
+          stripe_render.StripeList, params=(_LIMIT,)),
+    Route("GET", "/v1/webhook_endpoints/{id}", "stripe.webhook_endpoints.get", "An endpoint",
+          stripe_render.WebhookEndpoint, params=(_id("we"),)),
+    Route("DELETE", "/v1/webhook_endpoints/{id}", "stripe.webhook_endpoints.delete", "Delete an endpoint",
+          stripe_render.DeletedEndpoint, params=(_id("we"),)),
+    Route("GET", "/v1/events", "stripe.events.list", "Events in Stripe's shape, newest first",
+          stripe_render.StripeList, params=(_LIMIT, Param("type", {"type": "string", "enum": sorted(
+              stripe_events.OURS)}), Param("starting_after", _EVENT_CURSOR), Param("ending_before", _EVENT_CURSOR))),
+    Route("GET", "/v1/events/{id}", "stripe.events.get", "An event in Stripe's shape", stripe_events.StripeEvent,
+          params=(_id("evt", "[0-9]{16}"),)),
     Route("GET", "/v1/charges/{id}", "stripe.charges.get", "A Charge", stripe_render.Charge,
           params=(_id("ch"), _EXPAND)),
     Route("POST", "/v1/refunds", "stripe.refunds.create", "Refund a PaymentIntent", stripe_render.StripeRefund,

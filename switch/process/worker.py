@@ -111,9 +111,10 @@ class Worker:
         for commands in {idempotency.commands, fraud_commands}:
             with contextlib.suppress(RedisError, OSError):  # Redis away now: loaded on first use instead
                 await commands.load_scripts()
+        webhooks = WebhooksApi(pool, settings.webhooks_allow_loopback)
         app = App(payments, ApiKeyCache(pool), idempotency.fingerprint, limiter, FraudApi(pool, screener),
-                  BalanceApi(pool), EventsApi(pool), WebhooksApi(pool, settings.webhooks_allow_loopback),
-                  StripeApi(payments, idempotency.fingerprint, pool))
+                  BalanceApi(pool), EventsApi(pool), webhooks, StripeApi(payments, idempotency.fingerprint, pool,
+                                                                         webhooks))
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         server = await http.serve(app.handle, self.host, self.port, tls=tls)
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)

@@ -10,15 +10,16 @@ import asyncpg
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
-ENDPOINT_COLUMNS = "id, merchant_id, url, enabled_events, description, status, disabled_reason, secret, created_at"
+ENDPOINT_COLUMNS = ("id, merchant_id, url, enabled_events, description, status, disabled_reason, secret, format, "
+                    "created_at")
 
 
 async def insert_endpoint(conn: Conn, endpoint_id: str, merchant_id: str, url: str, enabled_events: list[str],
-                          description: str | None, secret: str) -> asyncpg.Record:
+                          description: str | None, secret: str, format_: str = "standard") -> asyncpg.Record:
     return await conn.fetchrow(
-        "INSERT INTO webhook_endpoints (id, merchant_id, url, enabled_events, description, secret) "
-        f"VALUES ($1, $2, $3, $4, $5, $6) RETURNING {ENDPOINT_COLUMNS}",
-        endpoint_id, merchant_id, url, enabled_events, description, secret)
+        "INSERT INTO webhook_endpoints (id, merchant_id, url, enabled_events, description, secret, format) "
+        f"VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}",
+        endpoint_id, merchant_id, url, enabled_events, description, secret, format_)
 
 
 async def roll_secret(conn: Conn, merchant_id: str, endpoint_id: str, secret: str,
@@ -119,6 +120,7 @@ WITH room AS (
     RETURNING d.id, d.event_id, d.endpoint_id, d.attempts, d.created_at
 )
 SELECT c.id, c.event_id, c.attempts, c.created_at AS queued_at, w.id AS endpoint_id, w.url, w.secret, w.status,
+       w.format,
        CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret,
        e.merchant_id, e.type, e.object_id, e.data, e.created_at AS event_created_at
 FROM claimed c JOIN webhook_endpoints w ON w.id = c.endpoint_id JOIN events e ON e.id = c.event_id"""

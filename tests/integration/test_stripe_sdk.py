@@ -1,16 +1,20 @@
 """The official `stripe` SDK, unchanged, against the real stack through the Stripe-compatible API: the
-lifecycle per brand, declines as stripe.CardError, idempotent replays and mismatches, pagination with
-auto_paging_iter, metadata, expand, and Stripe's error objects."""
+lifecycle per brand, declines as stripe.CardError, idempotent replays and mismatches, the SDK's own retries,
+pagination with auto_paging_iter, metadata, expand, unconfirmed PaymentIntents, customers and saved cards,
+Stripe's events and a webhook verified with stripe.Webhook, and Stripe's error objects."""
 
 from __future__ import annotations
 
+import http.server
 import secrets
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 import stripe
 
-from switch.dev.devstack import Stack
+from switch.dev.devstack import Stack, free_port
 from tests.conftest import simulator
 
 pytestmark = pytest.mark.integration
@@ -232,3 +236,53 @@ def test_a_customer_made_with_a_test_payment_method_and_a_replayed_create(client
     with pytest.raises(stripe.InvalidRequestError) as missing:
         client.v1.customers.retrieve("cus_" + "0" * 22)
     assert missing.value.http_status == 404
+
+
+class _Hooks(http.server.BaseHTTPRequestHandler):
+    """A webhook receiver on loopback: keeps what it is sent, answers 200."""
+
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.received.append(({name.lower(): value for name, value in self.headers.items()}, body))
+        self.send_response(200)
+        self.send_header("content-length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - quiet
+        pass
+
+
+def test_stripe_shaped_events_and_a_stripe_signed_webhook(client: stripe.StripeClient) -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), _Hooks)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Hooks.received = []
+    try:
+        endpoint = client.v1.webhook_endpoints.create(params={
+            "url": f"http://127.0.0.1:{server.server_address[1]}/stripe", "enabled_events": [
+                "payment_intent.succeeded", "refund.created"]})
+        assert endpoint.secret.startswith("whsec_") and endpoint.enabled_events == [
+            "payment_intent.succeeded", "refund.created"]
+        intent = client.v1.payment_intents.create(params={"amount": 2500, "currency": "usd", "confirm": True,
+                                                          "payment_method": "pm_card_visa"})
+        deadline = time.monotonic() + 15
+        while not _Hooks.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert _Hooks.received, "no webhook arrived"
+        headers, body = _Hooks.received[0]
+        event = stripe.Webhook.construct_event(body.decode(), headers["stripe-signature"], endpoint.secret)
+        assert (event.type, event.data.object.id, event.data.object.object) == (
+            "payment_intent.succeeded", intent.id, "payment_intent")
+        with pytest.raises(stripe.SignatureVerificationError):
+            stripe.Webhook.construct_event(body.decode(), headers["stripe-signature"], "whsec_wrong")
+        assert "4242424242424242" not in body.decode()
+
+        listed = client.v1.events.list(params={"type": "payment_intent.succeeded", "limit": 1})
+        assert [e.data.object.id for e in listed] == [intent.id]
+        assert client.v1.events.retrieve(event.id).type == "payment_intent.succeeded"
+        assert client.v1.webhook_endpoints.retrieve(endpoint.id).url == endpoint.url
+        assert client.v1.webhook_endpoints.delete(endpoint.id).deleted is True
+    finally:
+        server.shutdown()

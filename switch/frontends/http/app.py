@@ -136,6 +136,8 @@ class App:
             return "rate_limited", refused
         if merchant is None:
             raise errors.authentication_error("Invalid API key provided.")
+        if request.method == "DELETE":
+            return await self.stripe.delete(request, path, merchant)
         if request.method != "GET":
             raise errors.invalid_request("method_not_allowed", f"{request.method} is not allowed on "
                                          f"{request.path[:100]}.", status=405)

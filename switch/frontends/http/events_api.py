@@ -81,13 +81,13 @@ def rendered_object(row: asyncpg.Record, now: dict[str, asyncpg.Record]) -> byte
     return _encoder.encode(render.payment_object(outcome.payment))
 
 
-async def _objects_now(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> dict[str, asyncpg.Record]:
+async def objects_now(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> dict[str, asyncpg.Record]:
     ids = [row["object_id"] for row in rows if row["data"] is None and row["type"].startswith("payment.")]
     return await event_store.current_objects(pool, ids) if ids else {}
 
 
 async def event_objects(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[EventObject]:
-    now = await _objects_now(pool, rows)
+    now = await objects_now(pool, rows)
     return [EventObject(event_id(row["id"]), row["type"], int(row["created_at"].timestamp()),
                         EventData(msgspec.Raw(rendered_object(row, now)))) for row in rows]
 

@@ -180,15 +180,20 @@ class WebhooksApi:
 
     async def _create(self, merchant: Merchant, body: bytes) -> Response:
         request: CreateBody = schema.decode(_create_decoder, body)
-        url, types = checked_url(request.url, self.allow_loopback), checked_events(request.enabled_events)
+        row = await self.create(merchant, request.url, checked_events(request.enabled_events), request.description)
+        return Response(200, _encoder.encode(_endpoint(row, with_secret=True)))
+
+    async def create(self, merchant: Merchant, url: str, types: list[str], description: str | None,
+                     format_: str = "standard") -> asyncpg.Record:
+        """A new endpoint (at most ENDPOINTS_MAX a merchant), its URL checked; the row holds its secret."""
+        url = checked_url(url, self.allow_loopback)
         async with self.pool.acquire() as conn, conn.transaction():
             await webhook_store.lock_merchant(conn, merchant.id)
             if await webhook_store.count_endpoints(conn, merchant.id) >= ENDPOINTS_MAX:
                 raise errors.invalid_request("endpoints_limit", f"A merchant has at most {ENDPOINTS_MAX} webhook "
                                              "endpoints.")
-            row = await webhook_store.insert_endpoint(conn, new_id("we"), merchant.id, url, types,
-                                                      request.description, signing.new_secret())
-        return Response(200, _encoder.encode(_endpoint(row, with_secret=True)))
+            return await webhook_store.insert_endpoint(conn, new_id("we"), merchant.id, url, types, description,
+                                                       signing.new_secret(), format_)
 
     async def _found(self, merchant: Merchant, endpoint_id: str) -> asyncpg.Record:
         row = await webhook_store.get_endpoint(self.pool, merchant.id, endpoint_id)

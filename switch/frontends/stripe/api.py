@@ -23,6 +23,8 @@ from switch.common import currency as currencies
 from switch.common import errors
 from switch.common.http import Request, Response
 from switch.common.ids import new_id
+from switch.frontends.http.webhooks_api import WebhooksApi
+from switch.frontends.stripe import events as stripe_events
 from switch.frontends.stripe import params, render
 from switch.idempotency.ratelimit import Buckets
 from switch.merchants import Merchant
@@ -31,8 +33,10 @@ from switch.payments.engine import Payments
 from switch.payments.outcome import Outcome
 from switch.payments.results import meaning
 from switch.store import customers, drafts
+from switch.store import events as event_store
+from switch.store import webhooks as webhook_store
 
-API_VERSION = "2025-09-30.clover"
+API_VERSION = stripe_events.API_VERSION
 PREFIX = "/stripe"
 _ID = "[0-9A-Za-z]{10,40}"
 _INTENT = re.compile(rf"^/v1/payment_intents/(pi_{_ID})$")
@@ -44,7 +48,9 @@ _CUSTOMER_METHODS = re.compile(rf"^/v1/customers/(cus_{_ID})/payment_methods$")
 _METHOD = re.compile(rf"^/v1/payment_methods/(pm_{_ID})$")
 _METHOD_ACTION = re.compile(r"^/v1/payment_methods/(pm_[0-9A-Za-z_]{4,60})/(attach|detach)$")
 _STRIPE_ONLY = ("/v1/payment_intents", "/v1/charges", "/v1/customers", "/v1/payment_methods")
-_SHARED = ("/v1/refunds",)
+_SHARED = ("/v1/refunds", "/v1/webhook_endpoints", "/v1/events")
+_ENDPOINT = re.compile(rf"^/v1/webhook_endpoints/(we_{_ID})$")
+_EVENT = re.compile(r"^/v1/events/(evt_[0-9]{16})$")
 IDEMPOTENCY_KEY_LENGTH_MAX = 255
 
 Fingerprint = Callable[[str, str, bytes], bytes]
@@ -64,10 +70,12 @@ Admit = Callable[[], Awaitable["Response | None"]]
 
 
 class StripeApi:
-    def __init__(self, payments: Payments, fingerprint: Fingerprint, pool: asyncpg.Pool) -> None:
+    def __init__(self, payments: Payments, fingerprint: Fingerprint, pool: asyncpg.Pool,
+                 webhooks: WebhooksApi) -> None:
         self.payments = payments
         self.fingerprint = fingerprint
         self.pool = pool
+        self.webhooks = webhooks
 
     async def post(self, request: Request, path: str, merchant: Merchant, request_id: str, buckets: Buckets,
                    admit: Admit) -> tuple[str, Response]:
@@ -87,6 +95,9 @@ class StripeApi:
         if path == "/v1/refunds":
             body = params.decode(request.body, content_type, params.CreateRefund)
             return "stripe.refunds.create", await self._execute(caller, params.refund(body), _expand(body.expand))
+        if path == "/v1/webhook_endpoints":
+            endpoint = params.decode(request.body, content_type, params.CreateWebhookEndpoint)
+            return "stripe.webhook_endpoints.create", await admit() or await self._endpoint(merchant, endpoint)
         if path == "/v1/customers":
             asked = params.decode(request.body, content_type, params.CreateCustomer)
             return "stripe.customers.create", await admit() or await self._customer(caller, asked)
@@ -160,6 +171,25 @@ class StripeApi:
         if made.fingerprint != caller.fingerprint:
             raise _key_reused()
         return Response(200, render.encoder.encode(render.draft_intent(made)))
+
+    async def _endpoint(self, merchant: Merchant, body: params.CreateWebhookEndpoint) -> Response:
+        """An endpoint that gets Stripe's events signed with Stripe-Signature; its secret is shown once."""
+        try:
+            types = stripe_events.ours(body.enabled_events)
+        except ValueError as unknown:
+            raise errors.invalid_request("parameter_invalid", f"Unknown event type {str(unknown)[:60]!r} (the "
+                                         "types sent: docs/stripe-compatibility.md).", "enabled_events") from None
+        row = await self.webhooks.create(merchant, body.url, types, body.description, "stripe")
+        return Response(200, render.encoder.encode(_endpoint_object(row, with_secret=True)))
+
+    async def delete(self, request: Request, path: str, merchant: Merchant) -> tuple[str, Response]:
+        match = _ENDPOINT.match(path)
+        if match is None:
+            raise _unrecognized(request)
+        if not await webhook_store.delete_endpoint(self.pool, merchant.id, match.group(1)):
+            raise _no_endpoint(match.group(1))
+        return "stripe.webhook_endpoints.delete", Response(200, render.encoder.encode(
+            render.DeletedEndpoint(match.group(1))))
 
     async def _customer(self, caller: Caller, body: params.CreateCustomer) -> Response:
         """A customer, made once per idempotency key; a `payment_method` given is saved and attached."""
@@ -262,6 +292,16 @@ class StripeApi:
             as_charge = path.startswith("/v1/charges/")
             return ("stripe.charges.get" if as_charge else "stripe.payment_intents.get",
                     lambda expand: self._payment(caller, payment_id, as_charge, expand))
+        if path == "/v1/webhook_endpoints":
+            return "stripe.webhook_endpoints.list", lambda expand: self._endpoints(caller, query)
+        if match := _ENDPOINT.match(path):
+            endpoint_id = match.group(1)
+            return "stripe.webhook_endpoints.get", lambda expand: self._read_endpoint(caller, endpoint_id)
+        if path == "/v1/events":
+            return "stripe.events.list", lambda expand: self._events(caller, query)
+        if match := _EVENT.match(path):
+            event = int(match.group(1)[4:])
+            return "stripe.events.get", lambda expand: self._event(caller, event, match.group(1))
         if match := _CUSTOMER.match(path):
             customer_id = match.group(1)
             return "stripe.customers.get", lambda expand: self._read_customer(caller, customer_id)
@@ -291,6 +331,45 @@ class StripeApi:
         if outcome.refund is not None and expand & {"charge", "payment_intent"}:
             outcome.payment = (await self.payments.get_payment(caller, GetPayment(outcome.refund.payment_id))).payment
         return self._rendered(outcome, expand)
+
+    async def _endpoints(self, caller: Caller, query: dict[str, object]) -> Response:
+        limit = params.convert({"limit": query.get("limit", "10")}, params.Limit).limit
+        rows = await webhook_store.list_endpoints(self.pool, caller.merchant.id, limit + 1)
+        listed = render.StripeList([_endpoint_object(row) for row in rows[:limit] if row["format"] == "stripe"],
+                                   len(rows) > limit, "/v1/webhook_endpoints")
+        return Response(200, render.encoder.encode(listed))
+
+    async def _read_endpoint(self, caller: Caller, endpoint_id: str) -> Response:
+        row = await webhook_store.get_endpoint(self.pool, caller.merchant.id, endpoint_id)
+        if row is None or row["format"] != "stripe":
+            raise _no_endpoint(endpoint_id)
+        return Response(200, render.encoder.encode(_endpoint_object(row)))
+
+    async def _events(self, caller: Caller, query: dict[str, object]) -> Response:
+        """Newest first; `type` is one of Stripe's types, `starting_after` / `ending_before` event ids."""
+        asked = params.convert({name: query.get(name) for name in ("limit", "type", "starting_after",
+                                                                  "ending_before") if name in query},
+                               params.EventQuery)
+        ours = stripe_events.OURS.get(asked.type) if asked.type else None
+        if asked.type and ours is None:
+            raise errors.invalid_request("parameter_invalid", "type is not an event type sent here.", "type")
+        before = int(asked.starting_after[4:]) if asked.starting_after else None
+        after = int(asked.ending_before[4:]) if asked.ending_before else None
+        rows = await event_store.list_events(self.pool, caller.merchant.id, before, after, ours, None, None,
+                                             asked.limit + 1)
+        has_more = len(rows) > asked.limit
+        rows = rows[:asked.limit]
+        if after is not None:
+            rows.reverse()
+        listed = render.StripeList(await stripe_events.stripe_events(self.pool, rows), has_more, "/v1/events")
+        return Response(200, render.encoder.encode(listed))
+
+    async def _event(self, caller: Caller, event: int, event_id: str) -> Response:
+        row = await event_store.get(self.pool, caller.merchant.id, event)
+        shown = await stripe_events.stripe_events(self.pool, [row]) if row is not None else []
+        if not shown:
+            raise errors.invalid_request("resource_missing", f"No such event: '{event_id}'", "id", status=404)
+        return Response(200, stripe_events.encode(shown[0]))
 
     async def _read_customer(self, caller: Caller, customer_id: str) -> Response:
         found = await customers.get_customer(self.pool, caller.merchant.id, customer_id)
@@ -336,6 +415,17 @@ class StripeApi:
         if outcome.retry_after_ms:
             response.headers.append(("retry-after", str(-(-outcome.retry_after_ms // 1000))))
         return response
+
+
+def _endpoint_object(row: asyncpg.Record, with_secret: bool = False) -> render.WebhookEndpoint:
+    return render.WebhookEndpoint(row["id"], row["url"], stripe_events.theirs(list(row["enabled_events"])),
+                                  row["description"], row["status"], int(row["created_at"].timestamp()),
+                                  stripe_events.API_VERSION, row["secret"] if with_secret else None)
+
+
+def _no_endpoint(endpoint_id: str) -> errors.ApiError:
+    return errors.invalid_request("resource_missing", f"No such webhook endpoint: '{endpoint_id}'", "id",
+                                  status=404)
 
 
 def _key_reused() -> errors.ApiError:

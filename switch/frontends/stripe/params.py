@@ -145,6 +145,24 @@ class AttachPaymentMethod(Struct, forbid_unknown_fields=True):
     expand: Expand | None = None
 
 
+class CreateWebhookEndpoint(Struct, forbid_unknown_fields=True):
+    url: Annotated[str, Meta(min_length=8, max_length=2048)]
+    enabled_events: Annotated[list[Annotated[str, Meta(max_length=60)]], Meta(min_length=1, max_length=20)]
+    description: Annotated[str, Meta(max_length=500, pattern=r"^[^\x00]*$")] | None = None
+    api_version: Annotated[str, Meta(max_length=40)] | None = None
+    expand: Expand | None = None
+
+
+EventId = Annotated[str, Meta(pattern=r"^evt_[0-9]{16}$")]
+
+
+class EventQuery(Struct, forbid_unknown_fields=True):
+    limit: Annotated[int, Meta(ge=1, le=100)] = 10
+    type: Annotated[str, Meta(max_length=60)] | None = None
+    starting_after: EventId | None = None
+    ending_before: EventId | None = None
+
+
 class Limit(Struct):
     limit: Annotated[int, Meta(ge=1, le=100)] = 10
 

@@ -261,6 +261,26 @@ def payment_method(p: PaymentRecord) -> PaymentMethod:
         created=int(p.created_at.timestamp()))
 
 
+class WebhookEndpoint(Struct):
+    id: str
+    url: str
+    enabled_events: list[str]
+    description: str | None
+    status: str
+    created: int
+    api_version: str
+    secret: str | None = None          # in the answer that made it only
+    metadata: dict[str, str] = {}
+    livemode: bool = False
+    object: str = "webhook_endpoint"
+
+
+class DeletedEndpoint(Struct):
+    id: str
+    deleted: bool = True
+    object: str = "webhook_endpoint"
+
+
 def customer(c: CustomerRecord) -> Customer:
     return Customer(c.id, c.email, c.name, c.description, c.metadata or {}, int(c.created_at.timestamp()))
 

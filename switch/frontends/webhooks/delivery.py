@@ -23,12 +23,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from switch.common.batch import Batcher
 from switch.frontends.http import events_api
+from switch.frontends.stripe import events as stripe_events
 from switch.frontends.webhooks import client, signing
 from switch.store import webhooks as webhook_store
 
@@ -116,16 +118,19 @@ class Deliverer:
         if row["status"] != "enabled":
             await self._record(row, client.Answer(None, "the endpoint is disabled", 0, None), "failed", None)
             return
-        body = await self._body(row)
         message_id = events_api.event_id(row["event_id"])
-        headers = signing.headers(row["secret"], message_id, int(time.time()), body, row["previous_secret"])
+        if row["format"] == "stripe":
+            body = stripe_events.encode((await stripe_events.stripe_events(self.pool, [_event_row(row)]))[0])
+            headers = [("stripe-signature", stripe_events.signature(row["secret"], int(time.time()), body,
+                                                                    row["previous_secret"]))]
+        else:
+            body = await self._body(row)
+            headers = signing.headers(row["secret"], message_id, int(time.time()), body, row["previous_secret"])
         answer = await client.post(row["url"], body, headers, self.allow_loopback)
         await self._settle(row, answer)
 
     async def _body(self, row: asyncpg.Record) -> bytes:
-        event_row = {"id": row["event_id"], "type": row["type"], "object_id": row["object_id"], "data": row["data"],
-                     "created_at": row["event_created_at"]}
-        event = (await events_api.event_objects(self.pool, [event_row]))[0]  # type: ignore[list-item]
+        event = (await events_api.event_objects(self.pool, [_event_row(row)]))[0]  # type: ignore[list-item]
         return _encoder.encode(event)
 
     async def _settle(self, row: asyncpg.Record, answer: client.Answer) -> None:
@@ -155,3 +160,8 @@ class Deliverer:
         for task in list(self.tasks):
             task.cancel()
 
+
+def _event_row(row: asyncpg.Record) -> dict[str, Any]:
+    """The claimed delivery's event, as an `events` row reads."""
+    return {"id": row["event_id"], "type": row["type"], "object_id": row["object_id"], "data": row["data"],
+            "created_at": row["event_created_at"]}
