@@ -113,11 +113,15 @@ async def first_token(url: str, api_key: str, ca_file: str | None = None) -> str
 
 
 async def drive(url: str, api_key: str, body: bytes, connections: int, duration_s: float,
-                payments_max: int, results: Results | None, ca_file: str | None = None) -> int:
-    """Run `connections` loops until the duration or the payment count is used up; returns requests sent."""
+                payments_max: int, results: Results | None, ca_file: str | None = None, rate: float = 0.0) -> int:
+    """Run `connections` loops until the duration or the payment count is used up; returns requests sent.
+    With `rate`, requests start at most that many a second in all (paced), so two builds can be compared
+    at the same throughput rather than each at its own saturation."""
     deadline = time.monotonic() + duration_s
     remaining = [payments_max]
     run = secrets.token_hex(4)
+    pace = 1.0 / rate if rate > 0 else 0.0
+    next_slot = [time.monotonic()]
 
     async def loop(index: int) -> None:
         client = Client(url, api_key, ca_file=ca_file)
@@ -126,6 +130,10 @@ async def drive(url: str, api_key: str, body: bytes, connections: int, duration_
             while time.monotonic() < deadline and remaining[0] > 0:
                 remaining[0] -= 1
                 sequence += 1
+                if pace:
+                    slot, next_slot[0] = next_slot[0], next_slot[0] + pace
+                    if (delay := slot - time.monotonic()) > 0:
+                        await asyncio.sleep(delay)
                 started = time.perf_counter()
                 try:
                     response = await client.request("POST", "/v1/payments", body, timeout_s=10.0,
@@ -193,7 +201,8 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
     results = Results()
     meter.begin()
     started = time.monotonic()
-    await drive(url, api_key, body, args.connections, args.duration_s, args.payments_max, results, ca_file)
+    await drive(url, api_key, body, args.connections, args.duration_s, args.payments_max, results, ca_file,
+                args.rate)
     elapsed_s = time.monotonic() - started
     cpu = meter.end()
     if getattr(args, "ops_url", None):
@@ -294,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--payments-max", type=int, default=500_000, help="stop after this many requests")
     parser.add_argument("--workers", type=int, default=2, help="switch workers when starting a stack")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="pace the measured run to this many payments/s in all (0: as fast as it goes)")
     parser.add_argument("--raw-card", action="store_true", help="send card data (tokenize) instead of a token")
     parser.add_argument("--tls", action="store_true", help="HTTPS on the merchant port (throwaway self-signed pair)")
     parser.add_argument("--webhook", action="store_true",

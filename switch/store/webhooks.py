@@ -99,19 +99,22 @@ async def disable_endpoint(conn: Conn, endpoint_id: str, reason: str) -> None:
                        endpoint_id, reason)
 
 
-# Due deliveries, oldest first, at most the room each endpoint has left on this worker ($4 / $5; $2 for
-# endpoints not listed), leased for `lease_s` (a worker that dies with them in hand leaves them due again
-# when the lease ends).
+# Due deliveries, at most the room each endpoint has left on this worker ($4 / $5; $2 for endpoints not
+# listed), shared between endpoints: every endpoint's oldest before any endpoint's second oldest, so a dead
+# endpoint's backlog of due retries never keeps another endpoint waiting (the rank is over every due row,
+# as it was before the share). Leased for `lease_s` (a worker that dies with them in hand leaves them due
+# again when the lease ends).
 CLAIM = """
 WITH room AS (
     SELECT * FROM unnest($4::text[], $5::int[]) AS r(endpoint_id, free)
 ), due AS (
     SELECT id FROM (
-        SELECT d.id, d.endpoint_id, row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at) AS nth
+        SELECT d.id, d.endpoint_id, d.next_attempt_at,
+               row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at) AS nth
         FROM webhook_deliveries d
         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-        ORDER BY d.next_attempt_at LIMIT $1 * 4
-    ) ranked LEFT JOIN room USING (endpoint_id) WHERE nth <= coalesce(room.free, $2) LIMIT $1
+    ) ranked LEFT JOIN room USING (endpoint_id) WHERE nth <= coalesce(room.free, $2)
+    ORDER BY nth, next_attempt_at LIMIT $1
 ), locked AS (
     SELECT id FROM webhook_deliveries WHERE id IN (SELECT id FROM due) FOR UPDATE SKIP LOCKED
 ), claimed AS (
