@@ -137,6 +137,7 @@ class Stack:
     simulator_control_url: str = ""
     switch_url: str = ""
     switch_ops_url: str = ""
+    switch_tcp_port: int = 0                # the merchant TCP protocol (docs/merchant-protocol.md)
     tls: bool = False               # HTTPS on the merchant port, with a throwaway self-signed pair
     # Load generators and tests send thousands of requests a second from one address and key: they raise
     # the limits (per address for the switch, per key for the merchants they seed); `make up` keeps the
@@ -441,15 +442,17 @@ class Stack:
     def start_switch(self, workers: int = 1, port: int | None = None, name: str = "switch",
                      extra_env: dict[str, str] | None = None) -> Service:
         port = port or free_port()
-        ops_port = free_port()
+        ops_port, tcp_port = free_port(), free_port()
         tls_env = self._tls_env() if self.tls else {}
         service = self.spawn(name, [sys.executable, "-m", "switch", "serve", "--host", "127.0.0.1",
                                     "--port", str(port), "--workers", str(workers), "--ops-port", str(ops_port)],
                              env={**self.switch_env(), **tls_env, "SWITCH_WEBHOOKS_ALLOW_LOOPBACK": "1",
+                                  "SWITCH_TCP_PORT": str(tcp_port),
                                   **self.switch_server_env, **(extra_env or {})})
         self.wait_for_line(service, "SWITCH READY")
         self.switch_url = f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
         self.switch_ops_url = f"http://127.0.0.1:{ops_port}"
+        self.switch_tcp_port = tcp_port
         return service
 
     def _tls_env(self) -> dict[str, str]:
@@ -552,7 +555,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.start_all(workers=args.workers)
         if args.command == "up":
-            print(f"READY url={stack.switch_url} api_key={stack.api_key} ops={stack.switch_ops_url}", flush=True)
+            print(f"READY url={stack.switch_url} api_key={stack.api_key} ops={stack.switch_ops_url} "
+                  f"tcp=127.0.0.1:{stack.switch_tcp_port}", flush=True)
             print(f"  run dir: {run_dir} (removed on exit unless --keep-run-dir)  simulator control: "
                   f"{stack.simulator_control_url}  vault tokens: {stack.vault_http_url}/v1/tokens  "
                   "Ctrl-C stops everything", flush=True)

@@ -33,6 +33,7 @@ class Settings:
     rate_limits: Limits = field(default_factory=Limits)   # per API key and per address (ratelimit.py)
     tls_cert_file: str = ""                # HTTPS on the merchant port when both are set (TLS 1.2+)
     tls_key_file: str = ""
+    tcp_port: int = 0                      # the merchant TCP protocol's port (docs/merchant-protocol.md); 0: off
     fraud_budget_s: float = 0.025          # the fraud screen's wait for its counters (switch.fraud.screen)
     fraud_redis_url: str = ""              # the counters' own Redis (evictable); "": the idempotency Redis
     settlement_dir: str = ""               # where the networks' settlement files land; "": no settlement job
@@ -110,6 +111,7 @@ def load_settings() -> Settings:
         recovery_grace_s=float(os.environ.get("SWITCH_RECOVERY_GRACE_S", "2.0")),
         rate_limits=_rate_limits(),
         tls_cert_file=_tls_files()[0],
+        tcp_port=int(os.environ.get("SWITCH_TCP_PORT", "0") or 0),
         tls_key_file=_tls_files()[1],
         fraud_budget_s=float(os.environ.get("SWITCH_FRAUD_BUDGET_MS", "25")) / 1000,
         fraud_redis_url=os.environ.get("SWITCH_FRAUD_REDIS_URL", ""),

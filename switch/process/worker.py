@@ -28,6 +28,7 @@ from switch.frontends.http.fraud_api import FraudApi
 from switch.frontends.http.ops import OpsApp
 from switch.frontends.http.webhooks_api import WebhooksApi
 from switch.frontends.stripe.api import StripeApi
+from switch.frontends.tcp import server as tcp
 from switch.frontends.webhooks.delivery import RETRY_SCHEDULE_S, Deliverer
 from switch.idempotency.lock import Idempotency
 from switch.idempotency.pipeline import RedisPipeliner
@@ -117,6 +118,8 @@ class Worker:
                                                                          webhooks))
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
         server = await http.serve(app.handle, self.host, self.port, tls=tls)
+        tcp_server = await tcp.serve(tcp.Operations(payments, app.api_keys, idempotency.fingerprint, limiter),
+                                     self.host, settings.tcp_port, tls=tls) if settings.tcp_port else None
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
         outbox.start()
         reaper = asyncio.get_running_loop().create_task(self._reap(pool))
@@ -137,6 +140,8 @@ class Worker:
         await self._until_stopped()
         server.close()
         ops_server.close()
+        if tcp_server is not None:
+            tcp_server.close()
         reaper.cancel()
         await deliverer.close()
         for job in (settling, paying, delivering):

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from typing import Any
 
 import pytest
 import redis.asyncio as redis
 
 from loadtest.httpclient import Client
+from switch.frontends.http import schema
 from switch.idempotency.lock import Idempotency
 from tests.conftest import simulator
 from tests.integration.helpers import key, payment
@@ -74,7 +76,7 @@ async def test_a_stale_lock_left_by_a_crash_is_answered_from_postgres(api: Clien
     try:
         helper = Idempotency(client, db, bytes.fromhex(stack.switch_env()["SWITCH_REQUEST_HMAC_KEY"]), 30, 60,
                              lock_stale_after_s=1.0)
-        fingerprint = helper.fingerprint("POST", "/v1/payments", json.dumps(payment(777)).encode())
+        fingerprint = helper.fingerprint("POST", "/v1/payments", _canonical(payment(777)))
         name = helper.redis_key(merchant_id, idem)
         fresh_ms = int(time.time() * 1000)
         await client.set(name, b"L" + fingerprint + fresh_ms.to_bytes(8, "big"), ex=30)
@@ -97,7 +99,7 @@ async def test_a_replay_cache_entry_it_cannot_read_is_answered_from_postgres(api
     client = redis.Redis.from_url(stack.redis_url)
     try:
         helper = Idempotency(client, db, bytes.fromhex(stack.switch_env()["SWITCH_REQUEST_HMAC_KEY"]), 30, 60)
-        fingerprint = helper.fingerprint("POST", "/v1/payments", json.dumps(payment(778)).encode())
+        fingerprint = helper.fingerprint("POST", "/v1/payments", _canonical(payment(778)))
         await client.set(helper.redis_key(merchant_id, idem), b"D" + fingerprint + b"200{\"id\":\"pay_old\"}", ex=30)
         again = await api.request("POST", "/v1/payments", payment(778), idempotency_key=idem)
     finally:
@@ -105,3 +107,8 @@ async def test_a_replay_cache_entry_it_cannot_read_is_answered_from_postgres(api
     assert again.status == 200
     assert again.body == first.body
     assert again.headers.get("idempotent-replayed") == "true"
+
+
+def _canonical(body: dict[str, Any]) -> bytes:
+    """What the switch fingerprints for this body: its decoded command."""
+    return schema.canonical(schema.decode(schema.authorize_decoder, json.dumps(body).encode()))

@@ -251,8 +251,10 @@ class App:
 
     async def idempotent(self, request: Request, merchant: Merchant, request_id: str, key: str,
                          command: Mutation, buckets: Buckets) -> Response:
-        caller = Caller(merchant, request_id, key, self.fingerprint(request.method, request.path, request.body),
-                        buckets)
+        # The command's fingerprint, not the body's bytes: the same request over TCP (or with other JSON
+        # spacing) is the same request.
+        caller = Caller(merchant, request_id, key,
+                        self.fingerprint(request.method, request.path, schema.canonical(command)), buckets)
         outcome, replayed = await self.payments.execute(caller, command)
         if not replayed:
             return self._rendered(outcome)

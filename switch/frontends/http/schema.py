@@ -87,13 +87,25 @@ def empty(body: bytes, command: T) -> T:
 
 
 def capture(payment_id: str, body: bytes) -> Capture:
-    request: CaptureBody = decode(capture_decoder, body or b"{}")
+    return capture_command(payment_id, decode(capture_decoder, body or b"{}"))
+
+
+def capture_command(payment_id: str, request: CaptureBody) -> Capture:
     return Capture(payment_id=payment_id, amount_to_capture=request.amount_to_capture)
 
 
 def cancel(payment_id: str, body: bytes) -> Cancel:
-    request: CancelBody = decode(cancel_decoder, body or b"{}")
+    return cancel_command(payment_id, decode(cancel_decoder, body or b"{}"))
+
+
+def cancel_command(payment_id: str, request: CancelBody) -> Cancel:
     return Cancel(payment_id=payment_id, cancellation_reason=request.cancellation_reason)
+
+
+def canonical(command: object) -> bytes:
+    """What a payment command's idempotency fingerprint covers: the decoded command, not a front end's bytes,
+    so the same request over HTTP (whatever its JSON spacing) and over TCP is the same request."""
+    return msgspec.msgpack.encode(command)
 
 
 QUERY_FIELDS_MAX = 64

@@ -1,0 +1,199 @@
+"""The merchant TCP protocol against the real stack: hello, a payment's lifecycle, answers by request id on
+a pipelined connection, the same idempotency keys as HTTP (a payment made over TCP replays over HTTP and
+the other way round), and protocol violations that close their own connection only."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import socket
+import struct
+from typing import Any
+
+import msgspec
+import pytest
+
+from loadtest.httpclient import Client
+from switch.dev.devstack import Stack
+from switch.frontends.tcp import frames
+from tests.integration.helpers import card, luhn_card
+
+pytestmark = pytest.mark.integration
+
+
+class Connection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, stack: Stack, api_key: str | None = None) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", stack.switch_tcp_port)
+        connection = cls(reader, writer)
+        if api_key is not None:
+            connection.send({"op": "hello", "v": 1, "api_key": api_key})
+            hello = await connection.read()
+            assert hello["op"] == "hello" and hello["merchant"].startswith("acct_"), hello
+        return connection
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.writer.write(frames.encode(message))
+
+    async def read(self, timeout_s: float = 10.0) -> dict[str, Any]:
+        header = await asyncio.wait_for(self.reader.readexactly(4), timeout_s)
+        (length,) = struct.unpack(">I", header)
+        return msgspec.msgpack.decode(await asyncio.wait_for(self.reader.readexactly(length), timeout_s))
+
+    async def call(self, message: dict[str, Any]) -> dict[str, Any]:
+        self.send(message)
+        return await self.read()
+
+    async def closed(self) -> bool:
+        return await asyncio.wait_for(self.reader.read(1), 10.0) == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+
+
+def _payment(amount: int, capture_method: str = "manual") -> dict[str, Any]:
+    return {"amount": amount, "currency": "usd", "capture_method": capture_method,
+            "payment_method": card(luhn_card("4571"))}
+
+
+async def test_a_payment_is_authorized_captured_refunded_and_read_over_tcp(stack: Stack) -> None:
+    api_key = stack.seed_merchant(f"tcp-{secrets.token_hex(3)}", fraud_rules="lists")
+    tcp = await Connection.open(stack, api_key)
+    try:
+        made = await tcp.call({"op": "payments.create", "id": 1, "idempotency_key": secrets.token_hex(8),
+                               "body": _payment(2500)})
+        assert (made["id"], made["status"], made["body"]["status"]) == (1, 200, "requires_capture"), made
+        payment_id = made["body"]["id"]
+        captured = await tcp.call({"op": "payments.capture", "id": 2, "idempotency_key": secrets.token_hex(8),
+                                   "payment_id": payment_id, "body": {"amount_to_capture": 2000}})
+        assert (captured["status"], captured["body"]["amount_received"]) == (200, 2000), captured
+        refund = await tcp.call({"op": "refunds.create", "id": 3, "idempotency_key": secrets.token_hex(8),
+                                 "body": {"payment": payment_id, "amount": 500}})
+        assert (refund["status"], refund["body"]["status"]) == (200, "succeeded"), refund
+        read = await tcp.call({"op": "payments.get", "id": 4, "payment_id": payment_id})
+        assert read["body"]["amount_refunded"] == 500
+        declined = await tcp.call({"op": "payments.create", "id": 5, "idempotency_key": secrets.token_hex(8),
+                                   "body": {**_payment(700), "payment_method": card("4000000000000002")}})
+        assert (declined["status"], declined["error"]["decline_code"]) == (402, "do_not_honor"), declined
+        assert "4000000000000002" not in str(declined)
+    finally:
+        await tcp.close()
+
+
+async def test_a_payment_made_over_tcp_replays_over_http_and_the_other_way_round(stack: Stack) -> None:
+    api_key = stack.seed_merchant(f"tcp-{secrets.token_hex(3)}", fraud_rules="lists")
+    tcp = await Connection.open(stack, api_key)
+    http = Client(stack.switch_url, api_key)
+    try:
+        body, key = _payment(1234, "automatic"), secrets.token_hex(8)
+        over_tcp = await tcp.call({"op": "payments.create", "id": 1, "idempotency_key": key, "body": body})
+        assert over_tcp["status"] == 200 and over_tcp["replayed"] is False
+        over_http = await http.request("POST", "/v1/payments", body, idempotency_key=key)
+        assert over_http.status == 200 and over_http.headers.get("idempotent-replayed") == "true"
+        assert over_http.json() == over_tcp["body"]
+        changed = await http.request("POST", "/v1/payments", {**body, "amount": 1235}, idempotency_key=key)
+        assert changed.status == 400 and changed.json()["error"]["code"] == "idempotency_key_reused"
+
+        other, key2 = _payment(4321, "automatic"), secrets.token_hex(8)
+        first = await http.request("POST", "/v1/payments", other, idempotency_key=key2)
+        again = await tcp.call({"op": "payments.create", "id": 2, "idempotency_key": key2, "body": other})
+        assert again["replayed"] is True and again["body"] == first.json()
+    finally:
+        await tcp.close()
+        await http.close()
+
+
+async def test_pipelined_requests_are_all_answered_once_by_their_id(stack: Stack) -> None:
+    api_key = stack.seed_merchant(f"tcp-{secrets.token_hex(3)}", fraud_rules="lists")
+    tcp = await Connection.open(stack, api_key)
+    try:
+        pings, creates = 3000, 100
+        batch = b"".join(frames.encode({"op": "ping", "id": i}) for i in range(pings))
+        batch += b"".join(frames.encode({"op": "payments.create", "id": pings + i, "idempotency_key":
+                                         secrets.token_hex(8), "body": _payment(100 + i, "automatic")})
+                          for i in range(creates))
+        tcp.writer.write(batch)
+        answers = [await tcp.read(30.0) for _ in range(pings + creates)]
+        assert sorted(a["id"] for a in answers) == list(range(pings + creates))
+        assert {a["status"] for a in answers if a["id"] >= pings} == {200}
+        assert len({a["body"]["id"] for a in answers if a["id"] >= pings}) == creates
+    finally:
+        await tcp.close()
+
+
+@pytest.mark.parametrize("raw,code", [
+    (struct.pack(">I", frames.FRAME_BYTES_MAX + 1), "frame_too_large"),
+    (struct.pack(">I", 0), "frame_empty"),
+    (struct.pack(">I", 3) + b"\xc1\xc1\xc1", "frame_invalid"),
+    (frames.encode([1, 2, 3]), "frame_invalid"),
+    (frames.encode({"op": "payments.get", "id": 1, "payment_id": "pay_0123456789"}), "hello_expected"),
+    (frames.encode({"op": "hello", "v": 1, "api_key": "sk_test_wrong"}), "invalid_api_key"),
+    (frames.encode({"op": "hello", "v": 99, "api_key": "x"}), "version_unsupported"),
+])
+async def test_a_protocol_violation_closes_its_connection_only(stack: Stack, raw: bytes, code: str) -> None:
+    api_key = stack.seed_merchant(f"tcp-{secrets.token_hex(3)}", fraud_rules="lists") if code != "invalid_api_key" \
+        else None
+    bystander = await Connection.open(stack, api_key or stack.api_key)
+    offender = await Connection.open(stack, api_key if code not in ("hello_expected", "version_unsupported",
+                                                                     "invalid_api_key") else None)
+    try:
+        offender.writer.write(raw)
+        answer = await offender.read()
+        assert (answer["op"], answer["code"]) == ("error", code), answer
+        assert await offender.closed()
+        assert (await bystander.call({"op": "ping", "id": 7}))["op"] == "pong"
+    finally:
+        await offender.close()
+        await bystander.close()
+
+
+async def test_an_unknown_operation_or_a_bad_body_is_an_error_answer_and_the_connection_stays(stack: Stack) -> None:
+    tcp = await Connection.open(stack, stack.seed_merchant(f"tcp-{secrets.token_hex(3)}", fraud_rules="lists"))
+    try:
+        unknown = await tcp.call({"op": "payments.teleport", "id": 1})
+        assert (unknown["status"], unknown["error"]["code"]) == (400, "unknown_operation")
+        bad = await tcp.call({"op": "payments.create", "id": 2, "idempotency_key": "k-1", "body": {"amount": "ten"}})
+        assert (bad["status"], bad["error"]["code"], bad["error"]["param"]) == (400, "parameter_invalid", "amount")
+        keyless = await tcp.call({"op": "payments.create", "id": 3, "body": _payment(100)})
+        assert keyless["error"]["code"] == "idempotency_key_missing"
+        assert (await tcp.call({"op": "ping", "id": 4}))["op"] == "pong"
+    finally:
+        await tcp.close()
+
+
+async def test_a_client_that_sends_without_reading_is_held_back_not_buffered(stack: Stack) -> None:
+    """The switch stops reading a connection whose answers are not read: once its socket buffers are full,
+    the client's writes block (the requests wait in the client, not in the switch's memory), while another
+    connection is served as usual."""
+    api_key = stack.seed_merchant(f"tcp-{secrets.token_hex(3)}", fraud_rules="lists")
+    setup = await Connection.open(stack, api_key)
+    made = await setup.call({"op": "payments.create", "id": 1, "idempotency_key": secrets.token_hex(8),
+                             "body": _payment(990)})
+    payment_id = made["body"]["id"]
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)    # its answers (~1 KiB each) pile up fast
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", stack.switch_tcp_port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    hasty = Connection(reader, writer)
+    hasty.send({"op": "hello", "v": 1, "api_key": api_key})
+    assert (await hasty.read())["op"] == "hello"
+    chunk = b"".join(frames.encode({"op": "payments.get", "id": i, "payment_id": payment_id}) for i in range(1000))
+    sent, held = 0, False
+    try:
+        while sent < 400_000:
+            hasty.writer.write(chunk)
+            sent += 1000
+            try:
+                await asyncio.wait_for(hasty.writer.drain(), 3.0)
+            except TimeoutError:
+                held = True
+                break
+        assert held, f"{sent} requests went in without the switch holding the client back"
+        assert (await setup.call({"op": "ping", "id": 2}))["op"] == "pong"   # others are served meanwhile
+    finally:
+        hasty.writer.transport.abort()
+        await setup.close()
