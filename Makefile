@@ -30,10 +30,10 @@ system-packages:
 	  fi; \
 	fi
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml sdk/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -e '.[dev]'
+	$(VENV)/bin/pip install -q -e '.[dev]' -e ./sdk
 	touch $(STAMP)
 
 demo: setup ## start the whole stack, run a scripted payment flow over HTTP, tear it all down

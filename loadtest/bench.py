@@ -22,6 +22,8 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+import msgspec
+
 from loadtest.httpclient import Client
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -155,6 +157,105 @@ async def drive(url: str, api_key: str, body: bytes, connections: int, duration_
     return payments_max - remaining[0]
 
 
+class TcpConnection:
+    """One merchant-protocol connection (docs/merchant-protocol.md) carrying many requests at once: the
+    bench's own lean client (the SDK's retries and models are not what is measured)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.waiting: dict[int, asyncio.Future[dict[str, object]]] = {}
+        self.next_id = 0
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, address: str, api_key: str) -> TcpConnection:
+        host, _, port = address.rpartition(":")
+        reader, writer = await asyncio.open_connection(host, int(port))
+        connection = cls(reader, writer)
+        writer.write(_tcp_frame({"op": "hello", "v": 1, "api_key": api_key}))
+        hello = await _tcp_read(reader)
+        if hello.get("op") != "hello":
+            raise OSError(f"hello refused: {hello.get('code')}")
+        connection.task = asyncio.get_running_loop().create_task(connection._answers())
+        return connection
+
+    async def _answers(self) -> None:
+        try:
+            while True:
+                answer = await _tcp_read(self.reader)
+                future = self.waiting.pop(answer.get("id"), None)  # type: ignore[call-overload]
+                if future is not None and not future.done():
+                    future.set_result(answer)
+        except (OSError, asyncio.IncompleteReadError):
+            for future in self.waiting.values():
+                if not future.done():
+                    future.set_exception(OSError("connection lost"))
+
+    async def create(self, body: dict[str, object], key: str) -> int:
+        self.next_id += 1
+        future = self.waiting[self.next_id] = asyncio.get_running_loop().create_future()
+        self.writer.write(_tcp_frame({"op": "payments.create", "id": self.next_id, "idempotency_key": key,
+                                      "body": body}))
+        answer = await asyncio.wait_for(future, 10.0)
+        return int(answer["status"])  # type: ignore[call-overload]
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.writer.close()
+
+
+def _tcp_frame(message: dict[str, object]) -> bytes:
+    payload = msgspec.msgpack.encode(message)
+    return len(payload).to_bytes(4, "big") + payload
+
+
+async def _tcp_read(reader: asyncio.StreamReader) -> dict[str, object]:
+    length = int.from_bytes(await reader.readexactly(4), "big")
+    return msgspec.msgpack.decode(await reader.readexactly(length))  # type: ignore[no-any-return]
+
+
+async def drive_tcp(address: str, api_key: str, fields: dict[str, object], in_flight: int, connections: int,
+                    duration_s: float, payments_max: int, results: Results | None, rate: float = 0.0) -> int:
+    """`in_flight` request loops spread over `connections` TCP connections (each multiplexed)."""
+    deadline = time.monotonic() + duration_s
+    remaining = [payments_max]
+    run = secrets.token_hex(4)
+    pace = 1.0 / rate if rate > 0 else 0.0
+    next_slot = [time.monotonic()]
+    links = [await TcpConnection.open(address, api_key) for _ in range(connections)]
+
+    async def loop(index: int) -> None:
+        link, sequence = links[index % connections], 0
+        while time.monotonic() < deadline and remaining[0] > 0:
+            remaining[0] -= 1
+            sequence += 1
+            if pace:
+                slot, next_slot[0] = next_slot[0], next_slot[0] + pace
+                if (delay := slot - time.monotonic()) > 0:
+                    await asyncio.sleep(delay)
+            started = time.perf_counter()
+            try:
+                status = await link.create(fields, f"bench-tcp-{run}-{index}-{sequence}")
+            except (OSError, TimeoutError) as error:
+                if results is not None:
+                    results.errors[error.__class__.__name__] += 1
+                continue
+            if results is None:
+                continue
+            results.latencies_s.append(time.perf_counter() - started)
+            results.outcomes[str(status)] += 1
+            if status != 200:
+                results.errors[f"tcp_{status}"] += 1
+
+    try:
+        await asyncio.gather(*(loop(index) for index in range(in_flight)))
+    finally:
+        for link in links:
+            await link.close()
+    return payments_max - remaining[0]
+
+
 def percentile_ms(ordered: list[float], fraction: float) -> float:
     """The `fraction` percentile, in ms, of latencies in seconds already sorted ascending."""
     if not ordered:
@@ -193,23 +294,41 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
         fields["payment_method"] = TEST_CARD
     body = json.dumps(fields).encode()     # encoded once: the load generator must stay cheap
     receiver = await WebhookReceiver.subscribe(url, api_key, ca_file) if args.webhook else None
-    print(f"warm-up {args.warmup_s:.0f}s ...", flush=True)
-    await drive(url, api_key, body, args.connections, args.warmup_s, args.payments_max, None, ca_file)
-    print(f"measuring {args.duration_s:.0f}s with {args.connections} connections ...", flush=True)
     roots = {**roots, "loadgen": os.getpid()}
-    meter = CpuMeter(roots)
-    results = Results()
-    meter.begin()
-    started = time.monotonic()
-    await drive(url, api_key, body, args.connections, args.duration_s, args.payments_max, results, ca_file,
-                args.rate)
-    elapsed_s = time.monotonic() - started
-    cpu = meter.end()
-    if getattr(args, "ops_url", None):
-        await asyncio.sleep(1.5)            # the switch hands its screen counters to /metrics once a second
-        await asyncio.to_thread(print_fraud_screen, args.ops_url)
-    if receiver is not None:
-        await receiver.report(getattr(args, "database_url", None))
+    transports = ["http", "tcp"] if args.transport == "both" else [args.transport]
+    summary = []
+    for transport in transports:
+        async def run(duration_s: float, results: Results | None, transport: str = transport) -> None:
+            if transport == "tcp":
+                await drive_tcp(args.tcp_address, api_key, fields, args.connections, args.tcp_connections,
+                                duration_s, args.payments_max, results, args.rate if results else 0.0)
+            else:
+                await drive(url, api_key, body, args.connections, duration_s, args.payments_max, results,
+                            ca_file, args.rate if results else 0.0)
+
+        print(f"[{transport}] warm-up {args.warmup_s:.0f}s ...", flush=True)
+        await run(args.warmup_s, None)
+        print(f"[{transport}] measuring {args.duration_s:.0f}s with {args.connections} requests in flight ...",
+              flush=True)
+        meter = CpuMeter(roots)
+        results = Results()
+        meter.begin()
+        started = time.monotonic()
+        await run(args.duration_s, results)
+        elapsed_s = time.monotonic() - started
+        cpu = meter.end()
+        if getattr(args, "ops_url", None):
+            await asyncio.sleep(1.5)        # the switch hands its screen counters to /metrics once a second
+            await asyncio.to_thread(print_fraud_screen, args.ops_url)
+        if receiver is not None:
+            await receiver.report(getattr(args, "database_url", None))
+        ok = results.outcomes.get("200", 0)
+        summary.append(f"{transport}_payments_per_s={ok / elapsed_s:.0f} "
+                       f"{transport}_switch_us={cpu.get('switch', 0.0) / ok * 1e6 if ok else 0:.0f}")
+        if transport != transports[-1]:
+            report(results, elapsed_s, cpu, args.connections)
+    if len(transports) > 1:
+        print("COMPARE " + " ".join(summary), flush=True)
     report(results, elapsed_s, cpu, args.connections)
 
 
@@ -303,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--payments-max", type=int, default=500_000, help="stop after this many requests")
     parser.add_argument("--workers", type=int, default=2, help="switch workers when starting a stack")
+    parser.add_argument("--transport", choices=["http", "tcp", "both"], default="http",
+                        help="HTTP, the merchant TCP protocol, or both one after the other (CPU per payment each)")
+    parser.add_argument("--tcp-connections", type=int, default=8,
+                        help="TCP connections the requests in flight share (--transport tcp)")
+    parser.add_argument("--tcp-address", help="host:port of the TCP protocol, with --url")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="pace the measured run to this many payments/s in all (0: as fast as it goes)")
     parser.add_argument("--raw-card", action="store_true", help="send card data (tokenize) instead of a token")
@@ -331,6 +455,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.start_all(workers=args.workers)
         args.ca_file = stack.tls_ca_file or None
         args.ops_url = stack.switch_ops_url
+        args.tcp_address = f"127.0.0.1:{stack.switch_tcp_port}"
         args.database_url = stack.database_url
         uvloop.run(measure(stack.switch_url, stack.api_key, args, stack_roots(stack)))
     except StackError as error:

@@ -23,6 +23,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+from switch_sdk import SwitchError
 
 from switch.common.tls import client_context
 from switch.store import outbox as outbox_store
@@ -127,6 +128,25 @@ def flow(client: Client) -> None:
            "same Idempotency-Key: the identical response, byte for byte, and no second charge")
 
 
+def sdk_payments(base_url: str, api_key: str, tcp_port: int, ca_file: str | None) -> None:
+    """One payment through the merchant SDK (sdk/) over each transport; the TCP one replays over HTTP."""
+    import ssl
+
+    from switch_sdk import Client as SdkClient
+
+    tls = ssl.create_default_context(cafile=ca_file) if ca_file else None
+    key = f"demo-sdk-{secrets.token_hex(4)}"
+    print("\n\033[1m$ switch_sdk: one payment over HTTP, one over the TCP protocol\033[0m")
+    with SdkClient(api_key, base_url=base_url, tls=tls) as over_http:
+        paid = over_http.create_payment(1200, "usd", card(VISA_OK))
+        expect(paid.status == "succeeded", f"over HTTP: {paid.id} succeeded")
+        with SdkClient(api_key, tcp_address=f"127.0.0.1:{tcp_port}", transport="tcp", tls=tls) as over_tcp:
+            made = over_tcp.create_payment(1300, "usd", card(VISA_OK), idempotency_key=key)
+            expect(made.status == "succeeded", f"over TCP: {made.id} succeeded")
+        again = over_http.create_payment(1300, "usd", card(VISA_OK), idempotency_key=key)
+        expect(again.id == made.id, "the same key over HTTP answers the TCP payment: one payment, not two")
+
+
 @dataclass
 class DayEnd:
     """What the end of the day needs of the stack: the simulator's control API, the switch's environment
@@ -185,14 +205,17 @@ def end_of_day(client: Client, day: DayEnd) -> None:
     expect(_switch(day, "ledger", "check").returncode == 0, "the ledger holds")
 
 
-def run_demo(base_url: str, api_key: str, ca_file: str | None = None, day: DayEnd | None = None) -> int:
+def run_demo(base_url: str, api_key: str, ca_file: str | None = None, day: DayEnd | None = None,
+             tcp_port: int = 0) -> int:
     print(f"Payment switch demo against {base_url}")
     try:
         client = Client(base_url, api_key, ca_file)
         flow(client)
         if day is not None:
             end_of_day(client, day)
-    except (DemoFailure, OSError, ValueError, KeyError, asyncpg.PostgresError) as error:
+        if tcp_port:                        # after the day's settlement: its figures are the flow's
+            sdk_payments(base_url, api_key, tcp_port, ca_file)
+    except (DemoFailure, OSError, ValueError, KeyError, asyncpg.PostgresError, SwitchError) as error:
         print(f"\n\033[31mDEMO FAILED\033[0m: {error.__class__.__name__}: {error}", file=sys.stderr)
         return 1
     print("\n\033[32mDEMO OK\033[0m: every step behaved as expected.")

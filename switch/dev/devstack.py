@@ -565,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         from switch.dev.demo import DayEnd, run_demo
 
         day = DayEnd(stack.simulator_control_url, stack.switch_env(), run_dir)
-        return run_demo(stack.switch_url, stack.api_key, stack.tls_ca_file or None, day)
+        return run_demo(stack.switch_url, stack.api_key, stack.tls_ca_file or None, day, stack.switch_tcp_port)
     except StackError as error:
         print(f"devstack: {error}", file=sys.stderr)
         return 1
