@@ -5,7 +5,10 @@ answer, timeouts, and the webhook verifier against the switch's own signatures."
 from __future__ import annotations
 
 import asyncio
+import os
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -71,6 +74,7 @@ async def test_a_retry_after_a_timeout_makes_one_payment(stack: Stack, transport
     key: 409 while the first is in flight, then its answer. One payment."""
     api_key = stack.seed_merchant(f"sdk-retry-{secrets.token_hex(3)}", fraud_rules="lists")
     client = AsyncClient(api_key, timeout_s=0.15, max_retries=8, backoff_s=0.1, **_options(stack, transport))  # type: ignore[arg-type]
+    seen = _record_statuses(client)
     simulator(stack, "/behaviour", {"network": "visa", "latency_ms": 400})
     try:
         payment = await client.create_payment(4321, "usd", card(luhn_card("4571")), idempotency_key="once-" +
@@ -79,6 +83,7 @@ async def test_a_retry_after_a_timeout_makes_one_payment(stack: Stack, transport
         simulator(stack, "/behaviour", {"network": "visa", "latency_ms": 0})
         await client.close()
     assert payment.status == "succeeded"
+    assert seen[0] == "timeout" and 409 in seen and seen[-1] == 200, seen   # timed out, in flight, answered
     reader = AsyncClient(api_key, **_options(stack, "http"))  # type: ignore[arg-type]
     try:
         assert (await reader.get_payment(payment.id)).amount == 4321
@@ -86,6 +91,24 @@ async def test_a_retry_after_a_timeout_makes_one_payment(stack: Stack, transport
         await reader.close()
     rows = await _payments_of(stack, api_key)
     assert rows == 1, f"{rows} payments made"
+
+
+def _record_statuses(client: AsyncClient) -> list[object]:
+    """Each attempt's HTTP status (or "timeout"), as the SDK saw it."""
+    seen: list[object] = []
+    call = client._transport.call                       # noqa: SLF001 - the test watches the wire
+
+    async def watched(*args: object) -> object:
+        try:
+            answer = await call(*args)  # type: ignore[arg-type]
+        except switch_sdk.APIConnectionError:
+            seen.append("timeout")
+            raise
+        seen.append(answer[0])
+        return answer
+
+    client._transport.call = watched  # type: ignore[method-assign]  # noqa: SLF001
+    return seen
 
 
 async def _payments_of(stack: Stack, api_key: str) -> int:
@@ -133,3 +156,51 @@ def test_the_webhook_verifier_accepts_the_switchs_signature_and_nothing_else() -
         verify(secret, headers, body + b" ")
     with pytest.raises(WebhookVerificationError):
         verify(secret, headers, body, now=now + 3600)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_payment_whose_connection_drops_is_retried_and_made_once(stack: Stack, transport: str) -> None:
+    """The connection breaks while the payment is in flight (the switch goes on with it); the SDK reconnects
+    and retries with the same key, and gets the first payment's answer."""
+    api_key = stack.seed_merchant(f"sdk-drop-{secrets.token_hex(3)}", fraud_rules="lists")
+    client = AsyncClient(api_key, timeout_s=10, max_retries=6, backoff_s=0.2, **_options(stack, transport))  # type: ignore[arg-type]
+    simulator(stack, "/behaviour", {"network": "visa", "latency_ms": 300})
+    try:
+        paying = asyncio.ensure_future(client.create_payment(2222, "usd", card(luhn_card("4571"))))
+        await asyncio.sleep(0.1)                                    # the request is in the switch now
+        await _drop_connections(client)
+        payment = await paying
+    finally:
+        simulator(stack, "/behaviour", {"network": "visa", "latency_ms": 0})
+        await client.close()
+    assert payment.status == "succeeded"
+    assert await _payments_of(stack, api_key) == 1
+
+
+async def _drop_connections(client: AsyncClient) -> None:
+    """Break the client's connections under it, as a network fault would."""
+    transport = client._transport                      # noqa: SLF001 - the test's fault injection
+    if hasattr(transport, "writer") and transport.writer is not None:
+        transport.writer.transport.abort()
+        return
+    pool = transport.client._transport._pool          # type: ignore[union-attr]  # noqa: SLF001
+    for connection in list(pool.connections):
+        await connection.aclose()
+
+
+async def test_429_is_retried_until_the_rate_allows(stack: Stack) -> None:
+    """A merchant over its rate limit (2 a second, burst 4): the SDK backs off and retries each request
+    until it goes; none fails, none is made twice."""
+    made = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "switch", "merchants", "create", "--name", "sdk-slow", "--quiet",
+                         "--per-s", "2", "--fraud-rules", "lists"], env={**os.environ, **stack.switch_env()},
+        check=True, capture_output=True, text=True)
+    api_key = made.stdout.strip().splitlines()[-1]
+    client = AsyncClient(api_key, max_retries=10, backoff_s=0.3, **_options(stack, "http"))  # type: ignore[arg-type]
+    try:
+        paid = await asyncio.gather(*(client.create_payment(100 + i, "usd", card(luhn_card("4571")))
+                                      for i in range(8)))
+    finally:
+        await client.close()
+    assert len({payment.id for payment in paid}) == 8
+    assert await _payments_of(stack, api_key) == 8

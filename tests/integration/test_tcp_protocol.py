@@ -12,6 +12,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from loadtest.httpclient import Client
 from switch.dev.devstack import Stack
@@ -110,7 +112,7 @@ async def test_pipelined_requests_are_all_answered_once_by_their_id(stack: Stack
     api_key = stack.seed_merchant(f"tcp-{secrets.token_hex(3)}", fraud_rules="lists")
     tcp = await Connection.open(stack, api_key)
     try:
-        pings, creates = 3000, 100
+        pings, creates = 10_000, 100
         batch = b"".join(frames.encode({"op": "ping", "id": i}) for i in range(pings))
         batch += b"".join(frames.encode({"op": "payments.create", "id": pings + i, "idempotency_key":
                                          secrets.token_hex(8), "body": _payment(100 + i, "automatic")})
@@ -197,3 +199,67 @@ async def test_a_client_that_sends_without_reading_is_held_back_not_buffered(sta
     finally:
         hasty.writer.transport.abort()
         await setup.close()
+
+
+_OPS = ["ping", "payments.create", "payments.capture", "payments.cancel", "refunds.create", "payments.get",
+        "refunds.get", "hello", "", "payments.teleport"]
+_SCALARS = st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=12), st.none(), st.booleans(),
+                     st.binary(max_size=8))
+_MESSAGES = st.fixed_dictionaries(
+    {"op": st.one_of(st.sampled_from(_OPS), st.text(max_size=12)), "id": _SCALARS},
+    optional={"body": st.dictionaries(st.text(max_size=10), _SCALARS, max_size=5), "payment_id": _SCALARS,
+              "refund_id": _SCALARS, "idempotency_key": _SCALARS})
+_PAYLOADS = st.lists(st.one_of(_MESSAGES.map(frames.encode), st.binary(max_size=40),
+                               _MESSAGES.map(lambda m: frames.encode(m)[:-1])), min_size=1, max_size=6)
+
+
+def _one_frame(sock: socket.socket) -> dict[str, Any]:
+    sock.settimeout(10)
+    header = b""
+    while len(header) < 4:
+        header += sock.recv(4 - len(header))
+    length, body = int.from_bytes(header, "big"), b""
+    while len(body) < length:
+        body += sock.recv(length - len(body))
+    return msgspec.msgpack.decode(body)  # type: ignore[no-any-return]
+
+
+def _frames_until_quiet(sock: socket.socket) -> list[dict[str, Any]]:
+    """What the switch answers before it goes quiet for 0.3 s or closes the connection."""
+    sock.settimeout(0.3)
+    data, got = b"", []
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except (TimeoutError, ConnectionResetError):
+        pass
+    while len(data) >= 4 and len(data) >= 4 + int.from_bytes(data[:4], "big"):
+        length = int.from_bytes(data[:4], "big")
+        got.append(msgspec.msgpack.decode(data[4:4 + length]))
+        data = data[4 + length:]
+    return got
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(payload=_PAYLOADS)
+def test_fuzzed_frames_get_answers_or_a_clean_close_and_the_switch_keeps_serving(stack: Stack,
+                                                                                  payload: list[bytes]) -> None:
+    def opened() -> socket.socket:
+        sock = socket.create_connection(("127.0.0.1", stack.switch_tcp_port), timeout=5)
+        sock.sendall(frames.encode({"op": "hello", "v": 1, "api_key": stack.api_key}))
+        assert _one_frame(sock)["op"] == "hello"
+        return sock
+
+    fuzzed = opened()
+    try:
+        fuzzed.sendall(b"".join(payload))
+        for answer in _frames_until_quiet(fuzzed):
+            assert "id" in answer or (answer["op"] == "error" and answer["code"]), answer
+    finally:
+        fuzzed.close()
+    bystander = opened()
+    try:
+        bystander.sendall(frames.encode({"op": "ping", "id": 1}))
+        assert _one_frame(bystander) == {"id": 1, "op": "pong"}
+    finally:
+        bystander.close()
