@@ -114,47 +114,72 @@ async def first_token(url: str, api_key: str, ca_file: str | None = None) -> str
     return str(response.json()["payment_method"]["token"])
 
 
+@dataclass
+class Budget:
+    """The requests a run may still start: until its deadline or its count is used up, paced to `rate` a
+    second in all when one is given."""
+
+    deadline: float
+    remaining: int
+    pace: float = 0.0
+    next_slot: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def of(cls, duration_s: float, payments_max: int, rate: float) -> Budget:
+        return cls(time.monotonic() + duration_s, payments_max, 1.0 / rate if rate > 0 else 0.0)
+
+    async def take(self) -> bool:
+        """Whether another request may start (after waiting for its slot when paced)."""
+        if time.monotonic() >= self.deadline or self.remaining <= 0:
+            return False
+        self.remaining -= 1
+        if self.pace:
+            slot, self.next_slot = self.next_slot, self.next_slot + self.pace
+            if (delay := slot - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
+        return True
+
+
+def record(results: Results | None, started: float, status: int | None, error: BaseException | None = None,
+           prefix: str = "http") -> None:
+    if results is None:
+        return
+    if error is not None:
+        results.errors[error.__class__.__name__] += 1
+        return
+    results.latencies_s.append(time.perf_counter() - started)
+    results.outcomes[str(status)] += 1
+    if status != 200:
+        results.errors[f"{prefix}_{status}"] += 1
+
+
 async def drive(url: str, api_key: str, body: bytes, connections: int, duration_s: float,
                 payments_max: int, results: Results | None, ca_file: str | None = None, rate: float = 0.0) -> int:
     """Run `connections` loops until the duration or the payment count is used up; returns requests sent.
     With `rate`, requests start at most that many a second in all (paced), so two builds can be compared
     at the same throughput rather than each at its own saturation."""
-    deadline = time.monotonic() + duration_s
-    remaining = [payments_max]
+    budget = Budget.of(duration_s, payments_max, rate)
     run = secrets.token_hex(4)
-    pace = 1.0 / rate if rate > 0 else 0.0
-    next_slot = [time.monotonic()]
 
     async def loop(index: int) -> None:
         client = Client(url, api_key, ca_file=ca_file)
         sequence = 0
         try:
-            while time.monotonic() < deadline and remaining[0] > 0:
-                remaining[0] -= 1
+            while await budget.take():
                 sequence += 1
-                if pace:
-                    slot, next_slot[0] = next_slot[0], next_slot[0] + pace
-                    if (delay := slot - time.monotonic()) > 0:
-                        await asyncio.sleep(delay)
                 started = time.perf_counter()
                 try:
                     response = await client.request("POST", "/v1/payments", body, timeout_s=10.0,
                                                     idempotency_key=f"bench-{run}-{index}-{sequence}")
                 except (OSError, TimeoutError, ValueError) as error:
-                    if results is not None:
-                        results.errors[error.__class__.__name__] += 1
+                    record(results, started, None, error)
                     continue
-                if results is None:
-                    continue
-                results.latencies_s.append(time.perf_counter() - started)
-                results.outcomes[str(response.status)] += 1
-                if response.status != 200:
-                    results.errors[f"http_{response.status}"] += 1
+                record(results, started, response.status)
         finally:
             await client.close()
 
     await asyncio.gather(*(loop(index) for index in range(connections)))
-    return payments_max - remaining[0]
+    return payments_max - budget.remaining
 
 
 class TcpConnection:
@@ -218,42 +243,28 @@ async def _tcp_read(reader: asyncio.StreamReader) -> dict[str, object]:
 async def drive_tcp(address: str, api_key: str, fields: dict[str, object], in_flight: int, connections: int,
                     duration_s: float, payments_max: int, results: Results | None, rate: float = 0.0) -> int:
     """`in_flight` request loops spread over `connections` TCP connections (each multiplexed)."""
-    deadline = time.monotonic() + duration_s
-    remaining = [payments_max]
+    budget = Budget.of(duration_s, payments_max, rate)
     run = secrets.token_hex(4)
-    pace = 1.0 / rate if rate > 0 else 0.0
-    next_slot = [time.monotonic()]
     links = [await TcpConnection.open(address, api_key) for _ in range(connections)]
 
     async def loop(index: int) -> None:
         link, sequence = links[index % connections], 0
-        while time.monotonic() < deadline and remaining[0] > 0:
-            remaining[0] -= 1
+        while await budget.take():
             sequence += 1
-            if pace:
-                slot, next_slot[0] = next_slot[0], next_slot[0] + pace
-                if (delay := slot - time.monotonic()) > 0:
-                    await asyncio.sleep(delay)
             started = time.perf_counter()
             try:
                 status = await link.create(fields, f"bench-tcp-{run}-{index}-{sequence}")
             except (OSError, TimeoutError) as error:
-                if results is not None:
-                    results.errors[error.__class__.__name__] += 1
+                record(results, started, None, error)
                 continue
-            if results is None:
-                continue
-            results.latencies_s.append(time.perf_counter() - started)
-            results.outcomes[str(status)] += 1
-            if status != 200:
-                results.errors[f"tcp_{status}"] += 1
+            record(results, started, status, prefix="tcp")
 
     try:
         await asyncio.gather(*(loop(index) for index in range(in_flight)))
     finally:
         for link in links:
             await link.close()
-    return payments_max - remaining[0]
+    return payments_max - budget.remaining
 
 
 def percentile_ms(ordered: list[float], fraction: float) -> float:
