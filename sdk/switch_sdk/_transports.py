@@ -1,6 +1,7 @@
 """The two ways to the switch: HTTP (httpx, pooled connections) and the merchant TCP protocol (one
 multiplexed connection: many requests in flight, answers matched by id). Both answer
-(HTTP status, the object or the error object, whether it was a replay)."""
+(HTTP status, the object or the error object, whether it was a replay, the seconds the switch asks a
+rate-limited client to wait)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import msgspec
 
 from switch_sdk.errors import APIConnectionError, AuthenticationError
 
-Answer = tuple[int, dict[str, Any], bool]
+Answer = tuple[int, dict[str, Any], bool, float]
 
 # operation -> (HTTP method, path template)
 ROUTES: dict[str, tuple[str, str]] = {
@@ -48,7 +49,10 @@ class HttpTransport:
             raise APIConnectionError(f"The switch could not be reached ({type(error).__name__}).") from None
         payload = response.json()
         replayed = response.headers.get("idempotent-replayed") == "true"
-        return response.status_code, payload.get("error", payload) if response.status_code != 200 else payload, replayed
+        retry_after = response.headers.get("retry-after", "")
+        wait_s = float(retry_after) if retry_after.isdigit() else 0.0
+        body = payload.get("error", payload) if response.status_code != 200 else payload
+        return response.status_code, body, replayed, wait_s
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -89,7 +93,9 @@ class TcpTransport:
         if answer.get("op") == "error":
             raise APIConnectionError(f"The switch closed the connection: {answer.get('code')}.")
         payload = answer.get("body") if answer["status"] == 200 else answer.get("error", {})
-        return int(answer["status"]), payload or {}, bool(answer.get("replayed"))
+        wait_ms = answer.get("retry_after_ms")
+        return (int(answer["status"]), payload or {}, bool(answer.get("replayed")),
+                wait_ms / 1000 if isinstance(wait_ms, int) else 0.0)
 
     async def _connection(self) -> asyncio.StreamWriter:
         if self.writer is not None and not self.writer.is_closing():

@@ -2,8 +2,8 @@
 
 Every mutating call carries an idempotency key (one is made when none is given), and failures that are
 safe to retry (the switch unreachable or the connection broken, 409 while the same key is in flight, 429,
-503) are retried with the same key, backing off exponentially with jitter, as Stripe's SDKs do. A retried
-payment is therefore made once.
+503) are retried with the same key, backing off exponentially with jitter, and at least as long as a 429's
+Retry-After asks, as Stripe's SDKs do. A retried payment is therefore made once.
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ class AsyncClient:
         for attempt in range(self.max_retries + 1):
             last = attempt == self.max_retries
             try:
-                status, payload, _ = await self._transport.call(op, target, body, key)
+                status, payload, _, wait_s = await self._transport.call(op, target, body, key)
             except errors.APIConnectionError:
                 if last:
                     raise
@@ -111,14 +111,16 @@ class AsyncClient:
             if status == 200:
                 return payload
             if status in RETRYABLE_STATUSES and not last:
-                await self._back_off(attempt)
+                await self._back_off(attempt, wait_s)
                 continue
             raise errors.from_answer(status, payload)
         raise AssertionError("unreachable")
 
-    async def _back_off(self, attempt: int) -> None:
-        """Exponential, with full jitter: 0..backoff_s * 2**attempt, at most 8 s."""
-        await asyncio.sleep(random.uniform(0, min(8.0, self.backoff_s * 2 ** attempt)))  # noqa: S311 - jitter
+    async def _back_off(self, attempt: int, asked_s: float = 0.0) -> None:
+        """Exponential, with full jitter: 0..backoff_s * 2**attempt, at most 8 s; never less than the wait
+        a rate-limited answer asked for (Retry-After, retry_after_ms), itself at most 8 s."""
+        jitter = random.uniform(0, min(8.0, self.backoff_s * 2 ** attempt))  # noqa: S311 - jitter
+        await asyncio.sleep(max(jitter, min(8.0, asked_s)))
 
 
 class Client:
