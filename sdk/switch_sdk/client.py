@@ -15,7 +15,6 @@ import threading
 import uuid
 from collections.abc import Coroutine
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from switch_sdk import errors
 from switch_sdk._transports import HttpTransport, TcpTransport
@@ -171,8 +170,3 @@ class Client:
 async def _make(api_key: str, options: dict[str, Any]) -> AsyncClient:
     return AsyncClient(api_key, **options)
 
-
-def tcp_address_of(url: str) -> str:
-    """host:port of a URL (for a README example that has only the HTTP URL)."""
-    parts = urlsplit(url)
-    return f"{parts.hostname}:{parts.port}"

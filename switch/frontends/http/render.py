@@ -144,15 +144,22 @@ def error(outcome: Outcome) -> ApiError:
                     decline_code=m.decline_code, payment_id=outcome.payment_id)
 
 
-def answer(outcome: Outcome) -> tuple[int, bytes]:
-    """The HTTP status and body of an outcome."""
+def answer_object(outcome: Outcome) -> Payment | Refund | ApiError:
+    """What an outcome answers, whatever the front end's encoding: the object, or the error (its status)."""
     if outcome.result is Result.SUCCEEDED or outcome.result is Result.REFUND_FAILED:
         if outcome.refund is not None:
-            return 200, encoder.encode(refund_object(outcome.refund))
+            return refund_object(outcome.refund)
         assert outcome.payment is not None
-        return 200, encoder.encode(payment_object(outcome.payment))
-    api_error = error(outcome)
-    return api_error.status, api_error.body(outcome.request_id)
+        return payment_object(outcome.payment)
+    return error(outcome)
+
+
+def answer(outcome: Outcome) -> tuple[int, bytes]:
+    """The HTTP status and body of an outcome."""
+    answered = answer_object(outcome)
+    if isinstance(answered, ApiError):
+        return answered.status, answered.body(outcome.request_id)
+    return 200, encoder.encode(answered)
 
 
 def listing(page: Listing) -> bytes:

@@ -108,6 +108,18 @@ def canonical(command: object) -> bytes:
     return msgspec.msgpack.encode(command)
 
 
+IDEMPOTENCY_KEY_LENGTH_MAX = 255
+
+
+def checked_idempotency_key(key: str, name: str) -> str:
+    """An idempotency key of 1 to 255 printable ASCII characters; `name` is where it came from (the
+    Idempotency-Key header, the TCP protocol's idempotency_key field)."""
+    if not key or len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not (key.isascii() and key.isprintable()):
+        raise errors.invalid_request("idempotency_key_invalid", f"The {name} must be 1 to "
+                                     f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters.", name)
+    return key
+
+
 QUERY_FIELDS_MAX = 64
 TIME_MAX = 253_402_300_799              # 9999-12-31T23:59:59Z: the last second a datetime holds
 _PAYMENT_ID = re.compile(r"^pay_[0-9A-Za-z]{10,40}$")

@@ -23,6 +23,7 @@ from switch.common import currency as currencies
 from switch.common import errors
 from switch.common.http import Request, Response
 from switch.common.ids import new_id
+from switch.frontends.http import schema
 from switch.frontends.http.webhooks_api import WebhooksApi
 from switch.frontends.stripe import events as stripe_events
 from switch.frontends.stripe import params, render
@@ -51,7 +52,6 @@ _STRIPE_ONLY = ("/v1/payment_intents", "/v1/charges", "/v1/customers", "/v1/paym
 _SHARED = ("/v1/refunds", "/v1/webhook_endpoints", "/v1/events")
 _ENDPOINT = re.compile(rf"^/v1/webhook_endpoints/(we_{_ID})$")
 _EVENT = re.compile(r"^/v1/events/(evt_[0-9]{16})$")
-IDEMPOTENCY_KEY_LENGTH_MAX = 255
 
 Fingerprint = Callable[[str, str, bytes], bytes]
 
@@ -436,11 +436,8 @@ def _key_reused() -> errors.ApiError:
 def _idempotency_key(request: Request, request_id: str) -> str:
     """The request's Idempotency-Key; a POST without one gets a key of its own (it is never replayed)."""
     given = request.headers.get("idempotency-key")
-    key = given.strip() if given is not None else f"stripe-auto-{request_id}"
-    if not key or len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not (key.isascii() and key.isprintable()):
-        raise errors.invalid_request("idempotency_key_invalid", "The Idempotency-Key must be 1 to "
-                                     f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters.", "Idempotency-Key")
-    return key
+    return schema.checked_idempotency_key(given.strip() if given is not None else f"stripe-auto-{request_id}",
+                                          "Idempotency-Key")
 
 
 def versioned(request: Request, response: Response) -> Response:

@@ -321,7 +321,7 @@ def error(outcome: Outcome, expand: frozenset[str] = frozenset()) -> tuple[int, 
 
 # Our codes where Stripe's differ.
 _STRIPE_CODES = {"idempotency_key_reused": "idempotency_key_in_use", "payment_unexpected_state":
-                 "payment_intent_unexpected_state", "rate_limit": "rate_limit"}
+                 "payment_intent_unexpected_state"}
 
 
 def _param(param: str | None) -> str | None:

@@ -23,7 +23,7 @@ import msgspec
 from switch.common import errors
 from switch.common.validation import error_message, error_param
 from switch.frontends.http import render, schema
-from switch.frontends.http.app import IDEMPOTENCY_KEY_LENGTH_MAX, new_request_id
+from switch.frontends.http.app import new_request_id
 from switch.frontends.tcp import frames
 from switch.frontends.tcp.frames import FrameError
 from switch.idempotency.ratelimit import RateLimiter
@@ -125,11 +125,7 @@ def _idempotency_key(message: dict[str, Any]) -> str:
     if not isinstance(key, str) or not key.strip():
         raise errors.invalid_request("idempotency_key_missing", "Every mutating operation needs an "
                                      "idempotency_key.", "idempotency_key")
-    key = key.strip()
-    if len(key) > IDEMPOTENCY_KEY_LENGTH_MAX or not (key.isascii() and key.isprintable()):
-        raise errors.invalid_request("idempotency_key_invalid", "The idempotency_key must be 1 to "
-                                     f"{IDEMPOTENCY_KEY_LENGTH_MAX} printable ASCII characters.", "idempotency_key")
-    return key
+    return schema.checked_idempotency_key(key.strip(), "idempotency_key")
 
 
 def _create(message: dict[str, Any]) -> tuple[str, Mutation]:
@@ -169,15 +165,10 @@ OPERATIONS = ("ping", *_MUTATIONS, *_READS)
 
 def _answer(rid: object, outcome: Outcome, replayed: bool) -> dict[str, Any]:
     """The outcome as the HTTP API answers it: the same status and the same object, as msgpack."""
-    if outcome.result is Result.SUCCEEDED or outcome.result is Result.REFUND_FAILED:
-        if outcome.refund is not None:
-            body: Any = render.refund_object(outcome.refund)
-        else:
-            assert outcome.payment is not None
-            body = render.payment_object(outcome.payment)
-        return {"id": rid, "status": 200, "body": body, "replayed": replayed}
-    api_error = render.error(outcome)
-    answer = _error(rid, api_error, outcome.request_id)
+    answered = render.answer_object(outcome)
+    if not isinstance(answered, errors.ApiError):
+        return {"id": rid, "status": 200, "body": answered, "replayed": replayed}
+    answer = _error(rid, answered, outcome.request_id)
     if outcome.retry_after_ms:
         answer["retry_after_ms"] = outcome.retry_after_ms
     answer["replayed"] = replayed
