@@ -33,6 +33,8 @@ GCM_NONCE_BYTES = 12
 KEK_BITS = 256
 KEK_LABEL_PREFIX = "vault-kek-v"
 MAC_MASTER_LABEL_PREFIX = "mac-master-"
+# The calls into the token, counted by name for /metrics (vault_hsm_operations_total): a fixed set.
+HSM_OPERATIONS = ("ensure_kek", "destroy_kek", "wrap", "unwrap", "import_mac_key", "mac_cmac")
 
 
 class HsmError(RuntimeError):
@@ -60,6 +62,11 @@ class Hsm:
         # python-pkcs11's key classes gain encrypt/decrypt through mixins its stubs do not express.
         self._keks: dict[str, Any] = {}
         self._mac_keys: dict[str, Any] = {}
+        # Calls by HSM_OPERATIONS name, added to under the lock; read as a copy (operations_count()).
+        self._operations_count = dict.fromkeys(HSM_OPERATIONS, 0)
+
+    def operations_count(self) -> dict[str, int]:
+        return dict(self._operations_count)
 
     @classmethod
     def open(cls, module_path: str, token_label: str, pin: str) -> Hsm:
@@ -95,11 +102,13 @@ class Hsm:
     def ensure_kek(self, label: str) -> None:
         """Find the KEK with this label, creating it inside the HSM when missing."""
         with self._lock:
+            self._operations_count["ensure_kek"] += 1
             self._kek_locked(label, create=True)
 
     def destroy_kek(self, label: str) -> bool:
         """Delete the KEK with this label from the token (key retirement). False when it was not there."""
         with self._lock:
+            self._operations_count["destroy_kek"] += 1
             self._keks.pop(label, None)
             try:
                 key = self._session.get_key(object_class=ObjectClass.SECRET_KEY, key_type=KeyType.AES,
@@ -148,6 +157,7 @@ class Hsm:
         """Encrypt a small secret with the KEK inside the HSM. Returns (nonce, wrapped)."""
         nonce = os.urandom(GCM_NONCE_BYTES)
         with self._lock:
+            self._operations_count["wrap"] += 1
             key = self._kek_locked(label, create=False)
             try:
                 wrapped = key.encrypt(secret, mechanism=Mechanism.AES_GCM,
@@ -159,6 +169,7 @@ class Hsm:
     def unwrap(self, label: str, nonce: bytes, wrapped: bytes, associated_data: bytes) -> bytes:
         """Decrypt a secret wrapped by ``wrap``; a wrong key, nonce, AAD or a tampered blob fails."""
         with self._lock:
+            self._operations_count["unwrap"] += 1
             key = self._kek_locked(label, create=False)
             try:
                 secret = key.decrypt(wrapped, mechanism=Mechanism.AES_GCM,
@@ -173,6 +184,7 @@ class Hsm:
         """Store a MAC master key under `label`: sensitive, non-extractable, CMAC only. Returns False and
         changes nothing when the token already holds a key with this label."""
         with self._lock:
+            self._operations_count["import_mac_key"] += 1
             try:
                 self._mac_key_locked(label)
                 return False
@@ -194,6 +206,7 @@ class Hsm:
     def mac_master_cmac(self, label: str, data: bytes) -> bytes:
         """AES-CMAC (CKM_AES_CMAC, 16 bytes) of `data` under the MAC master key `label`, inside the HSM."""
         with self._lock:
+            self._operations_count["mac_cmac"] += 1
             key = self._mac_key_locked(label)
             try:
                 return bytes(key.sign(data, mechanism=Mechanism.AES_CMAC))

@@ -31,6 +31,7 @@ from switch.common.errors import ApiError, ConfigError, authentication_error, in
 from switch.common.http import Request, Response, serve
 from switch.common.validation import error_message, error_param
 from switch.vault_protocol import VaultError
+from vault.metrics import RequestStats
 from vault.publishable_keys import PUBLISHABLE_KEY_PREFIX, PublishableKeyCache
 from vault.service import Vault
 
@@ -142,21 +143,38 @@ class RateLimited(ApiError):
         self.retry_after_s = max(1, math.ceil(wait_s))
 
 
+def _result(error: ApiError) -> str:
+    """The metrics' result for a refused request: its card error code, else one named by its status."""
+    if error.type == "card_error":
+        return error.code
+    return _RESULT_BY_STATUS.get(error.status, "invalid_request" if error.status < 500 else "unavailable")
+
+
+_RESULT_BY_STATUS = {401: "unauthorized", 429: "rate_limited"}
+
+
 class PublicTokenApi:
     """Maps HTTP requests to ``Vault.tokenize``. Every answer carries the CORS header."""
 
-    def __init__(self, vault: Vault, keys: PublishableKeyCache, limiter: RateLimiter) -> None:
+    def __init__(self, vault: Vault, keys: PublishableKeyCache, limiter: RateLimiter,
+                 stats: RequestStats | None = None) -> None:
         self._vault = vault
         self._keys = keys
         self._limiter = limiter
+        self._stats = stats or RequestStats()
 
     async def handle(self, request: Request) -> Response:
+        started = time.perf_counter()
         request_id = "req_" + secrets.token_urlsafe(12)
+        result = "ok"
         try:
             response = await self._dispatch(request)
         except ApiError as error:
             headers = [("retry-after", str(error.retry_after_s))] if isinstance(error, RateLimited) else []
             response = Response(error.status, error.body(request_id), headers=headers)
+            result = _result(error)
+        if request.method != "OPTIONS":     # a browser's CORS preflight is no tokenize
+            self._stats.observe("public_tokenize", result, time.perf_counter() - started)
         response.headers.extend(_CORS_HEADERS)
         response.headers.append(("request-id", request_id))
         return response
@@ -217,6 +235,8 @@ class PublicTokenApi:
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
             log.error("public tokenize failed: %s", type(exc).__name__)
             raise service_unavailable("vault_unavailable", "The vault is unavailable; retry shortly.") from None
+        if record.created:
+            self._stats.tokens_written += 1
         out = TokenOut(id=record.token, card=TokenCardOut(brand=record.brand, last4=record.last4,
                                                           exp_month=record.exp_month, exp_year=record.exp_year))
         return Response(200, _ENCODER.encode(out), _JSON, headers=[("cache-control", "no-store")])
@@ -236,8 +256,8 @@ def _env_number(environ: dict[str, str], name: str, default: float, minimum: flo
     return value
 
 
-async def start_public_api(vault: Vault, pool: asyncpg.Pool,
-                           environ: dict[str, str] | None = None) -> asyncio.Server | None:
+async def start_public_api(vault: Vault, pool: asyncpg.Pool, environ: dict[str, str] | None = None, *,
+                           stats: RequestStats | None = None) -> asyncio.Server | None:
     """Serve ``POST /v1/tokens`` when VAULT_HTTP_PORT is set (VAULT_HTTP_HOST, VAULT_HTTP_RATE_PER_S,
     VAULT_HTTP_BURST optional); None otherwise."""
     env = dict(os.environ if environ is None else environ)
@@ -247,7 +267,7 @@ async def start_public_api(vault: Vault, pool: asyncpg.Pool,
     rate_per_s = _env_number(env, "VAULT_HTTP_RATE_PER_S", RATE_PER_S_DEFAULT, 0.001)
     burst = int(_env_number(env, "VAULT_HTTP_BURST", BURST_DEFAULT, 1))
     host = env.get("VAULT_HTTP_HOST") or "127.0.0.1"
-    api = PublicTokenApi(vault, PublishableKeyCache(pool), RateLimiter(rate_per_s, burst))
+    api = PublicTokenApi(vault, PublishableKeyCache(pool), RateLimiter(rate_per_s, burst), stats)
     server = await serve(api.handle, host, port, reuse_port=False)
     bound_port = server.sockets[0].getsockname()[1]
     print(f"VAULT HTTP READY url=http://{host}:{bound_port}", flush=True)

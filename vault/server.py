@@ -14,6 +14,7 @@ import logging
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass
 from typing import cast
 
@@ -44,6 +45,8 @@ from switch.vault_protocol import (
 )
 from vault.hsm import Hsm, HsmError, kek_label
 from vault.mac_keys import MacKeys
+from vault.metrics import RequestStats, VaultCollector, registry_for
+from vault.ops import start_ops_server
 from vault.public_api import start_public_api
 from vault.service import Vault
 
@@ -97,10 +100,16 @@ class VaultConfig:
 # ----- application: requests → vault → responses ----------------------------------------------------
 
 
+_OPERATIONS = {TokenizeRequest: "tokenize", DetokenizeRequest: "detokenize", MacKeyRequest: "mac_key",
+               PingRequest: "ping"}
+
+
 class VaultApp:
-    def __init__(self, vault: Vault, credential: str, mac_keys: MacKeys | None = None) -> None:
+    def __init__(self, vault: Vault, credential: str, mac_keys: MacKeys | None = None,
+                 stats: RequestStats | None = None) -> None:
         self.vault = vault
         self.mac_keys = mac_keys
+        self.stats = stats or RequestStats()
         self._credential = credential.encode()
         self.connections: set[VaultProtocol] = set()
 
@@ -108,6 +117,12 @@ class VaultApp:
         return hmac.compare_digest(credential.encode(), self._credential)
 
     async def handle(self, request: Request, caller: str) -> Response:
+        started = time.perf_counter()
+        response = await self._answer(request, caller)
+        self.stats.observe(_OPERATIONS[type(request)], response.error or "ok", time.perf_counter() - started)
+        return response
+
+    async def _answer(self, request: Request, caller: str) -> Response:
         try:
             if isinstance(request, TokenizeRequest):
                 return await self._tokenize(request, caller)
@@ -131,6 +146,8 @@ class VaultApp:
         cvc = None if request.cvc is None else SecretStr(request.cvc)
         record = await self.vault.tokenize(request.merchant_id, number, request.exp_month, request.exp_year,
                                            cvc, caller=caller)
+        if record.created:
+            self.stats.tokens_written += 1
         return Response(id=request.id, ok=True, token=record.token, brand=record.brand, bin=record.bin,
                         last4=record.last4, exp_month=record.exp_month, exp_year=record.exp_year,
                         fingerprint=record.fingerprint.hex())
@@ -234,9 +251,11 @@ class VaultProtocol(asyncio.Protocol):
             return
         if isinstance(request, PingRequest):
             self._write(Response(id=request.id, ok=True))
+            self._app.stats.observe("ping", "ok", 0.0)          # answered at once, with no work to time
             return
         if len(self._tasks) >= INFLIGHT_PER_CONNECTION_MAX:
             self._write(Response(id=request.id, ok=False, error="unavailable"))
+            self._app.stats.observe(_OPERATIONS[type(request)], "unavailable", 0.0)
             return
         assert self._caller is not None
         task = asyncio.get_running_loop().create_task(self._serve(request, self._caller))
@@ -300,9 +319,13 @@ async def serve(config: VaultConfig) -> None:
     hsm, pool = await open_vault(config)
     vault = Vault(pool, hsm, config.kek_label)
     mac_keys = MacKeys(hsm)
-    app = VaultApp(vault, config.credential, mac_keys)
+    stats = RequestStats()
+    app = VaultApp(vault, config.credential, mac_keys, stats)
+    registry = registry_for(VaultCollector(stats, hsm.operations_count,
+                                           lambda: (vault.keys.versions, vault.keys.active_version)))
     server: asyncio.Server | None = None
     http_server: asyncio.Server | None = None
+    ops_server: asyncio.Server | None = None
     try:
         await vault.start(listen_dsn=config.database_url)
         await mac_keys.start(config.mac_keys_file)
@@ -311,7 +334,8 @@ async def serve(config: VaultConfig) -> None:
         server = await loop.create_unix_server(lambda: VaultProtocol(app), path=config.socket_path,
                                                backlog=1024)
         os.chmod(config.socket_path, 0o660)
-        http_server = await start_public_api(vault, pool)  # POST /v1/tokens when VAULT_HTTP_PORT is set
+        http_server = await start_public_api(vault, pool, stats=stats)  # POST /v1/tokens with VAULT_HTTP_PORT
+        ops_server = await start_ops_server(registry)  # /metrics and /healthz when VAULT_OPS_PORT is set
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
@@ -320,6 +344,8 @@ async def serve(config: VaultConfig) -> None:
         await stop.wait()
         log.info("shutting down")
     finally:
+        if ops_server is not None:
+            ops_server.close()
         if http_server is not None:
             http_server.close()
         if server is not None:

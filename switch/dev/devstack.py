@@ -133,6 +133,7 @@ class Stack:
     vault_socket: str = ""
     vault_credential: str = ""
     vault_http_url: str = ""
+    vault_ops_url: str = ""                 # the vault's /metrics and /healthz
     networks: dict[str, dict[str, object]] = field(default_factory=dict)
     simulator_control_url: str = ""
     switch_url: str = ""
@@ -385,14 +386,16 @@ class Stack:
         assert self.hsm is not None
         self.vault_socket = str(self.run_dir / "vault.sock")
         self.vault_credential = secrets.token_urlsafe(32)
-        http_port = free_port()
+        http_port, ops_port = free_port(), free_port()
         service = self.spawn("vault", [sys.executable, "-m", "vault", "serve"], env={
             **self.hsm.env(), "VAULT_DATABASE_URL": self.vault_database_url,
             "VAULT_SOCKET": self.vault_socket, "VAULT_CREDENTIAL": self.vault_credential,
             "VAULT_HTTP_PORT": str(http_port), "VAULT_MAC_KEYS_FILE": str(mac_master_keys_file(self.run_dir)),
+            "VAULT_OPS_PORT": str(ops_port),
         })
         self.wait_for_line(service, "VAULT READY")
         self.vault_http_url = f"http://127.0.0.1:{http_port}"
+        self.vault_ops_url = f"http://127.0.0.1:{ops_port}"
 
     def start_simulator(self, extra_args: list[str] | None = None) -> None:
         tls_args: list[str] = []
