@@ -4,7 +4,8 @@ Brings up the whole local stack (or uses a running one: --url and --api-key, e.g
 warms up, then runs N keep-alive connections for a fixed duration, each sending POST /v1/payments with
 a fresh Idempotency-Key and a vault token (as merchants do after the first payment), bounded by both
 the duration and --payments-max. Prints payments/s, p50/p95/p99 latency, errors by status and the CPU
-seconds each process tree used during the measured window. The last line is always:
+seconds each process tree used during the measured window, and draws them second by second in a PNG
+(loadtest/timeline.py; --plot PATH, --no-plot), named on a `PLOT path=<path>` line. The last line is always:
 
     RESULT payments_per_s=<n> p50_ms=<x> p99_ms=<y> errors=<k>
 """
@@ -14,19 +15,26 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import secrets
 import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 
 import msgspec
 
 from loadtest.httpclient import Client
+from loadtest.timeline import Run, Timeline, draw
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+REQUEST_TIMEOUT_S = 10.0
+RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
 TEST_CARD = {"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
 
 
@@ -74,29 +82,67 @@ class CpuMeter:
             return {pid: table[pid][1]} if pid in table else {}
         return tree_cpu_s(pid, table)
 
-    def begin(self) -> None:
+    def snapshot(self) -> dict[str, dict[int, float]]:
+        """CPU seconds used so far, per pid of each root's tree."""
         table = _process_table()
-        self.start = {name: self._sample(name, pid, table) for name, pid in self.roots.items()}
+        return {name: self._sample(name, pid, table) for name, pid in self.roots.items()}
+
+    def begin(self) -> None:
+        self.start = self.snapshot()
 
     def end(self) -> dict[str, float]:
         """CPU seconds per process tree since begin() (processes born since then count from zero)."""
-        table = _process_table()
-        used = {}
-        for name, pid in self.roots.items():
-            now = self._sample(name, pid, table)
-            before = self.start.get(name, {})
-            used[name] = sum(cpu - before.get(child, 0.0) for child, cpu in now.items())
-        return used
+        return cpu_used_s(self.start, self.snapshot())
+
+
+def cpu_used_s(before: dict[str, dict[int, float]], now: dict[str, dict[int, float]]) -> dict[str, float]:
+    """CPU seconds per process tree between two snapshots (processes born in between count from zero)."""
+    return {name: sum(cpu - before.get(name, {}).get(pid, 0.0) for pid, cpu in pids.items())
+            for name, pids in now.items()}
+
+
+class CpuSampler:
+    """Takes the meter's snapshot once a second of the run into the timeline. A snapshot reads /proc/<pid>/stat
+    of every process, about a millisecond for a hundred: cheap enough to do on the event loop, where a thread
+    would only contend with it for the GIL."""
+
+    def __init__(self, meter: CpuMeter, timeline: Timeline) -> None:
+        self.meter, self.timeline = meter, timeline
+        self.previous, self.previous_s = meter.start, 0.0
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.get_running_loop().create_task(self._each_second())
+
+    async def stop(self) -> None:
+        """Stop sampling, and take the last (partial) second."""
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        self._sample()
+
+    async def _each_second(self) -> None:
+        # Sleeping to the next whole second of the run, not for a second, keeps the samples from drifting.
+        for second in range(1, len(self.timeline.seconds) + 1):
+            await asyncio.sleep(max(0.0, second - self.timeline.now_s()))
+            self._sample()
+
+    def _sample(self) -> None:
+        now, now_s = self.meter.snapshot(), self.timeline.now_s()
+        self.timeline.add_cpu(now_s, now_s - self.previous_s, cpu_used_s(self.previous, now))
+        self.previous, self.previous_s = now, now_s
 
 
 # ----- load ------------------------------------------------------------------------------------------
 
 @dataclass
 class Results:
+    # Every latency, for the exact percentiles of the run: as many as --payments-max at most.
     latencies_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
-
+    # The same answers per second, in histograms of a fixed size, for the picture.
+    timeline: Timeline | None = None
 
 
 async def first_token(url: str, api_key: str, ca_file: str | None = None) -> str:
@@ -146,11 +192,16 @@ def record(results: Results | None, started: float, status: int | None, error: B
         return
     if error is not None:
         results.errors[error.__class__.__name__] += 1
+        if results.timeline is not None:
+            results.timeline.add(None, approved=False)
         return
-    results.latencies_s.append(time.perf_counter() - started)
+    latency_s = time.perf_counter() - started
+    results.latencies_s.append(latency_s)
     results.outcomes[str(status)] += 1
     if status != 200:
         results.errors[f"{prefix}_{status}"] += 1
+    if results.timeline is not None:
+        results.timeline.add(latency_s, approved=status == 200)
 
 
 async def drive(url: str, api_key: str, body: bytes, connections: int, duration_s: float,
@@ -169,7 +220,7 @@ async def drive(url: str, api_key: str, body: bytes, connections: int, duration_
                 sequence += 1
                 started = time.perf_counter()
                 try:
-                    response = await client.request("POST", "/v1/payments", body, timeout_s=10.0,
+                    response = await client.request("POST", "/v1/payments", body, timeout_s=REQUEST_TIMEOUT_S,
                                                     idempotency_key=f"bench-{run}-{index}-{sequence}")
                 except (OSError, TimeoutError, ValueError) as error:
                     record(results, started, None, error)
@@ -221,7 +272,7 @@ class TcpConnection:
         future = self.waiting[self.next_id] = asyncio.get_running_loop().create_future()
         self.writer.write(_tcp_frame({"op": "payments.create", "id": self.next_id, "idempotency_key": key,
                                       "body": body}))
-        answer = await asyncio.wait_for(future, 10.0)
+        answer = await asyncio.wait_for(future, REQUEST_TIMEOUT_S)
         return int(answer["status"])  # type: ignore[call-overload]
 
     async def close(self) -> None:
@@ -274,7 +325,8 @@ def percentile_ms(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
-def report(results: Results, elapsed_s: float, cpu: dict[str, float], connections: int) -> None:
+def report(results: Results, elapsed_s: float, cpu: dict[str, float], connections: int,
+           plot_path: Path | None = None) -> None:
     count = len(results.latencies_s)
     ok = results.outcomes.get("200", 0)
     rate = ok / elapsed_s if elapsed_s else 0.0
@@ -291,9 +343,11 @@ def report(results: Results, elapsed_s: float, cpu: dict[str, float], connection
         for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
             per_payment = seconds / ok * 1e6 if ok else 0.0
             print(f"  {name:<14} {seconds:7.2f} s   {per_payment:8.0f} µs/payment")
-        total = sum(cpu.values())
+        total, cores = sum(cpu.values()), os.cpu_count() or 1
         print(f"  {'total':<14} {total:7.2f} s   {total / ok * 1e6 if ok else 0:8.0f} µs/payment "
-              f"(of {os.cpu_count()} cores x {elapsed_s:.1f} s = {os.cpu_count() * elapsed_s:.1f} s)")
+              f"(of {cores} cores x {elapsed_s:.1f} s = {cores * elapsed_s:.1f} s)")
+    if plot_path is not None:
+        print(f"PLOT path={plot_path}")
     print(f"RESULT payments_per_s={rate:.0f} p50_ms={p50:.1f} p99_ms={p99:.1f} errors={errors}", flush=True)
 
 
@@ -307,7 +361,7 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
     receiver = await WebhookReceiver.subscribe(url, api_key, ca_file) if args.webhook else None
     roots = {**roots, "loadgen": os.getpid()}
     transports = ["http", "tcp"] if args.transport == "both" else [args.transport]
-    summary = []
+    summary, runs = [], []
     for transport in transports:
         async def run(duration_s: float, results: Results | None, transport: str = transport) -> None:
             if transport == "tcp":
@@ -321,13 +375,9 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
         await run(args.warmup_s, None)
         print(f"[{transport}] measuring {args.duration_s:.0f}s with {args.connections} requests in flight ...",
               flush=True)
-        meter = CpuMeter(roots)
-        results = Results()
-        meter.begin()
-        started = time.monotonic()
-        await run(args.duration_s, results)
-        elapsed_s = time.monotonic() - started
-        cpu = meter.end()
+        results, drawn = await measured(transport, run, args.duration_s, roots)
+        runs.append(drawn)
+        elapsed_s, cpu = drawn.elapsed_s, drawn.cpu_s
         if getattr(args, "ops_url", None):
             await asyncio.sleep(1.5)        # the switch hands its screen counters to /metrics once a second
             await asyncio.to_thread(print_fraud_screen, args.ops_url)
@@ -340,7 +390,44 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
             report(results, elapsed_s, cpu, args.connections)
     if len(transports) > 1:
         print("COMPARE " + " ".join(summary), flush=True)
-    report(results, elapsed_s, cpu, args.connections)
+    report(results, elapsed_s, cpu, args.connections, plot(runs, args))
+
+
+async def measured(label: str, run: Callable[[float, Results | None], Awaitable[None]], duration_s: float,
+                   roots: dict[str, int]) -> tuple[Results, Run]:
+    """The measured window: its results, and its elapsed seconds, CPU seconds per process tree and timeline of
+    each second (sized for the duration and the drain of the requests still in flight at its end)."""
+    meter = CpuMeter(roots)
+    timeline = Timeline(math.ceil(duration_s + REQUEST_TIMEOUT_S) + 1)
+    results = Results(timeline=timeline)
+    meter.begin()
+    timeline.start()
+    sampler = CpuSampler(meter, timeline)
+    sampler.start()
+    started = time.monotonic()
+    await run(duration_s, results)
+    elapsed_s = time.monotonic() - started
+    await sampler.stop()
+    return results, Run(label, timeline, elapsed_s, meter.end(), results.outcomes["200"])
+
+
+def plot(runs: list[Run], args: argparse.Namespace) -> Path | None:
+    """Draw the runs' timelines into --plot (default .run/bench-<UTC time>.png); None with --no-plot."""
+    if args.no_plot:
+        return None
+    now = datetime.now(UTC)
+    path = Path(args.plot) if args.plot else RUN_DIR / f"bench-{now:%Y%m%dT%H%M%SZ}.png"
+    stack = f"{args.workers} switch workers" if not args.url else f"the stack at {args.url}"
+    paced = f", paced to {args.rate:,.0f} payments/s" if args.rate else ""
+    title = (f"make bench, {now:%Y-%m-%d %H:%M} UTC: {args.connections} requests in flight{paced}, {stack}, "
+             f"{os.cpu_count()} cores")
+    try:
+        draw(runs, title, path)
+    except ImportError as error:
+        # The figures are the bench's result; a missing plotting library must not cost them.
+        print(f"bench: no plot ({error}; `make setup` installs matplotlib)", file=sys.stderr)
+        return None
+    return path
 
 
 @dataclass
@@ -444,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tls", action="store_true", help="HTTPS on the merchant port (throwaway self-signed pair)")
     parser.add_argument("--webhook", action="store_true",
                         help="subscribe a local endpoint to every event and report the delivery lag")
+    plot_group = parser.add_mutually_exclusive_group()
+    plot_group.add_argument("--plot", metavar="PATH",
+                            help="where to draw throughput, latency and CPU per second "
+                                 "(default .run/bench-<UTC time>.png)")
+    plot_group.add_argument("--no-plot", action="store_true", help="draw no PNG")
     parser.add_argument("--keep-run-dir", action="store_true",
                         help="keep the stack's logs and throwaway keys under .run/ (removed by default)")
     args = parser.parse_args(argv)
