@@ -5,10 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := redis-server softhsm2 postgresql
+# Without its recommended node exporter, which would listen on every interface.
+MONITORING_PACKAGES := prometheus
 BENCH_ARGS ?=
+# Debian's package starts a Prometheus of its own on every interface where an init system runs; the
+# project starts its own on loopback (make observe, the tests), so the packaged service is stopped.
+STOP_PACKAGED_PROMETHEUS := (systemctl disable --now prometheus 2>/dev/null || service prometheus stop 2>/dev/null || true)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages demo up test test-unit bench bench-network fraud-drill settlement-drill settlement-bench webhook-drill openapi lint clean
+.PHONY: help setup system-packages demo up observe test test-unit bench bench-network fraud-drill settlement-drill settlement-bench webhook-drill openapi lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -20,13 +25,16 @@ system-packages:
 	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
 	command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || missing="$$missing postgresql"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing:$$missing"; \
-	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES); \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $(SYSTEM_PACKAGES) && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $(MONITORING_PACKAGES) && \
+	    $(STOP_PACKAGED_PROMETHEUS); \
 	  else \
 	    echo "missing system packages:$$missing"; \
-	    echo "run: sudo apt-get install -y $(SYSTEM_PACKAGES)"; exit 1; \
+	    echo "run: sudo apt-get install -y $(SYSTEM_PACKAGES) && sudo apt-get install -y --no-install-recommends $(MONITORING_PACKAGES)"; exit 1; \
 	  fi; \
 	fi
 
@@ -41,6 +49,9 @@ demo: setup ## start the whole stack, run a scripted payment flow over HTTP, tea
 
 up: setup ## run the whole stack in the foreground; prints READY url=... api_key=...; Ctrl-C stops it
 	$(PY) -m switch.dev.devstack up
+
+observe: setup ## the whole stack plus Prometheus with the shipped rules, on loopback; prints the URLs
+	$(PY) -m switch.dev.observe
 
 test: setup ## the whole test suite (real Postgres, Redis, SoftHSM2 and simulator, started by the harness)
 	$(PY) -m pytest
@@ -69,10 +80,13 @@ bench-network: setup ## codec µs per 0100 and link round trips/s (simulator sub
 openapi: setup ## regenerate docs/openapi.json from the route table and the types (tests fail when it is stale)
 	$(PY) -c "from switch.frontends import openapi; open('docs/openapi.json', 'wb').write(openapi.encoded())"
 
-lint: setup ## ruff, mypy and the import contracts (import-linter, see pyproject.toml)
+lint: setup ## ruff, mypy, the import contracts (import-linter, see pyproject.toml), promtool on deploy/prometheus
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+	promtool check config deploy/prometheus/prometheus.yml
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
 
 clean: ## remove run directories and caches (not .venv)
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -16,9 +16,11 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+from prometheus_client import Counter
 
 from switch.common.currency import lookup as lookup_currency
 from switch.common.failpoints import failpoint
+from switch.common.metrics import FlushedCounts
 from switch.iso import messages
 from switch.network.link import NetworkError
 from switch.network.router import Networks
@@ -33,6 +35,11 @@ LEASE_S = 15.0
 POLL_INTERVAL_S = 1.0
 BACKOFF_MAX_S = 60.0
 SEND_TIMEOUT_S = 5.0
+KINDS = ("capture_advice", "reversal")
+
+sent = Counter("switch_outbox_sent_total", "Outbox sends: acknowledged by the network, or to be retried",
+               ["kind", "result"])
+_sent = FlushedCounts(sent, [(kind, result) for kind in KINDS for result in ("acknowledged", "retry")])
 
 
 class OutboxSender:
@@ -99,9 +106,11 @@ class OutboxSender:
             response = await self.networks.send(row["network"], message, self.send_timeout_s)
         except (NetworkError, VaultError) as error:
             await self._retry_later(row, error.__class__.__name__)
+            _sent.add((row["kind"], "retry"))
             return
         failpoint("outbox.before_ack")
         await outbox_store.update_outbox_acknowledged(self.pool, row["id"], str(response.get("39", "")))
+        _sent.add((row["kind"], "acknowledged"))
 
     def _message(self, row: asyncpg.Record, pan: str, expiry_yymm: str) -> messages.Message:
         repeat = row["attempts"] > 1

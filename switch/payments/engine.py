@@ -4,6 +4,7 @@ outcomes; the engine never sees a front end's bytes and never picks an HTTP stat
 from __future__ import annotations
 
 from switch.common.cards import CardInput
+from switch.payments import metrics
 from switch.payments.commands import (
     ApproveReview,
     Authorize,
@@ -53,6 +54,8 @@ class Payments:
                 await self.services.idempotency.release(ctx.lock_name)
             raise
         assert ctx.outcome is not None
+        if not ctx.replayed:
+            metrics.observe(command, ctx.outcome)
         return ctx.outcome, ctx.replayed
 
     async def get_payment(self, caller: Caller, command: GetPayment) -> Outcome:

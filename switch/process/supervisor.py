@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Any
 
 from switch.process.worker import configure_logging
 
@@ -28,6 +29,7 @@ class Supervisor:
         self.ops_host, self.ops_port = ops_host, ops_port
         self.processes: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
+        self.restarts: Any = None
 
     def spawn(self, index: int) -> int:
         """Start worker `index`; returns the read end of its readiness pipe."""
@@ -43,6 +45,7 @@ class Supervisor:
     def run(self) -> int:
         configure_logging("supervisor")
         self._prepare_metrics_dir()
+        self.restarts = self._restart_counter()
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
         pipes = [self.spawn(index) for index in range(self.count)]
@@ -72,6 +75,7 @@ class Supervisor:
         for index, process in list(self.processes.items()):
             if process.poll() is not None and not self.stopping:
                 log.error("worker %d exited with %s; restarting", index, process.returncode)
+                self.restarts.inc()
                 time.sleep(RESTART_DELAY_S)
                 os.close(self.spawn(index))
 
@@ -90,6 +94,17 @@ class Supervisor:
                 process.kill()
                 codes.append(process.wait())
         return 0 if all(code in (0, -signal.SIGTERM) for code in codes) else 1
+
+    @staticmethod
+    def _restart_counter() -> Any:
+        """Made once the metrics directory is set: the supervisor imported prometheus-client before, in its
+        single-process mode, so its value is switched to the workers' shared files here. Exported at 0 from
+        the start, by whichever worker answers the scrape."""
+        from prometheus_client import Counter, values
+
+        values.ValueClass = values.MultiProcessValue()
+        return Counter("switch_worker_restarts_total", "Workers that died and were started again by the supervisor",
+                       registry=None)
 
     @staticmethod
     def _prepare_metrics_dir() -> None:

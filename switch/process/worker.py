@@ -40,6 +40,7 @@ from switch.outbox.sender import OutboxSender
 from switch.payments.context import Budgets, Services
 from switch.payments.engine import Payments
 from switch.payments.trace import TraceAllocator
+from switch.process import backlog
 from switch.process.config import Settings, load_settings
 from switch.settlement import job as settlement_job
 from switch.settlement import payouts
@@ -129,6 +130,7 @@ class Worker:
         deliverer = Deliverer(pool, settings.webhooks_allow_loopback,
                               settings.webhook_retry_schedule_s or RETRY_SCHEDULE_S)
         delivering = asyncio.get_running_loop().create_task(deliverer.run())
+        sampling = asyncio.get_running_loop().create_task(backlog.sample_forever(pool))
         paying = (asyncio.get_running_loop().create_task(payouts.run(
             pool, Path(settings.payouts_dir), settings.payouts_poll_s)) if settings.payouts_dir else None)
         if ready_fd is not None:
@@ -144,7 +146,7 @@ class Worker:
             tcp_server.close()
         reaper.cancel()
         await deliverer.close()
-        for job in (settling, paying, delivering):
+        for job in (settling, paying, delivering, sampling):
             if job is not None:
                 job.cancel()
         await outbox.stop()

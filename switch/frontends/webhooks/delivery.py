@@ -27,8 +27,10 @@ from typing import Any
 
 import asyncpg
 import msgspec
+from prometheus_client import Counter as MetricCounter
 
 from switch.common.batch import Batcher
+from switch.common.metrics import FlushedCounts
 from switch.frontends.http import events_api
 from switch.frontends.stripe import events as stripe_events
 from switch.frontends.webhooks import client, signing
@@ -47,6 +49,9 @@ POLL_S = 0.5
 CLAIM_GAP_S = 0.01              # between claims while busy: a claim per attempt that ends would be a query each
 
 _encoder = msgspec.json.Encoder()
+attempts_metric = MetricCounter("switch_webhook_attempts_total", "Webhook delivery attempts: delivered (2xx), "
+                                "retry (due again later) or failed (given up, 410 or disabled)", ["result"])
+_attempts = FlushedCounts(attempts_metric, [("delivered",), ("retry",), ("failed",)])
 
 
 def next_attempt(attempts: int, queued_at: datetime, now: datetime, schedule: Sequence[float] = RETRY_SCHEDULE_S,
@@ -145,6 +150,7 @@ class Deliverer:
         await self._record(row, answer, "pending" if due else "failed", due)
 
     async def _record(self, row: asyncpg.Record, answer: client.Answer, status: str, due: datetime | None) -> None:
+        _attempts.add(("retry" if status == "pending" else status,))
         await self.results.submit((row["id"], answer.status, answer.error, answer.latency_ms, answer.excerpt,
                                    status, due))
 

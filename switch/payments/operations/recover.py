@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from switch.payments import metrics
 from switch.payments.operations.refund import finish_recovered
 from switch.payments.states import Event
 from switch.payments.steps.fail import fail_payment
@@ -43,4 +44,5 @@ async def recover_in_flight(pool: asyncpg.Pool, batch_max: int = BATCH_MAX,
             await finish_recovered(conn, pending, request_id)
     if refunds:
         log.warning("recovered %d refunds left pending past their deadline", len(refunds))
+    metrics.recovered.inc(len(payments) + len(refunds))
     return len(payments) + len(refunds)

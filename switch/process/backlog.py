@@ -1,0 +1,55 @@
+"""Gauges of what waits, sampled from Postgres: the network outbox (capture advices and reversals not yet
+acknowledged, and the age of the oldest), webhook deliveries pending and the delivery lag, open settlement
+exceptions. Every worker samples every SAMPLE_INTERVAL_S; the gauges aggregate as the largest live value, so
+the exposition shows one figure whichever worker answers the scrape."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+from prometheus_client import Gauge
+
+from switch.store.backlog import select_backlog
+
+log = logging.getLogger(__name__)
+
+SAMPLE_INTERVAL_S = 5.0
+SAMPLE_TIMEOUT_S = 2.0
+OUTBOX_KINDS = ("capture_advice", "reversal")
+
+outbox_pending = Gauge("switch_outbox_pending", "Network outbox rows not yet acknowledged", ["kind"],
+                       multiprocess_mode="livemax")
+outbox_oldest_age = Gauge("switch_outbox_oldest_age_seconds", "Age of the oldest unacknowledged outbox row",
+                          ["kind"], multiprocess_mode="livemax")
+webhook_pending = Gauge("switch_webhook_deliveries_pending", "Webhook deliveries not yet delivered or given up",
+                        multiprocess_mode="livemax")
+webhook_lag = Gauge("switch_webhook_delivery_lag_seconds", "How long the oldest due webhook delivery has waited",
+                    multiprocess_mode="livemax")
+settlement_exceptions_open = Gauge("switch_settlement_exceptions_open",
+                                   "Settlement lines of active files that did not match and no operator resolved",
+                                   multiprocess_mode="livemax")
+
+
+def publish(row: asyncpg.Record | dict) -> None:
+    """Set every gauge from one sample; a kind with nothing waiting reads 0, so no series goes missing."""
+    outbox = row["outbox"] or {}
+    for kind in OUTBOX_KINDS:
+        pending, oldest_s = outbox.get(kind, (0, 0.0))
+        outbox_pending.labels(kind).set(pending)
+        outbox_oldest_age.labels(kind).set(oldest_s)
+    webhook_pending.set(row["webhook_pending"])
+    webhook_lag.set(row["webhook_lag_s"])
+    settlement_exceptions_open.set(row["settlement_exceptions_open"])
+
+
+async def sample_forever(pool: asyncpg.Pool, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+    while True:
+        try:
+            publish(await asyncio.wait_for(select_backlog(pool), SAMPLE_TIMEOUT_S))
+        except (asyncpg.PostgresError, OSError, TimeoutError) as error:
+            # The gauges keep their last values; a stale sample is better than none, and the
+            # database's own alerts say why it is away.
+            log.warning("backlog sample failed: %s", error.__class__.__name__)
+        await asyncio.sleep(interval_s)

@@ -1,0 +1,24 @@
+"""What waits: the queues an operator watches (outbox, webhook deliveries, open settlement exceptions), read
+in one statement for the metrics sampler (switch.process.backlog). Each count runs on a partial index or a
+small set, so the statement stays cheap enough to run every few seconds on every worker."""
+
+from __future__ import annotations
+
+import asyncpg
+
+_BACKLOG = """
+SELECT
+  (SELECT coalesce(jsonb_object_agg(kind, jsonb_build_array(pending, oldest_s)), '{}'::jsonb) FROM (
+     SELECT kind, count(*) AS pending, extract(epoch FROM now() - min(created_at))::float8 AS oldest_s
+     FROM network_outbox WHERE acknowledged_at IS NULL GROUP BY kind) o) AS outbox,
+  (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') AS webhook_pending,
+  (SELECT coalesce(extract(epoch FROM now() - min(next_attempt_at)), 0)::float8 FROM webhook_deliveries
+     WHERE status = 'pending' AND next_attempt_at <= now()) AS webhook_lag_s,
+  (SELECT count(*) FROM settlement_matches m JOIN settlement_files f ON f.id = m.file_id
+     LEFT JOIN settlement_resolutions r USING (file_id, line_no)
+     WHERE f.status = 'active' AND m.class <> 'matched' AND r.action IS NULL) AS settlement_exceptions_open
+"""
+
+
+async def select_backlog(pool: asyncpg.Pool) -> asyncpg.Record:
+    return await pool.fetchrow(_BACKLOG)
