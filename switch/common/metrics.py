@@ -49,8 +49,10 @@ class FlushedCounts:
     caller's label sets."""
 
     FLUSH_INTERVAL_S = 1.0
+    every: list[FlushedCounts] = []              # so a worker that stops hands over what it still holds
 
     def __init__(self, counter: Counter, known: Iterable[tuple[str, ...]] = ()) -> None:
+        FlushedCounts.every.append(self)
         self.counter = counter
         self.amounts: dict[tuple[str, ...], float] = {}
         self.children: dict[tuple[str, ...], Any] = {}
@@ -78,6 +80,12 @@ class FlushedCounts:
         if child is None:
             child = self.children[labels] = self.counter.labels(*labels) if labels else self.counter
         return child
+
+
+def flush_all() -> None:
+    """At a clean stop: the counts of the last second would otherwise be lost with the process."""
+    for counts in FlushedCounts.every:
+        counts.flush()
 
 
 def render() -> bytes:

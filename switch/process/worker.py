@@ -152,6 +152,7 @@ class Worker:
         await outbox.stop()
         await asyncio.sleep(0.2)            # let handlers already running write their final rows
         await writer.close()
+        metrics.flush_all()
         idempotency.commands.log_batches()
         await networks.close()
         await vault.close()
