@@ -315,6 +315,9 @@ CREATE TABLE settlement_matches (
     FOREIGN KEY (file_id, line_no) REFERENCES settlement_lines (file_id, line_no)
 );
 CREATE INDEX settlement_matches_class ON settlement_matches (file_id, class);
+-- The lines that did not match: a few, against millions that did; the metrics count the open ones every few
+-- seconds (switch.store.backlog).
+CREATE INDEX settlement_matches_unmatched ON settlement_matches (file_id, line_no) WHERE class <> 'matched';
 
 -- An operator's resolution of a settlement exception (a line that did not match): who, when, what, why.
 CREATE TABLE settlement_resolutions (

@@ -170,8 +170,9 @@ HTTP_429 = 'switch_http_requests_total{status="429"}'
 
 
 def overview() -> g.Dashboard:
-    authorize = f'switch_payments_total{{operation="authorize",{NETWORK}}}'
-    approved = f'switch_payments_total{{operation="authorize",result="succeeded",{NETWORK}}}'
+    # network="none": refused before a network was chosen (a bad card number), not part of an approval rate.
+    authorize = f'switch_payments_total{{operation="authorize",network!="none",{NETWORK}}}'
+    approved = f'switch_payments_total{{operation="authorize",network!="none",result="succeeded",{NETWORK}}}'
     http_bucket = "switch_http_request_duration_seconds_bucket"
     failed = f'switch_payments_total{{result!="succeeded",{NETWORK}}}'
     errors = f"sum by (operation, result) ({rate(failed)})"

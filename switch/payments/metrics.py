@@ -19,8 +19,11 @@ from switch.payments.commands import (
 )
 from switch.payments.outcome import Outcome
 
+# A refund's answer carries the refund, not its payment, so refunds count under network "none" as do
+# commands refused before a network was chosen.
 payments = Counter("switch_payments_total", "Payment commands answered (replays not counted), by operation, "
-                   "network (none: refused before one was chosen) and result", ["operation", "network", "result"])
+                   "network (none: refunds, and commands refused before a network was chosen) and result",
+                   ["operation", "network", "result"])
 
 recovered = Counter("switch_recovery_resolved_total", "Payments and refunds found in flight past their deadline "
                     "(their worker died) and failed and reversed by recovery")

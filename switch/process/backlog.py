@@ -1,7 +1,8 @@
 """Gauges of what waits, sampled from Postgres: the network outbox (capture advices and reversals not yet
 acknowledged, and the age of the oldest), webhook deliveries pending and the delivery lag, open settlement
-exceptions. Every worker samples every SAMPLE_INTERVAL_S; the gauges aggregate as the largest live value, so
-the exposition shows one figure whichever worker answers the scrape."""
+exceptions. Every worker samples every SAMPLE_INTERVAL_S; the gauges aggregate as the largest value of the
+live workers (the supervisor drops a dead worker's), so the exposition shows one figure whichever worker
+answers the scrape."""
 
 from __future__ import annotations
 
@@ -48,7 +49,7 @@ async def sample_forever(pool: asyncpg.Pool, interval_s: float = SAMPLE_INTERVAL
     while True:
         try:
             publish(await asyncio.wait_for(select_backlog(pool), SAMPLE_TIMEOUT_S))
-        except (asyncpg.PostgresError, OSError, TimeoutError) as error:
+        except Exception as error:  # noqa: BLE001 - the loop must outlive any one failed sample
             # The gauges keep their last values; a stale sample is better than none, and the
             # database's own alerts say why it is away.
             log.warning("backlog sample failed: %s", error.__class__.__name__)

@@ -76,6 +76,7 @@ class Supervisor:
             if process.poll() is not None and not self.stopping:
                 log.error("worker %d exited with %s; restarting", index, process.returncode)
                 self.restarts.inc()
+                self._forget_gauges(process.pid)
                 time.sleep(RESTART_DELAY_S)
                 os.close(self.spawn(index))
 
@@ -105,6 +106,14 @@ class Supervisor:
         values.ValueClass = values.MultiProcessValue()
         return Counter("switch_worker_restarts_total", "Workers that died and were started again by the supervisor",
                        registry=None)
+
+    @staticmethod
+    def _forget_gauges(pid: int) -> None:
+        """A dead worker's live gauges (its breakers, in-flight requests, backlog samples) leave the
+        exposition; its counters stay, as counters must."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
     @staticmethod
     def _prepare_metrics_dir() -> None:

@@ -1,6 +1,7 @@
 """What waits: the queues an operator watches (outbox, webhook deliveries, open settlement exceptions), read
-in one statement for the metrics sampler (switch.process.backlog). Each count runs on a partial index or a
-small set, so the statement stays cheap enough to run every few seconds on every worker."""
+in one statement for the metrics sampler (switch.process.backlog). Each count runs on a partial index
+(network_outbox_due, webhook_deliveries_due, settlement_matches_unmatched), so the statement stays cheap
+enough to run every few seconds on every worker, however many lines past settlement files hold."""
 
 from __future__ import annotations
 

@@ -165,7 +165,7 @@ def test_histogram_buckets_are_cumulative_and_a_bound_belongs_to_its_bucket() ->
     # Every operation has its "ok" series and its histogram from the start.
     for operation in OPERATIONS:
         assert (("vault_requests_total", (("operation", operation), ("result", "ok")))) in found
-        assert value(found, "vault_request_duration_seconds_bucket", operation=operation, le="+Inf") >= 0
+        assert ("vault_request_duration_seconds_bucket", (("le", "+Inf"), ("operation", operation))) in found
     assert len([key for key in found if key[0] == "vault_request_duration_seconds_bucket"
                 and dict(key[1])["operation"] == "ping"]) == len(DURATION_BUCKETS_S) + 1
     assert value(found, "vault_tokens_written_total") == 3
