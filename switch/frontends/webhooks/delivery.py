@@ -1,7 +1,9 @@
 """Webhook delivery: every worker takes due deliveries from the queue in Postgres (FOR UPDATE SKIP LOCKED,
 with a lease), at most PER_ENDPOINT_MAX of one endpoint and IN_FLIGHT_MAX in all in flight at once,
-so a slow or dead endpoint never holds up the others. It takes more as soon as attempts end, and the
-attempts of one moment are recorded in one statement (group commit). At least once: a delivery is
+so a slow or dead endpoint never holds up the others. An endpoint that answers fast is claimed for in depth
+(up to QUEUED_FAST_MAX waiting on this worker), so a backlog drains in few claims; attempts reuse kept-alive
+connections (client.Connections). It takes more as soon as attempts end, and the attempts of one moment are
+recorded in one statement (group commit). At least once: a delivery is
 marked delivered only after a 2xx, and a worker that dies mid-attempt leaves it due again when its
 lease ends; every attempt of an event carries the same `webhook-id` (the event's id), so a receiver
 drops duplicates.
@@ -20,7 +22,7 @@ import functools
 import logging
 import random
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,10 +43,17 @@ log = logging.getLogger(__name__)
 RETRY_SCHEDULE_S = (5, 300, 1_800, 7_200, 18_000, 36_000, 36_000, 36_000, 36_000, 36_000)
 RETRY_FOR_S = 3 * 86_400
 FAILING_FOR_S = 3 * 86_400      # an endpoint whose every attempt failed this long is disabled, with an event
-PER_ENDPOINT_MAX = 16
-IN_FLIGHT_MAX = 64
-BATCH_MAX = 100
-LEASE_S = 30.0
+PER_ENDPOINT_MAX = 16          # attempts in flight to one endpoint, per worker
+IN_FLIGHT_MAX = 64             # attempts in flight, per worker
+# Claimed and waiting on this worker, per endpoint: an endpoint that answers fast gets deep claims (one claim
+# feeds it for a while: a claim ranks every due delivery, so its cost grows with the backlog), a slow or
+# failing one (or one not seen yet) no more than it has room in flight for, so it never holds rows that
+# another worker could deliver.
+QUEUED_FAST_MAX = 256
+FAST_ATTEMPT_MS = 100.0        # an endpoint whose recent attempts average under this, all 2xx, is fast
+CLAIMED_MAX = 1024             # claimed in all (in flight and waiting), per worker
+BATCH_MAX = 500
+LEASE_S = 30.0                 # covers a deep claim's wait: QUEUED_FAST_MAX at PER_ENDPOINT_MAX per 100 ms
 POLL_S = 0.5
 CLAIM_GAP_S = 0.01              # between claims while busy: a claim per attempt that ends would be a query each
 
@@ -77,6 +86,10 @@ class Deliverer:
         self.retry_for_s = retry_for_s
         self.tasks: set[asyncio.Task[None]] = set()         # the attempts in flight
         self.per_endpoint: Counter[str] = Counter()          # ... of each endpoint
+        self.queued: dict[str, deque[asyncpg.Record]] = {}   # claimed, waiting for room, per endpoint
+        self.queued_count = 0
+        self.latency_ms: dict[str, float] = {}               # recent attempts' mean (failures count slow)
+        self.connections = client.Connections()
         self.freed = asyncio.Event()
         self.results: Batcher[Attempted, None] = Batcher(self._record_many, size_max=500, inflight_max=1)
 
@@ -97,24 +110,49 @@ class Deliverer:
             await asyncio.sleep(CLAIM_GAP_S)                 # let more attempts end: one claim takes them all
 
     async def pass_once(self) -> int:
-        """Start the due deliveries this worker has room for; how many it started."""
-        room = IN_FLIGHT_MAX - len(self.tasks)
-        if room <= 0:
+        """Claim the due deliveries this worker has room for and start what it can; how many it claimed."""
+        room = CLAIMED_MAX - len(self.tasks) - self.queued_count
+        if room <= 0 or len(self.tasks) >= IN_FLIGHT_MAX:
             return 0
-        full = {endpoint: PER_ENDPOINT_MAX - n for endpoint, n in self.per_endpoint.items() if n}
-        rows = await webhook_store.claim_due(self.pool, min(room, BATCH_MAX), PER_ENDPOINT_MAX, LEASE_S, full)
+        busy = set(self.per_endpoint) | set(self.queued)
+        left = {endpoint: self._claim_max(endpoint) - self.per_endpoint[endpoint] - len(self.queued.get(endpoint, ()))
+                for endpoint in busy}
+        rows = await webhook_store.claim_due(self.pool, min(room, BATCH_MAX), PER_ENDPOINT_MAX, LEASE_S,
+                                             {endpoint: max(0, free) for endpoint, free in left.items()})
         for row in rows:
-            self.per_endpoint[row["endpoint_id"]] += 1
-            task = asyncio.get_running_loop().create_task(self._deliver(row))
-            self.tasks.add(task)
-            task.add_done_callback(functools.partial(self._done, endpoint=row["endpoint_id"]))
+            self.queued.setdefault(row["endpoint_id"], deque()).append(row)
+        self.queued_count += len(rows)
+        self._start_queued()
         return len(rows)
+
+    def _claim_max(self, endpoint: str) -> int:
+        fast = self.latency_ms.get(endpoint, FAST_ATTEMPT_MS) < FAST_ATTEMPT_MS
+        return QUEUED_FAST_MAX if fast else PER_ENDPOINT_MAX
+
+    def _start_queued(self) -> None:
+        """Start waiting deliveries while there is room, in all and per endpoint."""
+        for endpoint in list(self.queued):
+            waiting = self.queued[endpoint]
+            while waiting and self.per_endpoint[endpoint] < PER_ENDPOINT_MAX and len(self.tasks) < IN_FLIGHT_MAX:
+                self._start(waiting.popleft())
+                self.queued_count -= 1
+            if not waiting:
+                del self.queued[endpoint]
+
+    def _start(self, row: asyncpg.Record) -> None:
+        self.per_endpoint[row["endpoint_id"]] += 1
+        task = asyncio.get_running_loop().create_task(self._deliver(row))
+        self.tasks.add(task)
+        task.add_done_callback(functools.partial(self._done, endpoint=row["endpoint_id"]))
 
     def _done(self, task: asyncio.Task[None], endpoint: str) -> None:
         self.tasks.discard(task)
         self.per_endpoint[endpoint] -= 1
         if not self.per_endpoint[endpoint]:
             del self.per_endpoint[endpoint]
+            if endpoint not in self.queued:
+                self.latency_ms.pop(endpoint, None)          # bounded by the endpoints being delivered to
+        self._start_queued()
         self.freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.warning("webhook attempt failed: %s", task.exception().__class__.__name__)
@@ -131,8 +169,14 @@ class Deliverer:
         else:
             body = await self._body(row)
             headers = signing.headers(row["secret"], message_id, int(time.time()), body, row["previous_secret"])
-        answer = await client.post(row["url"], body, headers, self.allow_loopback)
+        answer = await client.post(row["url"], body, headers, self.allow_loopback, connections=self.connections)
+        self._observe(row["endpoint_id"], answer)
         await self._settle(row, answer)
+
+    def _observe(self, endpoint: str, answer: client.Answer) -> None:
+        delivered = answer.status is not None and 200 <= answer.status < 300
+        latency_ms = answer.latency_ms if delivered else client.DELIVERY_TIMEOUT_S * 1000
+        self.latency_ms[endpoint] = 0.8 * self.latency_ms.get(endpoint, latency_ms) + 0.2 * latency_ms
 
     async def _body(self, row: asyncpg.Record) -> bytes:
         event = (await events_api.event_objects(self.pool, [_event_row(row)]))[0]  # type: ignore[list-item]
@@ -165,6 +209,7 @@ class Deliverer:
     async def close(self) -> None:
         for task in list(self.tasks):
             task.cancel()
+        self.connections.close()
 
 
 def _event_row(row: asyncpg.Record) -> dict[str, Any]:

@@ -1,0 +1,94 @@
+"""The webhooks' keep-alive connections, against a small HTTP server on loopback that counts the connections
+it accepts; and how deep a worker claims for an endpoint, from its recent answers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from switch.frontends.webhooks import client
+from switch.frontends.webhooks.delivery import PER_ENDPOINT_MAX, QUEUED_FAST_MAX, Deliverer
+
+
+class Receiver:
+    """Answers every POST with 200; `closing` adds Connection: close; `accepted` counts connections."""
+
+    def __init__(self, closing: bool = False) -> None:
+        self.closing = closing
+        self.accepted = 0
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
+        self.writers.append(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                                  if line.lower().startswith(b"content-length")))
+                await reader.readexactly(length)
+                extra = b"Connection: close\r\n" if self.closing else b""
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n" + extra + b"\r\n{}")
+                await writer.drain()
+                if self.closing:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+@asynccontextmanager
+async def serving(receiver: Receiver) -> AsyncIterator[str]:
+    server = await asyncio.start_server(receiver.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        yield f"http://127.0.0.1:{port}/hook"
+    finally:
+        server.close()
+
+
+async def post(url: str, connections: client.Connections) -> client.Answer:
+    return await client.post(url, b'{"id":"evt_1"}', [], allow_loopback=True, timeout_s=5.0, connections=connections)
+
+
+async def test_attempts_to_one_endpoint_share_a_kept_alive_connection() -> None:
+    receiver, connections = Receiver(), client.Connections()
+    async with serving(receiver) as url:
+        answers = [await post(url, connections) for _ in range(5)]
+    connections.close()
+    assert [answer.status for answer in answers] == [200] * 5
+    assert receiver.accepted == 1
+
+
+async def test_a_server_that_closes_gets_a_new_connection_each_time() -> None:
+    receiver, connections = Receiver(closing=True), client.Connections()
+    async with serving(receiver) as url:
+        answers = [await post(url, connections) for _ in range(3)]
+    assert [answer.status for answer in answers] == [200] * 3
+    assert receiver.accepted == 3 and connections.count == 0
+
+
+async def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_failed_attempt() -> None:
+    receiver, connections = Receiver(), client.Connections()
+    async with serving(receiver) as url:
+        assert (await post(url, connections)).status == 200
+        for writer in receiver.writers:
+            writer.close()                  # the server drops its idle connection
+        await asyncio.sleep(0.05)
+        second = await post(url, connections)
+    connections.close()
+    assert (second.status, second.error) == (200, None)
+    assert receiver.accepted == 2
+
+
+def test_a_fast_endpoint_is_claimed_for_in_depth_and_a_failing_one_is_not() -> None:
+    deliverer = Deliverer(pool=None)  # type: ignore[arg-type]  # only its bookkeeping is used here
+    assert deliverer._claim_max("we_new") == PER_ENDPOINT_MAX              # not seen yet
+    for _ in range(3):
+        deliverer._observe("we_fast", client.Answer(200, None, 3, "{}"))
+        deliverer._observe("we_down", client.Answer(500, None, 3, "{}"))
+    assert deliverer._claim_max("we_fast") == QUEUED_FAST_MAX
+    assert deliverer._claim_max("we_down") == PER_ENDPOINT_MAX
+    deliverer._observe("we_fast", client.Answer(None, "connection failed", 1, None))
+    assert deliverer._claim_max("we_fast") == PER_ENDPOINT_MAX             # one failure: no longer fast
