@@ -34,13 +34,16 @@ from switch.idempotency.ratelimit import lock_script_with
 
 DISTINCT_MAX = 64
 MERCHANT_KEYS_MAX = 10_000
+_CARD_MERCHANT = ("card", "merchant")
 
 # velocity(first, a): KEYS[first] is the address's distinct-card set (or "" without an address),
 # KEYS[first + 1..] the subjects' counters, the merchant's last. ARGV[a..a + 3]: now (ms), mode ('a' an
 # attempt, 's' a small one, 'd' a decline), US cents, the card's member name in the distinct set. The
 # card-testing thresholds are formatted in (CardTesting). Answers {testing (0/1), testing_started (0/1),
-# distinct cards, then per subject 3 windows x 4 sums}. It runs alone, or inside the idempotency lock's
-# command for a payment whose card is known before the vault answers (Velocity.rider).
+# distinct cards, then per subject but the merchant the 6 sums rules read (READS), then the merchant's 3}:
+# only what is read, as the switch parses every number of the answer (15 numbers for a card and a
+# merchant, where all 12 sums of each were 27). It runs alone, or inside the idempotency lock's command for
+# a payment whose card is known before the vault answers (Velocity.rider).
 VELOCITY = """
 local function velocity(first, a)
   local floor, pack, unpack_struct = math.floor, struct.pack, struct.unpack
@@ -52,6 +55,7 @@ local function velocity(first, a)
   if attempt then a1, a2, a3, a4 = 1, tonumber(ARGV[a + 2]), 0, (ARGV[a + 1] == 's' and 1 or 0) end
   local answer, n = {0, 0, 0}, 3
   local v
+  local sums = {}
   for k = first + 1, #KEYS do
     local raw = redis.call('GET', KEYS[k])
     if raw and #raw == 224 then
@@ -76,13 +80,17 @@ local function velocity(first, a)
       local x1, x2, x3, x4 = v[c] + a1, v[c + 1] + a2, v[c + 2] + a3, v[c + 3] + a4
       v[c], v[c + 1], v[c + 2], v[c + 3] = x1, x2, x3, x4
       local weight = 1 - (now - id * width) / width
-      answer[n + 1] = floor(v[c + 4] * weight + x1)
-      answer[n + 2] = floor(v[c + 5] * weight + x2)
-      answer[n + 3] = floor(v[c + 6] * weight + x3)
-      answer[n + 4] = floor(v[c + 7] * weight + x4)
-      n = n + 4
+      local e = 4 * w - 3
+      sums[e] = floor(v[c + 4] * weight + x1)
+      sums[e + 1] = floor(v[c + 5] * weight + x2)
+      sums[e + 2] = floor(v[c + 6] * weight + x3)
+      sums[e + 3] = floor(v[c + 7] * weight + x4)
     end
     if k < #KEYS then
+      -- counts 1m, 1h, 24h, cents 1h, 24h, declines 1h
+      answer[n + 1], answer[n + 2], answer[n + 3] = sums[1], sums[5], sums[9]
+      answer[n + 4], answer[n + 5], answer[n + 6] = sums[6], sums[10], sums[7]
+      n = n + 6
       redis.call('SET', KEYS[k], pack(layout, unpack(v, 1, 28)), 'PX', 90000000)
     end
   end
@@ -100,9 +108,9 @@ local function velocity(first, a)
     redis.call('PEXPIRE', set, 3700000)
     answer[3] = live
   end
-  -- The merchant's minute (its sums are the last 4 x 3 answers' first four) and its cool-off deadline.
-  local at = n - 11
-  local count, declines, small = answer[at], answer[at + 2], answer[at + 3]
+  -- The merchant's minute (its sums are the last subject's) and its cool-off deadline.
+  local count, declines, small = sums[1], sums[3], sums[4]
+  answer[n + 1], answer[n + 2], answer[n + 3] = count, declines, small
   local minimum, ratio, cool_off = {minimum}, {ratio_pct}, {cool_off_ms}
   if count >= minimum and (declines * 100 >= ratio * count or small * 100 >= ratio * count) then
     if v[28] < now then answer[2] = 1 end
@@ -133,6 +141,7 @@ class Subjects:
     distinct: str
     card_member: str
     names: tuple[str, ...] = ()                        # the subjects, in the order of `keys`
+    layout: Layout | None = None                       # where their attributes are in the script's answer
 
 
 class Velocity:
@@ -160,6 +169,13 @@ class Velocity:
 
     def subjects(self, merchant_id: str, card: str, ip: str | None, email: str | None) -> Subjects:
         """The counters of a payment by the card's `card_hash`, its address and email and its merchant."""
+        merchant = self.merchant_keys.get(merchant_id)
+        if merchant is None:
+            if len(self.merchant_keys) >= MERCHANT_KEYS_MAX:
+                self.merchant_keys.clear()
+            merchant = self.merchant_keys[merchant_id] = f"fv:{self._hash('merchant', merchant_id)}"
+        if not ip and not email:
+            return Subjects([f"fv:{card}", merchant], "", card[:16], _CARD_MERCHANT, _layout(_CARD_MERCHANT))
         keys, names = [f"fv:{card}"], ["card"]
         distinct = ""
         if ip:
@@ -170,14 +186,10 @@ class Velocity:
         if email:
             keys.append(f"fv:{self._hash('email', merchant_id, email)}")
             names.append("email")
-        merchant = self.merchant_keys.get(merchant_id)
-        if merchant is None:
-            if len(self.merchant_keys) >= MERCHANT_KEYS_MAX:
-                self.merchant_keys.clear()
-            merchant = self.merchant_keys[merchant_id] = f"fv:{self._hash('merchant', merchant_id)}"
         keys.append(merchant)
         names.append("merchant")
-        return Subjects(keys, distinct, card[:16], tuple(names))
+        subjects = tuple(names)
+        return Subjects(keys, distinct, card[:16], subjects, _layout(subjects))
 
     def attempt(self, subjects: Subjects, usd_cents: int, small: bool) -> asyncio.Future[object]:
         """Count an authorization attempt and read every counter (the future answers the script's list)."""
@@ -206,38 +218,41 @@ def _ignore(future: asyncio.Future[object]) -> None:
         future.exception()
 
 
-# What each subject's sums give the rules, by window (0: 1 minute, 1: 1 hour, 2: 24 hours) and sum (0 count,
-# 1 US cents, 2 declines, 3 small authorizations): docs/fraud.md lists them.
-READS: dict[str, tuple[tuple[str, int, int], ...]] = {
-    "card": (("card_velocity_1m", 0, 0), ("card_velocity_1h", 1, 0), ("card_velocity_24h", 2, 0),
-             ("card_amount_usd_1h", 1, 1), ("card_amount_usd_24h", 2, 1), ("card_declines_1h", 1, 2)),
-    "ip": (("ip_velocity_1m", 0, 0), ("ip_velocity_1h", 1, 0), ("ip_velocity_24h", 2, 0),
-           ("ip_declines_1h", 1, 2)),
-    "email": (("email_velocity_1h", 1, 0), ("email_velocity_24h", 2, 0)),
-    "merchant": (("merchant_velocity_1m", 0, 0), ("merchant_declines_1m", 0, 2), ("merchant_small_1m", 0, 3)),
+# What each subject's sums give the rules: (attribute, its place among the subject's sums in the script's
+# answer, in US cents). A subject but the merchant answers 6 sums: counts over 1 minute, 1 hour and 24
+# hours, US cents over 1 hour and 24 hours, declines over 1 hour; the merchant (always the last) answers 3:
+# its count, declines and small authorizations over 1 minute. docs/fraud.md lists the attributes.
+READS: dict[str, tuple[tuple[str, int, bool], ...]] = {
+    "card": (("card_velocity_1m", 0, False), ("card_velocity_1h", 1, False), ("card_velocity_24h", 2, False),
+             ("card_amount_usd_1h", 3, True), ("card_amount_usd_24h", 4, True), ("card_declines_1h", 5, False)),
+    "ip": (("ip_velocity_1m", 0, False), ("ip_velocity_1h", 1, False), ("ip_velocity_24h", 2, False),
+           ("ip_declines_1h", 5, False)),
+    "email": (("email_velocity_1h", 1, False), ("email_velocity_24h", 2, False)),
+    "merchant": (("merchant_velocity_1m", 0, False), ("merchant_declines_1m", 1, False),
+                 ("merchant_small_1m", 2, False)),
 }
+SUMS_PER_SUBJECT = 6
 ATTRIBUTES = tuple(name for reads in READS.values() for name, _, _ in reads) + ("ip_cards_1h",)
 
 
-_LAYOUTS: dict[tuple[str, ...], tuple[tuple[str, int, bool], ...]] = {}
+# Where a subject list's attributes are in the script's answer: (attribute, index, in US cents).
+Layout = tuple[tuple[str, int, bool], ...]
+_LAYOUTS: dict[tuple[str, ...], Layout] = {}
 
 
-def _layout(names: tuple[str, ...]) -> tuple[tuple[str, int, bool], ...]:
-    """Where each attribute is in the script's answer for these subjects: (name, index, in cents)."""
+def _layout(names: tuple[str, ...]) -> Layout:
     layout = _LAYOUTS.get(names)
     if layout is None:
-        places = []
-        for position, name in enumerate(names):
-            for attribute, window, sum_ in READS[name]:
-                places.append((attribute, 3 + 12 * position + 4 * window + sum_, sum_ == 1))
-        layout = _LAYOUTS[names] = tuple(places)
+        layout = _LAYOUTS[names] = tuple(
+            (attribute, 3 + SUMS_PER_SUBJECT * position + place, in_cents)
+            for position, name in enumerate(names) for attribute, place, in_cents in READS[name])
     return layout
 
 
 def read(subjects: Subjects, answer: list[int], into: dict[str, Any]) -> tuple[bool, bool]:
     """The script's answer as attributes in `into` (``card_velocity_1h``, ``ip_cards_1h``...); whether the
     merchant is in a card-testing cool-off, and whether this payment started it."""
-    for attribute, index, cents in _layout(subjects.names):
+    for attribute, index, cents in subjects.layout or _layout(subjects.names):
         into[attribute] = answer[index] / 100 if cents else answer[index]
     if subjects.distinct:
         into["ip_cards_1h"] = answer[2]
