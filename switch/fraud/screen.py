@@ -61,13 +61,14 @@ class Payment(NamedTuple):
 
 
 class CardIdentity(NamedTuple):
-    """What the screen derives from a card number, once: never the number itself."""
+    """What the screen derives from a card number at a merchant, once: never the number itself."""
 
     card_hash: str                     # its counters' name (switch-wide)
     fingerprint: str                   # as its merchant sees it
     bin: str
     country: str | None
     funding: str | None
+    subjects: Subjects                 # its counters and the merchant's: a payment's without an address or email
 
 
 @dataclass(slots=True)
@@ -109,7 +110,15 @@ class Screener:
         country, funding = issuer_of(number)
         fingerprint = hashlib.blake2b(f"{merchant_id}\0{number}".encode(), key=self.fingerprint_key,
                                       digest_size=8).hexdigest()
-        return CardIdentity(self.velocity.card_hash(number), fingerprint, number[:6], country, funding)
+        card_hash = self.velocity.card_hash(number)
+        return CardIdentity(card_hash, fingerprint, number[:6], country, funding,
+                            self.velocity.subjects(merchant_id, card_hash, None, None))
+
+    def _subjects(self, merchant_id: str, identity: CardIdentity, ip: str | None, email: str | None) -> Subjects:
+        """A payment's counters: the card's own, made with it, unless the payment has an address or email."""
+        if not ip and not email:
+            return identity.subjects
+        return self.velocity.subjects(merchant_id, identity.card_hash, ip, email)
 
     def forget(self, merchant_id: str) -> None:
         """Drop this worker's copy of the merchant's policy (it changed): the next screen loads it."""
@@ -184,7 +193,7 @@ class Screener:
             identity = cached
         usd = amount_usd(amount, currency)
         cents, small = (int(usd * 100), usd < SMALL_AMOUNT_USD) if usd is not None else (0, False)
-        subjects = self.velocity.subjects(merchant_id, identity.card_hash, ip, email)
+        subjects = self._subjects(merchant_id, identity, ip, email)
         return Early(identity, subjects, cents, small, usd), self.velocity.rider(subjects, cents, small)
 
     async def screen(self, payment: Payment, early: Early | None = None) -> Screened:
@@ -204,7 +213,7 @@ class Screener:
             self.identities.store((payment.merchant_id, payment.token), identity)
         signals = self.signals(payment, identity, early.usd if early is not None else
                                amount_usd(payment.amount, payment.currency))
-        subjects = self.velocity.subjects(payment.merchant_id, identity.card_hash, payment.ip_address, payment.email)
+        subjects = self._subjects(payment.merchant_id, identity, payment.ip_address, payment.email)
         answer = await self._within_budget(self._count(signals, subjects))
         return self._screened(payment, policy_, signals, subjects, answer, reasons, started, identity.fingerprint)
 
@@ -293,9 +302,13 @@ class Screener:
                 reasons.append(f"shadow: {rule}")
         if reasons:
             score_reasons += reasons
-        return FraudRecord(decision=verdict.action.value, risk_score=score, risk_level=level, rule=verdict.rule,
-                           reasons=score_reasons, shadow_rules=list(verdict.shadow_matches),
+        return FraudRecord(decision=_DECISIONS[verdict.action], risk_score=score, risk_level=level,
+                           rule=verdict.rule, reasons=score_reasons,
+                           shadow_rules=list(verdict.shadow_matches) if verdict.shadow_matches else [],
                            policy_version=policy_.version, signals=signals)
+
+
+_DECISIONS = {action: action.value for action in Action}   # an enum's `.value` is a property: 4 times dearer
 
 
 def _ignore_failure(task: asyncio.Future[Policy]) -> None:

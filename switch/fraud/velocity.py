@@ -41,7 +41,7 @@ _CARD_MERCHANT = ("card", "merchant")
 # attempt, 's' a small one, 'd' a decline), US cents, the card's member name in the distinct set. The
 # card-testing thresholds are formatted in (CardTesting). Answers {testing (0/1), testing_started (0/1),
 # distinct cards, then per subject but the merchant the 6 sums rules read (READS), then the merchant's 3}:
-# only what is read, as the switch parses every number of the answer (15 numbers for a card and a
+# only what is read, as the switch parses every number of the answer (12 numbers for a card and a
 # merchant, where all 12 sums of each were 27). It runs alone, or inside the idempotency lock's command for
 # a payment whose card is known before the vault answers (Velocity.rider).
 VELOCITY = """
@@ -133,15 +133,22 @@ class CardTesting:
     cool_off_s: int = 600
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Subjects:
-    """One payment's counter keys (hashed), kept on the payment's context so a decline adds to them."""
+    """One payment's counter keys (hashed), kept on the payment's context so a decline adds to them. A
+    card's subjects without an address or email are made once and shared by its payments (the screen
+    keeps them with the card), so they are frozen."""
 
-    keys: list[str]
+    keys: tuple[str, ...]
     distinct: str
     card_member: str
     names: tuple[str, ...] = ()                        # the subjects, in the order of `keys`
     layout: Layout | None = None                       # where their attributes are in the script's answer
+    script_keys: tuple[str, ...] = ()                  # the script's KEYS: `distinct`, then `keys`
+
+    def __post_init__(self) -> None:
+        if not self.script_keys:
+            object.__setattr__(self, "script_keys", (self.distinct, *self.keys))
 
 
 class Velocity:
@@ -175,7 +182,7 @@ class Velocity:
                 self.merchant_keys.clear()
             merchant = self.merchant_keys[merchant_id] = f"fv:{self._hash('merchant', merchant_id)}"
         if not ip and not email:
-            return Subjects([f"fv:{card}", merchant], "", card[:16], _CARD_MERCHANT, _layout(_CARD_MERCHANT))
+            return Subjects((f"fv:{card}", merchant), "", card[:16], _CARD_MERCHANT, _layout(_CARD_MERCHANT))
         keys, names = [f"fv:{card}"], ["card"]
         distinct = ""
         if ip:
@@ -189,7 +196,7 @@ class Velocity:
         keys.append(merchant)
         names.append("merchant")
         subjects = tuple(names)
-        return Subjects(keys, distinct, card[:16], subjects, _layout(subjects))
+        return Subjects(tuple(keys), distinct, card[:16], subjects, _layout(subjects))
 
     def attempt(self, subjects: Subjects, usd_cents: int, small: bool) -> asyncio.Future[object]:
         """Count an authorization attempt and read every counter (the future answers the script's list)."""
@@ -197,8 +204,8 @@ class Velocity:
 
     def rider(self, subjects: Subjects, usd_cents: int, small: bool) -> Rider:
         """The attempt's count and read as a rider of the idempotency lock (one command for both)."""
-        return Rider(self.rider_sha, [subjects.distinct, *subjects.keys],
-                     [int(self.clock() * 1000), "s" if small else "a", usd_cents, subjects.card_member])
+        return Rider(self.rider_sha, subjects.script_keys,
+                     (int(self.clock() * 1000), "s" if small else "a", usd_cents, subjects.card_member))
 
     def decline(self, subjects: Subjects) -> None:
         """Count a decline (issuer or fraud block); nothing waits for it."""
@@ -209,7 +216,7 @@ class Velocity:
         future.add_done_callback(_ignore)
 
     def _send(self, subjects: Subjects, mode: str, usd_cents: int) -> asyncio.Future[object]:
-        return self.commands.enqueue("EVALSHA", self.sha, 1 + len(subjects.keys), subjects.distinct, *subjects.keys,
+        return self.commands.enqueue("EVALSHA", self.sha, len(subjects.script_keys), *subjects.script_keys,
                                      int(self.clock() * 1000), mode, usd_cents, subjects.card_member)
 
 

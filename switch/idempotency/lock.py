@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
+from collections.abc import Sequence
 from enum import StrEnum
 from typing import NamedTuple
 
@@ -36,8 +37,8 @@ class Rider(NamedTuple):
     its script's SHA, and the keys and arguments that follow the lock's and the buckets'."""
 
     sha: str
-    keys: list[object]
-    args: list[object]
+    keys: Sequence[object]
+    args: Sequence[object]
 
 
 class Lock(NamedTuple):
@@ -127,8 +128,8 @@ class Idempotency:
             if rate is not None:
                 rate.settle(0, [])
             return UNAVAILABLE
-        taken = answer[2]
-        if rate is not None:
+        if rate is not None and bucket_keys:      # with no bucket in Redis there is nothing to settle
+            taken = answer[2]
             rate.settle(taken[0], taken[1:])
         if answer[0]:
             return Lock(wait_ms=answer[0])
