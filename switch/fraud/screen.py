@@ -24,7 +24,7 @@ from switch.common.ttlcache import TtlLru
 from switch.fraud import metrics
 from switch.fraud.policy import TEST_CARD_SCORES, Policy, RuleSpec, decide, default_policy, level_of, policy, risk_score
 from switch.fraud.rules import Action, Value
-from switch.fraud.signals import SMALL_AMOUNT_USD, amount_usd, issuer_of
+from switch.fraud.signals import SMALL_AMOUNT_USD, ScreenSignals, amount_usd, blank_signals, issuer_of
 from switch.fraud.velocity import Subjects, Velocity, read
 from switch.idempotency.lock import Rider
 from switch.idempotency.pipeline import RedisPipeliner
@@ -268,16 +268,15 @@ class Screener:
         return answer if isinstance(answer, list) else None
 
     @staticmethod
-    def signals(payment: Payment, identity: CardIdentity, usd: float | None) -> dict[str, Value]:
-        """The payment's own attributes; one it does not have is left out (a rule reads it as missing)."""
+    def signals(payment: Payment, identity: CardIdentity, usd: float | None) -> ScreenSignals:
+        """The payment's own attributes; one it does not have stays None (a rule reads it as missing)."""
         country = identity.country
-        signals: dict[str, Value] = {
-            "amount": payment.amount, "currency": payment.currency, "capture_method": payment.capture_method,
-            "card_brand": payment.brand, "card_bin": identity.bin, "card_fingerprint": identity.fingerprint,
-            "merchant_country": payment.merchant_country,
-            "is_cross_border": country is not None and country != payment.merchant_country}
-        if usd is not None:
-            signals["amount_usd"] = usd
+        signals = blank_signals()
+        signals["amount"], signals["amount_usd"], signals["currency"] = payment.amount, usd, payment.currency
+        signals["capture_method"], signals["card_brand"] = payment.capture_method, payment.brand
+        signals["card_bin"], signals["card_fingerprint"] = identity.bin, identity.fingerprint
+        signals["merchant_country"] = payment.merchant_country
+        signals["is_cross_border"] = country is not None and country != payment.merchant_country
         if country is not None:
             signals["card_country"], signals["card_funding"] = country, identity.funding
         if payment.ip_address:
