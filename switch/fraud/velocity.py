@@ -31,6 +31,7 @@ from redis.exceptions import RedisError
 from switch.idempotency.lock import Rider
 from switch.idempotency.pipeline import RedisPipeliner
 from switch.idempotency.ratelimit import lock_script_with
+from switch.idempotency.resp import Packed, packed
 
 DISTINCT_MAX = 64
 MERCHANT_KEYS_MAX = 10_000
@@ -38,12 +39,12 @@ _CARD_MERCHANT = ("card", "merchant")
 
 # velocity(first, a): KEYS[first] is the address's distinct-card set (or "" without an address),
 # KEYS[first + 1..] the subjects' counters, the merchant's last. ARGV[a..a + 3]: now (ms), mode ('a' an
-# attempt, 's' a small one, 'd' a decline), US cents, the card's member name in the distinct set. The
-# card-testing thresholds are formatted in (CardTesting). Answers {testing (0/1), testing_started (0/1),
-# distinct cards, then per subject but the merchant the 6 sums rules read (READS), then the merchant's 3}:
-# only what is read, as the switch parses every number of the answer (12 numbers for a card and a
-# merchant, where all 12 sums of each were 27). It runs alone, or inside the idempotency lock's command for
-# a payment whose card is known before the vault answers (Velocity.rider).
+# attempt, 's' a small one, 'd' a decline), US cents, the card's member name in the distinct set (sent
+# only with one). The card-testing thresholds are formatted in (CardTesting). Answers {testing (0/1),
+# testing_started (0/1), distinct cards, then per subject but the merchant the 6 sums rules read (READS),
+# then the merchant's 3}: only what is read, as the switch parses every number of the answer (12 numbers
+# for a card and a merchant, where all 12 sums of each were 27). It runs alone, or inside the idempotency
+# lock's command for a payment whose card is known before the vault answers (Velocity.rider).
 VELOCITY = """
 local function velocity(first, a)
   local floor, pack, unpack_struct = math.floor, struct.pack, struct.unpack
@@ -144,11 +145,17 @@ class Subjects:
     card_member: str
     names: tuple[str, ...] = ()                        # the subjects, in the order of `keys`
     layout: Layout | None = None                       # where their attributes are in the script's answer
-    script_keys: tuple[str, ...] = ()                  # the script's KEYS: `distinct`, then `keys`
+    script_keys: Packed = Packed(0, b"")               # the script's KEYS, `distinct` then `keys`, packed once
 
     def __post_init__(self) -> None:
-        if not self.script_keys:
-            object.__setattr__(self, "script_keys", (self.distinct, *self.keys))
+        if not self.script_keys.size:
+            object.__setattr__(self, "script_keys", packed(self.distinct, *self.keys))
+
+    def script_args(self, now_ms: int, mode: str, usd_cents: int) -> tuple[object, ...]:
+        """The script's ARGV; the card's name in the distinct set only when there is one (an address)."""
+        if self.distinct:
+            return now_ms, mode, usd_cents, self.card_member
+        return now_ms, mode, usd_cents
 
 
 class Velocity:
@@ -205,7 +212,7 @@ class Velocity:
     def rider(self, subjects: Subjects, usd_cents: int, small: bool) -> Rider:
         """The attempt's count and read as a rider of the idempotency lock (one command for both)."""
         return Rider(self.rider_sha, subjects.script_keys,
-                     (int(self.clock() * 1000), "s" if small else "a", usd_cents, subjects.card_member))
+                     subjects.script_args(int(self.clock() * 1000), "s" if small else "a", usd_cents))
 
     def decline(self, subjects: Subjects) -> None:
         """Count a decline (issuer or fraud block); nothing waits for it."""
@@ -216,8 +223,8 @@ class Velocity:
         future.add_done_callback(_ignore)
 
     def _send(self, subjects: Subjects, mode: str, usd_cents: int) -> asyncio.Future[object]:
-        return self.commands.enqueue("EVALSHA", self.sha, len(subjects.script_keys), *subjects.script_keys,
-                                     int(self.clock() * 1000), mode, usd_cents, subjects.card_member)
+        return self.commands.enqueue("EVALSHA", self.sha, subjects.script_keys.size, subjects.script_keys,
+                                     *subjects.script_args(int(self.clock() * 1000), mode, usd_cents))
 
 
 def _ignore(future: asyncio.Future[object]) -> None:

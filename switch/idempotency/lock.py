@@ -21,6 +21,7 @@ from redis.exceptions import RedisError
 
 from switch.idempotency.pipeline import RedisPipeliner
 from switch.idempotency.ratelimit import LOCK_SCRIPT, Buckets
+from switch.idempotency.resp import Packed
 from switch.store import idempotency as key_store
 
 FINGERPRINT_BYTES = 32
@@ -34,10 +35,11 @@ class Refusal(StrEnum):
 
 class Rider(NamedTuple):
     """Lua that rides the lock's command and runs only when the lock is taken (ratelimit.lock_script_with):
-    its script's SHA, and the keys and arguments that follow the lock's and the buckets'."""
+    its script's SHA, and the keys (packed once: they are the same for many requests) and arguments that
+    follow the lock's and the buckets'."""
 
     sha: str
-    keys: Sequence[object]
+    keys: Packed
     args: Sequence[object]
 
 
@@ -119,8 +121,8 @@ class Idempotency:
                             rate: Buckets | None, rider: Rider) -> Lock:
         bucket_keys, bucket_args = (rate.keys, rate.args) if rate is not None else ([], [])
         try:
-            answer = await self.commands.execute("EVALSHA", rider.sha, 1 + len(bucket_keys) + len(rider.keys), name,
-                                                 *bucket_keys, *rider.keys, lock, self.lock_ttl_s,
+            answer = await self.commands.execute("EVALSHA", rider.sha, 1 + len(bucket_keys) + rider.keys.size, name,
+                                                 *bucket_keys, rider.keys, lock, self.lock_ttl_s,
                                                  len(bucket_keys), *bucket_args, *rider.args)
         except (RedisError, OSError):
             answer = None

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import Any, cast
+from typing import Any, NamedTuple
 
 import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -24,27 +24,47 @@ Command = tuple[object, ...]
 _HEADERS = [b"$%d" % length for length in range(256)]
 
 
+class Packed(NamedTuple):
+    """Arguments packed once for the many commands that carry them (a card's counter keys): `size` bulk
+    strings, CRLF-joined without the last CRLF. One of them in a command costs what one argument does."""
+
+    size: int                          # how many arguments
+    data: bytes
+
+
+def packed(*args: object) -> Packed:
+    command = pack(args)
+    return Packed(len(args), command[command.index(b"\r\n") + 2:-2])
+
+
 def pack(command: Command) -> bytes:
     """One command in RESP: an array of bulk strings. The parts are joined by CRLF in one join, with
     headers from a table: formatting each argument with its header and CRLFs cost 40 % more (a 14-argument
-    EVALSHA in 3.6 µs, now 2.1)."""
-    parts = [b"*%d" % len(command)]
+    EVALSHA in 3.6 µs, now 2.1). Types are told apart by `type(arg) is`, which narrows for mypy too:
+    typing.cast is a function call, 13 of them a command."""
+    parts = [b""]
     append = parts.append
+    count = len(command)
     for arg in command:
-        kind = type(arg)
-        if kind is str:
-            data = cast(str, arg).encode()
-        elif kind is bytes:
-            data = cast(bytes, arg)
-        elif kind is int:
-            data = b"%d" % cast(int, arg)
-        elif kind is float:
+        if type(arg) is str:
+            data = arg.encode()
+        elif type(arg) is bytes:
+            data = arg
+        elif type(arg) is int:
+            data = b"%d" % arg
+        elif type(arg) is Packed:
+            count += arg.size - 1
+            if arg.size:
+                append(arg.data)
+            continue
+        elif type(arg) is float:
             data = repr(arg).encode()
         else:
-            raise TypeError(f"a Redis argument cannot be a {kind.__name__}")
+            raise TypeError(f"a Redis argument cannot be a {type(arg).__name__}")
         length = len(data)
         append(_HEADERS[length] if length < 256 else b"$%d" % length)
         append(data)
+    parts[0] = b"*%d" % count
     append(b"")
     return b"\r\n".join(parts)
 
