@@ -73,6 +73,12 @@ def series_names(expr: str) -> set[str]:
             and not word.startswith("$") and (":" in word or "_" in word or word == "up")}
 
 
+def selectors(expr: str) -> set[str]:
+    """The selectors with label matchers an expression reads (`name{label=~"..."}`), as written."""
+    return {match.group(0) for match in re.finditer(r'[A-Za-z_:][A-Za-z0-9_:]*\{(?:[^}"]|"(?:[^"\\]|\\.)*")*\}',
+                                                    expr)}
+
+
 class Prometheus:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -228,6 +234,9 @@ async def test_dashboards_and_rules_read_real_series_and_the_drill_fires_its_ale
     missing = [(rule["name"], name) for rule in rules for name in sorted(series_names(rule["query"]))
                if not prometheus.query(f'count({{__name__="{name}"}})')]
     assert missing == [], f"rules read series that do not exist: {missing}"
+    unmatched = sorted((rule["name"], selector) for rule in rules for selector in selectors(rule["query"])
+                       if not prometheus.query(f"count({selector})"))
+    assert unmatched == [], f"rules whose label matchers select nothing: {unmatched}"
     empty_records = [rule["name"] for rule in rules
                      if rule["type"] == "recording" and not prometheus.query(rule["name"])]
     assert empty_records == [], f"recording rules without data: {empty_records}"
@@ -240,6 +249,10 @@ async def test_dashboards_and_rules_read_real_series_and_the_drill_fires_its_ale
     unknown = sorted({(board, title, name) for board, title, expr in queries for name in series_names(expr)
                       if not prometheus.query(f'count({{__name__="{name}"}})')})
     assert unknown == [], f"panels reading series that do not exist: {unknown}"
+    unmatched = sorted({(board, title, selector) for board, title, expr in queries for selector in selectors(expr)
+                        if not any(fragment in selector for fragment in EVENTS_THE_DRILL_DOES_NOT_CAUSE)
+                        and not prometheus.query(f"count({selector})")})
+    assert unmatched == [], f"panels whose label matchers select nothing: {unmatched}"
     # A panel of events that may not happen reads 0 rather than "No data"; what it counts, without that
     # 0, must have data too, unless the drill cannot make it happen.
     quiet = sorted((board, title, expr) for board, title, expr in queries
@@ -284,6 +297,11 @@ def assert_safe_exposition(name: str, exposition: str) -> None:
             values.setdefault((metric, label), set()).add(value)
     wide = {key: len(seen) for key, seen in values.items() if len(seen) > 64 and key[1] != "le"}
     assert wide == {}, f"{name}: labels with many values: {wide}"
+
+
+def test_selectors_keep_their_matchers() -> None:
+    expr = 'sum(rate(switch_http_requests_total{route!~"ops\\\\..*", status=~"5.."}[5m])) / up{job="x"} + vector(1)'
+    assert selectors(expr) == {'switch_http_requests_total{route!~"ops\\\\..*", status=~"5.."}', 'up{job="x"}'}
 
 
 def test_series_names_reads_metric_names_only() -> None:
