@@ -49,7 +49,7 @@ async def replay(conn: Conn, event_id: int | None, endpoint_id: str | None, sinc
         "WHERE NOT w.deleted AND (w.enabled_events @> ARRAY['*'] OR e.type = ANY (w.enabled_events)) "
         "AND ($1::bigint IS NULL OR e.id = $1) AND ($2::text IS NULL OR w.id = $2) "
         "AND ($3::timestamptz IS NULL OR e.created_at >= $3) "
-        "ON CONFLICT (endpoint_id, event_id) DO UPDATE SET status = 'pending', next_attempt_at = now()",
+        "ON CONFLICT (event_id, endpoint_id) DO UPDATE SET status = 'pending', next_attempt_at = now()",
         event_id, endpoint_id, since)
     return int(status.split()[-1])
 
