@@ -119,7 +119,8 @@ class Idempotency:
 
     async def _acquire_with(self, merchant_id: str, key: str, fingerprint: bytes, name: str, lock: bytes,
                             rate: Buckets | None, rider: Rider) -> Lock:
-        bucket_keys, bucket_args = (rate.keys, rate.args) if rate is not None else ([], [])
+        bucket_keys: list[object] = rate.keys if rate is not None else []
+        bucket_args: list[object] = rate.args if rate is not None else []
         try:
             answer = await self.commands.execute("EVALSHA", rider.sha, 1 + len(bucket_keys) + rider.keys.size, name,
                                                  *bucket_keys, rider.keys, lock, self.lock_ttl_s,

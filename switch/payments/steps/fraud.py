@@ -31,6 +31,9 @@ async def screen(ctx: Context, services: Services) -> None:
         merchant.id, merchant.country, command.amount, command.currency, command.capture_method, ctx.card.brand,
         ctx.card.number.reveal(), customer.ip_address if customer else None, customer.email if customer else None,
         ctx.token), ctx.early)
+    # Read once: let the counters' answer go now, not with the payment, so the collector finds it young
+    # (the fraud step's objects that outlived a collection cost the worker about 8 µs a payment in GC).
+    ctx.early = None
 
 
 async def block(ctx: Context, services: Services) -> None:
