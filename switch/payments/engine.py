@@ -55,7 +55,7 @@ class Payments:
             raise
         assert ctx.outcome is not None
         if not ctx.replayed:
-            metrics.observe(command, ctx.outcome)
+            metrics.observe(command, ctx.outcome, ctx.payment)
         return ctx.outcome, ctx.replayed
 
     async def get_payment(self, caller: Caller, command: GetPayment) -> Outcome:

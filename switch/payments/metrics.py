@@ -18,12 +18,10 @@ from switch.payments.commands import (
     RejectReview,
 )
 from switch.payments.outcome import Outcome
+from switch.store.records import PaymentRecord
 
-# A refund's answer carries the refund, not its payment, so refunds count under network "none" as do
-# commands refused before a network was chosen.
 payments = Counter("switch_payments_total", "Payment commands answered (replays not counted), by operation, "
-                   "network (none: refunds, and commands refused before a network was chosen) and result",
-                   ["operation", "network", "result"])
+                   "network (none: refused before a network was chosen) and result", ["operation", "network", "result"])
 
 recovered = Counter("switch_recovery_resolved_total", "Payments and refunds found in flight past their deadline "
                     "(their worker died) and failed and reversed by recovery")
@@ -34,7 +32,8 @@ OPERATION_NAMES: dict[type, str] = {Authorize: "authorize", ConfirmDraft: "autho
 _counts = FlushedCounts(payments)
 
 
-def observe(command: Mutation, outcome: Outcome) -> None:
-    payment = outcome.payment
+def observe(command: Mutation, outcome: Outcome, acted_on: PaymentRecord | None) -> None:
+    """`acted_on`: the payment the command worked on, where the outcome does not carry it (a refund's)."""
+    payment = outcome.payment or acted_on
     network = payment.network if payment is not None and payment.network else "none"
     _counts.add((OPERATION_NAMES.get(type(command), "other"), network, outcome.result.value))

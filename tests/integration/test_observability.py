@@ -225,6 +225,9 @@ async def test_dashboards_and_rules_read_real_series_and_the_drill_fires_its_ale
     assert DRILL_ALERTS <= firing, f"firing: {sorted(firing)}"
     assert ("SwitchWorkerRestarting", "") in firing, f"firing: {sorted(firing)}"
 
+    # A refund is counted under its payment's network (its answer carries the refund, not the payment).
+    assert prometheus.query('switch_payments_total{operation="refund", network="mastercard", result="succeeded"}')
+
     targets = prometheus.get("/api/v1/targets")["activeTargets"]
     assert {(target["labels"]["job"], target["health"]) for target in targets} == {
         ("switch", "up"), ("vault", "up"), ("acquirer_sim", "up"), ("prometheus", "up")}, targets
