@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -53,6 +54,7 @@ from switch.vault_client import VaultClient
 log = logging.getLogger("switch")
 
 REAPER_INTERVAL_S = 300.0
+GC_YOUNG_THRESHOLD = 7_000           # see run_worker
 
 
 def configure_logging(tag: str) -> None:
@@ -133,6 +135,9 @@ class Worker:
         sampling = asyncio.get_running_loop().create_task(backlog.sample_forever(pool))
         paying = (asyncio.get_running_loop().create_task(payouts.run(
             pool, Path(settings.payouts_dir), settings.payouts_poll_s)) if settings.payouts_dir else None)
+        # Everything made so far (modules, settings, pools, caches) lives as long as the worker: frozen, the
+        # collector no longer walks it on every full pass.
+        gc.freeze()
         if ready_fd is not None:
             try:
                 os.write(ready_fd, b"ready\n")
@@ -185,5 +190,9 @@ def run_worker(host: str, port: int, index: int, ops_host: str, ops_port: int) -
     configure_logging(f"worker-{index}")
     ready_fd = int(os.environ["SWITCH_READY_FD"]) if os.environ.get("SWITCH_READY_FD") else None
     uvloop.install()
+    # A payment allocates a few hundred short-lived objects; at the default threshold (700) the young
+    # generation is collected several times per batch of payments, and the fraud step's objects alone cost
+    # about 7 µs a payment in collections. 7,000 keeps young collections rare and each one short.
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
     asyncio.run(Worker(load_settings(), host, port, ops_host, ops_port).run(ready_fd))
     return 0
