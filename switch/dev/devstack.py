@@ -529,7 +529,7 @@ def new_run_dir(base: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=time.strftime("%Y%m%d-%H%M%S-"), dir=root))
 
 
-def _serve_until_signal(stack: Stack) -> None:
+def serve_until_signal(stack: Stack) -> None:
     """Supervise the stack until SIGINT or SIGTERM: a dead child is started again (StackError when one
     keeps dying, and the caller stops everything)."""
     stop = {"flag": False}
@@ -563,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  run dir: {run_dir} (removed on exit unless --keep-run-dir)  simulator control: "
                   f"{stack.simulator_control_url}  vault tokens: {stack.vault_http_url}/v1/tokens  "
                   "Ctrl-C stops everything", flush=True)
-            _serve_until_signal(stack)
+            serve_until_signal(stack)
             return 0
         from switch.dev.demo import DayEnd, run_demo
 

@@ -19,7 +19,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from switch.dev.devstack import REPO_ROOT, Stack, StackError, _serve_until_signal, free_port, new_run_dir
+from switch.dev.devstack import REPO_ROOT, Stack, StackError, free_port, new_run_dir, serve_until_signal
 
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
 READY_TIMEOUT_S = 30.0
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
               f"simulator {stack.simulator_control_url}/metrics\n"
               "  dashboards: deploy/grafana/ (import them into a Grafana of yours: deploy/grafana/README.md)\n"
               "  Ctrl-C stops everything", flush=True)
-        _serve_until_signal(stack)
+        serve_until_signal(stack)
         return 0
     except StackError as error:
         print(f"observe: {error}", file=sys.stderr)

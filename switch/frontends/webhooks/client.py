@@ -154,12 +154,13 @@ async def _exchange(url: str, body: bytes, headers: list[tuple[str, str]], allow
 
 async def _address(host: str, port: int, allow_loopback: bool) -> str:
     """The checked address: an address literal as it is (no resolver thread), a name resolved."""
+    literal = host.strip("[]")
     try:
-        ipaddress.ip_address(host.strip("[]"))
+        ipaddress.ip_address(literal)
     except ValueError:
         return await resolve(host, port, allow_loopback)
-    check_address(host.strip("[]"), allow_loopback)
-    return host.strip("[]")
+    check_address(literal, allow_loopback)
+    return literal
 
 
 async def _connect(destination: Destination, tls: ssl.SSLContext | None

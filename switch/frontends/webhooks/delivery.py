@@ -92,7 +92,6 @@ class Deliverer:
         self.tasks: set[asyncio.Task[None]] = set()         # the attempts in flight
         self.per_endpoint: Counter[str] = Counter()          # ... of each endpoint
         self.queued: dict[str, deque[Claimed]] = {}          # claimed, waiting for room, per endpoint
-        self.queued_count = 0
         self.claimed_at = 0.0
         self.latency_ms: dict[str, float] = {}               # recent attempts' mean (failures count slow)
         self.connections = client.Connections()
@@ -117,8 +116,9 @@ class Deliverer:
 
     async def pass_once(self) -> int:
         """Claim the due deliveries this worker has room for and start what it can; how many it claimed."""
-        room = CLAIMED_MAX - len(self.tasks) - self.queued_count
-        stocked = self.queued_count >= IN_FLIGHT_MAX and time.monotonic() - self.claimed_at < CLAIM_INTERVAL_MAX_S
+        waiting = sum(len(rows) for rows in self.queued.values())
+        room = CLAIMED_MAX - len(self.tasks) - waiting
+        stocked = waiting >= IN_FLIGHT_MAX and time.monotonic() - self.claimed_at < CLAIM_INTERVAL_MAX_S
         if room <= 0 or len(self.tasks) >= IN_FLIGHT_MAX or stocked:
             return 0
         self.claimed_at = time.monotonic()
@@ -130,7 +130,6 @@ class Deliverer:
         bodies = await self._bodies(rows) if rows else {}
         for row in rows:
             self.queued.setdefault(row["endpoint_id"], deque()).append((row, bodies.get(row["id"])))
-        self.queued_count += len(rows)
         self._start_queued()
         return len(rows)
 
@@ -144,7 +143,6 @@ class Deliverer:
             waiting = self.queued[endpoint]
             while waiting and self.per_endpoint[endpoint] < PER_ENDPOINT_MAX and len(self.tasks) < IN_FLIGHT_MAX:
                 self._start(waiting.popleft())
-                self.queued_count -= 1
             if not waiting:
                 del self.queued[endpoint]
 
@@ -179,8 +177,9 @@ class Deliverer:
         if stripe:
             shown = {event.id: event for event in
                      await stripe_events.stripe_events(self.pool, [_event_row(row) for row in stripe])}
-            bodies |= {row["id"]: stripe_events.encode(shown[events_api.event_id(row["event_id"])])
-                       for row in stripe if events_api.event_id(row["event_id"]) in shown}
+            for row in stripe:
+                if (event := shown.get(events_api.event_id(row["event_id"]))) is not None:
+                    bodies[row["id"]] = stripe_events.encode(event)
         return bodies
 
     async def _deliver(self, row: asyncpg.Record, body: bytes | None) -> None:
