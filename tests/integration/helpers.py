@@ -35,12 +35,17 @@ _TEST_CARD_LAST4 = {"4242", "4444", "0005", "1117", "0505", "1667", "0002", "999
                     "0119"}
 
 
+_ISSUED_LAST4: set[str] = set()
+
+
 def luhn_card(prefix: str, length: int = 16) -> str:
     """A random Luhn-valid card number: the simulator approves any such number in the 2-6 BIN range up to
-    its balance, and its last 4 digits (never a named test card's) let a test pick out its own messages
+    its balance, and its last 4 digits (never a named test card's, nor one this test run has handed out
+    already: the stacks are shared by a whole session) let a test pick out its own messages
     (`card_last4=`)."""
-    while (number := _luhn_card(prefix, length))[-4:] in _TEST_CARD_LAST4:
+    while (number := _luhn_card(prefix, length))[-4:] in _TEST_CARD_LAST4 | _ISSUED_LAST4:
         pass
+    _ISSUED_LAST4.add(number[-4:])
     return number
 
 
