@@ -97,9 +97,14 @@ CREATE TABLE events (
     type         text NOT NULL,                      -- payment.succeeded, refund.failed, ... (docs/events.md)
     object_id    text NOT NULL,                      -- pay_..., re_...
     data         bytea,
-    created_at   timestamptz NOT NULL DEFAULT now()
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    -- The writing transaction's id: webhook delivery reads a merchant's events in (xid, id) order, up to
+    -- the oldest transaction still running, so an event committed late (a lower id than one already
+    -- delivered) is never passed over (switch.frontends.webhooks.delivery, docs/events.md).
+    xid          bigint NOT NULL DEFAULT pg_current_xact_id()::text::bigint
 );
 CREATE INDEX events_merchant ON events (merchant_id, id);
+CREATE INDEX events_delivery ON events (merchant_id, xid, id);
 -- BRIN: rows arrive in time order, so the pruning finds the old ones at almost no cost per insert.
 CREATE INDEX events_created ON events USING brin (created_at);
 
@@ -355,9 +360,9 @@ CREATE TABLE payouts (
 CREATE INDEX payouts_merchant ON payouts (merchant_id, created_at DESC, id DESC);
 CREATE INDEX payouts_unfiled ON payouts (created_at) WHERE status = 'pending';
 
--- Webhooks (switch.frontends.webhooks, docs/events.md): a merchant's endpoints, and a delivery per event
--- and endpoint subscribed to it, queued by the trigger below in the transaction that wrote the event, so
--- a committed event always has its deliveries and none is queued twice.
+-- Webhooks (switch.frontends.webhooks, docs/events.md): a merchant's endpoints, each with a cursor over its
+-- merchant's events (every event up to it has had its first attempt), held by one worker at a time through
+-- a lease; a delivery row only for an event to retry (its first attempt failed) or to send again (a replay).
 CREATE TABLE webhook_endpoints (
     id               text PRIMARY KEY,                  -- we_<base62>
     merchant_id      text NOT NULL REFERENCES merchants (id),
@@ -373,15 +378,21 @@ CREATE TABLE webhook_endpoints (
     deleted          boolean NOT NULL DEFAULT false,
     -- standard: the native event, Standard Webhooks headers; stripe: Stripe's event and Stripe-Signature
     format           text NOT NULL DEFAULT 'standard' CHECK (format IN ('standard', 'stripe')),
-    created_at       timestamptz NOT NULL DEFAULT now()
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    -- The cursor, in events' (xid, id) order: starts at the oldest transaction running when the endpoint
+    -- is made (or enabled again), so it gets the events written from then on.
+    cursor_xid       bigint NOT NULL DEFAULT pg_snapshot_xmin(pg_current_snapshot())::text::bigint,
+    cursor_event_id  bigint NOT NULL DEFAULT 0,
+    lease_owner      text,                              -- the worker delivering from the cursor, until
+    lease_until      timestamptz
 );
 CREATE INDEX webhook_endpoints_merchant ON webhook_endpoints (merchant_id) WHERE status = 'enabled' AND NOT deleted;
 
 CREATE TABLE webhook_deliveries (
     id               bigserial PRIMARY KEY,
     event_id         bigint NOT NULL,
-    -- No foreign keys here or in webhook_attempts: every row comes from a join with its endpoint (the
-    -- trigger, a replay) or its claimed delivery, endpoints are never deleted (only marked), and events
+    -- No foreign keys here or in webhook_attempts: every row comes from a join with its endpoint (a
+    -- first attempt that failed, a replay) or its claimed delivery, endpoints are never deleted (only marked), and events
     -- are pruned with their deliveries and attempts in one statement. A key check would lock the endpoint's
     -- row in every event-writing transaction (one merchant's endpoint, many concurrent payments: a hot row)
     -- and each delivery's row on every attempt.
@@ -394,27 +405,16 @@ CREATE TABLE webhook_deliveries (
 );
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending';
 
--- Every attempt: when, what came back (a bounded excerpt), how long it took.
+-- Every attempt: when, what came back (a bounded excerpt), how long it took. A first attempt that succeeds
+-- is this row alone.
 CREATE TABLE webhook_attempts (
     id            bigserial PRIMARY KEY,
-    delivery_id   bigint NOT NULL,
+    event_id      bigint NOT NULL,
+    endpoint_id   text NOT NULL,
     attempted_at  timestamptz NOT NULL DEFAULT now(),
     http_status   integer,                              -- NULL: no answer (refused, timed out, closed)
     error         text,
     latency_ms    integer NOT NULL,
     excerpt       text CHECK (length(excerpt) <= 1024)
 );
-CREATE INDEX webhook_attempts_delivery ON webhook_attempts (delivery_id, id);
-
--- One statement per event-writing statement, not one per row; a merchant without endpoints costs an index
--- probe.
-CREATE FUNCTION queue_webhook_deliveries() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    INSERT INTO webhook_deliveries (event_id, endpoint_id)
-    SELECT e.id, w.id FROM new_events e
-    JOIN webhook_endpoints w ON w.merchant_id = e.merchant_id AND w.status = 'enabled' AND NOT w.deleted
-    WHERE w.enabled_events @> ARRAY['*'] OR e.type = ANY (w.enabled_events);
-    RETURN NULL;
-END $$;
-CREATE TRIGGER events_queue_webhooks AFTER INSERT ON events REFERENCING NEW TABLE AS new_events
-    FOR EACH STATEMENT EXECUTE FUNCTION queue_webhook_deliveries();
+CREATE INDEX webhook_attempts_event ON webhook_attempts (event_id, endpoint_id, id);

@@ -61,12 +61,10 @@ async def current_objects(conn: Conn, payment_ids: list[str]) -> dict[str, async
 PRUNE = """
 WITH old AS (
     SELECT id FROM events WHERE created_at < now() - make_interval(days => $1) ORDER BY created_at LIMIT $2
-), deliveries AS (
-    SELECT d.id FROM webhook_deliveries d JOIN old ON d.event_id = old.id
 ), attempts AS (
-    DELETE FROM webhook_attempts a USING deliveries WHERE a.delivery_id = deliveries.id
+    DELETE FROM webhook_attempts a USING old WHERE a.event_id = old.id
 ), gone_deliveries AS (
-    DELETE FROM webhook_deliveries d USING deliveries WHERE d.id = deliveries.id
+    DELETE FROM webhook_deliveries d USING old WHERE d.event_id = old.id
 )
 DELETE FROM events e USING old WHERE e.id = old.id"""
 

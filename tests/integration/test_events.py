@@ -101,11 +101,11 @@ async def test_events_past_the_retention_are_pruned_in_bounded_batches(stack, db
                      "('we_prunetest000000000000', $1, 'https://example.com/h', '{*}', 'whsec_AAAA')", merchant)
     delivery = await db.fetchval("INSERT INTO webhook_deliveries (event_id, endpoint_id, status) VALUES "
                                  "($1, 'we_prunetest000000000000', 'failed') RETURNING id", old_event)
-    await db.execute("INSERT INTO webhook_attempts (delivery_id, http_status, latency_ms) VALUES ($1, 500, 3)",
-                     delivery)
+    await db.execute("INSERT INTO webhook_attempts (event_id, endpoint_id, http_status, latency_ms) VALUES "
+                     "($1, 'we_prunetest000000000000', 500, 3)", old_event)
     assert await event_store.prune(db, batch_max=3) == 3
     assert await event_store.prune(db, batch_max=3) == 2
     left = await db.fetch("SELECT object_id FROM events WHERE merchant_id = $1", merchant)
     assert [row["object_id"] for row in left] == ["pay_new"]
     assert not await db.fetchval("SELECT count(*) FROM webhook_deliveries WHERE id = $1", delivery)   # with it
-    assert not await db.fetchval("SELECT count(*) FROM webhook_attempts WHERE delivery_id = $1", delivery)
+    assert not await db.fetchval("SELECT count(*) FROM webhook_attempts WHERE event_id = $1", old_event)

@@ -33,7 +33,10 @@ async def test_a_dead_endpoints_backlog_does_not_starve_another_endpoint(stack: 
                                [("acct_dead", f"pay_{i}") for i in range(BACKLOG)])
         await conn.execute("INSERT INTO events (merchant_id, type, object_id) VALUES ('acct_live', "
                            "'payment.succeeded', 'pay_live')")
-        # The dead endpoint's retries are all due, and older than the live endpoint's first attempt.
+        # Queued (first attempts failed, or replays): the dead endpoint's are all due, and older than the
+        # live endpoint's one.
+        await conn.execute("INSERT INTO webhook_deliveries (event_id, endpoint_id) SELECT e.id, w.id FROM "
+                           "events e JOIN webhook_endpoints w USING (merchant_id)")
         await conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 minute' "
                            "WHERE endpoint_id = 'we_dead'")
         await conn.execute("UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 second' "

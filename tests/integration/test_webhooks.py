@@ -200,6 +200,52 @@ async def test_an_endpoint_failing_for_three_days_is_disabled_with_an_event(stac
         assert shown["status"] == "disabled" and "failed for 3 days" in shown["disabled_reason"]
 
 
+async def _insert_event(conn, merchant: str, name: str) -> int:  # type: ignore[no-untyped-def]
+    """An event whose object is written in its data (a webhook_endpoint's JSON), so no payment need exist."""
+    return int(await conn.fetchval(
+        "INSERT INTO events (merchant_id, type, object_id, data) VALUES ($1, 'webhook_endpoint.disabled', $2, $3) "
+        "RETURNING id", merchant, name, json.dumps({"id": name, "object": "webhook_endpoint"}).encode()))
+
+
+async def test_an_event_that_commits_after_a_later_one_is_delivered_and_the_later_one_waits(  # type: ignore[no-untyped-def]
+        stack, db, receiver: Receiver) -> None:
+    """Event ids are taken before commit: an event whose transaction commits after a later event's must still
+    be delivered (a cursor by id alone would pass over it), and the later one waits until it is."""
+    async with shop(stack, "hooks-late") as client:
+        made = await _endpoint(client, receiver.url("/ok/late"), ["*"])
+        merchant = await db.fetchval("SELECT merchant_id FROM webhook_endpoints WHERE id = $1", made["id"])
+        async with db.acquire() as slow:
+            open_transaction = slow.transaction()
+            await open_transaction.start()
+            early = await _insert_event(slow, merchant, "we_early")
+            later = await _insert_event(db, merchant, "we_later")          # committed first
+            assert later > early
+            await asyncio.sleep(2.5)                                       # the deliverer looks meanwhile
+            assert receiver.bodies("/ok/late") == []
+            await open_transaction.commit()
+        await _until(lambda: len(receiver.bodies("/ok/late")) >= 2)
+        await asyncio.sleep(0.5)
+        ids = sorted(headers["webhook-id"] for headers, _ in receiver.bodies("/ok/late"))
+        assert ids == [f"evt_{early:016d}", f"evt_{later:016d}"]
+
+
+async def test_an_event_that_cannot_be_rendered_fails_alone(stack, db, receiver: Receiver) -> None:  # type: ignore[no-untyped-def]
+    """One bad event (its payment gone) is logged as failed and the cursor goes on past it."""
+    async with shop(stack, "hooks-bad-event") as client:
+        made = await _endpoint(client, receiver.url("/ok/after-bad"), ["*"])
+        merchant = await db.fetchval("SELECT merchant_id FROM webhook_endpoints WHERE id = $1", made["id"])
+        bad = await db.fetchval("INSERT INTO events (merchant_id, type, object_id) VALUES ($1, 'payment.settled', "
+                                "'pay_nosuchpayment') RETURNING id", merchant)
+        good = await _insert_event(db, merchant, "we_after_bad")
+        await _until(lambda: receiver.bodies("/ok/after-bad"))
+        assert [h["webhook-id"] for h, _ in receiver.bodies("/ok/after-bad")] == [f"evt_{good:016d}"]
+        shown = await client.request("GET", f"/v1/events/evt_{bad:016d}/deliveries")
+        assert shown.status == 200, shown.body
+        (delivery,) = shown.json()["data"]
+        assert delivery["status"] == "failed"
+        assert delivery["attempts"][0]["error"] == "the event cannot be rendered"
+
+
 def _cli(stack, *args: str):  # type: ignore[no-untyped-def]
     import os
     import subprocess

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from standardwebhooks.webhooks import Webhook
 
-from switch.frontends.webhooks import client, signing
+from switch.frontends.webhooks import client, cursors, signing
 from switch.frontends.webhooks.delivery import RETRY_FOR_S, RETRY_SCHEDULE_S, next_attempt
 
 
@@ -57,3 +57,25 @@ def test_loopback_only_when_allowed_and_public_addresses_pass() -> None:
 async def test_a_name_that_resolves_to_loopback_is_refused_at_connect_time() -> None:
     answer = await client.post("http://localhost:9/hook", b"{}", [], allow_loopback=False, timeout_s=2.0)
     assert answer.status is None and answer.error is not None and answer.error.startswith("refused")
+
+
+def _events(*positions: tuple[int, int]) -> list[dict[str, int]]:
+    return [{"xid": xid, "event_id": event_id} for xid, event_id in positions]
+
+
+def test_a_cursor_moves_past_a_full_batch_only_once_every_attempt_of_it_is_recorded() -> None:
+    state = cursors.CursorState({"cursor_xid": 100, "cursor_event_id": 0})  # type: ignore[arg-type]
+    assert state.start_batch(_events((100, 7), (101, 5), (101, 9)), 3, horizon=140) is None   # type: ignore[arg-type]
+    assert not state.idle
+    assert state.settled() is None and state.settled() is None
+    assert state.settled() == (101, 9)            # full: the last event read, not the horizon (more may wait)
+    assert state.idle and state.position == (101, 9)
+
+
+def test_a_cursor_past_a_short_batch_goes_to_the_horizon_and_never_back() -> None:
+    state = cursors.CursorState({"cursor_xid": 100, "cursor_event_id": 4})  # type: ignore[arg-type]
+    assert state.start_batch(_events((100, 7)), 16, horizon=120) is None   # type: ignore[arg-type]
+    assert state.settled() == (120, 0)            # every event of an older transaction has been read
+    assert state.start_batch([], 16, horizon=130) == (130, 0)     # nothing subscribed to: moved at once
+    assert state.start_batch([], 16, horizon=125) is None         # an older horizon moves nothing
+    assert state.position == (130, 0)

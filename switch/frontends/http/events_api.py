@@ -11,6 +11,7 @@ statement stored); a settlement's event, written set-based in SQL, renders the p
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -26,6 +27,8 @@ from switch.merchants import Merchant
 from switch.payments import outcome as outcomes
 from switch.store import events as event_store
 from switch.store.records import PaymentRecord, payment_record
+
+log = logging.getLogger(__name__)
 
 API_VERSION = "2026-12-01"
 _EVENT_ID = re.compile(r"^evt_([0-9]{16})$")
@@ -88,8 +91,26 @@ async def objects_now(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> dict[st
 
 async def event_objects(pool: asyncpg.Pool, rows: list[asyncpg.Record]) -> list[EventObject]:
     now = await objects_now(pool, rows)
-    return [EventObject(event_id(row["id"]), row["type"], int(row["created_at"].timestamp()),
-                        EventData(msgspec.Raw(rendered_object(row, now)))) for row in rows]
+    return [_event_object(row, now) for row in rows]
+
+
+async def event_objects_or_none(pool: asyncpg.Pool, rows: list[Any]) -> list[EventObject | None]:
+    """As event_objects, with None for an event that cannot be rendered (its object gone, its data
+    unreadable), so one bad event does not hold up the others."""
+    now = await objects_now(pool, rows)
+    shown: list[EventObject | None] = []
+    for row in rows:
+        try:
+            shown.append(_event_object(row, now))
+        except Exception:  # noqa: BLE001 - whatever is wrong with it, it is this event's alone
+            log.warning("event %s (%s) cannot be rendered", event_id(row["id"]), row["type"])
+            shown.append(None)
+    return shown
+
+
+def _event_object(row: Any, now: dict[str, asyncpg.Record]) -> EventObject:
+    return EventObject(event_id(row["id"]), row["type"], int(row["created_at"].timestamp()),
+                       EventData(msgspec.Raw(rendered_object(row, now))))
 
 
 def _cursor(params: dict[str, str], name: str) -> int | None:

@@ -202,10 +202,11 @@ class WebhooksApi:
         return row
 
     async def _deliveries(self, merchant: Merchant, event_id: int, path: str) -> bytes:
-        deliveries: dict[int, Delivery] = {}
+        deliveries: dict[str, Delivery] = {}
         for row in await webhook_store.attempts_of_event(self.pool, merchant.id, event_id):
-            delivery = deliveries.setdefault(row["delivery_id"], Delivery(
-                f"whd_{row['delivery_id']}", row["endpoint_id"], row["status"], []))
+            endpoint = row["endpoint_id"]                    # one delivery per event and endpoint
+            delivery = deliveries.setdefault(endpoint, Delivery(
+                f"whd_{event_id}_{endpoint.removeprefix('we_')}", endpoint, row["status"], []))
             if row["attempted_at"] is not None:
                 delivery.attempts.append(Attempt(int(row["attempted_at"].timestamp()), row["http_status"],
                                                  row["error"], row["latency_ms"], row["excerpt"]))

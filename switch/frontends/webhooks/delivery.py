@@ -1,12 +1,11 @@
-"""Webhook delivery: every worker takes due deliveries from the queue in Postgres (FOR UPDATE SKIP LOCKED,
-with a lease), at most PER_ENDPOINT_MAX of one endpoint and IN_FLIGHT_MAX in all in flight at once,
-so a slow or dead endpoint never holds up the others. An endpoint that answers fast is claimed for in depth
-(up to QUEUED_FAST_MAX waiting on this worker), so a backlog drains in few claims; attempts reuse kept-alive
-connections (client.Connections). It takes more as soon as attempts end, and the attempts of one moment are
-recorded in one statement (group commit). At least once: a delivery is
-marked delivered only after a 2xx, and a worker that dies mid-attempt leaves it due again when its
-lease ends; every attempt of an event carries the same `webhook-id` (the event's id), so a receiver
-drops duplicates.
+"""Webhook delivery: first attempts come from a cursor per endpoint over the events (cursors.py: one
+worker holds an endpoint at a time, through a lease), later attempts (retries, replays) from the queue in
+Postgres (FOR UPDATE SKIP LOCKED, with a lease). At most PER_ENDPOINT_MAX attempts of one endpoint and
+IN_FLIGHT_MAX in all are in flight at once per worker, so a slow or dead endpoint never holds up the others.
+An endpoint that answers fast is read (and claimed) in depth: up to QUEUED_FAST_MAX waiting on this worker.
+Attempts reuse kept-alive connections (client.Connections), and the attempts of one moment are recorded in
+one statement (group commit). At least once: every attempt of an event carries the same `webhook-id` (the
+event's id), so a receiver drops duplicates.
 
 2xx: delivered. 410 Gone: the endpoint is disabled and the delivery failed. Anything else (another
 status, a timeout, a refused or broken connection): again after RETRY_SCHEDULE_S[attempts] (with +/- 20 %
@@ -25,7 +24,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import asyncpg
 import msgspec
@@ -35,7 +33,7 @@ from switch.common.batch import Batcher
 from switch.common.metrics import FlushedCounts
 from switch.frontends.http import events_api
 from switch.frontends.stripe import events as stripe_events
-from switch.frontends.webhooks import client, signing
+from switch.frontends.webhooks import client, cursors, signing
 from switch.store import webhooks as webhook_store
 
 log = logging.getLogger(__name__)
@@ -59,6 +57,9 @@ CLAIM_GAP_S = 0.01              # between claims while busy: a claim per attempt
 # While IN_FLIGHT_MAX or more wait on this worker, claim again only after this long: a claim costs the same
 # for 20 rows as for 500, so it is made when the waiting rows run low (or for other endpoints' new rows).
 CLAIM_INTERVAL_MAX_S = 0.25
+CURSOR_LEASE_S = 30.0          # an endpoint's cursor is held this long, renewed every CURSOR_LEASE_PASS_S
+CURSOR_LEASE_PASS_S = 1.0
+CURSOR_ENDPOINTS_MAX = 256     # endpoints whose cursors one worker holds
 
 _encoder = msgspec.json.Encoder()
 attempts_metric = MetricCounter("switch_webhook_attempts_total", "Webhook delivery attempts: delivered (2xx), "
@@ -74,12 +75,6 @@ def next_attempt(attempts: int, queued_at: datetime, now: datetime, schedule: Se
     return None if due > queued_at + timedelta(seconds=retry_for_s) else due
 
 
-# A claimed delivery and its body (None: nothing to send it as).
-Claimed = tuple[asyncpg.Record, bytes | None]
-# An attempt as recorded: delivery, HTTP status, error, latency, excerpt, the delivery's status, when next.
-Attempted = tuple[int, int | None, str | None, int, str | None, str, datetime | None]
-
-
 class Deliverer:
     def __init__(self, pool: asyncpg.Pool, allow_loopback: bool = False,
                  schedule: Sequence[float] = RETRY_SCHEDULE_S, retry_for_s: float = RETRY_FOR_S,
@@ -89,14 +84,20 @@ class Deliverer:
         self.allow_loopback = allow_loopback
         self.schedule = schedule
         self.retry_for_s = retry_for_s
+        self.owner = cursors.new_owner()
+        self.cursors: dict[str, cursors.CursorState] = {}     # the endpoints this worker holds
+        self.advances: dict[str, cursors.Position] = {}       # cursors moved, not yet written
+        self.leased_at = -CURSOR_LEASE_PASS_S
         self.tasks: set[asyncio.Task[None]] = set()         # the attempts in flight
         self.per_endpoint: Counter[str] = Counter()          # ... of each endpoint
-        self.queued: dict[str, deque[Claimed]] = {}          # claimed, waiting for room, per endpoint
+        self.queued: dict[str, deque[cursors.Job]] = {}      # waiting for room, per endpoint
         self.claimed_at = 0.0
+        self.claimed_any = True
         self.latency_ms: dict[str, float] = {}               # recent attempts' mean (failures count slow)
         self.connections = client.Connections()
         self.freed = asyncio.Event()
-        self.results: Batcher[Attempted, None] = Batcher(self._record_many, size_max=500, inflight_max=1)
+        self.results: Batcher[webhook_store.Attempt, None] = Batcher(self._record_many, size_max=500,
+                                                                      inflight_max=1)
 
     async def run(self) -> None:
         while True:
@@ -112,26 +113,89 @@ class Deliverer:
                 self.freed.clear()                           # no room (in all, or per endpoint): until an
                 with contextlib.suppress(TimeoutError):      # attempt ends, or POLL_S
                     await asyncio.wait_for(self.freed.wait(), POLL_S)
-            await asyncio.sleep(CLAIM_GAP_S)                 # let more attempts end: one claim takes them all
+            await asyncio.sleep(CLAIM_GAP_S)                 # let more attempts end: one read takes them all
 
     async def pass_once(self) -> int:
-        """Claim the due deliveries this worker has room for and start what it can; how many it claimed."""
-        waiting = sum(len(rows) for rows in self.queued.values())
-        room = CLAIMED_MAX - len(self.tasks) - waiting
-        stocked = waiting >= IN_FLIGHT_MAX and time.monotonic() - self.claimed_at < CLAIM_INTERVAL_MAX_S
-        if room <= 0 or len(self.tasks) >= IN_FLIGHT_MAX or stocked:
+        """Write the cursors moved, read past the cursors this worker holds and claim queued deliveries, as
+        far as there is room; start what it can. How many attempts it took on."""
+        await self._write_advances()
+        if time.monotonic() - self.leased_at >= CURSOR_LEASE_PASS_S:
+            await self._lease()
+        waiting = sum(len(jobs) for jobs in self.queued.values())
+        if len(self.tasks) >= IN_FLIGHT_MAX or CLAIMED_MAX - len(self.tasks) - waiting <= 0:
             return 0
+        jobs = await self._read_cursors()
+        jobs += await self._claim_queued(waiting)
+        await self._bodies(jobs)
+        for job in jobs:
+            self.queued.setdefault(job.endpoint["endpoint_id"], deque()).append(job)
+        self._start_queued()
+        return len(jobs)
+
+    async def _lease(self) -> None:
+        """Hold (again) the endpoints with events past their cursors, taking those nobody holds; let go of
+        the others once their batch is done."""
+        self.leased_at = time.monotonic()
+        rows = await webhook_store.lease_cursors(self.pool, self.owner, CURSOR_ENDPOINTS_MAX, CURSOR_LEASE_S)
+        for state in self.cursors.values():
+            state.held = False
+        for row in rows:
+            held = self.cursors.get(row["endpoint_id"])
+            if held is None or held.broken:
+                self.cursors[row["endpoint_id"]] = cursors.CursorState(row)
+            else:
+                held.endpoint, held.held = row, True
+        for endpoint, state in list(self.cursors.items()):
+            if not state.held and state.idle:
+                del self.cursors[endpoint]
+
+    async def _read_cursors(self) -> list[cursors.Job]:
+        """The next batch past each idle cursor held (one statement for all)."""
+        idle = [state for state in self.cursors.values() if state.held and state.idle and not state.broken]
+        if not idle:
+            return []
+        sizes = {state.endpoint["endpoint_id"]: self._claim_max(state.endpoint["endpoint_id"]) for state in idle}
+        rows = await webhook_store.fetch_past_cursors(
+            self.pool, [(state.endpoint["endpoint_id"], *state.position, sizes[state.endpoint["endpoint_id"]])
+                        for state in idle])
+        by_endpoint: dict[str, list[asyncpg.Record]] = {}
+        for row in rows:
+            by_endpoint.setdefault(row["endpoint_id"], []).append(row)
+        jobs: list[cursors.Job] = []
+        for state in idle:
+            endpoint = state.endpoint["endpoint_id"]
+            if not (mine := by_endpoint.get(endpoint)):
+                continue                                     # disabled or deleted since the lease
+            events = [row for row in mine if row["event_id"] is not None]
+            if (moved := state.start_batch(events, sizes[endpoint], mine[0]["horizon"])) is not None:
+                self.advances[endpoint] = moved
+            jobs += cursors.cursor_jobs(state, events)
+        return jobs
+
+    async def _claim_queued(self, waiting: int) -> list[cursors.Job]:
+        """Due retries and replays, at most once per CLAIM_INTERVAL_MAX_S unless the last claim found some."""
+        if not self.claimed_any and time.monotonic() - self.claimed_at < CLAIM_INTERVAL_MAX_S:
+            return []
+        room = CLAIMED_MAX - len(self.tasks) - waiting
         self.claimed_at = time.monotonic()
         busy = set(self.per_endpoint) | set(self.queued)
         left = {endpoint: self._claim_max(endpoint) - self.per_endpoint[endpoint] - len(self.queued.get(endpoint, ()))
                 for endpoint in busy}
         rows = await webhook_store.claim_due(self.pool, min(room, BATCH_MAX), PER_ENDPOINT_MAX, LEASE_S,
                                              {endpoint: max(0, free) for endpoint, free in left.items()})
-        bodies = await self._bodies(rows) if rows else {}
-        for row in rows:
-            self.queued.setdefault(row["endpoint_id"], deque()).append((row, bodies.get(row["id"])))
-        self._start_queued()
-        return len(rows)
+        self.claimed_any = bool(rows)
+        return [cursors.queued_job(row) for row in rows]
+
+    async def _write_advances(self) -> None:
+        if not self.advances:
+            return
+        moved, self.advances = self.advances, {}
+        try:
+            await webhook_store.advance_cursors(self.pool, self.owner, [(e, *p) for e, p in moved.items()])
+        except Exception:
+            for endpoint, position in moved.items():        # written with the next pass
+                self.advances.setdefault(endpoint, position)
+            raise
 
     def _claim_max(self, endpoint: str) -> int:
         fast = self.latency_ms.get(endpoint, FAST_ATTEMPT_MS) < FAST_ATTEMPT_MS
@@ -146,81 +210,109 @@ class Deliverer:
             if not waiting:
                 del self.queued[endpoint]
 
-    def _start(self, claimed: Claimed) -> None:
-        row, body = claimed
-        self.per_endpoint[row["endpoint_id"]] += 1
-        task = asyncio.get_running_loop().create_task(self._deliver(row, body))
+    def _start(self, job: cursors.Job) -> None:
+        endpoint = job.endpoint["endpoint_id"]
+        self.per_endpoint[endpoint] += 1
+        task = asyncio.get_running_loop().create_task(self._deliver(job))
         self.tasks.add(task)
-        task.add_done_callback(functools.partial(self._done, endpoint=row["endpoint_id"]))
+        task.add_done_callback(functools.partial(self._done, job=job))
 
-    def _done(self, task: asyncio.Task[None], endpoint: str) -> None:
+    def _done(self, task: asyncio.Task[None], job: cursors.Job) -> None:
+        endpoint = job.endpoint["endpoint_id"]
         self.tasks.discard(task)
         self.per_endpoint[endpoint] -= 1
         if not self.per_endpoint[endpoint]:
             del self.per_endpoint[endpoint]
             if endpoint not in self.queued:
                 self.latency_ms.pop(endpoint, None)          # bounded by the endpoints being delivered to
+        failed = task.cancelled() or task.exception() is not None
+        if job.cursor is not None:
+            self._settled(job.cursor, failed)
         self._start_queued()
         self.freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.warning("webhook attempt failed: %s", task.exception().__class__.__name__)
 
-    async def _bodies(self, rows: list[asyncpg.Record]) -> dict[int, bytes]:
-        """Each claimed delivery's body, rendered for the whole claim at once: an event whose object is read
-        when it is rendered (a payment's) costs one query per claim, not one per delivery."""
-        standard = [row for row in rows if row["format"] != "stripe"]
-        stripe = [row for row in rows if row["format"] == "stripe"]
-        bodies = {}
-        if standard:
-            objects = await events_api.event_objects(self.pool, [_event_row(row) for row in standard])  # type: ignore[misc]
-            bodies = {row["id"]: _encoder.encode(event) for row, event in zip(standard, objects, strict=True)}
-        if stripe:
-            shown = {event.id: event for event in
-                     await stripe_events.stripe_events(self.pool, [_event_row(row) for row in stripe])}
-            for row in stripe:
-                if (event := shown.get(events_api.event_id(row["event_id"]))) is not None:
-                    bodies[row["id"]] = stripe_events.encode(event)
-        return bodies
+    def _settled(self, state: cursors.CursorState, lost: bool) -> None:
+        """A first attempt recorded (or lost: its batch is read again from the cursor as written)."""
+        if lost:
+            state.broken = True
+        if (moved := state.settled()) is not None and not state.broken:
+            self.advances[state.endpoint["endpoint_id"]] = moved
+        if state.broken and state.idle and self.cursors.get(state.endpoint["endpoint_id"]) is state:
+            del self.cursors[state.endpoint["endpoint_id"]]
+            self.leased_at = -CURSOR_LEASE_PASS_S           # held again (from the cursor written) at once
 
-    async def _deliver(self, row: asyncpg.Record, body: bytes | None) -> None:
-        if row["status"] != "enabled" or body is None:
-            why = "the endpoint is disabled" if row["status"] != "enabled" else "the event has no Stripe type"
-            await self._record(row, client.Answer(None, why, 0, None), "failed", None)
+    async def _bodies(self, jobs: list[cursors.Job]) -> None:
+        """Each job's body, rendered for the whole pass at once: an event whose object is read when it is
+        rendered (a payment's) costs one query per pass, not one per delivery."""
+        standard = [job for job in jobs if job.endpoint["format"] != "stripe"]
+        stripe = [job for job in jobs if job.endpoint["format"] == "stripe"]
+        if standard:
+            objects = await events_api.event_objects_or_none(self.pool, [job.event for job in standard])
+            for job, rendered in zip(standard, objects, strict=True):
+                job.body = None if rendered is None else _encoder.encode(rendered)
+        if stripe:
+            await self._stripe_bodies(stripe)
+
+    async def _stripe_bodies(self, jobs: list[cursors.Job]) -> None:
+        """Stripe's events for these jobs; when the batch cannot be rendered, each on its own, so only the
+        bad one is left without a body."""
+        try:
+            shown = {event.id: event for event in
+                     await stripe_events.stripe_events(self.pool, [job.event for job in jobs])}
+        except Exception:  # noqa: BLE001 - one bad event: find it
+            if len(jobs) > 1:
+                for job in jobs:
+                    await self._stripe_bodies([job])
             return
-        message_id = events_api.event_id(row["event_id"])
-        if row["format"] == "stripe":
-            headers = [("stripe-signature", stripe_events.signature(row["secret"], int(time.time()), body,
-                                                                    row["previous_secret"]))]
+        for job in jobs:
+            if (event := shown.get(events_api.event_id(job.event["id"]))) is not None:
+                job.body = stripe_events.encode(event)
+
+    async def _deliver(self, job: cursors.Job) -> None:
+        endpoint, body = job.endpoint, job.body
+        if endpoint["status"] != "enabled" or body is None:
+            why = ("the endpoint is disabled" if endpoint["status"] != "enabled" else "the event has no Stripe type"
+                   if endpoint["format"] == "stripe" else "the event cannot be rendered")
+            await self._record(job, client.Answer(None, why, 0, None), "failed", None)
+            return
+        message_id = events_api.event_id(job.event["id"])
+        if endpoint["format"] == "stripe":
+            headers = [("stripe-signature", stripe_events.signature(endpoint["secret"], int(time.time()), body,
+                                                                    endpoint["previous_secret"]))]
         else:
-            headers = signing.headers(row["secret"], message_id, int(time.time()), body, row["previous_secret"])
-        answer = await client.post(row["url"], body, headers, self.allow_loopback, connections=self.connections)
-        self._observe(row["endpoint_id"], answer)
-        await self._settle(row, answer)
+            headers = signing.headers(endpoint["secret"], message_id, int(time.time()), body,
+                                      endpoint["previous_secret"])
+        answer = await client.post(endpoint["url"], body, headers, self.allow_loopback, connections=self.connections)
+        self._observe(endpoint["endpoint_id"], answer)
+        await self._settle(job, answer)
 
     def _observe(self, endpoint: str, answer: client.Answer) -> None:
         delivered = answer.status is not None and 200 <= answer.status < 300
         latency_ms = answer.latency_ms if delivered else client.DELIVERY_TIMEOUT_S * 1000
         self.latency_ms[endpoint] = 0.8 * self.latency_ms.get(endpoint, latency_ms) + 0.2 * latency_ms
 
-    async def _settle(self, row: asyncpg.Record, answer: client.Answer) -> None:
+    async def _settle(self, job: cursors.Job, answer: client.Answer) -> None:
         if answer.status is not None and 200 <= answer.status < 300:
-            await self._record(row, answer, "delivered", None)
+            await self._record(job, answer, "delivered", None)
             return
         if answer.status == 410:
-            await webhook_store.disable_endpoint(self.pool, row["endpoint_id"], "the endpoint answered 410 Gone")
-            await self._record(row, answer, "failed", None)
+            await webhook_store.disable_endpoint(self.pool, job.endpoint["endpoint_id"],
+                                                 "the endpoint answered 410 Gone")
+            await self._record(job, answer, "failed", None)
             return
-        due = next_attempt(row["attempts"], row["queued_at"], datetime.now(UTC), self.schedule, self.retry_for_s)
-        await self._record(row, answer, "pending" if due else "failed", due)
+        due = next_attempt(job.attempts, job.queued_at, datetime.now(UTC), self.schedule, self.retry_for_s)
+        await self._record(job, answer, "pending" if due else "failed", due)
 
-    async def _record(self, row: asyncpg.Record, answer: client.Answer, status: str, due: datetime | None) -> None:
+    async def _record(self, job: cursors.Job, answer: client.Answer, status: str, due: datetime | None) -> None:
         _attempts.add(("retry" if status == "pending" else status,))
-        await self.results.submit((row["id"], answer.status, answer.error, answer.latency_ms, answer.excerpt,
-                                   status, due))
+        await self.results.submit((job.event["id"], job.endpoint["endpoint_id"], answer.status, answer.error,
+                                   answer.latency_ms, answer.excerpt, status, due, job.first))
 
-    async def _record_many(self, attempts: list[Attempted]) -> list[None]:
+    async def _record_many(self, attempts: list[webhook_store.Attempt]) -> list[None]:
         await webhook_store.record_attempts(self.pool, attempts)
-        if any(attempt[5] != "delivered" for attempt in attempts):
+        if any(attempt[6] != "delivered" for attempt in attempts):
             for endpoint in await webhook_store.disable_failing(self.pool, self.failing_for_s):
                 log.warning("webhook endpoint %s disabled: every delivery failed for %d s", endpoint,
                             self.failing_for_s)
@@ -230,9 +322,3 @@ class Deliverer:
         for task in list(self.tasks):
             task.cancel()
         self.connections.close()
-
-
-def _event_row(row: asyncpg.Record) -> dict[str, Any]:
-    """The claimed delivery's event, as an `events` row reads."""
-    return {"id": row["event_id"], "type": row["type"], "object_id": row["object_id"], "data": row["data"],
-            "created_at": row["event_created_at"]}
