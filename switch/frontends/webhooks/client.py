@@ -9,6 +9,7 @@ answer between the check and the connect."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 import ssl
@@ -136,12 +137,11 @@ async def post(url: str, body: bytes, headers: list[tuple[str, str]], allow_loop
 
 async def _exchange(url: str, body: bytes, headers: list[tuple[str, str]], allow_loopback: bool,
                     tls: ssl.SSLContext | None, connections: Connections | None) -> tuple[int, str]:
-    scheme, host, port, path = check_url(url)
-    destination = (scheme, host, await _address(host, port, allow_loopback), port)
-    head = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json",
-            f"Content-Length: {len(body)}", "User-Agent: switch-webhooks/1",
-            *(f"{name}: {value}" for name, value in headers)]
-    request = ("\r\n".join(head) + "\r\n\r\n").encode() + body
+    scheme, host, port, start, literal = _target(url, allow_loopback)
+    address = literal if literal is not None else await resolve(host, port, allow_loopback)
+    destination = (scheme, host, address, port)
+    request = b"".join((start, b"Content-Length: %d\r\n" % len(body),
+                        "".join(f"{name}: {value}\r\n" for name, value in headers).encode(), b"\r\n", body))
     reused = connections.take(destination) if connections is not None else None
     if reused is not None:
         try:
@@ -152,15 +152,21 @@ async def _exchange(url: str, body: bytes, headers: list[tuple[str, str]], allow
     return await _round_trip(destination, opened, request, connections)
 
 
-async def _address(host: str, port: int, allow_loopback: bool) -> str:
-    """The checked address: an address literal as it is (no resolver thread), a name resolved."""
+@functools.lru_cache(maxsize=1024)
+def _target(url: str, allow_loopback: bool) -> tuple[str, str, int, bytes, str | None]:
+    """(scheme, host, port, the request's head up to its length, the checked address if the host is an
+    address literal, else None: a name is resolved and checked on every attempt). Worked out once per URL:
+    nothing in it can change (a refused URL raises, and is worked out again the next time)."""
+    scheme, host, port, path = check_url(url)
+    start = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+             "User-Agent: switch-webhooks/1\r\n").encode()
     literal = host.strip("[]")
     try:
         ipaddress.ip_address(literal)
     except ValueError:
-        return await resolve(host, port, allow_loopback)
+        return scheme, host, port, start, None
     check_address(literal, allow_loopback)
-    return literal
+    return scheme, host, port, start, literal
 
 
 async def _connect(destination: Destination, tls: ssl.SSLContext | None
