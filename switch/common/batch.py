@@ -9,6 +9,9 @@ A batch fails as a whole when one of its items is bad (a statement is atomic). W
 (``splittable``), the batch is split in halves and each half tried again, down to single items: the bad
 item gets its error alone and every good one its normal result, for log2(size) more statements. Errors of
 the whole batch (a lost connection, a timeout) are not split: every waiter hears them at once.
+
+Work that nobody waits on in a hurry (a log line) can set ``linger_s``: a batch leaves that long after its
+first item (or at once when ``size_max`` items wait), so a steady trickle makes few, large statements.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ class Batcher(Generic[Item, Result]):
     def __init__(self, run: Callable[[list[Item]], Awaitable[Sequence[Result | BaseException]]], *,
                  size_max: int = 256, inflight_max: int = 2, queue_max: int = 20_000,
                  splittable: Callable[[BaseException], bool] = lambda error: False,
-                 on_split: Callable[[], None] = lambda: None) -> None:
+                 on_split: Callable[[], None] = lambda: None, linger_s: float = 0.0) -> None:
         assert size_max > 0 and inflight_max > 0 and queue_max >= size_max
         self.run = run
         self.splittable = splittable
@@ -38,6 +41,7 @@ class Batcher(Generic[Item, Result]):
         self.size_max = size_max
         self.inflight_max = inflight_max
         self.queue_max = queue_max
+        self.linger_s = linger_s
         self.waiting: list[tuple[Item, asyncio.Future[Result]]] = []
         self.inflight = 0
         self.flush_scheduled = False
@@ -55,9 +59,17 @@ class Batcher(Generic[Item, Result]):
         future: asyncio.Future[Result] = loop.create_future()
         self.waiting.append((item, future))
         if not self.flush_scheduled:
-            self.flush_scheduled = True
-            loop.call_soon(self._flush)
+            self._schedule(loop)
+        elif self.linger_s and len(self.waiting) == self.size_max:
+            loop.call_soon(self._flush)                  # full: no need to wait out the linger
         return future
+
+    def _schedule(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.flush_scheduled = True
+        if self.linger_s and len(self.waiting) < self.size_max:
+            loop.call_later(self.linger_s, self._flush)
+        else:
+            loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self.flush_scheduled = False
@@ -75,8 +87,7 @@ class Batcher(Generic[Item, Result]):
         finally:
             self.inflight -= 1
             if self.waiting and not self.flush_scheduled:
-                self.flush_scheduled = True
-                asyncio.get_running_loop().call_soon(self._flush)
+                self._schedule(asyncio.get_running_loop())
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

@@ -26,7 +26,8 @@ outbox_oldest_age = Gauge("switch_outbox_oldest_age_seconds", "Age of the oldest
                           ["kind"], multiprocess_mode="livemax")
 webhook_pending = Gauge("switch_webhook_deliveries_pending", "Webhook deliveries not yet delivered or given up",
                         multiprocess_mode="livemax")
-webhook_lag = Gauge("switch_webhook_delivery_lag_seconds", "How long the oldest due webhook delivery has waited",
+webhook_lag = Gauge("switch_webhook_delivery_lag_seconds",
+                    "How long the oldest due webhook delivery (queued, or an event past a cursor) has waited",
                     multiprocess_mode="livemax")
 settlement_exceptions_open = Gauge("switch_settlement_exceptions_open",
                                    "Settlement lines of active files that did not match and no operator resolved",

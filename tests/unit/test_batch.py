@@ -117,3 +117,23 @@ async def test_an_error_of_the_whole_batch_is_not_split() -> None:
                                          splittable=lambda error: isinstance(error, RefusedRow))
     results = await asyncio.gather(*(batcher.submit(i) for i in range(16)), return_exceptions=True)
     assert all(isinstance(r, ConnectionResetError) for r in results) and calls == 1
+
+
+async def test_with_a_linger_a_trickle_leaves_together_and_a_full_batch_at_once() -> None:
+    seen: list[list[int]] = []
+
+    async def run(items: list[int]) -> list[int]:
+        seen.append(items)
+        return items
+
+    batcher: Batcher[int, int] = Batcher(run, size_max=4, inflight_max=1, linger_s=0.2)
+    trickle = []
+    for item in range(3):                                 # one item per loop pass, within the linger
+        trickle.append(asyncio.create_task(batcher.submit(item)))
+        await asyncio.sleep(0.01)
+    assert seen == []                                     # still lingering
+    assert await asyncio.gather(*trickle) == [0, 1, 2]
+    assert seen == [[0, 1, 2]]
+    full = [asyncio.create_task(batcher.submit(item)) for item in range(10, 14)]
+    assert await asyncio.wait_for(asyncio.gather(*full), 0.1) == [10, 11, 12, 13]   # full: no linger
+    assert seen[-1] == [10, 11, 12, 13]

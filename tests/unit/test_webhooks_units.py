@@ -65,17 +65,29 @@ def _events(*positions: tuple[int, int]) -> list[dict[str, int]]:
 
 def test_a_cursor_moves_past_a_full_batch_only_once_every_attempt_of_it_is_recorded() -> None:
     state = cursors.CursorState({"cursor_xid": 100, "cursor_event_id": 0})  # type: ignore[arg-type]
-    assert state.start_batch(_events((100, 7), (101, 5), (101, 9)), 3, horizon=140) is None   # type: ignore[arg-type]
-    assert not state.idle
-    assert state.settled() is None and state.settled() is None
-    assert state.settled() == (101, 9)            # full: the last event read, not the horizon (more may wait)
+    batch, moved = state.start_batch(_events((100, 7), (101, 5), (101, 9)), 3, horizon=140)  # type: ignore[arg-type]
+    assert batch is not None and moved is None and not state.idle
+    assert state.read_to == (101, 9)              # full: the next read starts after the last event read
+    assert state.settled(batch) is None and state.settled(batch) is None
+    assert state.settled(batch) == (101, 9)
     assert state.idle and state.position == (101, 9)
+
+
+def test_a_second_batch_is_read_while_the_first_is_in_flight_and_the_cursor_waits_for_the_first() -> None:
+    state = cursors.CursorState({"cursor_xid": 100, "cursor_event_id": 0})  # type: ignore[arg-type]
+    first, _ = state.start_batch(_events((100, 1), (100, 2)), 2, horizon=150)  # type: ignore[arg-type]
+    assert state.wants_more()
+    second, _ = state.start_batch(_events((100, 3)), 2, horizon=150)  # type: ignore[arg-type]
+    assert first is not None and second is not None and not state.wants_more()   # two in flight at most
+    assert state.settled(second) is None          # the later batch done first: the cursor does not move
+    assert state.settled(first) is None
+    assert state.settled(first) == (150, 0)       # both done: past the second (short: to the horizon)
 
 
 def test_a_cursor_past_a_short_batch_goes_to_the_horizon_and_never_back() -> None:
     state = cursors.CursorState({"cursor_xid": 100, "cursor_event_id": 4})  # type: ignore[arg-type]
-    assert state.start_batch(_events((100, 7)), 16, horizon=120) is None   # type: ignore[arg-type]
-    assert state.settled() == (120, 0)            # every event of an older transaction has been read
-    assert state.start_batch([], 16, horizon=130) == (130, 0)     # nothing subscribed to: moved at once
-    assert state.start_batch([], 16, horizon=125) is None         # an older horizon moves nothing
+    batch, _ = state.start_batch(_events((100, 7)), 16, horizon=120)  # type: ignore[arg-type]
+    assert batch is not None and state.settled(batch) == (120, 0)   # every older transaction's event read
+    assert state.start_batch([], 16, horizon=130) == (None, (130, 0))   # nothing subscribed to: at once
+    assert state.start_batch([], 16, horizon=125) == (None, None)       # an older horizon moves nothing
     assert state.position == (130, 0)

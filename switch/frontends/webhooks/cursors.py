@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections import deque
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -21,56 +22,84 @@ import asyncpg
 Position = tuple[int, int]           # (xid, event id)
 
 
+class Batch:
+    """Events read past the cursor at once: how many attempts of them are not yet recorded, and where the
+    cursor goes once none is."""
+
+    __slots__ = ("left", "target")
+
+    def __init__(self, left: int, target: Position) -> None:
+        self.left = left
+        self.target = target
+
+
 class Job:
     """One attempt to make: an event to an endpoint, the first (from the cursor) or a later one (queued)."""
 
-    __slots__ = ("attempts", "body", "cursor", "endpoint", "event", "first", "queued_at")
+    __slots__ = ("attempts", "batch", "body", "cursor", "endpoint", "event", "first", "queued_at", "sending")
 
     def __init__(self, endpoint: Any, event: dict[str, Any], attempts: int, queued_at: datetime,
-                 cursor: CursorState | None) -> None:
+                 cursor: CursorState | None = None, batch: Batch | None = None) -> None:
         self.endpoint = endpoint      # a row with endpoint_id, url, secret, previous_secret, status, format
         self.event = event            # as an `events` row reads: id, type, object_id, data, created_at
         self.attempts = attempts
         self.queued_at = queued_at
-        self.cursor = cursor          # the batch it belongs to, for a first attempt
+        self.cursor = cursor          # for a first attempt: the cursor and the batch it was read in
+        self.batch = batch
         self.first = cursor is not None
         self.body: bytes | None = None
+        self.sending = False          # counted in flight (until its answer, not its record)
 
 
 class CursorState:
-    """This worker's hold on one endpoint's cursor: where it stands and the batch in flight."""
+    """This worker's hold on one endpoint's cursor: where it stands (as written, or about to be), where
+    the next read starts, and the batches read and not yet recorded (at most BATCHES_MAX: the next is read
+    while the last is in flight, so an endpoint's attempts do not wait for a batch's slowest one)."""
 
-    __slots__ = ("broken", "endpoint", "held", "left", "position", "target")
+    BATCHES_MAX = 2
+
+    __slots__ = ("batches", "broken", "endpoint", "held", "position", "read_to")
 
     def __init__(self, endpoint: asyncpg.Record) -> None:
         self.endpoint = endpoint
         self.position: Position = (endpoint["cursor_xid"], endpoint["cursor_event_id"])
+        self.read_to = self.position
         self.held = True
-        self.left = 0                      # attempts of the batch not yet recorded
-        self.target: Position | None = None  # where the cursor goes once they are
-        self.broken = False                # an attempt of the batch was lost: the batch is read again
+        self.batches: deque[Batch] = deque()
+        self.broken = False                # an attempt was lost: the cursor is read again as written
 
     @property
     def idle(self) -> bool:
-        return self.target is None
+        return not self.batches
 
-    def start_batch(self, events: list[asyncpg.Record], batch_max: int, horizon: int) -> Position | None:
-        """Take a fetched batch; where the cursor can move at once when it is empty (or None)."""
+    def wants_more(self) -> bool:
+        return self.held and not self.broken and len(self.batches) < self.BATCHES_MAX
+
+    def start_batch(self, events: list[asyncpg.Record], batch_max: int,
+                    horizon: int) -> tuple[Batch | None, Position | None]:
+        """Take a fetched batch: the batch, or where the cursor can move at once when it is empty (and
+        nothing else is in flight)."""
         end: Position = (horizon, 0)
         if len(events) >= batch_max:
             end = (events[-1]["xid"], events[-1]["event_id"])
         if not events:
-            return self._moved_to(end)
-        self.left, self.target = len(events), end
-        return None
+            if self.batches or end <= self.read_to:
+                return None, None
+            self.read_to = end
+            return None, self._moved_to(end)
+        self.read_to = max(self.read_to, end)
+        batch = Batch(len(events), end)
+        self.batches.append(batch)
+        return batch, None
 
-    def settled(self) -> Position | None:
-        """One attempt of the batch recorded; where the cursor moves when it was the last (or None)."""
-        self.left -= 1
-        if self.left or self.target is None:
-            return None
-        target, self.target = self.target, None
-        return self._moved_to(target)
+    def settled(self, batch: Batch) -> Position | None:
+        """One attempt of `batch` recorded: where the cursor moves when that completes the oldest batches
+        (or None)."""
+        batch.left -= 1
+        moved = None
+        while self.batches and not self.batches[0].left:
+            moved = self._moved_to(self.batches.popleft().target) or moved
+        return moved
 
     def _moved_to(self, end: Position) -> Position | None:
         if end <= self.position:
@@ -84,13 +113,13 @@ def new_owner() -> str:
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
 
 
-def cursor_jobs(state: CursorState, events: Iterable[asyncpg.Record]) -> list[Job]:
+def cursor_jobs(state: CursorState, batch: Batch, events: Iterable[asyncpg.Record]) -> list[Job]:
     return [Job(state.endpoint, {"id": row["event_id"], "type": row["type"], "object_id": row["object_id"],
                                  "data": row["data"], "created_at": row["created_at"]},
-                0, row["created_at"], state) for row in events]
+                0, row["created_at"], state, batch) for row in events]
 
 
 def queued_job(row: asyncpg.Record) -> Job:
     """A claimed queued delivery (a retry or a replay)."""
     return Job(row, {"id": row["event_id"], "type": row["type"], "object_id": row["object_id"], "data": row["data"],
-                     "created_at": row["event_created_at"]}, row["attempts"], row["queued_at"], None)
+                     "created_at": row["event_created_at"]}, row["attempts"], row["queued_at"])

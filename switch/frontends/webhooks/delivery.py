@@ -57,6 +57,9 @@ CLAIM_GAP_S = 0.01              # between claims while busy: a claim per attempt
 # While IN_FLIGHT_MAX or more wait on this worker, claim again only after this long: a claim costs the same
 # for 20 rows as for 500, so it is made when the waiting rows run low (or for other endpoints' new rows).
 CLAIM_INTERVAL_MAX_S = 0.25
+# Attempts are recorded at most this long after they end, many to a statement: a statement's fixed cost
+# (parse, plan, commit) is most of a small one's.
+RECORD_LINGER_S = 0.05
 CURSOR_LEASE_S = 30.0          # an endpoint's cursor is held this long, renewed every CURSOR_LEASE_PASS_S
 CURSOR_LEASE_PASS_S = 1.0
 CURSOR_ENDPOINTS_MAX = 256     # endpoints whose cursors one worker holds
@@ -88,7 +91,8 @@ class Deliverer:
         self.cursors: dict[str, cursors.CursorState] = {}     # the endpoints this worker holds
         self.advances: dict[str, cursors.Position] = {}       # cursors moved, not yet written
         self.leased_at = -CURSOR_LEASE_PASS_S
-        self.tasks: set[asyncio.Task[None]] = set()         # the attempts in flight
+        self.tasks: set[asyncio.Task[None]] = set()         # the attempts sent or being recorded
+        self.sending = 0                                     # sent, not yet answered
         self.per_endpoint: Counter[str] = Counter()          # ... of each endpoint
         self.queued: dict[str, deque[cursors.Job]] = {}      # waiting for room, per endpoint
         self.claimed_at = 0.0
@@ -97,7 +101,7 @@ class Deliverer:
         self.connections = client.Connections()
         self.freed = asyncio.Event()
         self.results: Batcher[webhook_store.Attempt, None] = Batcher(self._record_many, size_max=500,
-                                                                      inflight_max=1)
+                                                                      inflight_max=1, linger_s=RECORD_LINGER_S)
 
     async def run(self) -> None:
         while True:
@@ -122,7 +126,7 @@ class Deliverer:
         if time.monotonic() - self.leased_at >= CURSOR_LEASE_PASS_S:
             await self._lease()
         waiting = sum(len(jobs) for jobs in self.queued.values())
-        if len(self.tasks) >= IN_FLIGHT_MAX or CLAIMED_MAX - len(self.tasks) - waiting <= 0:
+        if self.sending >= IN_FLIGHT_MAX or CLAIMED_MAX - len(self.tasks) - waiting <= 0:
             return 0
         jobs = await self._read_cursors()
         jobs += await self._claim_queued(waiting)
@@ -150,26 +154,30 @@ class Deliverer:
                 del self.cursors[endpoint]
 
     async def _read_cursors(self) -> list[cursors.Job]:
-        """The next batch past each idle cursor held (one statement for all)."""
-        idle = [state for state in self.cursors.values() if state.held and state.idle and not state.broken]
-        if not idle:
+        """The next batch past each cursor held that has room for one and nothing left waiting to start (one
+        statement for all)."""
+        ready = [state for endpoint, state in self.cursors.items()
+                 if state.wants_more() and not self.queued.get(endpoint)]
+        if not ready:
             return []
-        sizes = {state.endpoint["endpoint_id"]: self._claim_max(state.endpoint["endpoint_id"]) for state in idle}
+        sizes = {state.endpoint["endpoint_id"]: self._claim_max(state.endpoint["endpoint_id"]) for state in ready}
         rows = await webhook_store.fetch_past_cursors(
-            self.pool, [(state.endpoint["endpoint_id"], *state.position, sizes[state.endpoint["endpoint_id"]])
-                        for state in idle])
+            self.pool, [(state.endpoint["endpoint_id"], *state.read_to, sizes[state.endpoint["endpoint_id"]])
+                        for state in ready])
         by_endpoint: dict[str, list[asyncpg.Record]] = {}
         for row in rows:
             by_endpoint.setdefault(row["endpoint_id"], []).append(row)
         jobs: list[cursors.Job] = []
-        for state in idle:
+        for state in ready:
             endpoint = state.endpoint["endpoint_id"]
             if not (mine := by_endpoint.get(endpoint)):
                 continue                                     # disabled or deleted since the lease
             events = [row for row in mine if row["event_id"] is not None]
-            if (moved := state.start_batch(events, sizes[endpoint], mine[0]["horizon"])) is not None:
+            batch, moved = state.start_batch(events, sizes[endpoint], mine[0]["horizon"])
+            if moved is not None:
                 self.advances[endpoint] = moved
-            jobs += cursors.cursor_jobs(state, events)
+            if batch is not None:
+                jobs += cursors.cursor_jobs(state, batch, events)
         return jobs
 
     async def _claim_queued(self, waiting: int) -> list[cursors.Job]:
@@ -205,39 +213,49 @@ class Deliverer:
         """Start waiting deliveries while there is room, in all and per endpoint."""
         for endpoint in list(self.queued):
             waiting = self.queued[endpoint]
-            while waiting and self.per_endpoint[endpoint] < PER_ENDPOINT_MAX and len(self.tasks) < IN_FLIGHT_MAX:
+            while waiting and self.per_endpoint[endpoint] < PER_ENDPOINT_MAX and self.sending < IN_FLIGHT_MAX:
                 self._start(waiting.popleft())
             if not waiting:
                 del self.queued[endpoint]
 
     def _start(self, job: cursors.Job) -> None:
-        endpoint = job.endpoint["endpoint_id"]
-        self.per_endpoint[endpoint] += 1
+        self.per_endpoint[job.endpoint["endpoint_id"]] += 1
+        self.sending += 1
+        job.sending = True
         task = asyncio.get_running_loop().create_task(self._deliver(job))
         self.tasks.add(task)
         task.add_done_callback(functools.partial(self._done, job=job))
 
-    def _done(self, task: asyncio.Task[None], job: cursors.Job) -> None:
+    def _answered(self, job: cursors.Job) -> None:
+        """The attempt has its answer (or ended): its room in flight is free while it is recorded."""
+        if not job.sending:
+            return
+        job.sending = False
         endpoint = job.endpoint["endpoint_id"]
-        self.tasks.discard(task)
+        self.sending -= 1
         self.per_endpoint[endpoint] -= 1
         if not self.per_endpoint[endpoint]:
             del self.per_endpoint[endpoint]
             if endpoint not in self.queued:
                 self.latency_ms.pop(endpoint, None)          # bounded by the endpoints being delivered to
-        failed = task.cancelled() or task.exception() is not None
-        if job.cursor is not None:
-            self._settled(job.cursor, failed)
         self._start_queued()
+        self.freed.set()
+
+    def _done(self, task: asyncio.Task[None], job: cursors.Job) -> None:
+        self.tasks.discard(task)
+        self._answered(job)
+        failed = task.cancelled() or task.exception() is not None
+        if job.cursor is not None and job.batch is not None:
+            self._settled(job.cursor, job.batch, failed)
         self.freed.set()
         if not task.cancelled() and task.exception() is not None:
             log.warning("webhook attempt failed: %s", task.exception().__class__.__name__)
 
-    def _settled(self, state: cursors.CursorState, lost: bool) -> None:
-        """A first attempt recorded (or lost: its batch is read again from the cursor as written)."""
+    def _settled(self, state: cursors.CursorState, batch: cursors.Batch, lost: bool) -> None:
+        """A first attempt recorded (or lost: the cursor is read again as written, once its batches end)."""
         if lost:
             state.broken = True
-        if (moved := state.settled()) is not None and not state.broken:
+        if (moved := state.settled(batch)) is not None and not state.broken:
             self.advances[state.endpoint["endpoint_id"]] = moved
         if state.broken and state.idle and self.cursors.get(state.endpoint["endpoint_id"]) is state:
             del self.cursors[state.endpoint["endpoint_id"]]
@@ -286,6 +304,7 @@ class Deliverer:
                                       endpoint["previous_secret"])
         answer = await client.post(endpoint["url"], body, headers, self.allow_loopback, connections=self.connections)
         self._observe(endpoint["endpoint_id"], answer)
+        self._answered(job)
         await self._settle(job, answer)
 
     def _observe(self, endpoint: str, answer: client.Answer) -> None:
