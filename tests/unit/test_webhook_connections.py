@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
-from switch.frontends.webhooks import client
+from switch.frontends.webhooks import client, cursors
 from switch.frontends.webhooks.delivery import PER_ENDPOINT_MAX, QUEUED_FAST_MAX, Deliverer
 
 
@@ -92,3 +93,18 @@ def test_a_fast_endpoint_is_claimed_for_in_depth_and_a_failing_one_is_not() -> N
     assert deliverer._claim_max("we_down") == PER_ENDPOINT_MAX
     deliverer._observe("we_fast", client.Answer(None, "connection failed", 1, None))
     assert deliverer._claim_max("we_fast") == PER_ENDPOINT_MAX             # one failure: no longer fast
+
+
+def test_a_held_cursors_endpoint_stays_fast_between_batches() -> None:
+    """Its attempts all answered and its next batch not read yet, an endpoint whose cursor this worker
+    holds keeps its measured latency, so the next batch is read in depth (forgetting it read batches of
+    16 and drained a backlog at a fifth of the rate)."""
+    deliverer = Deliverer(pool=None)  # type: ignore[arg-type]  # only its bookkeeping is used here
+    endpoint = {"endpoint_id": "we_fast", "cursor_xid": 1, "cursor_event_id": 0}
+    deliverer.cursors["we_fast"] = cursors.CursorState(endpoint)  # type: ignore[arg-type]
+    job = cursors.Job(endpoint, {"id": 1}, 0, datetime.now(UTC))
+    deliverer.per_endpoint["we_fast"], deliverer.sending, job.sending = 1, 1, True
+    deliverer._observe("we_fast", client.Answer(200, None, 3, "{}"))
+    deliverer._answered(job)
+    assert deliverer.sending == 0 and "we_fast" not in deliverer.per_endpoint
+    assert deliverer._claim_max("we_fast") == QUEUED_FAST_MAX

@@ -152,6 +152,8 @@ class Deliverer:
         for endpoint, state in list(self.cursors.items()):
             if not state.held and state.idle:
                 del self.cursors[endpoint]
+                if endpoint not in self.per_endpoint and endpoint not in self.queued:
+                    self.latency_ms.pop(endpoint, None)
 
     async def _read_cursors(self) -> list[cursors.Job]:
         """The next batch past each cursor held that has room for one and nothing left waiting to start (one
@@ -236,7 +238,7 @@ class Deliverer:
         self.per_endpoint[endpoint] -= 1
         if not self.per_endpoint[endpoint]:
             del self.per_endpoint[endpoint]
-            if endpoint not in self.queued:
+            if endpoint not in self.queued and endpoint not in self.cursors:
                 self.latency_ms.pop(endpoint, None)          # bounded by the endpoints being delivered to
         self._start_queued()
         self.freed.set()
