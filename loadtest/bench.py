@@ -432,24 +432,24 @@ def plot(runs: list[Run], args: argparse.Namespace) -> Path | None:
 
 @dataclass
 class WebhookReceiver:
-    """--webhook: an endpoint subscribed to every event, answered 200 by the load generator itself (its CPU
-    counts in `loadgen`); at the end, how many came and how long the backlog took to drain."""
+    """--webhook: an endpoint subscribed to every event, answered 200 by the load generator itself (a lean
+    receiver, loadtest/receiver.py; its CPU counts in `loadgen`); at the end, how many came and how long the
+    backlog took to drain."""
 
     port: int
-    received: int = 0
+    counted: list[int] = field(default_factory=lambda: [0])
+
+    @property
+    def received(self) -> int:
+        return self.counted[0]
 
     @classmethod
     async def subscribe(cls, url: str, api_key: str, ca_file: str | None) -> WebhookReceiver:
-        from switch.common import http
+        from loadtest import receiver as counting
         from switch.dev.devstack import free_port
 
         receiver = cls(free_port())
-
-        async def handle(request: http.Request) -> http.Response:
-            receiver.received += 1
-            return http.Response(200, b"{}")
-
-        await http.serve(handle, "127.0.0.1", receiver.port)
+        await counting.serve("127.0.0.1", receiver.port, receiver.counted)
         client = Client(url, api_key, ca_file=ca_file)
         made = await client.request("POST", "/v1/webhook_endpoints", {
             "url": f"http://127.0.0.1:{receiver.port}/bench", "enabled_events": ["*"]})
