@@ -108,3 +108,36 @@ def test_a_held_cursors_endpoint_stays_fast_between_batches() -> None:
     deliverer._answered(job)
     assert deliverer.sending == 0 and "we_fast" not in deliverer.per_endpoint
     assert deliverer._claim_max("we_fast") == QUEUED_FAST_MAX
+
+
+async def test_an_answer_without_a_length_is_read_until_the_server_closes_and_not_kept() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n" + b"e" * 10_000)   # read up to 4 KiB
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    connections = client.Connections()
+    try:
+        answer = await post(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook", connections)
+    finally:
+        server.close()
+    assert (answer.status, answer.error) == (500, None)
+    assert answer.excerpt == "e" * client.EXCERPT_MAX and connections.count == 0
+
+
+async def test_a_head_that_never_ends_is_a_failed_attempt() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nX: " + b"a" * (client.ANSWER_HEAD_MAX + 10))
+        await writer.drain()
+        await asyncio.sleep(1)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        answer = await post(f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook", client.Connections())
+    finally:
+        server.close()
+    assert answer.status is None and answer.error == "connection failed: ValueError"

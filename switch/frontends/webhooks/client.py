@@ -15,6 +15,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
+from typing import cast
 from urllib.parse import urlsplit
 
 DELIVERY_TIMEOUT_S = 10.0
@@ -84,35 +85,105 @@ class Connections:
     IDLE_TIMEOUT_S = 20.0
 
     def __init__(self) -> None:
-        self.idle: dict[Destination, list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]]] = {}
+        self.idle: dict[Destination, list[tuple[float, Link]]] = {}
         self.count = 0
 
-    def take(self, destination: Destination) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
+    def take(self, destination: Destination) -> Link | None:
         stack = self.idle.get(destination)
         while stack:
-            since, reader, writer = stack.pop()
+            since, link = stack.pop()
             self.count -= 1
-            if time.monotonic() - since < self.IDLE_TIMEOUT_S and not reader.at_eof() and \
-                    not writer.is_closing():
-                return reader, writer
-            writer.close()
+            if time.monotonic() - since < self.IDLE_TIMEOUT_S and link.open:
+                return link
+            link.close()
         self.idle.pop(destination, None)
         return None
 
-    def give(self, destination: Destination, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def give(self, destination: Destination, link: Link) -> None:
         stack = self.idle.setdefault(destination, [])
         if len(stack) >= self.IDLE_PER_DESTINATION_MAX or self.count >= self.IDLE_MAX:
-            writer.close()
+            link.close()
             return
-        stack.append((time.monotonic(), reader, writer))
+        stack.append((time.monotonic(), link))
         self.count += 1
 
     def close(self) -> None:
         for stack in self.idle.values():
-            for _, _, writer in stack:
-                writer.close()
+            for _, link in stack:
+                link.close()
         self.idle.clear()
         self.count = 0
+
+
+class Link(asyncio.Protocol):
+    """One connection, one exchange at a time: the request is written as it is, and the answer read as
+    it comes (its head, then at most ANSWER_READ_MAX of its body), straight from the transport."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.open = False
+        self.buffer = bytearray()
+        self.waiter: asyncio.Future[tuple[int, bytes, bool]] | None = None
+        self.head: tuple[int, int | None, bool] | None = None    # status, Content-Length, closing
+        self.body_at = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport, self.open = cast(asyncio.Transport, transport), True   # uvloop's is not a subclass
+
+    def exchange(self, request: bytes) -> asyncio.Future[tuple[int, bytes, bool]]:
+        """(status, the body read, whether the connection can be kept) once the answer is in."""
+        assert self.transport is not None and self.waiter is None
+        self.waiter = asyncio.get_running_loop().create_future()
+        self.buffer.clear()
+        self.head, self.body_at = None, 0
+        self.transport.write(request)
+        return self.waiter
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        if self.waiter is None or self.waiter.done():
+            self.close()                            # an answer nobody asked for
+            return
+        try:
+            self._answer_so_far()
+        except ValueError as error:
+            self.waiter.set_exception(error)
+            self.close()
+
+    def _answer_so_far(self) -> None:
+        assert self.waiter is not None
+        if self.head is None:
+            end = self.buffer.find(b"\r\n\r\n")
+            if end < 0:
+                if len(self.buffer) > ANSWER_HEAD_MAX:
+                    raise ValueError("the answer's head is too long")
+                return
+            self.head, self.body_at = _parse_head(bytes(self.buffer[:end + 4])), end + 4
+        status, length, closing = self.head
+        body = self.buffer[self.body_at:]
+        if length is not None and length <= ANSWER_READ_MAX:
+            if len(body) >= length:
+                self._done(status, bytes(body[:length]), not closing)
+        elif len(body) >= ANSWER_READ_MAX:
+            self._done(status, bytes(body[:ANSWER_READ_MAX]), False)
+
+    def _done(self, status: int, body: bytes, keep: bool) -> None:
+        assert self.waiter is not None
+        self.waiter.set_result((status, body, keep))
+        self.waiter = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        if self.waiter is not None and not self.waiter.done():
+            if self.head is not None and (self.head[1] is None or self.head[1] > ANSWER_READ_MAX):
+                self._done(self.head[0], bytes(self.buffer[self.body_at:][:ANSWER_READ_MAX]), False)
+            else:
+                self.waiter.set_exception(ConnectionResetError("the connection closed before the answer"))
+
+    def close(self) -> None:
+        self.open = False
+        if self.transport is not None:
+            self.transport.close()
 
 
 # (scheme, host as in the URL, the checked address connected to, port)
@@ -146,7 +217,7 @@ async def _exchange(url: str, body: bytes, headers: list[tuple[str, str]], allow
     if reused is not None:
         try:
             return await _round_trip(destination, reused, request, connections)
-        except (OSError, asyncio.IncompleteReadError):
+        except OSError:
             pass                        # the server closed it while idle: once more on a new connection
     opened = await _connect(destination, tls)
     return await _round_trip(destination, opened, request, connections)
@@ -169,34 +240,26 @@ def _target(url: str, allow_loopback: bool) -> tuple[str, str, int, bytes, str |
     return scheme, host, port, start, literal
 
 
-async def _connect(destination: Destination, tls: ssl.SSLContext | None
-                   ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def _connect(destination: Destination, tls: ssl.SSLContext | None) -> Link:
     scheme, host, address, port = destination
     context = (tls or ssl.create_default_context()) if scheme == "https" else None
-    return await asyncio.open_connection(address, port, ssl=context, server_hostname=host if context else None,
-                                         limit=ANSWER_HEAD_MAX)
+    _, link = await asyncio.get_running_loop().create_connection(
+        Link, address, port, ssl=context, server_hostname=host if context else None)
+    return link
 
 
-async def _round_trip(destination: Destination, stream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-                      request: bytes, connections: Connections | None) -> tuple[int, str]:
+async def _round_trip(destination: Destination, link: Link, request: bytes,
+                      connections: Connections | None) -> tuple[int, str]:
     """Send, read the answer's head and at most ANSWER_READ_MAX of its body; the connection goes back to
     the pool only when the whole answer was read and the server keeps it open."""
-    reader, writer = stream
     keep = False
     try:
-        writer.write(request)
-        await writer.drain()
-        status, length, closing = _parse_head(await reader.readuntil(b"\r\n\r\n"))
-        if length is not None and length <= ANSWER_READ_MAX:
-            body = await reader.readexactly(length)
-            keep = not closing and connections is not None
-        else:
-            body = await reader.read(ANSWER_READ_MAX)
+        status, body, keep = await link.exchange(request)
     finally:
-        if keep and connections is not None:
-            connections.give(destination, reader, writer)
+        if keep and connections is not None and link.open:
+            connections.give(destination, link)
         else:
-            writer.close()
+            link.close()
     return status, body[:EXCERPT_MAX].decode("utf-8", "replace").replace("\x00", "")
 
 
