@@ -76,9 +76,9 @@ def test_a_cursor_moves_past_a_full_batch_only_once_every_attempt_of_it_is_recor
 def test_a_second_batch_is_read_while_the_first_is_in_flight_and_the_cursor_waits_for_the_first() -> None:
     state = cursors.CursorState({"cursor_xid": 100, "cursor_event_id": 0})  # type: ignore[arg-type]
     first, _ = state.start_batch(_events((100, 1), (100, 2)), 2, horizon=150)  # type: ignore[arg-type]
-    assert state.wants_more()
+    assert state.wants_more(0.0)
     second, _ = state.start_batch(_events((100, 3)), 2, horizon=150)  # type: ignore[arg-type]
-    assert first is not None and second is not None and not state.wants_more()   # two in flight at most
+    assert first is not None and second is not None and not state.wants_more(9.0)   # two in flight at most
     assert state.settled(second) is None          # the later batch done first: the cursor does not move
     assert state.settled(first) is None
     assert state.settled(first) == (150, 0)       # both done: past the second (short: to the horizon)
@@ -91,3 +91,13 @@ def test_a_cursor_past_a_short_batch_goes_to_the_horizon_and_never_back() -> Non
     assert state.start_batch([], 16, horizon=130) == (None, (130, 0))   # nothing subscribed to: at once
     assert state.start_batch([], 16, horizon=125) == (None, None)       # an older horizon moves nothing
     assert state.position == (130, 0)
+
+
+def test_a_caught_up_cursor_is_read_again_only_after_a_pause() -> None:
+    state = cursors.CursorState({"cursor_xid": 100, "cursor_event_id": 0})  # type: ignore[arg-type]
+    batch, _ = state.start_batch(_events((100, 1)), 16, horizon=120, now=50.0)  # type: ignore[arg-type]
+    assert batch is not None and state.settled(batch) == (120, 0)
+    assert not state.wants_more(50.05)            # less than a batch was waiting: no read each pass
+    assert state.wants_more(50.0 + cursors.CursorState.CAUGHT_UP_READ_S)
+    state.start_batch(_events(*((120, n) for n in range(16))), 16, horizon=130, now=60.0)  # type: ignore[arg-type]
+    assert state.wants_more(60.0)                 # a full batch: more may wait, read on at once

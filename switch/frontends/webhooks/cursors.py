@@ -57,8 +57,11 @@ class CursorState:
     while the last is in flight, so an endpoint's attempts do not wait for a batch's slowest one)."""
 
     BATCHES_MAX = 2
+    # Caught up (the last read found less than a batch): the next read waits this long, so an endpoint
+    # that keeps up costs a read per CAUGHT_UP_READ_S, not one per pass.
+    CAUGHT_UP_READ_S = 0.1
 
-    __slots__ = ("batches", "broken", "endpoint", "held", "position", "read_to")
+    __slots__ = ("batches", "broken", "endpoint", "held", "next_read_at", "position", "read_to")
 
     def __init__(self, endpoint: asyncpg.Record) -> None:
         self.endpoint = endpoint
@@ -66,22 +69,25 @@ class CursorState:
         self.read_to = self.position
         self.held = True
         self.batches: deque[Batch] = deque()
+        self.next_read_at = 0.0
         self.broken = False                # an attempt was lost: the cursor is read again as written
 
     @property
     def idle(self) -> bool:
         return not self.batches
 
-    def wants_more(self) -> bool:
-        return self.held and not self.broken and len(self.batches) < self.BATCHES_MAX
+    def wants_more(self, now: float) -> bool:
+        return self.held and not self.broken and len(self.batches) < self.BATCHES_MAX and now >= self.next_read_at
 
-    def start_batch(self, events: list[asyncpg.Record], batch_max: int,
-                    horizon: int) -> tuple[Batch | None, Position | None]:
+    def start_batch(self, events: list[asyncpg.Record], batch_max: int, horizon: int,
+                    now: float = 0.0) -> tuple[Batch | None, Position | None]:
         """Take a fetched batch: the batch, or where the cursor can move at once when it is empty (and
         nothing else is in flight)."""
         end: Position = (horizon, 0)
         if len(events) >= batch_max:
             end = (events[-1]["xid"], events[-1]["event_id"])
+        else:
+            self.next_read_at = now + self.CAUGHT_UP_READ_S
         if not events:
             if self.batches or end <= self.read_to:
                 return None, None

@@ -63,6 +63,7 @@ RECORD_LINGER_S = 0.05
 CURSOR_LEASE_S = 30.0          # an endpoint's cursor is held this long, renewed every CURSOR_LEASE_PASS_S
 CURSOR_LEASE_PASS_S = 1.0
 CURSOR_ENDPOINTS_MAX = 256     # endpoints whose cursors one worker holds
+ADVANCE_INTERVAL_S = 0.25      # cursors moved are written at most this often
 
 _encoder = msgspec.json.Encoder()
 attempts_metric = MetricCounter("switch_webhook_attempts_total", "Webhook delivery attempts: delivered (2xx), "
@@ -91,6 +92,7 @@ class Deliverer:
         self.cursors: dict[str, cursors.CursorState] = {}     # the endpoints this worker holds
         self.advances: dict[str, cursors.Position] = {}       # cursors moved, not yet written
         self.leased_at = -CURSOR_LEASE_PASS_S
+        self.advanced_at = 0.0
         self.tasks: set[asyncio.Task[None]] = set()         # the attempts sent or being recorded
         self.sending = 0                                     # sent, not yet answered
         self.per_endpoint: Counter[str] = Counter()          # ... of each endpoint
@@ -158,8 +160,9 @@ class Deliverer:
     async def _read_cursors(self) -> list[cursors.Job]:
         """The next batch past each cursor held that has room for one and nothing left waiting to start (one
         statement for all)."""
+        now = time.monotonic()
         ready = [state for endpoint, state in self.cursors.items()
-                 if state.wants_more() and not self.queued.get(endpoint)]
+                 if state.wants_more(now) and not self.queued.get(endpoint)]
         if not ready:
             return []
         sizes = {state.endpoint["endpoint_id"]: self._claim_max(state.endpoint["endpoint_id"]) for state in ready}
@@ -175,7 +178,7 @@ class Deliverer:
             if not (mine := by_endpoint.get(endpoint)):
                 continue                                     # disabled or deleted since the lease
             events = [row for row in mine if row["event_id"] is not None]
-            batch, moved = state.start_batch(events, sizes[endpoint], mine[0]["horizon"])
+            batch, moved = state.start_batch(events, sizes[endpoint], mine[0]["horizon"], now)
             if moved is not None:
                 self.advances[endpoint] = moved
             if batch is not None:
@@ -197,8 +200,11 @@ class Deliverer:
         return [cursors.queued_job(row) for row in rows]
 
     async def _write_advances(self) -> None:
-        if not self.advances:
+        """The cursors moved, written at most every ADVANCE_INTERVAL_S: what a worker that dies had not
+        written yet is sent again by the next holder."""
+        if not self.advances or time.monotonic() - self.advanced_at < ADVANCE_INTERVAL_S:
             return
+        self.advanced_at = time.monotonic()
         moved, self.advances = self.advances, {}
         try:
             await webhook_store.advance_cursors(self.pool, self.owner, [(e, *p) for e, p in moved.items()])
@@ -343,3 +349,6 @@ class Deliverer:
         for task in list(self.tasks):
             task.cancel()
         self.connections.close()
+        self.advanced_at = -ADVANCE_INTERVAL_S
+        with contextlib.suppress(Exception):      # best effort: the next holder sends the rest again
+            await self._write_advances()
