@@ -30,6 +30,7 @@ from switch.frontends.http.ops import OpsApp
 from switch.frontends.http.webhooks_api import WebhooksApi
 from switch.frontends.stripe.api import StripeApi
 from switch.frontends.tcp import server as tcp
+from switch.frontends.webhooks.cursors import cursor_owner
 from switch.frontends.webhooks.delivery import RETRY_SCHEDULE_S, Deliverer
 from switch.idempotency.lock import Idempotency
 from switch.idempotency.pipeline import RedisPipeliner
@@ -79,6 +80,7 @@ class Worker:
     port: int
     ops_host: str
     ops_port: int
+    index: int = 0
 
     async def run(self, ready_fd: int | None) -> None:
         settings = self.settings
@@ -130,7 +132,8 @@ class Worker:
             pool, Path(settings.settlement_dir), Path(settings.settlement_reports_dir), list(settings.networks),
             settings.settlement_poll_s, settings.settlement_missing_after_days)) if settings.settlement_dir else None)
         deliverer = Deliverer(pool, settings.webhooks_allow_loopback,
-                              settings.webhook_retry_schedule_s or RETRY_SCHEDULE_S)
+                              settings.webhook_retry_schedule_s or RETRY_SCHEDULE_S,
+                              owner=cursor_owner(self.port, self.index))
         delivering = asyncio.get_running_loop().create_task(deliverer.run())
         sampling = asyncio.get_running_loop().create_task(backlog.sample_forever(pool))
         paying = (asyncio.get_running_loop().create_task(payouts.run(
@@ -194,5 +197,5 @@ def run_worker(host: str, port: int, index: int, ops_host: str, ops_port: int) -
     # generation is collected several times per batch of payments, and the fraud step's objects alone cost
     # about 7 µs a payment in collections. 7,000 keeps young collections rare and each one short.
     gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
-    asyncio.run(Worker(load_settings(), host, port, ops_host, ops_port).run(ready_fd))
+    asyncio.run(Worker(load_settings(), host, port, ops_host, ops_port, index).run(ready_fd))
     return 0

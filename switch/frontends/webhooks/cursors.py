@@ -114,8 +114,15 @@ class CursorState:
         return end
 
 
+def cursor_owner(port: int, index: int) -> str:
+    """The name of a worker slot's cursor leases: a worker started again in the slot of one that died takes
+    back its cursors at once, instead of waiting for their leases to run out (a slot is never run by two
+    workers at once: the supervisor starts one only after the last one's exit)."""
+    return f"{socket.gethostname()[:40]}:{port}:{index}"
+
+
 def new_owner() -> str:
-    """A name for this worker's leases, unique across restarts and hosts."""
+    """A name for a deliverer outside the worker slots (a test's), unique across hosts and restarts."""
     return f"{socket.gethostname()[:40]}-{os.getpid()}-{secrets.token_hex(4)}"
 
 

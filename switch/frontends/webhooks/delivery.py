@@ -82,13 +82,13 @@ def next_attempt(attempts: int, queued_at: datetime, now: datetime, schedule: Se
 class Deliverer:
     def __init__(self, pool: asyncpg.Pool, allow_loopback: bool = False,
                  schedule: Sequence[float] = RETRY_SCHEDULE_S, retry_for_s: float = RETRY_FOR_S,
-                 failing_for_s: int = FAILING_FOR_S) -> None:
+                 failing_for_s: int = FAILING_FOR_S, owner: str | None = None) -> None:
         self.pool = pool
         self.failing_for_s = failing_for_s
         self.allow_loopback = allow_loopback
         self.schedule = schedule
         self.retry_for_s = retry_for_s
-        self.owner = cursors.new_owner()
+        self.owner = owner or cursors.new_owner()
         self.cursors: dict[str, cursors.CursorState] = {}     # the endpoints this worker holds
         self.advances: dict[str, cursors.Position] = {}       # cursors moved, not yet written
         self.leased_at = -CURSOR_LEASE_PASS_S
