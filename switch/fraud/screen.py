@@ -84,9 +84,10 @@ class Early(msgspec.Struct):
 
 
 class Screened(msgspec.Struct):
-    record: FraudRecord
+    record: FraudRecord                # the verdict, as the payment carries it
     fingerprint: str                   # the card's fingerprint for this merchant
     subjects: Subjects
+    signals: ScreenSignals             # what the screen saw, stored with the payment's row (not in `record`)
 
 
 class Screener:
@@ -223,17 +224,16 @@ class Screener:
             reasons.append("policy_unavailable")
             return default_policy({})
 
-    def _screened(self, payment: Payment, policy_: Policy, signals: dict[str, Value], subjects: Subjects,
+    def _screened(self, payment: Payment, policy_: Policy, signals: ScreenSignals, subjects: Subjects,
                   answer: list[int] | None, reasons: list[str], started: float, fingerprint: str) -> Screened:
         if answer is None:
             metrics.unavailable.inc()
             reasons.append("velocity_unavailable")
             if policy_.fail_closed:
                 record = FraudRecord(decision=Action.BLOCK, risk_score=99, risk_level="highest",
-                                     rule="fail_closed", reasons=reasons, policy_version=policy_.version,
-                                     signals=signals)
+                                     rule="fail_closed", reasons=reasons, policy_version=policy_.version)
                 metrics.observe(record, started)
-                return Screened(record, fingerprint, subjects)
+                return Screened(record, fingerprint, subjects, signals)
         else:
             testing, started_testing = read(subjects, answer, signals)
             signals["card_testing"] = testing
@@ -242,7 +242,7 @@ class Screener:
                 log.warning("card testing suspected at merchant %s: screening tightened", payment.merchant_id)
         record = self._verdict(policy_, signals, payment.number, reasons)
         metrics.observe(record, started)
-        return Screened(record, fingerprint, subjects)
+        return Screened(record, fingerprint, subjects, signals)
 
     def _count(self, signals: dict[str, Value], subjects: Subjects) -> asyncio.Future[object] | None:
         usd = signals.get("amount_usd")
@@ -303,7 +303,7 @@ class Screener:
         return FraudRecord(decision=_DECISIONS[verdict.action], risk_score=score, risk_level=level,
                            rule=verdict.rule, reasons=score_reasons,
                            shadow_rules=list(verdict.shadow_matches) if verdict.shadow_matches else [],
-                           policy_version=policy_.version, signals=signals)
+                           policy_version=policy_.version)
 
 
 _DECISIONS = {action: action.value for action in Action}   # an enum's `.value` is a property: 4 times dearer
