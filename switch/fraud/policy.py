@@ -91,27 +91,28 @@ def risk_score(signals: Signals, test_card_score: int | None) -> tuple[int, list
     """0-99 from velocity, consistency and amount signals (each one that adds is a reason), as Adyen's
     RevenueProtect sums its checks; a Radar test card sets its own floor. Written straight, not as a
     table: it runs for every payment, and most add nothing. The screen sets these signals itself, as
-    numbers (or leaves them out); a value of another type counts as 0."""
+    numbers (or None, or leaves them out); a value of another type counts as 0, as a missing one does
+    (every threshold is above 0), so a missing one is read as None without a default to pass."""
     get, numbers = signals.get, _NUMBERS
     score, reasons = 5, []
-    card_1h = get("card_velocity_1h", 0)
+    card_1h = get("card_velocity_1h")
     if type(card_1h) in numbers and card_1h > 3:  # type: ignore[operator]
         score += int(min(40, 8 * (card_1h - 3)))  # type: ignore[operator]
         reasons.append("card_velocity_1h")
-    declines = get("card_declines_1h", 0)
+    declines = get("card_declines_1h")
     if type(declines) in numbers and declines > 1:  # type: ignore[operator]
         score += int(min(20, 10 * (declines - 1)))  # type: ignore[operator]
         reasons.append("card_declines_1h")
-    cards = get("ip_cards_1h", 0)
+    cards = get("ip_cards_1h")
     if type(cards) in numbers and cards > 2:  # type: ignore[operator]
         score += int(min(40, 10 * (cards - 2)))  # type: ignore[operator]
         reasons.append("ip_cards_1h")
     for name, above, points in _THRESHOLDS:
-        value = get(name, 0)
+        value = get(name)
         if type(value) in numbers and value > above:  # type: ignore[operator]
             score += points
             reasons.append(name)
-    amount = get("amount_usd", 0)
+    amount = get("amount_usd")
     amount_known = type(amount) in numbers
     if amount_known and amount > 1000:  # type: ignore[operator]
         score += 20 if amount > 5000 else 10  # type: ignore[operator]
@@ -128,7 +129,7 @@ def risk_score(signals: Signals, test_card_score: int | None) -> tuple[int, list
     if test_card_score is not None and test_card_score > score:
         score = test_card_score
         reasons.append("test_card")
-    return min(99, score), reasons
+    return (score if score < 99 else 99), reasons
 
 
 _THRESHOLDS = (("ip_velocity_1m", 10, 10), ("email_velocity_1h", 5, 10), ("card_amount_usd_24h", 5000, 15))

@@ -13,9 +13,9 @@ import hmac
 import time
 from collections.abc import Sequence
 from enum import StrEnum
-from typing import NamedTuple
 
 import asyncpg
+import msgspec
 import redis.asyncio as redis
 from redis.exceptions import RedisError
 
@@ -33,17 +33,18 @@ class Refusal(StrEnum):
     REUSED = "reused"              # the key was used with other parameters
 
 
-class Rider(NamedTuple):
+class Rider(msgspec.Struct, frozen=True):
     """Lua that rides the lock's command and runs only when the lock is taken (ratelimit.lock_script_with):
     its script's SHA, and the keys (packed once: they are the same for many requests) and arguments that
-    follow the lock's and the buckets'."""
+    follow the lock's and the buckets'. It and Lock are Structs, made per request: a Struct's __init__ is
+    C, where a NamedTuple's __new__ is Python (Lock(rider_answer=...) 0.34 -> 0.07 µs)."""
 
     sha: str
     keys: Packed
     args: Sequence[object]
 
 
-class Lock(NamedTuple):
+class Lock(msgspec.Struct, frozen=True):
     """What taking the lock gave: the lock itself, a finished request's outcome, or a refusal."""
 
     replay: bytes | None = None

@@ -11,13 +11,11 @@ from typing import Any
 
 import msgspec
 
-SignalValue = str | int | float | bool | None
-
 
 class FraudRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """The fraud screen's verdict on a payment (`payments.fraud`): what it decided and why, and the signals
-    it saw (`payments.signals`), which a backtest runs candidate rules over. Never the PAN: the per-merchant
-    fingerprint only."""
+    """The fraud screen's verdict on a payment (`payments.fraud`): what it decided and why. The signals it
+    saw are stored beside it (`payments.signals`, switch.fraud.signals), which a backtest runs candidate
+    rules over. Never the PAN: the per-merchant fingerprint only."""
 
     decision: str                           # allow | review | block
     risk_score: int
@@ -26,7 +24,6 @@ class FraudRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
     reasons: list[str] = []
     shadow_rules: list[str] = []            # shadow rules that would have acted
     policy_version: int = 0
-    signals: dict[str, SignalValue] = {}
 
 
 class PaymentRecord(msgspec.Struct, kw_only=True):

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import msgspec
-
 from switch.common.ids import new_id
 from switch.fraud.rules import Action
 from switch.iso import messages
@@ -35,8 +33,8 @@ async def route(ctx: Context, services: Services) -> None:
         network=ctx.network, terminal_id=trace.terminal_id, stan=trace.stan, rrn=trace.rrn,
         transmitted_at=messages.transmission_datetime(now), description=command.description,
         statement_descriptor=command.statement_descriptor, metadata=command.metadata or {},
-        # The verdict without its signals: the outcome (the idempotency key's answer) carries it.
+        # The verdict (its signals go with the row, not here): the outcome (the key's answer) carries it.
         card_fingerprint=screened.fingerprint if screened else None,
-        fraud=msgspec.structs.replace(screened.record, signals={}) if screened else None,
+        fraud=screened.record if screened else None,
         review_status="open" if review else None,
         deadline_at=now + timedelta(seconds=services.budgets.payment_s), created_at=now)

@@ -28,7 +28,7 @@ async def write_ahead(ctx: Context, services: Services) -> None:
     caller = ctx.caller
     try:
         begun = await services.writer.begin(ctx.payment, caller.idempotency_key, caller.fingerprint,
-                                            pack_signals(ctx.screened.record.signals) if ctx.screened else None)
+                                            pack_signals(ctx.screened.signals) if ctx.screened else None)
     except Exception as error:
         result = write_failure(error)
         if result is None:
