@@ -322,7 +322,8 @@ async def serve(config: VaultConfig) -> None:
     stats = RequestStats()
     app = VaultApp(vault, config.credential, mac_keys, stats)
     registry = registry_for(VaultCollector(stats, hsm.operations_count,
-                                           lambda: (vault.keys.versions, vault.keys.active_version)))
+                                           lambda: (vault.keys.versions, vault.keys.active_version),
+                                           vault.batch_counts))
     server: asyncio.Server | None = None
     http_server: asyncio.Server | None = None
     ops_server: asyncio.Server | None = None
