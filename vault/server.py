@@ -360,7 +360,10 @@ async def serve(config: VaultConfig) -> None:
         await vault.close()
         await pool.close()
         hsm.close()
-        log.info("vault stopped; %d audit rows written", vault.audit.rows_written)
+        batches = ", ".join(f"{operation} {items} in {statements} statements"
+                            for operation, (statements, items) in vault.batch_counts().items())
+        log.info("vault stopped; %d audit rows written; %s; %d tokenize retries", vault.audit.rows_written,
+                 batches, vault.store_retries)
 
 
 def run_serve() -> int:
