@@ -331,6 +331,30 @@ FROM q LEFT JOIN existing e ON e.position = q.position LEFT JOIN inserted i ON i
 WHERE e.id IS NOT NULL OR i.id IS NOT NULL
 """
 
+# The same for a lone card (a batch of one, the usual case when the vault is not busy). Postgres plans the
+# array statement again on every execution while its batches are small (custom plans): a lone new card took
+# 1,000-1,080 us against 470-510 us with this one (and 410-550 us with the old upsert).
+_SQL_STORE_CARD = """
+WITH existing AS MATERIALIZED (
+    SELECT id, brand, bin, last4, exp_month, exp_year FROM vault.tokens
+    WHERE merchant_id = $2::text AND fingerprint = $3::bytea
+), inserted AS (
+    INSERT INTO vault.tokens (id, merchant_id, fingerprint, key_version, nonce, ciphertext, brand, bin,
+                              last4, exp_month, exp_year)
+    SELECT $1::text, $2::text, $3::bytea, $4::int, $5::bytea, $6::bytea, $7::text, $8::text, $9::text,
+           $10::int2, $11::int2
+    WHERE NOT EXISTS (SELECT FROM existing)
+    ON CONFLICT (merchant_id, fingerprint) DO NOTHING
+    RETURNING id, brand, bin, last4
+), updated AS (
+    UPDATE vault.tokens t SET exp_month = $10::int2, exp_year = $11::int2
+    FROM existing e WHERE t.id = e.id AND (e.exp_month, e.exp_year) <> ($10::int2, $11::int2)
+)
+SELECT 1::bigint AS position, id, brand, bin, last4 FROM existing
+UNION ALL
+SELECT 1::bigint, id, brand, bin, last4 FROM inserted
+"""
+
 # Card lookups of concurrent detokenize calls go to Postgres as one statement (see switch/batch.py).
 _SQL_SELECT_CARDS = """
 SELECT q.position, t.key_version, t.nonce, t.ciphertext, t.brand, t.last4, t.exp_month, t.exp_year
@@ -486,7 +510,14 @@ class Vault:
         found: dict[tuple[str, bytes], _StoredCard] = {}
         pending = list(last.values())
         for _ in range(STORE_ATTEMPTS_MAX):
-            rows = await self._pool.fetch(_SQL_STORE_CARDS, *_columns(pending))
+            if len(pending) == 1:
+                write = pending[0]
+                rows = await self._pool.fetch(
+                    _SQL_STORE_CARD, write.token_id, write.merchant_id, write.fingerprint, write.key_version,
+                    write.nonce, write.ciphertext, write.brand, write.bin, write.last4, write.exp_month,
+                    write.exp_year)
+            else:
+                rows = await self._pool.fetch(_SQL_STORE_CARDS, *_columns(pending))
             for row in rows:
                 write = pending[row["position"] - 1]
                 found[(write.merchant_id, write.fingerprint)] = _StoredCard(
