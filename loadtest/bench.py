@@ -3,9 +3,11 @@
 Brings up the whole local stack (or uses a running one: --url and --api-key, e.g. from `make up`),
 warms up, then runs N keep-alive connections for a fixed duration, each sending POST /v1/payments with
 a fresh Idempotency-Key and a vault token (as merchants do after the first payment), bounded by both
-the duration and --payments-max. Prints payments/s, p50/p95/p99 latency, errors by status and the CPU
-seconds each process tree used during the measured window, and draws them second by second in a PNG
-(loadtest/timeline.py; --plot PATH, --no-plot), named on a `PLOT path=<path>` line. The last line is always:
+the duration and --payments-max (--raw-card: card data instead of a token, the same card every time;
+with --new-cards, a new card number every payment, as first-time customers pay). Prints payments/s,
+p50/p95/p99 latency, errors by status and the CPU seconds each process tree used during the measured
+window, and draws them second by second in a PNG (loadtest/timeline.py; --plot PATH, --no-plot), named on
+a `PLOT path=<path>` line. The last line is always:
 
     RESULT payments_per_s=<n> p50_ms=<x> p99_ms=<y> errors=<k>
 """
@@ -36,6 +38,42 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REQUEST_TIMEOUT_S = 10.0
 RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
 TEST_CARD = {"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
+NUMBER_SLOT = "0" * 16      # where --new-cards puts each payment's number into the encoded body
+
+
+class NewCards:
+    """A distinct Luhn-valid card number per call (--new-cards): "4", 6 random digits of this run, an 8-digit
+    counter and the check digit. Visa, in the simulator's approving 2-6 range and never one of its named
+    test cards, so each approves (the bench's amount is far under the simulator's balance per card) and the
+    vault stores a new row for each. About 2 us a number: the sum of the fixed digits is worked out once."""
+
+    COUNTER_DIGITS = 8
+
+    def __init__(self) -> None:
+        self.prefix = f"4{secrets.randbelow(10**6):06d}"
+        self.count = 0
+        # Luhn from the right: the check digit is position 0, so the counter's last digit is doubled.
+        self._prefix_sum = _luhn_sum(self.prefix, first_doubled=self.COUNTER_DIGITS % 2 == 0)
+
+    def next(self) -> str:
+        self.count += 1
+        counter = f"{self.count:0{self.COUNTER_DIGITS}d}"
+        total = self._prefix_sum + _luhn_sum(counter, first_doubled=True)
+        return f"{self.prefix}{counter}{(10 - total % 10) % 10}"
+
+
+_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
+
+
+def _luhn_sum(digits: str, *, first_doubled: bool) -> int:
+    """Luhn sum of `digits` as they sit in a number whose check digit is still to come: the last of them is
+    doubled when `first_doubled`, then every other one going left."""
+    total = 0
+    doubled = first_doubled
+    for char in reversed(digits):
+        total += _DOUBLED[ord(char) - 48] if doubled else ord(char) - 48
+        doubled = not doubled
+    return total
 
 
 # ----- CPU accounting from /proc -------------------------------------------------------------------------
@@ -204,11 +242,12 @@ def record(results: Results | None, started: float, status: int | None, error: B
         results.timeline.add(latency_s, approved=status == 200)
 
 
-async def drive(url: str, api_key: str, body: bytes, connections: int, duration_s: float,
+async def drive(url: str, api_key: str, body: bytes | Callable[[], bytes], connections: int, duration_s: float,
                 payments_max: int, results: Results | None, ca_file: str | None = None, rate: float = 0.0) -> int:
     """Run `connections` loops until the duration or the payment count is used up; returns requests sent.
     With `rate`, requests start at most that many a second in all (paced), so two builds can be compared
-    at the same throughput rather than each at its own saturation."""
+    at the same throughput rather than each at its own saturation. `body` is the same bytes every time, or
+    a callable that makes each request's (--new-cards)."""
     budget = Budget.of(duration_s, payments_max, rate)
     run = secrets.token_hex(4)
 
@@ -220,7 +259,8 @@ async def drive(url: str, api_key: str, body: bytes, connections: int, duration_
                 sequence += 1
                 started = time.perf_counter()
                 try:
-                    response = await client.request("POST", "/v1/payments", body, timeout_s=REQUEST_TIMEOUT_S,
+                    payload = body() if callable(body) else body
+                    response = await client.request("POST", "/v1/payments", payload, timeout_s=REQUEST_TIMEOUT_S,
                                                     idempotency_key=f"bench-{run}-{index}-{sequence}")
                 except (OSError, TimeoutError, ValueError) as error:
                     record(results, started, None, error)
@@ -291,7 +331,8 @@ async def _tcp_read(reader: asyncio.StreamReader) -> dict[str, object]:
     return msgspec.msgpack.decode(await reader.readexactly(length))  # type: ignore[no-any-return]
 
 
-async def drive_tcp(address: str, api_key: str, fields: dict[str, object], in_flight: int, connections: int,
+async def drive_tcp(address: str, api_key: str,
+                    fields: dict[str, object] | Callable[[], dict[str, object]], in_flight: int, connections: int,
                     duration_s: float, payments_max: int, results: Results | None, rate: float = 0.0) -> int:
     """`in_flight` request loops spread over `connections` TCP connections (each multiplexed)."""
     budget = Budget.of(duration_s, payments_max, rate)
@@ -304,7 +345,8 @@ async def drive_tcp(address: str, api_key: str, fields: dict[str, object], in_fl
             sequence += 1
             started = time.perf_counter()
             try:
-                status = await link.create(fields, f"bench-tcp-{run}-{index}-{sequence}")
+                status = await link.create(fields() if callable(fields) else fields,
+                                           f"bench-tcp-{run}-{index}-{sequence}")
             except (OSError, TimeoutError) as error:
                 record(results, started, None, error)
                 continue
@@ -351,13 +393,32 @@ def report(results: Results, elapsed_s: float, cpu: dict[str, float], connection
     print(f"RESULT payments_per_s={rate:.0f} p50_ms={p50:.1f} p99_ms={p99:.1f} errors={errors}", flush=True)
 
 
+def new_card_bodies(fields: dict[str, object]) -> tuple[Callable[[], bytes], Callable[[], dict[str, object]]]:
+    """Request bodies (HTTP bytes, TCP fields) each with a card number never sent before (NewCards); the JSON
+    is encoded once and each number spliced into it."""
+    cards = NewCards()
+    card = {**TEST_CARD["card"], "number": NUMBER_SLOT}
+    head, tail = json.dumps({**fields, "payment_method": {"card": card}}).encode().split(NUMBER_SLOT.encode())
+
+    def body() -> bytes:
+        return head + cards.next().encode() + tail
+
+    def fields_of() -> dict[str, object]:
+        return {**fields, "payment_method": {"card": {**card, "number": cards.next()}}}
+
+    return body, fields_of
+
+
 async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[str, int]) -> None:
     ca_file = getattr(args, "ca_file", None)
     token = await first_token(url, api_key, ca_file)
     fields = {"amount": 1999, "currency": "usd", "capture_method": "manual", "payment_method": token}
     if args.raw_card:
         fields["payment_method"] = TEST_CARD
-    body = json.dumps(fields).encode()     # encoded once: the load generator must stay cheap
+    body: bytes | Callable[[], bytes] = json.dumps(fields).encode()  # encoded once: the load generator
+    fields_of: dict[str, object] | Callable[[], dict[str, object]] = fields  # must stay cheap
+    if args.new_cards:
+        body, fields_of = new_card_bodies(fields)
     receiver = await WebhookReceiver.subscribe(url, api_key, ca_file) if args.webhook else None
     roots = {**roots, "loadgen": os.getpid()}
     transports = ["http", "tcp"] if args.transport == "both" else [args.transport]
@@ -365,7 +426,7 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
     for transport in transports:
         async def run(duration_s: float, results: Results | None, transport: str = transport) -> None:
             if transport == "tcp":
-                await drive_tcp(args.tcp_address, api_key, fields, args.connections, args.tcp_connections,
+                await drive_tcp(args.tcp_address, api_key, fields_of, args.connections, args.tcp_connections,
                                 duration_s, args.payments_max, results, args.rate if results else 0.0)
             else:
                 await drive(url, api_key, body, args.connections, duration_s, args.payments_max, results,
@@ -528,6 +589,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="pace the measured run to this many payments/s in all (0: as fast as it goes)")
     parser.add_argument("--raw-card", action="store_true", help="send card data (tokenize) instead of a token")
+    parser.add_argument("--new-cards", action="store_true",
+                        help="with --raw-card: a new card number every payment (first-time customers), so the "
+                             "vault stores a row per payment")
     parser.add_argument("--tls", action="store_true", help="HTTPS on the merchant port (throwaway self-signed pair)")
     parser.add_argument("--webhook", action="store_true",
                         help="subscribe a local endpoint to every event and report the delivery lag")
@@ -539,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep-run-dir", action="store_true",
                         help="keep the stack's logs and throwaway keys under .run/ (removed by default)")
     args = parser.parse_args(argv)
+    if args.new_cards and not args.raw_card:
+        parser.error("--new-cards needs --raw-card")
     import uvloop
 
     if args.url:

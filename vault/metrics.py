@@ -70,14 +70,17 @@ class VaultCollector(Collector):
 
     ``hsm_operations`` and ``key_versions`` are callables so the collector holds no HSM or key object:
     ``hsm_operations()`` returns call counts by ``vault.hsm.HSM_OPERATIONS`` name; ``key_versions()``
-    returns (the versions loaded, the active version).
+    returns (the versions loaded, the active version). ``batches()`` returns (statements, items) of each
+    group-committed card path (``Vault.batch_counts``): items per statement is the batching achieved.
     """
 
     def __init__(self, stats: RequestStats, hsm_operations: Callable[[], dict[str, int]],
-                 key_versions: Callable[[], tuple[list[int], int]]) -> None:
+                 key_versions: Callable[[], tuple[list[int], int]],
+                 batches: Callable[[], dict[str, tuple[int, int]]] = dict) -> None:
         self.stats = stats
         self.hsm_operations = hsm_operations
         self.key_versions = key_versions
+        self.batches = batches
 
     def collect(self) -> Iterator[Metric]:
         yield from self._requests()
@@ -93,6 +96,15 @@ class VaultCollector(Collector):
                                 value=active)
         yield CounterMetricFamily("vault_tokens_written", "Cards stored new for their merchant by a tokenize",
                                   value=self.stats.tokens_written)
+        statements = CounterMetricFamily("vault_db_batches", "Statements sent by a group-committed card path "
+                                         "(tokenize writes, detokenize lookups)", labels=["operation"])
+        items = CounterMetricFamily("vault_db_batch_items", "Requests those statements carried",
+                                    labels=["operation"])
+        for operation, (batch_count, item_count) in sorted(self.batches().items()):
+            statements.add_metric([operation], batch_count)
+            items.add_metric([operation], item_count)
+        yield statements
+        yield items
 
     def _requests(self) -> Iterator[Metric]:
         requests = CounterMetricFamily("vault_requests", "Vault requests answered, by operation and result "

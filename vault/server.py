@@ -322,7 +322,8 @@ async def serve(config: VaultConfig) -> None:
     stats = RequestStats()
     app = VaultApp(vault, config.credential, mac_keys, stats)
     registry = registry_for(VaultCollector(stats, hsm.operations_count,
-                                           lambda: (vault.keys.versions, vault.keys.active_version)))
+                                           lambda: (vault.keys.versions, vault.keys.active_version),
+                                           vault.batch_counts))
     server: asyncio.Server | None = None
     http_server: asyncio.Server | None = None
     ops_server: asyncio.Server | None = None
@@ -359,7 +360,10 @@ async def serve(config: VaultConfig) -> None:
         await vault.close()
         await pool.close()
         hsm.close()
-        log.info("vault stopped; %d audit rows written", vault.audit.rows_written)
+        batches = ", ".join(f"{operation} {items} in {statements} statements"
+                            for operation, (statements, items) in vault.batch_counts().items())
+        log.info("vault stopped; %d audit rows written; %s; %d tokenize retries", vault.audit.rows_written,
+                 batches, vault.store_retries)
 
 
 def run_serve() -> int:

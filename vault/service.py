@@ -47,6 +47,8 @@ AUDIT_FLUSH_INTERVAL_S = 0.05
 REENCRYPT_BATCH_ROWS_DEFAULT = 500
 REENCRYPT_IDLE_ROUNDS_MAX = 200
 KEYS_CHANNEL = "vault_keys"
+TOKENIZE_QUEUE_MAX = 10_000
+STORE_ATTEMPTS_MAX = 3
 
 T = TypeVar("T")
 
@@ -78,6 +80,44 @@ class TokenRecord:
     def __repr__(self) -> str:
         return (f"TokenRecord(token={self.token!r}, brand={self.brand!r}, bin={self.bin!r}, "
                 f"last4={self.last4!r})")
+
+
+@dataclass(frozen=True, slots=True)
+class _CardWrite:
+    """One tokenize's row, waiting for its batch. Holds no PAN: the number is already ciphertext."""
+
+    token_id: str
+    merchant_id: str
+    fingerprint: bytes
+    key_version: int
+    nonce: bytes
+    ciphertext: bytes
+    brand: str
+    bin: str
+    last4: str
+    exp_month: int
+    exp_year: int
+
+    def __repr__(self) -> str:
+        return f"_CardWrite(token_id={self.token_id!r})"
+
+
+@dataclass(frozen=True, slots=True)
+class _StoredCard:
+    token: str
+    brand: str
+    bin: str
+    last4: str
+
+
+def _columns(writes: list[_CardWrite]) -> list[list[Any]]:
+    """The statement's eleven arrays, in _SQL_STORE_CARDS' parameter order."""
+    return [[write.token_id for write in writes], [write.merchant_id for write in writes],
+            [write.fingerprint for write in writes], [write.key_version for write in writes],
+            [write.nonce for write in writes], [write.ciphertext for write in writes],
+            [write.brand for write in writes], [write.bin for write in writes],
+            [write.last4 for write in writes], [write.exp_month for write in writes],
+            [write.exp_year for write in writes]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,13 +296,63 @@ class AuditLog:
 # ----- the vault -------------------------------------------------------------------------------------
 
 
-_SQL_UPSERT_CARD = """
-INSERT INTO vault.tokens (id, merchant_id, fingerprint, key_version, nonce, ciphertext, brand, bin, last4,
-                          exp_month, exp_year)
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-ON CONFLICT (merchant_id, fingerprint)
-DO UPDATE SET exp_month = EXCLUDED.exp_month, exp_year = EXCLUDED.exp_year
-RETURNING id, brand, bin, last4, exp_month, exp_year
+# Tokenize writes of concurrent requests go to Postgres as one statement (see switch/common/batch.py). A
+# card its merchant already stored is read, not rewritten: `existing` is a plain read, and the row is
+# updated only when the expiry changed, so a card paid with again and again takes no row lock and leaves no
+# dead tuple. New cards are inserted with ON CONFLICT DO NOTHING; a card a concurrent statement inserted
+# after this one's snapshot is in neither `existing` nor `inserted`, and the caller asks again for it.
+# Callers send each (merchant_id, fingerprint) once per statement.
+_SQL_STORE_CARDS = """
+WITH q AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::bytea[], $4::int[], $5::bytea[], $6::bytea[],
+                         $7::text[], $8::text[], $9::text[], $10::int2[], $11::int2[]) WITH ORDINALITY
+        AS q(id, merchant_id, fingerprint, key_version, nonce, ciphertext, brand, bin, last4, exp_month,
+             exp_year, position)
+), existing AS MATERIALIZED (
+    SELECT q.position, t.id, t.brand, t.bin, t.last4, t.exp_month, t.exp_year
+    FROM q JOIN vault.tokens t ON t.merchant_id = q.merchant_id AND t.fingerprint = q.fingerprint
+), inserted AS (
+    INSERT INTO vault.tokens (id, merchant_id, fingerprint, key_version, nonce, ciphertext, brand, bin,
+                              last4, exp_month, exp_year)
+    SELECT q.id, q.merchant_id, q.fingerprint, q.key_version, q.nonce, q.ciphertext, q.brand, q.bin,
+           q.last4, q.exp_month, q.exp_year
+    FROM q WHERE NOT EXISTS (SELECT FROM existing e WHERE e.position = q.position)
+    ORDER BY q.merchant_id, q.fingerprint
+    ON CONFLICT (merchant_id, fingerprint) DO NOTHING
+    RETURNING id, brand, bin, last4
+), updated AS (
+    UPDATE vault.tokens t SET exp_month = q.exp_month, exp_year = q.exp_year
+    FROM existing e JOIN q ON q.position = e.position
+    WHERE t.id = e.id AND (e.exp_month, e.exp_year) <> (q.exp_month, q.exp_year)
+)
+SELECT q.position, coalesce(e.id, i.id) AS id, coalesce(e.brand, i.brand) AS brand,
+       coalesce(e.bin, i.bin) AS bin, coalesce(e.last4, i.last4) AS last4
+FROM q LEFT JOIN existing e ON e.position = q.position LEFT JOIN inserted i ON i.id = q.id
+WHERE e.id IS NOT NULL OR i.id IS NOT NULL
+"""
+
+# The same for a lone card (a batch of one, the usual case when the vault is not busy). Postgres plans the
+# array statement again on every execution while its batches are small (custom plans): a lone new card took
+# 1,000-1,080 us against 470-510 us with this one (and 410-550 us with the old upsert).
+_SQL_STORE_CARD = """
+WITH existing AS MATERIALIZED (
+    SELECT id, brand, bin, last4, exp_month, exp_year FROM vault.tokens
+    WHERE merchant_id = $2::text AND fingerprint = $3::bytea
+), inserted AS (
+    INSERT INTO vault.tokens (id, merchant_id, fingerprint, key_version, nonce, ciphertext, brand, bin,
+                              last4, exp_month, exp_year)
+    SELECT $1::text, $2::text, $3::bytea, $4::int, $5::bytea, $6::bytea, $7::text, $8::text, $9::text,
+           $10::int2, $11::int2
+    WHERE NOT EXISTS (SELECT FROM existing)
+    ON CONFLICT (merchant_id, fingerprint) DO NOTHING
+    RETURNING id, brand, bin, last4
+), updated AS (
+    UPDATE vault.tokens t SET exp_month = $10::int2, exp_year = $11::int2
+    FROM existing e WHERE t.id = e.id AND (e.exp_month, e.exp_year) <> ($10::int2, $11::int2)
+)
+SELECT 1::bigint AS position, id, brand, bin, last4 FROM existing
+UNION ALL
+SELECT 1::bigint, id, brand, bin, last4 FROM inserted
 """
 
 # Card lookups of concurrent detokenize calls go to Postgres as one statement (see switch/batch.py).
@@ -299,6 +389,10 @@ class Vault:
         self.audit = audit or AuditLog(pool)
         self._card_lookups: Batcher[tuple[str, str], asyncpg.Record | None] = Batcher(
             self._select_cards, size_max=256, inflight_max=2, splittable=refused_by_postgres)
+        self._card_writes: Batcher[_CardWrite, _StoredCard] = Batcher(
+            self._store_cards, size_max=256, inflight_max=2, queue_max=TOKENIZE_QUEUE_MAX,
+            splittable=refused_by_postgres)
+        self.store_retries = 0
         self._listener: Any = None
         self._background: set[asyncio.Task[None]] = set()
 
@@ -394,15 +488,47 @@ class Vault:
         fingerprint = keys.fingerprint(pan)
         token_id = new_token_id()
         version, nonce, ciphertext = keys.encrypt(token_id, pan)
-        row = await self._pool.fetchrow(_SQL_UPSERT_CARD, token_id, merchant_id, fingerprint, version, nonce,
-                                        ciphertext, brand, number.bin, number.last4, exp_month, exp_year)
-        created = row["id"] == token_id
+        try:
+            stored = await self._card_writes.submit(_CardWrite(
+                token_id, merchant_id, fingerprint, version, nonce, ciphertext, brand, number.bin,
+                number.last4, exp_month, exp_year))
+        except BatchQueueFull:
+            raise VaultError("unavailable", "too many tokenizes waiting") from None
+        created = stored.token == token_id
         if cvc is not None:
-            self._cvc.put(row["id"], cvc)
-        self.audit.record(caller, "tokenize", row["id"], merchant_id, "created" if created else "existing")
-        return TokenRecord(token=row["id"], brand=row["brand"], bin=row["bin"], last4=row["last4"],
-                           exp_month=row["exp_month"], exp_year=row["exp_year"], fingerprint=fingerprint,
-                           created=created)
+            self._cvc.put(stored.token, cvc)
+        self.audit.record(caller, "tokenize", stored.token, merchant_id, "created" if created else "existing")
+        return TokenRecord(token=stored.token, brand=stored.brand, bin=stored.bin, last4=stored.last4,
+                           exp_month=exp_month, exp_year=exp_year, fingerprint=fingerprint, created=created)
+
+    async def _store_cards(self, writes: list[_CardWrite]) -> list[_StoredCard | BaseException]:
+        """Store or find each card, one statement for the lot; each (merchant, fingerprint) is sent once,
+        with the last of its writes (the expiry the row ends with, as if they had come one after another)."""
+        last: dict[tuple[str, bytes], _CardWrite] = {}
+        for write in writes:
+            last[(write.merchant_id, write.fingerprint)] = write
+        found: dict[tuple[str, bytes], _StoredCard] = {}
+        pending = list(last.values())
+        for _ in range(STORE_ATTEMPTS_MAX):
+            if len(pending) == 1:
+                write = pending[0]
+                rows = await self._pool.fetch(
+                    _SQL_STORE_CARD, write.token_id, write.merchant_id, write.fingerprint, write.key_version,
+                    write.nonce, write.ciphertext, write.brand, write.bin, write.last4, write.exp_month,
+                    write.exp_year)
+            else:
+                rows = await self._pool.fetch(_SQL_STORE_CARDS, *_columns(pending))
+            for row in rows:
+                write = pending[row["position"] - 1]
+                found[(write.merchant_id, write.fingerprint)] = _StoredCard(
+                    row["id"], row["brand"], row["bin"], row["last4"])
+            # Missing: inserted by a concurrent statement after this one's snapshot; the next one sees it.
+            pending = [write for write in pending if (write.merchant_id, write.fingerprint) not in found]
+            if not pending:
+                break
+            self.store_retries += 1
+        missing = VaultError("unavailable", "card neither stored nor found")
+        return [found.get((write.merchant_id, write.fingerprint), missing) for write in writes]
 
     async def detokenize(self, merchant_id: str, token_id: str, caller: str) -> CardData:
         """The card behind a token of this merchant; another merchant's token is ``not_found``."""
@@ -442,6 +568,11 @@ class Vault:
             # A version rotated in by another process whose notification has not arrived yet.
             await self.refresh_keys()
         return self.keys.decrypt(token_id, version, nonce, ciphertext)
+
+    def batch_counts(self) -> dict[str, tuple[int, int]]:
+        """(statements, items) sent by each group-committed card path so far: tokenize, detokenize."""
+        return {"tokenize": (self._card_writes.batches, self._card_writes.items),
+                "detokenize": (self._card_lookups.batches, self._card_lookups.items)}
 
     # -- key rotation --
 
