@@ -32,7 +32,7 @@ from pathlib import Path
 import msgspec
 
 from loadtest.httpclient import Client
-from loadtest.timeline import Run, Timeline, draw
+from loadtest.timeline import Run, Timeline, cpu_per_payment_us, draw, per_window
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REQUEST_TIMEOUT_S = 10.0
@@ -367,6 +367,15 @@ def percentile_ms(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
+def print_windows(line: Timeline, elapsed_s: float) -> None:
+    """Throughput, p99 and machine CPU per payment for every 10 s of the run: a decay shows here."""
+    print("per 10 s:")
+    for window in per_window(line, elapsed_s):
+        print(f"  {window.start_s:5.0f}-{window.start_s + window.width_s:<5.0f} s  {window.payments_per_s:7,.0f} "
+              f"payments/s  p99 {window.latency_ms['p99']:7.1f} ms  errors/s {window.errors_per_s:5.1f}  "
+              f"CPU {cpu_per_payment_us(line, window):6,.0f} µs/payment")
+
+
 def report(results: Results, elapsed_s: float, cpu: dict[str, float], connections: int,
            plot_path: Path | None = None) -> None:
     count = len(results.latencies_s)
@@ -388,6 +397,8 @@ def report(results: Results, elapsed_s: float, cpu: dict[str, float], connection
         total, cores = sum(cpu.values()), os.cpu_count() or 1
         print(f"  {'total':<14} {total:7.2f} s   {total / ok * 1e6 if ok else 0:8.0f} µs/payment "
               f"(of {cores} cores x {elapsed_s:.1f} s = {cores * elapsed_s:.1f} s)")
+    if results.timeline is not None:
+        print_windows(results.timeline, elapsed_s)
     if plot_path is not None:
         print(f"PLOT path={plot_path}")
     print(f"RESULT payments_per_s={rate:.0f} p50_ms={p50:.1f} p99_ms={p99:.1f} errors={errors}", flush=True)

@@ -128,6 +128,25 @@ def per_second(timeline: Timeline, elapsed_s: float) -> list[SecondFigures]:
             for start, width_s in spans]
 
 
+def per_window(timeline: Timeline, elapsed_s: float, window_s: int = 10) -> list[SecondFigures]:
+    """As per_second, over windows of `window_s` seconds (a last window shorter than half of one joins the
+    one before): the figures the bench prints, so decay over a long run shows in its output."""
+    starts = list(range(0, min(len(timeline.seconds), math.ceil(elapsed_s)), window_s))
+    spans = [(start, min(float(window_s), elapsed_s - start)) for start in starts]
+    if len(spans) > 1 and spans[-1][1] < window_s / 2:
+        spans[-2:] = [(spans[-2][0], spans[-2][1] + spans[-1][1])]
+    return [_figures(timeline.seconds[start:start + math.ceil(width_s)], start, width_s) for start, width_s in spans]
+
+
+def cpu_per_payment_us(timeline: Timeline, figures: SecondFigures) -> float:
+    """Machine CPU per approved payment in a window, from the CPU samples that ended in it."""
+    end_s = figures.start_s + figures.width_s
+    cpu_s = sum(sum(sample.cpu_s.values()) for sample in timeline.cpu_samples
+                if figures.start_s + 0.5 < sample.end_s <= end_s + 0.5)
+    approved = figures.payments_per_s * figures.width_s
+    return cpu_s / approved * 1e6 if approved else math.nan
+
+
 def _figures(seconds: list[Second], start_s: float, width_s: float) -> SecondFigures:
     counts = array("I", (sum(column) for column in zip(*(each.latency_counts for each in seconds), strict=True)))
     latency_ms = {name: histogram_percentile_ms(counts, fraction) for name, fraction in PERCENTILES}

@@ -68,3 +68,16 @@ def test_the_picture_is_a_png(tmp_path):
     path = tmp_path / "bench.png"
     timeline.draw([Run("http", line, 3.0, {"switch": 1.5, "loadgen": 0.6}, 3)], "a test run", path)
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_windows_of_ten_seconds_with_their_cpu_per_payment():
+    line = Timeline(seconds_max=30)
+    for second in range(23):
+        for _ in range(100 if second < 10 else 50):          # the rate halves after 10 s
+            line.add(0.02, approved=True, at_s=second + 0.5)
+        line.add_cpu(second + 1.0, 1.0, {"switch": 0.05, "postgres": 0.05})
+    windows = timeline.per_window(line, elapsed_s=23.0)
+    assert [(each.start_s, each.width_s) for each in windows] == [(0, 10.0), (10, 13.0)]   # 3 s join the last
+    assert [each.payments_per_s for each in windows] == [100, 50]
+    assert timeline.cpu_per_payment_us(line, windows[0]) == pytest.approx(0.1 / 100 * 1e6)   # 1,000 µs
+    assert timeline.cpu_per_payment_us(line, windows[1]) == pytest.approx(0.1 / 50 * 1e6)    # 2,000 µs
