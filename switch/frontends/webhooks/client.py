@@ -201,7 +201,7 @@ async def post(url: str, body: bytes, headers: list[tuple[str, str]], allow_loop
         return Answer(None, f"refused: {refused}", _ms(started), None)
     except TimeoutError:
         return Answer(None, f"no answer within {timeout_s:.0f} s", _ms(started), None)
-    except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as error:
+    except (OSError, ValueError) as error:       # refused, reset or closed early; not an HTTP answer
         return Answer(None, f"connection failed: {error.__class__.__name__}", _ms(started), None)
     return Answer(status, None, _ms(started), excerpt)
 

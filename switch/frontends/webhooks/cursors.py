@@ -36,7 +36,7 @@ class Batch:
 class Job:
     """One attempt to make: an event to an endpoint, the first (from the cursor) or a later one (queued)."""
 
-    __slots__ = ("attempts", "batch", "body", "cursor", "endpoint", "event", "first", "queued_at", "sending")
+    __slots__ = ("attempts", "batch", "body", "cursor", "endpoint", "event", "queued_at", "sending")
 
     def __init__(self, endpoint: Any, event: dict[str, Any], attempts: int, queued_at: datetime,
                  cursor: CursorState | None = None, batch: Batch | None = None) -> None:
@@ -46,9 +46,12 @@ class Job:
         self.queued_at = queued_at
         self.cursor = cursor          # for a first attempt: the cursor and the batch it was read in
         self.batch = batch
-        self.first = cursor is not None
         self.body: bytes | None = None
         self.sending = False          # counted in flight (until its answer, not its record)
+
+    @property
+    def first(self) -> bool:
+        return self.cursor is not None
 
 
 class CursorState:
