@@ -15,7 +15,7 @@ where `expired` counts holds forgotten because the bounded memory was full.
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -140,14 +140,16 @@ class Issuer:
         self._unsettled_max = unsettled_max
         self._clock = clock
         # Originals whose moved amount changed since the last settlement cut-off (see take_unsettled).
-        self._unsettled: dict[TransactionKey, Transaction] = {}
+        # OrderedDicts where the oldest entry is dropped: a plain dict's first entry sits behind every slot
+        # deleted before it until the next resize, so dropping from the front costs O(n) (the soak's decay).
+        self._unsettled: OrderedDict[TransactionKey, Transaction] = OrderedDict()
         self.unsettled_dropped = 0  # Forgotten because _unsettled was full: missing from settlement files.
         # Original transactions, oldest first, including declined ones (their duplicates get the same answer).
-        self._transactions: dict[TransactionKey, Transaction] = {}
+        self._transactions: OrderedDict[TransactionKey, Transaction] = OrderedDict()
         # The subset with a hold outstanding.
         self._holds: dict[TransactionKey, Transaction] = {}
         # Card -> held and spent. The issuer is the far end: it may know the PAN in memory.
-        self._accounts: dict[str, Account] = {}
+        self._accounts: OrderedDict[str, Account] = OrderedDict()
         self._approvals = 0
         self.held_outstanding_minor = 0
         # Running sums in minor units: held, captured, released, expired, sold, refunded, and what reversals
@@ -308,15 +310,14 @@ class Issuer:
         account = accounts.get(pan)
         if account is None:
             if len(accounts) >= self._cards_max:
-                del accounts[next(iter(accounts))]  # Forget the oldest card (dicts keep insertion order).
+                accounts.popitem(last=False)  # Forget the oldest card.
             account = accounts[pan] = Account()
         return account
 
     def _remember(self, key: TransactionKey, txn: Transaction) -> None:
         transactions = self._transactions
         if len(transactions) >= self._duplicates_max:
-            old_key = next(iter(transactions))
-            old = transactions.pop(old_key)
+            old_key, old = transactions.popitem(last=False)
             if self._holds.pop(old_key, None) is not None:
                 self._release(old, old.held_minor, "expired")
         transactions[key] = txn
@@ -333,7 +334,7 @@ class Issuer:
     def _mark_unsettled(self, key: TransactionKey, txn: Transaction) -> None:
         unsettled = self._unsettled
         if key not in unsettled and len(unsettled) >= self._unsettled_max:
-            del unsettled[next(iter(unsettled))]
+            unsettled.popitem(last=False)
             self.unsettled_dropped += 1
         unsettled[key] = txn
 

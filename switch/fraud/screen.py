@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections import OrderedDict
 from typing import NamedTuple
 
 import asyncpg
@@ -99,7 +100,7 @@ class Screener:
         self.budget_s = budget_s
         self.rides_lock = rides_lock       # the counters' Redis is the idempotency lock's
         self.policies: TtlLru[str, Policy] = TtlLru(POLICY_TTL_S, POLICIES_MAX)
-        self.last_policies: dict[str, Policy] = {}
+        self.last_policies: OrderedDict[str, Policy] = OrderedDict()
         self.loading: dict[str, asyncio.Future[Policy]] = {}       # one load per merchant at a time
         self.generations: dict[str, int] = {}                       # bumped when a merchant's rules change here
         self.must_load: set[str] = set()                            # changed here: no stale copy is answered
@@ -174,7 +175,7 @@ class Screener:
         self.must_load.discard(merchant_id)
         self.retry_at.pop(merchant_id, None)
         if len(self.last_policies) >= POLICIES_MAX and merchant_id not in self.last_policies:
-            self.last_policies.pop(next(iter(self.last_policies)))
+            self.last_policies.popitem(last=False)
         self.last_policies[merchant_id] = loaded
         return loaded
 

@@ -90,6 +90,23 @@ def test_duplicate_memory_is_bounded():
     assert summary["held_outstanding_minor"] == 10_000 == issuer.held_minor("4242424242424242")
 
 
+
+def test_card_memory_forgets_the_oldest_card_first():
+    issuer = Issuer(cards_max=2)
+    cards = ["4242424242424242", "5555555555554444", "4000056655665556"]
+    for stan, pan in enumerate(cards):
+        authorize(issuer, pan, 300, stan=f"{stan:06d}")
+    assert [issuer.held_minor(pan) for pan in cards] == [0, 300, 300]
+
+
+def test_unsettled_memory_drops_the_oldest_change_first():
+    issuer = Issuer(unsettled_max=2)
+    for stan in range(3):
+        issuer.sale(pan="4242424242424242", amount_minor=100 + stan, terminal_id="T1", stan=f"{stan:06d}",
+                    transmission_dt="0101120000")
+    assert [change for _, _, change in issuer.take_unsettled()] == [101, 102]
+    assert issuer.unsettled_dropped == 1
+
 def test_luhn():
     assert luhn_valid("4242424242424242")
     assert not luhn_valid("4242424242424243")
