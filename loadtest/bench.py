@@ -1,13 +1,15 @@
-"""`make bench`: drive authorizations over HTTP and report throughput, latency and CPU per process.
+"""`make bench`: drive payments over HTTP and report throughput, latency and CPU per process.
 
 Brings up the whole local stack (or uses a running one: --url and --api-key, e.g. from `make up`),
-warms up, then runs N keep-alive connections for a fixed duration, each sending POST /v1/payments with
-a fresh Idempotency-Key and a vault token (as merchants do after the first payment), bounded by both
-the duration and --payments-max (--raw-card: card data instead of a token, the same card every time;
-with --new-cards, a new card number every payment, as first-time customers pay). Prints payments/s,
-p50/p95/p99 latency, errors by status and the CPU seconds each process tree used during the measured
-window, and draws them second by second in a PNG (loadtest/timeline.py; --plot PATH, --no-plot), named on
-a `PLOT path=<path>` line. The last line is always:
+warms up, then runs N keep-alive connections for a fixed duration, bounded by both the duration and
+--payments-max, each sending POST /v1/payments with a fresh Idempotency-Key. By default the payments are
+the Black-Friday mix (loadtest/mix.py: first-time cards, saved tokens, declines, later captures, refunds)
+with a webhook endpoint subscribed to every event. One path instead: --token (a vault token every time, as
+merchants do after the first payment), --raw-card (card data, the same card every time; with --new-cards,
+a new card number every payment). Prints payments/s, p50/p95/p99 latency, errors by status and the CPU
+seconds each process tree used during the measured window, per 10 s windows too, and draws them second by
+second in a PNG (loadtest/timeline.py; --plot PATH, --no-plot), named on a `PLOT path=<path>` line. A
+payment counts when it is answered as expected (a decline card's 402 included). The last line is always:
 
     RESULT payments_per_s=<n> p50_ms=<x> p99_ms=<y> errors=<k>
 """
@@ -32,48 +34,13 @@ from pathlib import Path
 import msgspec
 
 from loadtest.httpclient import Client
+from loadtest.mix import NUMBER_SLOT, SAVED_CARDS, Mix, NewCards, Step
 from loadtest.timeline import Run, Timeline, cpu_per_payment_us, draw, per_window
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 REQUEST_TIMEOUT_S = 10.0
 RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
 TEST_CARD = {"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
-NUMBER_SLOT = "0" * 16      # where --new-cards puts each payment's number into the encoded body
-
-
-class NewCards:
-    """A distinct Luhn-valid card number per call (--new-cards): "4", 6 random digits of this run, an 8-digit
-    counter and the check digit. Visa, in the simulator's approving 2-6 range and never one of its named
-    test cards, so each approves (the bench's amount is far under the simulator's balance per card) and the
-    vault stores a new row for each. About 2 us a number: the sum of the fixed digits is worked out once."""
-
-    COUNTER_DIGITS = 8
-
-    def __init__(self) -> None:
-        self.prefix = f"4{secrets.randbelow(10**6):06d}"
-        self.count = 0
-        # Luhn from the right: the check digit is position 0, so the counter's last digit is doubled.
-        self._prefix_sum = _luhn_sum(self.prefix, first_doubled=self.COUNTER_DIGITS % 2 == 0)
-
-    def next(self) -> str:
-        self.count += 1
-        counter = f"{self.count:0{self.COUNTER_DIGITS}d}"
-        total = self._prefix_sum + _luhn_sum(counter, first_doubled=True)
-        return f"{self.prefix}{counter}{(10 - total % 10) % 10}"
-
-
-_DOUBLED = (0, 2, 4, 6, 8, 1, 3, 5, 7, 9)
-
-
-def _luhn_sum(digits: str, *, first_doubled: bool) -> int:
-    """Luhn sum of `digits` as they sit in a number whose check digit is still to come: the last of them is
-    doubled when `first_doubled`, then every other one going left."""
-    total = 0
-    doubled = first_doubled
-    for char in reversed(digits):
-        total += _DOUBLED[ord(char) - 48] if doubled else ord(char) - 48
-        doubled = not doubled
-    return total
 
 
 # ----- CPU accounting from /proc -------------------------------------------------------------------------
@@ -179,6 +146,9 @@ class Results:
     latencies_s: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    payments: int = 0           # answered as expected: approved, or declined when the mix sent a decline card
+    kinds: Counter[str] = field(default_factory=Counter)        # the mix's payments by kind
+    follow_ups: Counter[str] = field(default_factory=Counter)   # the mix's captures and refunds, by status
     # The same answers per second, in histograms of a fixed size, for the picture.
     timeline: Timeline | None = None
 
@@ -225,7 +195,7 @@ class Budget:
 
 
 def record(results: Results | None, started: float, status: int | None, error: BaseException | None = None,
-           prefix: str = "http") -> None:
+           prefix: str = "http", expected: int = 200) -> None:
     if results is None:
         return
     if error is not None:
@@ -236,10 +206,11 @@ def record(results: Results | None, started: float, status: int | None, error: B
     latency_s = time.perf_counter() - started
     results.latencies_s.append(latency_s)
     results.outcomes[str(status)] += 1
-    if status != 200:
+    results.payments += status == expected
+    if status != expected:
         results.errors[f"{prefix}_{status}"] += 1
     if results.timeline is not None:
-        results.timeline.add(latency_s, approved=status == 200)
+        results.timeline.add(latency_s, approved=status == expected)
 
 
 async def drive(url: str, api_key: str, body: bytes | Callable[[], bytes], connections: int, duration_s: float,
@@ -271,6 +242,77 @@ async def drive(url: str, api_key: str, body: bytes | Callable[[], bytes], conne
 
     await asyncio.gather(*(loop(index) for index in range(connections)))
     return payments_max - budget.remaining
+
+
+async def drive_mix(url: str, api_key: str, tokens: list[str], connections: int, duration_s: float,
+                    payments_max: int, results: Results | None, ca_file: str | None = None, rate: float = 0.0) -> int:
+    """As drive, with the mix's payments (loadtest/mix.py): each loop draws its own, and sends a payment's
+    capture or refund right after it when the mix says so (not counted against the budget: a payment is
+    one however many requests it takes)."""
+    budget = Budget.of(duration_s, payments_max, rate)
+    run = secrets.token_hex(4)
+    seed = secrets.randbits(32)
+
+    async def loop(index: int) -> None:
+        client, mix, sequence = Client(url, api_key, ca_file=ca_file), Mix(tokens, seed + index), 0
+        try:
+            while await budget.take():
+                sequence += 1
+                step = mix.next()
+                key = f"bench-{run}-{index}-{sequence}"
+                started = time.perf_counter()
+                try:
+                    response = await client.request("POST", "/v1/payments", step.body, timeout_s=REQUEST_TIMEOUT_S,
+                                                    idempotency_key=key)
+                except (OSError, TimeoutError, ValueError) as error:
+                    record(results, started, None, error)
+                    continue
+                record(results, started, response.status, expected=step.expected)
+                if results is not None:
+                    results.kinds[step.kind] += 1
+                if step.follow is not None and response.status == 200:
+                    await follow_up(client, mix, step, response.body, key, results)
+        finally:
+            await client.close()
+
+    await asyncio.gather(*(loop(index) for index in range(connections)))
+    return payments_max - budget.remaining
+
+
+_payment_id = msgspec.json.Decoder(type=dict[str, object])
+
+
+async def follow_up(client: Client, mix: Mix, step: Step, answer: bytes, key: str, results: Results | None) -> None:
+    path, body = mix.follow_up(step, str(_payment_id.decode(answer)["id"]))
+    try:
+        response = await client.request("POST", path, body, timeout_s=REQUEST_TIMEOUT_S, idempotency_key=f"{key}-f")
+    except (OSError, TimeoutError, ValueError) as error:
+        if results is not None:
+            results.errors[f"{step.follow}_{error.__class__.__name__}"] += 1
+        return
+    if results is not None:
+        results.follow_ups[f"{step.follow} {response.status}"] += 1
+        if response.status != 200:
+            results.errors[f"{step.follow}_{response.status}"] += 1
+
+
+async def saved_tokens(url: str, api_key: str, ca_file: str | None = None) -> list[str]:
+    """The mix's returning customers' tokens: one payment with each saved card's data."""
+    client = Client(url, api_key, ca_file=ca_file)
+    tokens = []
+    try:
+        for number in SAVED_CARDS:
+            cvc = "1234" if number.startswith(("34", "37")) else "123"
+            card = {"card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": cvc}}
+            response = await client.request("POST", "/v1/payments", {"amount": 100, "currency": "usd",
+                                                                       "payment_method": card},
+                                             idempotency_key=f"bench-saved-{secrets.token_hex(8)}")
+            if response.status != 200:
+                raise SystemExit(f"bench: saving a card failed with {response.status}: {response.body[:300]!r}")
+            tokens.append(str(response.json()["payment_method"]["token"]))
+    finally:
+        await client.close()
+    return tokens
 
 
 class TcpConnection:
@@ -379,18 +421,20 @@ def print_windows(line: Timeline, elapsed_s: float) -> None:
 def report(results: Results, elapsed_s: float, cpu: dict[str, float], connections: int,
            plot_path: Path | None = None) -> None:
     count = len(results.latencies_s)
-    ok = results.outcomes.get("200", 0)
+    ok = results.payments
     rate = ok / elapsed_s if elapsed_s else 0.0
     errors = sum(results.errors.values())
     ordered = sorted(results.latencies_s)
     p50, p99 = percentile_ms(ordered, 0.50), percentile_ms(ordered, 0.99)
-    print(f"\n{count} requests in {elapsed_s:.1f}s with {connections} connections: {ok} approved "
+    print(f"\n{count} payments in {elapsed_s:.1f}s with {connections} connections: {ok} answered as expected "
           f"({rate:,.0f} payments/s)")
+    if results.kinds:
+        print(f"mix: {dict(results.kinds)}  follow-ups: {dict(results.follow_ups)}")
     print(f"latency ms: p50 {p50:.1f}  p95 {percentile_ms(ordered, 0.95):.1f}  p99 {p99:.1f}  "
           f"max {percentile_ms(ordered, 1.0):.1f}")
     print(f"responses: {dict(results.outcomes)}  errors: {dict(results.errors) or 0}")
     if cpu:
-        print("CPU seconds during the run (and µs per approved payment):")
+        print("CPU seconds during the run (and µs per payment):")
         for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
             per_payment = seconds / ok * 1e6 if ok else 0.0
             print(f"  {name:<14} {seconds:7.2f} s   {per_payment:8.0f} µs/payment")
@@ -430,13 +474,17 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
     fields_of: dict[str, object] | Callable[[], dict[str, object]] = fields  # must stay cheap
     if args.new_cards:
         body, fields_of = new_card_bodies(fields)
+    tokens = await saved_tokens(url, api_key, ca_file) if args.mix else []
     receiver = await WebhookReceiver.subscribe(url, api_key, ca_file) if args.webhook else None
     roots = {**roots, "loadgen": os.getpid()}
     transports = ["http", "tcp"] if args.transport == "both" else [args.transport]
     summary, runs = [], []
     for transport in transports:
         async def run(duration_s: float, results: Results | None, transport: str = transport) -> None:
-            if transport == "tcp":
+            if args.mix:
+                await drive_mix(url, api_key, tokens, args.connections, duration_s, args.payments_max, results,
+                                ca_file, args.rate if results else 0.0)
+            elif transport == "tcp":
                 await drive_tcp(args.tcp_address, api_key, fields_of, args.connections, args.tcp_connections,
                                 duration_s, args.payments_max, results, args.rate if results else 0.0)
             else:
@@ -455,7 +503,7 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
             await asyncio.to_thread(print_fraud_screen, args.ops_url)
         if receiver is not None:
             await receiver.report(getattr(args, "database_url", None))
-        ok = results.outcomes.get("200", 0)
+        ok = results.payments
         summary.append(f"{transport}_payments_per_s={ok / elapsed_s:.0f} "
                        f"{transport}_switch_us={cpu.get('switch', 0.0) / ok * 1e6 if ok else 0:.0f}")
         if transport != transports[-1]:
@@ -480,7 +528,7 @@ async def measured(label: str, run: Callable[[float, Results | None], Awaitable[
     await run(duration_s, results)
     elapsed_s = time.monotonic() - started
     await sampler.stop()
-    return results, Run(label, timeline, elapsed_s, meter.end(), results.outcomes["200"])
+    return results, Run(label, timeline, elapsed_s, meter.end(), results.payments)
 
 
 def plot(runs: list[Run], args: argparse.Namespace) -> Path | None:
@@ -599,13 +647,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tcp-address", help="host:port of the TCP protocol, with --url")
     parser.add_argument("--rate", type=float, default=0.0,
                         help="pace the measured run to this many payments/s in all (0: as fast as it goes)")
-    parser.add_argument("--raw-card", action="store_true", help="send card data (tokenize) instead of a token")
+    path = parser.add_mutually_exclusive_group()
+    path.add_argument("--token", action="store_true",
+                      help="one path instead of the mix: every payment with one saved vault token")
+    path.add_argument("--raw-card", action="store_true",
+                      help="one path instead of the mix: card data (tokenize), the same card every time")
     parser.add_argument("--new-cards", action="store_true",
                         help="with --raw-card: a new card number every payment (first-time customers), so the "
                              "vault stores a row per payment")
     parser.add_argument("--tls", action="store_true", help="HTTPS on the merchant port (throwaway self-signed pair)")
-    parser.add_argument("--webhook", action="store_true",
-                        help="subscribe a local endpoint to every event and report the delivery lag")
+    parser.add_argument("--webhook", action=argparse.BooleanOptionalAction,
+                        help="subscribe a local endpoint to every event and report the delivery lag (the mix's "
+                             "default; --no-webhook turns it off)")
     plot_group = parser.add_mutually_exclusive_group()
     plot_group.add_argument("--plot", metavar="PATH",
                             help="where to draw throughput, latency and CPU per second "
@@ -616,6 +669,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.new_cards and not args.raw_card:
         parser.error("--new-cards needs --raw-card")
+    args.mix = not (args.token or args.raw_card)
+    if args.mix and args.transport != "http":
+        parser.error("the mix runs over HTTP: --transport tcp or both needs --token or --raw-card")
+    if args.webhook is None:
+        args.webhook = args.mix
     import uvloop
 
     if args.url:

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from acquirer_sim.issuer import TEST_CARDS, known_card
-from loadtest.bench import NewCards, main, new_card_bodies
+from loadtest.bench import main, new_card_bodies
+from loadtest.mix import NewCards
 
 
 def test_numbers_are_distinct_luhn_valid_and_approvable() -> None:
