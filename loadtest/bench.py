@@ -33,6 +33,7 @@ from pathlib import Path
 
 import msgspec
 
+from loadtest import statements
 from loadtest.httpclient import Client
 from loadtest.mix import NUMBER_SLOT, SAVED_CARDS, Mix, NewCards, Step
 from loadtest.timeline import Run, Timeline, cpu_per_payment_us, draw, per_window
@@ -495,7 +496,12 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
         await run(args.warmup_s, None)
         print(f"[{transport}] measuring {args.duration_s:.0f}s with {args.connections} requests in flight ...",
               flush=True)
+        profiling = args.statements and getattr(args, "database_url", None)
+        before = await statements.snapshot(args.database_url) if profiling else {}
         results, drawn = await measured(transport, run, args.duration_s, roots)
+        if profiling:
+            ran = statements.difference(before, await statements.snapshot(args.database_url))
+            print("\n".join(statements.report(ran, results.payments)), flush=True)
         runs.append(drawn)
         elapsed_s, cpu = drawn.elapsed_s, drawn.cpu_s
         if getattr(args, "ops_url", None):
@@ -659,6 +665,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook", action=argparse.BooleanOptionalAction,
                         help="subscribe a local endpoint to every event and report the delivery lag (the mix's "
                              "default; --no-webhook turns it off)")
+    parser.add_argument("--statements", action="store_true",
+                        help="Postgres with pg_stat_statements: print the statements that took its time during the "
+                             "run (loadtest/statements.py)")
     plot_group = parser.add_mutually_exclusive_group()
     plot_group.add_argument("--plot", metavar="PATH",
                             help="where to draw throughput, latency and CPU per second "
@@ -687,7 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     # The screen runs in full (signals, counters, score, rules) but acts on the lists only: the bench pays
     # with a few saved cards thousands of times a second.
     stack = Stack(run_dir=new_run_dir(), tls=args.tls, address_rate_limit_per_s=1_000_000,
-                  merchant_rate_limit_per_s=1_000_000, fraud_rules="lists")
+                  merchant_rate_limit_per_s=1_000_000, fraud_rules="lists", statements=args.statements)
     try:
         print("starting the stack ...", flush=True)
         stack.start_all(workers=args.workers)

@@ -152,6 +152,9 @@ class Stack:
     api_key: str = ""
     # Settings for the switch server only, e.g. a short webhook retry schedule for the tests.
     switch_server_env: dict[str, str] = field(default_factory=dict)
+    # pg_stat_statements loaded and created (the bench's --statements profile of Postgres): off by default,
+    # as it costs every statement a little.
+    statements: bool = False
 
     # ----- process plumbing -------------------------------------------------------------------------
 
@@ -277,6 +280,7 @@ class Stack:
             str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
             "-c", f"unix_socket_directories={base}", "-c", "max_connections=300",
             "-c", "shared_buffers=256MB", "-c", "logging_collector=off",
+            *(["-c", "shared_preload_libraries=pg_stat_statements"] if self.statements else []),
         ], user=user, stop_signal=signal.SIGINT)
         self._wait_postgres(bin_dir, port, service)
         admin_url = f"postgresql://postgres:{admin_password}@127.0.0.1:{port}/postgres"
@@ -314,6 +318,8 @@ class Stack:
         self._psql(switch_admin, "GRANT CREATE ON DATABASE switch TO vault_app;"
                                  "REVOKE ALL ON SCHEMA public FROM PUBLIC;"
                                  "ALTER SCHEMA public OWNER TO switch_app;")
+        if self.statements:
+            self._psql(switch_admin, "CREATE EXTENSION pg_stat_statements; GRANT pg_read_all_stats TO switch_app;")
         self.database_url = f"postgresql://switch_app:{switch_password}@127.0.0.1:{port}/switch"
         self.vault_database_url = f"postgresql://vault_app:{vault_password}@127.0.0.1:{port}/switch"
         self._psql(self.database_url, SCHEMA_SWITCH.read_text())

@@ -1,0 +1,66 @@
+"""`make bench BENCH_ARGS=--statements`: where Postgres's time goes, per statement, during the measured run.
+
+The stack is started with pg_stat_statements loaded (switch.dev.devstack.Stack(statements=True)); the
+bench takes its counters before and after the measured window, and prints the statements that took the
+most execution time in between: calls per payment, mean µs a call, µs per payment and the share of all
+statements' time. Only the counters' differences count, so the stack's start-up and warm-up do not.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import asyncpg
+
+TOP = 15
+TEXT_MAX = 110
+
+Counters = dict[tuple[int, int], "Statement"]
+
+
+class Statement(NamedTuple):
+    calls: int
+    total_ms: float
+    rows: int
+    text: str
+
+
+async def snapshot(database_url: str) -> Counters:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch("SELECT userid::bigint AS userid, queryid, calls, total_exec_time, rows, query "
+                                "FROM pg_stat_statements WHERE queryid IS NOT NULL")
+    finally:
+        await conn.close()
+    return {(row["userid"], row["queryid"]): Statement(row["calls"], row["total_exec_time"], row["rows"],
+                                                        row["query"]) for row in rows}
+
+
+def difference(before: Counters, after: Counters) -> list[Statement]:
+    """The statements run between the two snapshots, most time first."""
+    ran = []
+    for key, now in after.items():
+        then = before.get(key, Statement(0, 0.0, 0, now.text))
+        if now.calls > then.calls:
+            ran.append(Statement(now.calls - then.calls, now.total_ms - then.total_ms, now.rows - then.rows,
+                                 now.text))
+    return sorted(ran, key=lambda statement: -statement.total_ms)
+
+
+def report(ran: list[Statement], payments: int, top: int = TOP) -> list[str]:
+    total_ms = sum(statement.total_ms for statement in ran)
+    lines = [f"Postgres statements during the run: {len(ran)} kinds, {sum(s.calls for s in ran):,} calls, "
+             f"{total_ms / 1000:.1f} s executing ({total_ms * 1000 / payments if payments else 0:.0f} µs per payment)",
+             f"  {'calls/payment':>13} {'µs/call':>8} {'µs/payment':>10} {'share':>6}  statement"]
+    for statement in ran[:top]:
+        calls = statement.calls / payments if payments else 0.0
+        mean_us = statement.total_ms * 1000 / statement.calls
+        us_per_payment = statement.total_ms * 1000 / payments if payments else 0.0
+        share = statement.total_ms / total_ms if total_ms else 0.0
+        lines.append(f"  {calls:13.2f} {mean_us:8.0f} {us_per_payment:10.0f} {share:6.1%}  {_one_line(statement.text)}")
+    return lines
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= TEXT_MAX else flat[:TEXT_MAX - 3] + "..."
