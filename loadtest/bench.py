@@ -36,9 +36,11 @@ import msgspec
 from loadtest import statements
 from loadtest.httpclient import Client
 from loadtest.mix import NUMBER_SLOT, SAVED_CARDS, Mix, NewCards, Step
+from loadtest.profile import Profiler
 from loadtest.timeline import Run, Timeline, cpu_per_payment_us, draw, per_window
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PYTHON_PROCESSES = ("switch", "vault", "simulator", "loadgen")       # what --profile samples
 REQUEST_TIMEOUT_S = 10.0
 RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
 TEST_CARD = {"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
@@ -498,7 +500,14 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
               flush=True)
         profiling = args.statements and getattr(args, "database_url", None)
         before = await statements.snapshot(args.database_url) if profiling else {}
+        profiler = None
+        if args.profile:
+            python = {name: pid for name, pid in roots.items() if name in PYTHON_PROCESSES}
+            profiler = Profiler(RUN_DIR / f"profile-{datetime.now(UTC):%Y%m%dT%H%M%SZ}-{transport}", python)
+            await profiler.start(args.duration_s)
         results, drawn = await measured(transport, run, args.duration_s, roots)
+        if profiler is not None:
+            print("\n".join(await profiler.stop()), flush=True)
         if profiling:
             ran = statements.difference(before, await statements.snapshot(args.database_url))
             print("\n".join(statements.report(ran, results.payments)), flush=True)
@@ -665,6 +674,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--webhook", action=argparse.BooleanOptionalAction,
                         help="subscribe a local endpoint to every event and report the delivery lag (the mix's "
                              "default; --no-webhook turns it off)")
+    parser.add_argument("--profile", action="store_true",
+                        help="sample the Python processes with py-spy during the run and print where their CPU "
+                             "went (loadtest/profile.py)")
     parser.add_argument("--statements", action="store_true",
                         help="Postgres with pg_stat_statements: print the statements that took its time during the "
                              "run (loadtest/statements.py)")
