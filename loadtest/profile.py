@@ -1,8 +1,8 @@
 """`make bench BENCH_ARGS=--profile`: where each Python process spends its CPU during the measured run.
 
 py-spy samples the switch (its workers), the vault, the simulator and the load generator 100 times a second
-without pausing them (`--nonblocking`, `--idle` off: a process waiting in epoll is not sampled), for the
-measured window only, into collapsed stacks (`.run/profile-<UTC time>/<process>.txt`, one line per stack
+without pausing them (`--nonblocking`), only while they hold the GIL (`--gil`: uvloop lets go of it while
+it waits in epoll, so an idle loop is not counted as its last Python frame), for the measured window only, into collapsed stacks (`.run/profile-<UTC time>/<process>.txt`, one line per stack
 with its sample count, readable by flamegraph tools and speedscope). The bench then prints, per process,
 the functions that were running most (self) and those most often on the stack (total).
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 RATE_HZ = 100
 TOP = 8
-SCAFFOLD = 0.9      # a function on more of the stacks than this is the loop or main(), left out of "total"
+SCAFFOLD = 0.8      # a function on more of the stacks than this is the loop or main(), left out of "total"
 
 
 class Profiler:
@@ -38,8 +38,10 @@ class Profiler:
             raise SystemExit("bench: --profile needs py-spy (`make setup` installs it into .venv)")
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for name, pid in self.pids.items():
+            # The switch's workers are its children; the load generator's children are the whole stack.
+            children = ["--subprocesses"] if name == "switch" else []
             self.running[name] = await asyncio.create_subprocess_exec(
-                binary, "record", "--nonblocking", "--subprocesses", "--rate", str(RATE_HZ), "--format", "raw",
+                binary, "record", "--nonblocking", "--gil", *children, "--rate", str(RATE_HZ), "--format", "raw",
                 "--duration", str(max(1, round(duration_s))), "--output", str(self.out_dir / f"{name}.txt"),
                 "--pid", str(pid), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
 
