@@ -42,6 +42,9 @@ MAC_NETWORKS = ("visa", "mastercard", "generic")
 PR_SET_PDEATHSIG = 1
 
 
+POSTGRES_CHECKPOINTS = ("-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=15min", "-c", "wal_compression=lz4")
+
+
 class StackError(RuntimeError):
     """A service of the local stack could not be started."""
 
@@ -280,6 +283,9 @@ class Stack:
             str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
             "-c", f"unix_socket_directories={base}", "-c", "max_connections=300",
             "-c", "shared_buffers=256MB", "-c", "logging_collector=off",
+            # Checkpoints as a write-heavy server spaces them: at 1 GB of WAL (the default) the bench's load
+            # forced one every 40 s, each followed by a full page image of every page written again.
+            *POSTGRES_CHECKPOINTS,
             *(["-c", "shared_preload_libraries=pg_stat_statements"] if self.statements else []),
         ], user=user, stop_signal=signal.SIGINT)
         self._wait_postgres(bin_dir, port, service)
