@@ -2,9 +2,10 @@
 
 py-spy samples the switch (its workers), the vault, the simulator and the load generator 100 times a second
 without pausing them (`--nonblocking`), only while they hold the GIL (`--gil`: uvloop lets go of it while
-it waits in epoll, so an idle loop is not counted as its last Python frame), for the measured window only, into collapsed stacks (`.run/profile-<UTC time>/<process>.txt`, one line per stack
-with its sample count, readable by flamegraph tools and speedscope). The bench then prints, per process,
-the functions that were running most (self) and those most often on the stack (total).
+it waits in epoll, so an idle loop is not counted as its last Python frame), for the measured window only,
+into collapsed stacks (`.run/profile-<UTC time>/<process>.txt`, one line per stack with its sample count,
+readable by flamegraph tools and speedscope). The bench then prints, per process, the functions that were
+running most (self) and those most often on the stack (total).
 """
 
 from __future__ import annotations
