@@ -22,7 +22,6 @@ import json
 import math
 import os
 import secrets
-import shutil
 import sys
 import time
 from collections import Counter
@@ -37,6 +36,7 @@ from loadtest import statements
 from loadtest.httpclient import Client
 from loadtest.mix import NUMBER_SLOT, SAVED_CARDS, Mix, NewCards, Step
 from loadtest.profile import Profiler
+from loadtest.stacks import run_on_stack
 from loadtest.timeline import Run, Timeline, cpu_per_payment_us, draw, per_window
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -702,32 +702,23 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--url needs --api-key")
         uvloop.run(measure(args.url, args.api_key, args, {}))
         return 0
-    from switch.dev.devstack import Stack, StackError, new_run_dir
+    from switch.dev.devstack import Stack, new_run_dir
 
     # The bench's own merchant and address get limits far above what it sends (make up keeps the defaults).
     # The screen runs in full (signals, counters, score, rules) but acts on the lists only: the bench pays
     # with a few saved cards thousands of times a second.
     stack = Stack(run_dir=new_run_dir(), tls=args.tls, address_rate_limit_per_s=1_000_000,
                   merchant_rate_limit_per_s=1_000_000, fraud_rules="lists", statements=args.statements)
-    try:
-        print("starting the stack ...", flush=True)
-        stack.start_all(workers=args.workers)
+    def body(stack: Stack) -> int:
         args.ca_file = stack.tls_ca_file or None
         args.ops_url = stack.switch_ops_url
         args.tcp_address = f"127.0.0.1:{stack.switch_tcp_port}"
         args.database_url = stack.database_url
         uvloop.run(measure(stack.switch_url, stack.api_key, args, stack_roots(stack)))
-    except StackError as error:
-        print(f"bench: {error}", file=sys.stderr)
-        return 1
-    finally:
-        stack.stop()
-        if args.keep_run_dir:
-            print(f"run dir kept: {stack.run_dir}")
-        else:
-            shutil.rmtree(stack.run_dir, ignore_errors=True)   # logs, HSM token and key files of this run
-    return 0
+        return 0
 
+    return run_on_stack("bench", stack, lambda stack: stack.start_all(workers=args.workers), body,
+                        keep_run_dir=args.keep_run_dir)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -21,7 +21,6 @@ import ast
 import csv
 import os
 import resource
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,8 +29,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from loadtest.bench import RUN_DIR, CpuMeter, stack_roots
+from loadtest.stacks import run_on_stack
 
 LOCUSTFILE = Path(__file__).resolve().parent / "locustfile.py"
 # 0.6 of the 5-minute shape: a 3-minute run, at most 360 users, on the 2-core machine of docs/performance.md.
@@ -215,32 +216,29 @@ def main(argv: list[str] | None = None) -> int:
     report_dir = RUN_DIR / f"locust-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     report_dir.mkdir(parents=True, exist_ok=True)
 
-    from switch.dev.devstack import Stack, StackError, new_run_dir
+    from switch.dev.devstack import Stack, new_run_dir
 
     # As the bench: limits far above what Locust sends from one address and key, and the screen acting on
     # its lists only (every user pays with the same card).
     stack = Stack(run_dir=new_run_dir(), address_rate_limit_per_s=1_000_000,
                   merchant_rate_limit_per_s=1_000_000, fraud_rules="lists")
-    try:
-        print("starting the stack ...", flush=True)
-        stack.start_all(workers=args.workers)
+    ran: dict[str, Any] = {}
+
+    def body(stack: Stack) -> int:
         print(f"Locust, scale {args.scale}: {cap_s - args.grace_s:.0f} s of shape, reports in {report_dir}",
               flush=True)
         meter = CpuMeter(stack_roots(stack))
         meter.begin()
         children_before = children_cpu_s()
-        code, elapsed_s = run_locust(stack.switch_url, stack.api_key, report_dir, args.scale, cap_s)
-        cpu = meter.end()
-        cpu["locust"] = children_cpu_s() - children_before
-    except StackError as error:
-        print(f"locust_run: {error}", file=sys.stderr)
+        ran["code"], ran["elapsed_s"] = run_locust(stack.switch_url, stack.api_key, report_dir, args.scale, cap_s)
+        ran["cpu"] = meter.end()
+        ran["cpu"]["locust"] = children_cpu_s() - children_before
+        return 0
+
+    if run_on_stack("locust_run", stack, lambda stack: stack.start_all(workers=args.workers), body,
+                    keep_run_dir=args.keep_run_dir):
         return 1
-    finally:
-        stack.stop()
-        if args.keep_run_dir:
-            print(f"run dir kept: {stack.run_dir}")
-        else:
-            shutil.rmtree(stack.run_dir, ignore_errors=True)   # logs, HSM token and key files of this run
+    code, elapsed_s, cpu = ran["code"], ran["elapsed_s"], ran["cpu"]
     stats_path = report_dir / "locust_stats.csv"
     if not stats_path.exists():
         print(f"locust_run: Locust exited with {code} and wrote no stats; see {report_dir / 'locust.log'}",

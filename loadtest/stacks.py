@@ -1,5 +1,5 @@
-"""Running a load tool on a throwaway stack: started, used, stopped and its run directory removed, with a
-stack that fails to start reported as the tool's own error (exit 1)."""
+"""Running a load tool on a throwaway stack: started, used, stopped and its run directory removed (kept, and
+named, with `keep_run_dir`), with a stack that fails to start reported as the tool's own error (exit 1)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 
-def run_on_stack(tool: str, stack: Any, start: Callable[[Any], None], body: Callable[[Any], int]) -> int:
+def run_on_stack(tool: str, stack: Any, start: Callable[[Any], None], body: Callable[[Any], int],
+                 keep_run_dir: bool = False) -> int:
     from switch.dev.devstack import StackError
 
     try:
@@ -21,4 +22,7 @@ def run_on_stack(tool: str, stack: Any, start: Callable[[Any], None], body: Call
         return 1
     finally:
         stack.stop()
-        shutil.rmtree(stack.run_dir, ignore_errors=True)
+        if keep_run_dir:
+            print(f"run dir kept: {stack.run_dir}")
+        else:
+            shutil.rmtree(stack.run_dir, ignore_errors=True)   # logs, HSM token and key files of this run
