@@ -77,7 +77,7 @@ async def test_a_timed_out_batch_keeps_the_writer_sessions(stack):
     await writer.start()
     try:
         with pytest.raises(TimeoutError):
-            await writer._fetch("SELECT pg_sleep(2)", [])
+            await writer._fetch("SELECT pg_sleep(2)", [], 1)
         assert await settings_of(writer.idle) == ["off", "off"]
     finally:
         await writer.close()
@@ -114,7 +114,7 @@ async def test_a_session_the_server_closed_while_idle_is_not_used_again(stack):
             if not any(held is session for held in writer.idle for session in ended):
                 break
             await asyncio.sleep(0.05)
-        rows = await writer._fetch("SELECT 1", [])
+        rows = await writer._fetch("SELECT 1", [], 1)
         assert [row[0] for row in rows] == [1]
         for _ in range(100):                            # the fresh sessions open in the background
             if len(writer.idle) == 2:
