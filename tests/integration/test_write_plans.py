@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 
 import asyncpg
+import msgspec
 import pytest
 
 from switch.store import pool as store_pool
@@ -124,3 +125,59 @@ async def test_a_session_the_server_closed_while_idle_is_not_used_again(stack):
     finally:
         await writer.close()
         pool.terminate()
+
+
+async def test_the_write_ahead_batch_keeps_every_value_as_sent(stack):
+    # The batch travels as one JSON parameter: text with quotes, backslashes, newlines and non-ASCII, every
+    # byte value, NULLs, nested JSON and microsecond timestamps must all land as they were.
+    from datetime import UTC, datetime, timedelta
+
+    from switch.common.ids import new_id
+    from switch.store.records import FraudRecord, PaymentRecord
+
+    pool = await store_pool.create_pool(stack.database_url, 8)
+    writer = PaymentWriter(pool)
+    await writer.start()
+    merchant = new_id("acct")
+    now = datetime(2026, 12, 6, 5, 20, 31, 123456, tzinfo=UTC)
+    odd = 'a "quoted" \\ back\nslash, ünïcödé ✓ and \t tab'
+    fraud = FraudRecord(decision="review", risk_score=71, risk_level="elevated", rule="review if :amount: > 1",
+                        reasons=["rule"], policy_version=3)
+    payments = [
+        PaymentRecord(id=new_id("pay"), merchant_id=merchant, status="processing", amount=2**40, currency="eur",
+                      capture_method="manual", card_token="tok_x", card_brand="visa", card_last4="4242",
+                      card_exp_month=12, card_exp_year=2031, network="visa", terminal_id="T0000001",
+                      stan="000001", rrn="634012000001", transmitted_at="1206052031", description=odd,
+                      statement_descriptor="SHOP* ÜBER", metadata={"note": odd, "ключ": "значение"},
+                      card_fingerprint="fp_1", fraud=fraud, review_status="open",
+                      deadline_at=now + timedelta(seconds=30), created_at=now),
+        PaymentRecord(id=new_id("pay"), merchant_id=merchant, status="processing", amount=1, currency="usd",
+                      capture_method="automatic", card_token="tok_y", card_brand="mastercard", card_last4="4444",
+                      card_exp_month=1, card_exp_year=2030, network="mastercard", terminal_id="T0000001",
+                      stan="000002", rrn="634012000002", transmitted_at="1206052031", deadline_at=now,
+                      created_at=now),
+    ]
+    try:
+        await pool.execute("INSERT INTO merchants (id, name) VALUES ($1, 'json batch')", merchant)
+        answers = await asyncio.gather(
+            writer.begin(payments[0], "key-1", bytes(range(256)), bytes(range(255, -1, -1))),
+            writer.begin(payments[1], "key-2", b"\x00", None))
+        assert answers == [True, True]
+        rows = {row["id"]: row for row in await pool.fetch(
+            "SELECT p.*, k.fingerprint AS key_fingerprint FROM payments p JOIN idempotency_keys k "
+            "ON k.payment_id = p.id WHERE p.merchant_id = $1", merchant)}
+        first, second = rows[payments[0].id], rows[payments[1].id]
+        assert first["description"] == odd and first["statement_descriptor"] == "SHOP* ÜBER"
+        assert first["amount"] == 2**40 and first["created_at"] == now
+        assert first["deadline_at"] == now + timedelta(seconds=30)
+        assert first["key_fingerprint"] == bytes(range(256)) and first["signals"] == bytes(range(255, -1, -1))
+        assert first["metadata"] == {"note": odd, "ключ": "значение"}     # the pool decodes jsonb
+        assert msgspec.convert(first["fraud"], FraudRecord) == fraud
+        assert first["review_status"] == "open" and first["card_exp_year"] == 2031
+        assert second["description"] is None and second["fraud"] is None and second["signals"] is None
+        assert second["key_fingerprint"] == b"\x00" and second["metadata"] == {}
+        # A key already taken writes nothing and answers False.
+        assert await writer.begin(payments[1], "key-2", b"\x00", None) is False
+    finally:
+        await writer.close()
+        pool.terminate()                    # no wait on a session a failing close() kept
