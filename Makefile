@@ -60,7 +60,7 @@ test: setup ## the whole test suite (real Postgres, Redis, SoftHSM2 and simulato
 test-unit: setup ## only the tests of pure logic (no services)
 	$(PY) -m pytest tests/unit
 
-bench: setup ## load the stack with authorizations over HTTP; prints the RESULT line
+bench: setup ## load the stack with the Black-Friday mix over HTTP (loadtest/mix.py); prints the RESULT line
 	$(PY) -m loadtest.bench $(BENCH_ARGS)
 
 locust: setup ## the Locust Black-Friday shape, headless on the stack (about 3 min); prints LOCUST, keeps the reports
