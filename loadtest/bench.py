@@ -34,7 +34,7 @@ import msgspec
 
 from loadtest import statements
 from loadtest.httpclient import Client
-from loadtest.mix import NUMBER_SLOT, SAVED_CARDS, Mix, NewCards, Step
+from loadtest.mix import EXPIRY, SAVED_CARDS, Mix, NewCards, Step, card_body
 from loadtest.profile import Profiler
 from loadtest.stacks import run_on_stack
 from loadtest.timeline import Run, Timeline, cpu_per_payment_us, draw, per_window
@@ -158,17 +158,25 @@ class Results:
 
 async def first_token(url: str, api_key: str, ca_file: str | None = None) -> str:
     """One real payment with raw card data, to get the vault token the load then reuses."""
+    return (await card_tokens(url, api_key, [TEST_CARD], ca_file))[0]
+
+
+async def card_tokens(url: str, api_key: str, cards: list[dict[str, object]], ca_file: str | None = None) -> list[str]:
+    """A real payment with each card's data, and the vault token each one got."""
     client = Client(url, api_key, ca_file=ca_file)
+    tokens = []
     try:
-        response = await client.request("POST", "/v1/payments", {"amount": 100, "currency": "usd",
-                                                                   "capture_method": "manual",
-                                                                   "payment_method": TEST_CARD},
-                                         idempotency_key=f"bench-token-{secrets.token_hex(8)}")
+        for card in cards:
+            response = await client.request("POST", "/v1/payments", {"amount": 100, "currency": "usd",
+                                                                       "capture_method": "manual",
+                                                                       "payment_method": card},
+                                             idempotency_key=f"bench-token-{secrets.token_hex(8)}")
+            if response.status != 200:
+                raise SystemExit(f"bench: a first payment failed with {response.status}: {response.body[:300]!r}")
+            tokens.append(str(response.json()["payment_method"]["token"]))
     finally:
         await client.close()
-    if response.status != 200:
-        raise SystemExit(f"bench: the first payment failed with {response.status}: {response.body[:300]!r}")
-    return str(response.json()["payment_method"]["token"])
+    return tokens
 
 
 @dataclass
@@ -301,21 +309,10 @@ async def follow_up(client: Client, mix: Mix, step: Step, answer: bytes, key: st
 
 async def saved_tokens(url: str, api_key: str, ca_file: str | None = None) -> list[str]:
     """The mix's returning customers' tokens: one payment with each saved card's data."""
-    client = Client(url, api_key, ca_file=ca_file)
-    tokens = []
-    try:
-        for number in SAVED_CARDS:
-            cvc = "1234" if number.startswith(("34", "37")) else "123"
-            card = {"card": {"number": number, "exp_month": 12, "exp_year": 2030, "cvc": cvc}}
-            response = await client.request("POST", "/v1/payments", {"amount": 100, "currency": "usd",
-                                                                       "payment_method": card},
-                                             idempotency_key=f"bench-saved-{secrets.token_hex(8)}")
-            if response.status != 200:
-                raise SystemExit(f"bench: saving a card failed with {response.status}: {response.body[:300]!r}")
-            tokens.append(str(response.json()["payment_method"]["token"]))
-    finally:
-        await client.close()
-    return tokens
+    cards: list[dict[str, object]] = [
+        {"card": {**EXPIRY, "number": number, "cvc": "1234" if number.startswith(("34", "37")) else "123"}}
+        for number in SAVED_CARDS]
+    return await card_tokens(url, api_key, cards, ca_file)
 
 
 class TcpConnection:
@@ -453,23 +450,19 @@ def report(results: Results, elapsed_s: float, cpu: dict[str, float], connection
 
 def new_card_bodies(fields: dict[str, object]) -> tuple[Callable[[], bytes], Callable[[], dict[str, object]]]:
     """Request bodies (HTTP bytes, TCP fields) each with a card number never sent before (NewCards); the JSON
-    is encoded once and each number spliced into it."""
+    is encoded once and each number spliced into it (mix.card_body)."""
     cards = NewCards()
-    card = {**TEST_CARD["card"], "number": NUMBER_SLOT}
-    head, tail = json.dumps({**fields, "payment_method": {"card": card}}).encode().split(NUMBER_SLOT.encode())
-
-    def body() -> bytes:
-        return head + cards.next().encode() + tail
+    card = TEST_CARD["card"]
 
     def fields_of() -> dict[str, object]:
         return {**fields, "payment_method": {"card": {**card, "number": cards.next()}}}
 
-    return body, fields_of
+    return card_body(fields, cards), fields_of
 
 
 async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[str, int]) -> None:
     ca_file = getattr(args, "ca_file", None)
-    token = await first_token(url, api_key, ca_file)
+    token = await first_token(url, api_key, ca_file) if not args.mix else ""
     fields = {"amount": 1999, "currency": "usd", "capture_method": "manual", "payment_method": token}
     if args.raw_card:
         fields["payment_method"] = TEST_CARD

@@ -93,7 +93,7 @@ def test_duplicate_memory_is_bounded():
 
 def test_card_memory_forgets_the_oldest_card_first():
     issuer = Issuer(cards_max=2)
-    cards = ["4242424242424242", "5555555555554444", "4000056655665556"]
+    cards = ["4242424242424242", "5555555555554444", "6011111111111117"]
     for stan, pan in enumerate(cards):
         authorize(issuer, pan, 300, stan=f"{stan:06d}")
     assert [issuer.held_minor(pan) for pan in cards] == [0, 300, 300]
