@@ -67,7 +67,9 @@ WITH input AS (
 SELECT payment_id FROM idem"""
 
 class BeginRow(msgspec.Struct):
-    """One payment of a write-ahead batch, as BEGIN_PAYMENTS reads it (json_to_recordset: by field name)."""
+    """One payment of a write-ahead batch, as BEGIN_PAYMENTS reads it (json_to_recordset: by field name).
+    It repeats PaymentRecord's fields on purpose: sending the PaymentRecord itself (with the key, fingerprint
+    and signals beside it, read with json_to_record) cost Postgres about 20 µs more a payment."""
 
     id: str
     merchant_id: str
