@@ -8,13 +8,16 @@ SYSTEM_PACKAGES := redis-server softhsm2 postgresql
 # Without its recommended node exporter, which would listen on every interface.
 MONITORING_PACKAGES := prometheus
 BENCH_ARGS ?=
+BASE ?= HEAD~1
+CHANGE ?= HEAD
+PAIRS ?= 3
 LOCUST_ARGS ?=
 # Debian's package starts a Prometheus of its own on every interface where an init system runs; the
 # project starts its own on loopback (make observe, the tests), so the packaged service is stopped.
 STOP_PACKAGED_PROMETHEUS := (systemctl disable --now prometheus 2>/dev/null || service prometheus stop 2>/dev/null || true)
 
 .DEFAULT_GOAL := help
-.PHONY: help setup system-packages demo up observe test test-unit bench locust bench-network fraud-drill settlement-drill settlement-bench webhook-drill openapi lint clean
+.PHONY: help setup system-packages demo up observe test test-unit bench bench-pair locust bench-network fraud-drill settlement-drill settlement-bench webhook-drill openapi lint clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -62,6 +65,9 @@ test-unit: setup ## only the tests of pure logic (no services)
 
 bench: setup ## load the stack with the Black-Friday mix over HTTP (loadtest/mix.py); prints the RESULT line
 	$(PY) -m loadtest.bench $(BENCH_ARGS)
+
+bench-pair: setup ## two git revisions (BASE, CHANGE) benched at once, PAIRS times, BENCH_ARGS to both; prints PAIR
+	$(PY) -m loadtest.pair --base $(BASE) --change $(CHANGE) --pairs $(PAIRS) -- $(BENCH_ARGS)
 
 locust: setup ## the Locust Black-Friday shape, headless on the stack (about 3 min); prints LOCUST, keeps the reports
 	$(PY) -m loadtest.locust_run $(LOCUST_ARGS)
