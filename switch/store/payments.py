@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TypeAlias
+from typing import NamedTuple, TypeAlias
 
 import asyncpg
 
-from switch.store.records import OutboxItem, PaymentRecord, payment_record
+from switch.store.records import LedgerEntry, OutboxItem, PaymentRecord, payment_record
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -89,6 +89,52 @@ async def update_captured(conn: asyncpg.Connection, payment_id: str, status: str
         f"UPDATE payments SET status = $2, amount_capturable = 0, amount_received = $3, updated_at = now() "
         f"WHERE id = $1 RETURNING {PAYMENT_COLUMNS}", payment_id, status, amount)
     return payment_record(row)
+
+
+class Captured(NamedTuple):
+    """A capture's writes, worked out by its transaction while it holds the payment's row lock."""
+
+    payment: PaymentRecord              # as the capture leaves it
+    from_status: str
+    change_type: str                    # its state-change row's type (payment_events)
+    amount: int
+    advice: OutboxItem                  # the capture advice the outbox sends
+    entries: list[LedgerEntry]
+    event_type: str                     # the merchant event, and its data (the payment's outcome)
+    event_data: bytes
+    idempotency_key: str
+    outcome: bytes                      # the key's answer
+
+
+# A capture's six writes in one statement, one round trip where they were six: the payment, its state-change
+# row, the capture advice, the ledger entries, the merchant event and the key's answer. The payment as the
+# update leaves it is worked out by the caller (it holds the row lock), not read back.
+_CAPTURED = """
+WITH pay AS (
+    UPDATE payments SET status = $2, amount_capturable = 0, amount_received = $3, updated_at = now() WHERE id = $1
+), state_change AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) VALUES ($1, $24, $4, $2, $3)
+), advice AS (
+    INSERT INTO network_outbox (payment_id, kind, network, original_mti, processing_code, amount, original_amount,
+                                stan, rrn, transmitted_at)
+    VALUES ($1, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+), ledger AS (
+    INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
+    SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[])
+), merchant_event AS (
+    INSERT INTO events (merchant_id, type, object_id, data) VALUES ($19, $20, $1, $21)
+)
+UPDATE idempotency_keys SET outcome = $22, payment_id = $1, finished_at = now()
+WHERE merchant_id = $19 AND idempotency_key = $23"""
+
+
+async def write_captured(conn: asyncpg.Connection, c: Captured) -> None:
+    p, a, entries = c.payment, c.advice, c.entries
+    await conn.execute(_CAPTURED, p.id, p.status, c.amount, c.from_status, a.kind, a.network, a.original_mti,
+                       a.processing_code, a.amount, a.original_amount, a.stan, a.rrn, a.transmitted_at,
+                       [e.posting_id for e in entries], [e.payment_id for e in entries],
+                       [e.account for e in entries], [e.amount for e in entries], [e.currency for e in entries],
+                       p.merchant_id, c.event_type, c.event_data, c.outcome, c.idempotency_key, c.change_type)
 
 
 async def update_canceled(conn: asyncpg.Connection, payment_id: str, status: str) -> PaymentRecord:

@@ -83,6 +83,45 @@ async def test_partial_capture_and_cancel(api: Client) -> None:
     assert canceled.json()["status"] == "canceled"
 
 
+async def test_a_partial_capture_writes_each_of_its_rows_once(api: Client, db) -> None:
+    # A capture's writes go as one statement (switch.store.payments.write_captured): every row, as the
+    # answer says, and the key answers a retry with the same bytes.
+    from switch.payments import outcome as outcomes
+
+    body = (await api.request("POST", "/v1/payments", payment(1000), idempotency_key=key())).json()
+    capture_key = key()
+    captured = await api.request("POST", f"/v1/payments/{body['id']}/capture", {"amount_to_capture": 600},
+                                 idempotency_key=capture_key)
+    assert captured.status == 200, captured.body
+    answer = captured.json()
+    assert (answer["status"], answer["amount_received"], answer["amount_capturable"]) == ("succeeded", 600, 0)
+    row = await db.fetchrow("SELECT status, amount_received, amount_capturable, updated_at > created_at AS touched "
+                            "FROM payments WHERE id = $1", body["id"])
+    assert tuple(row) == ("succeeded", 600, 0, True)
+    change = await db.fetch("SELECT from_status, to_status, amount FROM payment_events "
+                            "WHERE payment_id = $1 AND type = 'payment.captured'", body["id"])
+    assert [tuple(c) for c in change] == [("requires_capture", "succeeded", 600)]
+    advice = await db.fetch("SELECT kind, original_mti, amount, original_amount, refund_id FROM network_outbox "
+                            "WHERE payment_id = $1", body["id"])
+    assert [tuple(a) for a in advice] == [("capture_advice", "0100", 600, 1000, None)]
+    entries = await db.fetch("SELECT posting_id, amount, currency FROM ledger_entries WHERE payment_id = $1 "
+                             "ORDER BY posting_id, amount", body["id"])
+    assert [e["posting_id"] for e in entries] == [f"capture:{body['id']}"] * 2 + [f"fee:{body['id']}"] * 2
+    assert sum(e["amount"] for e in entries) == 0 and {e["currency"] for e in entries} == {"usd"}
+    assert sorted(e["amount"] for e in entries if e["posting_id"].startswith("capture:")) == [-600, 600]
+    event = await db.fetchrow("SELECT data FROM events WHERE object_id = $1 AND type = 'payment.captured'",
+                              body["id"])
+    stored = await db.fetchrow("SELECT outcome, payment_id, finished_at IS NOT NULL AS finished "
+                               "FROM idempotency_keys WHERE idempotency_key = $1", capture_key)
+    assert stored["payment_id"] == body["id"] and stored["finished"]
+    assert event["data"] == stored["outcome"]
+    kept = outcomes.decode(stored["outcome"]).payment
+    assert kept is not None and (kept.status, kept.amount_received, kept.amount_capturable) == ("succeeded", 600, 0)
+    again = await api.request("POST", f"/v1/payments/{body['id']}/capture", {"amount_to_capture": 600},
+                              idempotency_key=capture_key)
+    assert again.status == 200 and again.json() == answer
+
+
 async def test_other_merchants_payment_is_404(api: Client, stack) -> None:
     body = (await api.request("POST", "/v1/payments", payment(300), idempotency_key=key())).json()
     other_key = stack.seed_merchant("other-shop")

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 import asyncpg
+import msgspec
 
 from switch.common.failpoints import failpoint
 from switch.ledger import postings
@@ -21,7 +22,6 @@ from switch.payments.results import Result
 from switch.payments.states import Event, apply, not_allowed_message
 from switch.payments.steps import events, idempotency
 from switch.store import idempotency as key_store
-from switch.store import ledger as ledger_store
 from switch.store import outbox as outbox_store
 from switch.store import payments as payment_store
 from switch.store.pool import transaction
@@ -86,20 +86,22 @@ async def answer(conn: asyncpg.Connection, ctx: Context, payment: PaymentRecord)
 
 
 async def capture_locked(conn: asyncpg.Connection, ctx: Context, payment: PaymentRecord,
-                         amount_to_capture: int | None) -> PaymentRecord:
-    """Capture a payment whose row this transaction holds: its event, capture advice and ledger entries."""
+                         amount_to_capture: int | None) -> tuple[Outcome, bytes]:
+    """Capture a payment whose row this transaction holds, and answer: the payment, its state change, the
+    capture advice, the ledger entries, the merchant event and the key's answer go in one statement."""
     next_status = transition(ctx, payment, Event.CAPTURED)
     amount = amount_to_capture or payment.amount_capturable
     if amount > payment.amount_capturable:
         raise Refused(Outcome(Result.AMOUNT_TOO_LARGE, ctx.caller.request_id, message="The amount to capture "
                               "is larger than the amount capturable.", param="amount_to_capture"))
-    updated = await payment_store.update_captured(conn, payment.id, next_status, amount)
-    await payment_store.insert_event(conn, payment.id, Event.CAPTURED, payment.status, next_status, amount)
-    await outbox_store.insert_outbox(conn, items.capture_advice(payment, amount))
-    await ledger_store.insert_entries(conn, postings.capture(payment.id, payment.merchant_id, payment.network,
-                                                             payment.currency, updated.amount_received))
-    await merchant_events.payment_changed(conn, "payment.captured", updated, ctx.caller.request_id)
-    return updated
+    captured = msgspec.structs.replace(payment, status=next_status, amount_capturable=0, amount_received=amount)
+    outcome = Outcome(Result.SUCCEEDED, ctx.caller.request_id, payment=captured)
+    data = outcomes.encode(outcome)             # the answer, and the merchant event's data
+    await payment_store.write_captured(conn, payment_store.Captured(
+        captured, payment.status, Event.CAPTURED, amount, items.capture_advice(payment, amount),
+        postings.capture(payment.id, payment.merchant_id, payment.network, payment.currency, amount),
+        "payment.captured", data, ctx.caller.idempotency_key, data))
+    return outcome, data
 
 
 async def cancel_locked(conn: asyncpg.Connection, ctx: Context, payment: PaymentRecord) -> PaymentRecord:
@@ -120,7 +122,7 @@ async def capture(ctx: Context, services: Services) -> None:
                                        command.payment_id)
         if payment.review_status == "open":
             raise Refused(Outcome(Result.PAYMENT_IN_REVIEW, ctx.caller.request_id))
-        return await answer(conn, ctx, await capture_locked(conn, ctx, payment, command.amount_to_capture))
+        return await capture_locked(conn, ctx, payment, command.amount_to_capture)
 
     await in_transaction(ctx, services, body)
     if ctx.claimed:

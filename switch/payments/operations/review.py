@@ -45,7 +45,7 @@ async def approve(ctx: Context, services: Services) -> None:
     async def body(conn: asyncpg.Connection) -> tuple[Outcome, bytes]:
         payment = await _close(conn, ctx, services, command.payment_id, "approve")
         if unpack_signals(await fraud_store.get_signals(conn, payment.id)).get("capture_method") == "automatic":
-            payment = await capture_locked(conn, ctx, payment, None)
+            return await capture_locked(conn, ctx, payment, None)
         return await answer(conn, ctx, payment)
 
     await in_transaction(ctx, services, body)
