@@ -10,16 +10,6 @@ from switch.store.records import IdempotencyRecord
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
-_INSERT_KEY = """
-INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint)
-VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING 1"""
-
-
-async def insert_key(conn: asyncpg.Connection, merchant_id: str, key: str, method: str, path: str,
-                     fingerprint: bytes) -> bool:
-    """Claim (merchant, key) with its write-ahead row; False when it already has one."""
-    return await conn.fetchval(_INSERT_KEY, merchant_id, key, method, path, fingerprint) is not None
-
 
 async def get_key(conn: Conn, merchant_id: str, key: str) -> IdempotencyRecord | None:
     row = await conn.fetchrow("SELECT fingerprint, outcome FROM idempotency_keys "

@@ -23,11 +23,27 @@ async def get_payment(conn: Conn, merchant_id: str, payment_id: str) -> PaymentR
     return payment_record(row) if row else None
 
 
-async def lock_payment(conn: asyncpg.Connection, merchant_id: str, payment_id: str) -> PaymentRecord | None:
-    """The payment, locked until the caller's transaction ends."""
-    row = await conn.fetchrow(f"SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1 AND merchant_id = $2 "
-                              "FOR UPDATE", payment_id, merchant_id)
-    return payment_record(row) if row else None
+# Claim the request's idempotency key and lock the payment it names, in one round trip. The row always comes
+# back: `claimed` false when the key has its row already (the lock, if taken, goes with the rollback), and the
+# payment's columns NULL when there is no such payment of this merchant.
+_CLAIM_AND_LOCK = f"""
+WITH claim AS (
+    INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint)
+    VALUES ($1, $2, 'POST', $3, $4) ON CONFLICT DO NOTHING RETURNING 1
+)
+SELECT EXISTS (SELECT FROM claim) AS claimed, p.*
+FROM (SELECT) AS one LEFT JOIN LATERAL (
+    SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $5 AND merchant_id = $1 FOR UPDATE
+) AS p ON true"""
+
+
+async def claim_and_lock(conn: asyncpg.Connection, merchant_id: str, key: str, path: str, fingerprint: bytes,
+                         payment_id: str) -> tuple[bool, PaymentRecord | None]:
+    """Claim (merchant, key) with its write-ahead row and lock the payment until the transaction ends:
+    whether the key was claimed, and the payment (None when the merchant has no such payment)."""
+    values = dict((await conn.fetchrow(_CLAIM_AND_LOCK, merchant_id, key, path, fingerprint, payment_id)).items())
+    claimed = values.pop("claimed")
+    return claimed, payment_record(values) if values["id"] is not None else None
 
 
 async def list_payments(pool: asyncpg.Pool, merchant_id: str, limit: int, starting_after: str | None,

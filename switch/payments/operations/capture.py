@@ -40,10 +40,10 @@ async def claim_and_lock(conn: asyncpg.Connection, ctx: Context, services: Servi
                          payment_id: str, param: str = "id") -> PaymentRecord:
     """Claim the idempotency key and lock the payment row, inside the caller's transaction."""
     caller = ctx.caller
-    if not await key_store.insert_key(conn, caller.merchant.id, caller.idempotency_key, "POST", path,
-                                      caller.fingerprint):
+    claimed, payment = await payment_store.claim_and_lock(conn, caller.merchant.id, caller.idempotency_key, path,
+                                                          caller.fingerprint, payment_id)
+    if not claimed:
         raise Refused(None)                 # the key has a row already: answer it, after the rollback
-    payment = await payment_store.lock_payment(conn, caller.merchant.id, payment_id)
     if payment is None:
         raise Refused(Outcome(Result.RESOURCE_MISSING, caller.request_id, message=f"No such payment: '{payment_id}'",
                               param=param))
