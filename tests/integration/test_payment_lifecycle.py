@@ -122,6 +122,26 @@ async def test_a_partial_capture_writes_each_of_its_rows_once(api: Client, db) -
     assert again.status == 200 and again.json() == answer
 
 
+async def test_concurrent_captures_advices_are_each_acknowledged_with_the_networks_code(api: Client, db) -> None:
+    # The outbox acknowledges what one sending pass sent in one statement: each row gets its own code.
+    import asyncio
+
+    bodies = [(await api.request("POST", "/v1/payments", payment(300 + n), idempotency_key=key())).json()
+              for n in range(6)]
+    captures = await asyncio.gather(*(api.request("POST", f"/v1/payments/{b['id']}/capture", {},
+                                                  idempotency_key=key()) for b in bodies))
+    assert [c.status for c in captures] == [200] * 6
+    ids = [b["id"] for b in bodies]
+    for _ in range(100):                       # bounded: 10 s
+        rows = await db.fetch("SELECT payment_id, response_code, acknowledged_at FROM network_outbox "
+                              "WHERE payment_id = ANY($1::text[])", ids)
+        if len(rows) == 6 and all(r["acknowledged_at"] is not None for r in rows):
+            break
+        await asyncio.sleep(0.1)
+    assert sorted((r["payment_id"], r["response_code"]) for r in rows) == sorted((i, "00") for i in ids)
+    assert all(r["acknowledged_at"] is not None for r in rows)
+
+
 async def test_other_merchants_payment_is_404(api: Client, stack) -> None:
     body = (await api.request("POST", "/v1/payments", payment(300), idempotency_key=key())).json()
     other_key = stack.seed_merchant("other-shop")
