@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import NamedTuple
 
 import asyncpg
 import msgspec
@@ -23,18 +24,41 @@ class PendingRefund(msgspec.Struct, kw_only=True):
     idempotency_key: str
 
 
-async def insert_refund(conn: asyncpg.Connection, refund_id: str, payment_id: str, merchant_id: str, amount: int,
-                        currency: str, terminal_id: str, stan: str, rrn: str, transmitted_at: str,
-                        deadline_at: datetime, idempotency_key: str) -> RefundRecord:
-    """The pending refund, with its trace numbers, its deadline (after which recovery fails and reverses
-    it) and its idempotency key (which recovery answers)."""
-    row = await conn.fetchrow(
-        "INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status, terminal_id, stan, rrn, "
-        "transmitted_at, deadline_at, idempotency_key) "
-        f"VALUES ($1, $2, $3, $4, $5, 'pending', $6, $7, $8, $9, $10, $11) RETURNING {REFUND_COLUMNS}", refund_id,
-        payment_id, merchant_id, amount, currency, terminal_id, stan, rrn, transmitted_at, deadline_at,
-        idempotency_key)
-    return refund_record(row)
+class Reservation(NamedTuple):
+    """A refund's reservation, worked out by its transaction while it holds the payment's row lock."""
+
+    refund: RefundRecord               # the pending refund, as written
+    payment_status: str                # the payment's, which a reservation leaves as it is
+    change_type: str                   # the payment's state-change row (payment_events)
+    terminal_id: str                   # the refund's 0200 trace numbers
+    stan: str
+    rrn: str
+    transmitted_at: str
+    deadline_at: datetime              # after this, recovery fails and reverses it
+    idempotency_key: str               # the request's (recovery answers it)
+    event_data: bytes                  # the refund.created merchant event's data
+
+
+# A refund's reservation in one statement, where it was four: the amount reserved on the payment, the
+# payment's state-change row, the merchant event and the pending refund.
+_RESERVE = """
+WITH pay AS (
+    UPDATE payments SET amount_refunded = amount_refunded + $4, updated_at = now() WHERE id = $2
+), state_change AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) VALUES ($2, $6, $7, $7, $4)
+), merchant_event AS (
+    INSERT INTO events (merchant_id, type, object_id, data) VALUES ($3, 'refund.created', $1, $14)
+)
+INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status, terminal_id, stan, rrn, transmitted_at,
+                     deadline_at, idempotency_key, created_at)
+VALUES ($1, $2, $3, $4, $5, 'pending', $8, $9, $10, $11, $12, $13, $15)"""
+
+
+async def insert_reservation(conn: asyncpg.Connection, r: Reservation) -> None:
+    refund = r.refund
+    await conn.execute(_RESERVE, refund.id, refund.payment_id, refund.merchant_id, refund.amount, refund.currency,
+                       r.change_type, r.payment_status, r.terminal_id, r.stan, r.rrn, r.transmitted_at,
+                       r.deadline_at, r.idempotency_key, r.event_data, refund.created_at)
 
 
 async def update_refund_finished(conn: asyncpg.Connection, refund_id: str, status: str, failure_code: str | None,

@@ -122,6 +122,34 @@ async def test_a_partial_capture_writes_each_of_its_rows_once(api: Client, db) -
     assert again.status == 200 and again.json() == answer
 
 
+async def test_a_refunds_reservation_writes_each_of_its_rows_once(api: Client, db) -> None:
+    # The reservation goes as one statement (switch.store.refunds.insert_reservation); the refund.created
+    # event carries the pending refund as written.
+    from switch.payments import outcome as outcomes
+
+    body = (await api.request("POST", "/v1/payments", payment(2000, capture_method="automatic"),
+                              idempotency_key=key())).json()
+    refund = await api.request("POST", "/v1/refunds", {"payment": body["id"], "amount": 700}, idempotency_key=key())
+    assert refund.status == 200, refund.body
+    refund_id = refund.json()["id"]
+    assert await db.fetchval("SELECT amount_refunded FROM payments WHERE id = $1", body["id"]) == 700
+    changes = await db.fetch("SELECT type, from_status, to_status, amount FROM payment_events WHERE payment_id = $1 "
+                             "AND type LIKE 'refund.%' ORDER BY id", body["id"])
+    assert [tuple(c) for c in changes] == [("refund.requested", "succeeded", "succeeded", 700),
+                                           ("refund.succeeded", "succeeded", "succeeded", 700)]
+    row = await db.fetchrow("SELECT merchant_id, amount, currency, status, idempotency_key IS NOT NULL AS keyed, "
+                            "created_at, deadline_at > created_at AS deadline_later FROM refunds WHERE id = $1",
+                            refund_id)
+    assert (row["amount"], row["currency"], row["status"], row["keyed"], row["deadline_later"]) == (
+        700, "usd", "succeeded", True, True)
+    data = await db.fetchval("SELECT data FROM events WHERE object_id = $1 AND type = 'refund.created'", refund_id)
+    created = outcomes.decode(data).refund
+    assert created is not None
+    assert (created.id, created.payment_id, created.merchant_id, created.amount, created.status) == (
+        refund_id, body["id"], row["merchant_id"], 700, "pending")
+    assert created.created_at == row["created_at"]
+
+
 async def test_concurrent_captures_advices_are_each_acknowledged_with_the_networks_code(api: Client, db) -> None:
     # The outbox acknowledges what one sending pass sent in one statement: each row gets its own code.
     import asyncio

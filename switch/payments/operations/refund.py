@@ -18,21 +18,20 @@ from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
 from switch.iso.messages import PROCESSING_CODE_REFUND
 from switch.outbox import items
-from switch.payments import merchant_events
+from switch.payments import outcome as outcomes
 from switch.payments.commands import Refund
 from switch.payments.context import Context, Services
 from switch.payments.operations.capture import Refused, answer_refusal, claim_and_lock, transition
 from switch.payments.outcome import Outcome
 from switch.payments.pipeline import Operation
 from switch.payments.results import Result
-from switch.payments.states import Event, RefundEvent
+from switch.payments.states import Event, RefundEvent, RefundStatus
 from switch.payments.steps import events, idempotency, send
 from switch.payments.steps.card import vault_result
 from switch.payments.steps.fail import RefundOf, finish_refund
-from switch.store import payments as payment_store
 from switch.store import refunds as refund_store
 from switch.store.pool import transaction
-from switch.store.records import PaymentRecord
+from switch.store.records import PaymentRecord, RefundRecord
 from switch.vault_protocol import VaultError
 
 
@@ -51,16 +50,14 @@ async def reserve(ctx: Context, services: Services) -> None:
             payment = await claim_and_lock(conn, ctx, services, "/v1/refunds", command.payment, param="payment")
             transition(ctx, payment, Event.REFUND_REQUESTED)
             amount = _refundable(ctx, payment, command.amount)
-            await payment_store.update_refunded(conn, payment.id, amount)
-            await payment_store.insert_event(conn, payment.id, Event.REFUND_REQUESTED, payment.status,
-                                             payment.status, amount)
             refund_id = new_id("re")
-            created = await refund_store.insert_refund(
-                conn, refund_id, payment.id, ctx.caller.merchant.id, amount, payment.currency, trace.terminal_id,
-                trace.stan, trace.rrn, transmitted_at, now + timedelta(seconds=services.budgets.payment_s),
-                ctx.caller.idempotency_key)
-            await merchant_events.refund_changed(conn, "refund.created", ctx.caller.merchant.id, created,
-                                                 ctx.caller.request_id)
+            created = RefundRecord(id=refund_id, payment_id=payment.id, merchant_id=ctx.caller.merchant.id,
+                                   amount=amount, currency=payment.currency, status=RefundStatus.PENDING.value,
+                                   failure_code=None, created_at=now)
+            await refund_store.insert_reservation(conn, refund_store.Reservation(
+                created, payment.status, Event.REFUND_REQUESTED, trace.terminal_id, trace.stan, trace.rrn,
+                transmitted_at, now + timedelta(seconds=services.budgets.payment_s), ctx.caller.idempotency_key,
+                outcomes.encode(Outcome(Result.SUCCEEDED, ctx.caller.request_id, refund=created))))
     except Refused as refused:
         await answer_refusal(ctx, services, refused)
         return
