@@ -48,7 +48,7 @@ from switch.settlement import job as settlement_job
 from switch.settlement import payouts
 from switch.store import events as event_store
 from switch.store import idempotency as key_store
-from switch.store.pool import create_pool
+from switch.store.pool import KEYED_ONLY, create_pool
 from switch.store.writer import PaymentWriter
 from switch.vault_client import VaultClient
 
@@ -100,7 +100,9 @@ class Worker:
                                   settings.idempotency_retention_s,
                                   lock_stale_after_s=settings.payment_budget_s + settings.recovery_grace_s)
         # The outbox loop runs the engine's recovery; the engine wakes the outbox when it queues a row.
-        outbox = OutboxSender(pool, vault, networks, settings.acquirer_id, lambda: payments.recover(),
+        # The outbox sender's own pool: its statements read a table that only grows, by key (KEYED_ONLY).
+        outbox_pool = await create_pool(settings.database_url, 2, server_settings=KEYED_ONLY)
+        outbox = OutboxSender(outbox_pool, vault, networks, settings.acquirer_id, lambda: payments.recover(),
                               send_timeout_s=settings.outbox_send_timeout_s, lease_s=settings.outbox_lease_s,
                               poll_interval_s=settings.outbox_poll_interval_s)
         # The counters ride the idempotency pipeline, or go to a Redis of their own (one that may evict,
@@ -169,6 +171,7 @@ class Worker:
         if fraud_redis is not None:
             await fraud_commands.close()
             await fraud_redis.aclose()
+        await outbox_pool.close()
         await pool.close()
 
     @staticmethod

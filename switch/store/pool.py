@@ -43,9 +43,15 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     they come back: PaymentWriter._give_back.)"""
 
 
-async def create_pool(url: str, size_max: int) -> asyncpg.Pool:
+# For a pool whose statements all find their rows by key over a table that only grows (the outbox): a
+# connection keeps the plan it made while the table was small until the table is next analyzed, and a
+# sequential scan then reads every row ever written (see switch.store.outbox).
+KEYED_ONLY = {"enable_seqscan": "off"}
+
+
+async def create_pool(url: str, size_max: int, server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(url, min_size=min(2, size_max), max_size=size_max, init=init_connection,
-                                     reset=keep_session, command_timeout=10)
+                                     reset=keep_session, command_timeout=10, server_settings=server_settings)
     assert pool is not None
     return pool
 

@@ -181,3 +181,26 @@ async def test_the_write_ahead_batch_keeps_every_value_as_sent(stack):
     finally:
         await writer.close()
         pool.terminate()                    # no wait on a session a failing close() kept
+
+
+@pytest.mark.parametrize("name", ["claim", "acknowledged"])
+async def test_the_outbox_reaches_its_rows_by_key(stack, name):
+    # The outbox keeps every row it sent; a plan made on a new stack must not read them all on each pass.
+    from switch.store.outbox import _ACKNOWLEDGED, _CLAIM
+
+    query, value = (_CLAIM, "1") if name == "claim" else (_ACKNOWLEDGED, "'{1}'")
+    pool = await store_pool.create_pool(stack.database_url, 2, server_settings=store_pool.KEYED_ONLY)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await conn.execute(f"PREPARE outbox_probe AS {query}")
+            rows = await conn.fetch(f"EXPLAIN EXECUTE outbox_probe({value}, {value})")
+            await conn.execute("DEALLOCATE outbox_probe")
+    finally:
+        await pool.close()
+    lines = [row[0] for row in rows]
+    scans = [n for n, line in enumerate(lines) if "Scan" in line and " on network_outbox" in line]
+    assert scans, lines
+    for n in scans:                           # an index scan's condition, or a bitmap scan's recheck of one
+        assert "Seq Scan" not in lines[n], "\n".join(lines)
+        assert "Index Cond" in lines[n + 1] or "Recheck Cond" in lines[n + 1], "\n".join(lines)
