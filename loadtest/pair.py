@@ -74,15 +74,12 @@ def summary(pairs: list[tuple[Run, Run]], base: str, change: str) -> list[str]:
     lines.append("medians (base / change, and of the pairs' differences), µs per payment:")
     for name in PROCESSES:
         if all(name in b.cpu_us for b, _ in pairs):
-            lines.append(f"  {name:10s} {_median([b.cpu_us[name] for b, _ in pairs]):7.0f} / "
-                         f"{_median([c.cpu_us[name] for _, c in pairs]):7.0f}   "
-                         f"difference {_median(differences(pairs, name)):+6.0f}  "
-                         f"(pairs: {' '.join(f'{d:+d}' for d in differences(pairs, name))})")
-    rates = (_median([b.payments_per_s for b, _ in pairs]), _median([c.payments_per_s for _, c in pairs]))
-    switch = (_median([b.cpu_us.get("switch", 0) for b, _ in pairs]),
-              _median([c.cpu_us.get("switch", 0) for _, c in pairs]))
-    lines.append(f"PAIR pairs={len(pairs)} base={base} change={change} payments_per_s={rates[0]:.0f}/{rates[1]:.0f} "
-                 f"switch_us={switch[0]:.0f}/{switch[1]:.0f} "
+            diffs = differences(pairs, name)
+            lines.append(f"  {name:10s} {_medians([(b.cpu_us[name], c.cpu_us[name]) for b, c in pairs])}   "
+                         f"difference {_median(diffs):+6.0f}  (pairs: {' '.join(f'{d:+d}' for d in diffs)})")
+    rates = _medians([(b.payments_per_s, c.payments_per_s) for b, c in pairs], width=0, sep="/")
+    switch = _medians([(b.cpu_us.get("switch", 0), c.cpu_us.get("switch", 0)) for b, c in pairs], width=0, sep="/")
+    lines.append(f"PAIR pairs={len(pairs)} base={base} change={change} payments_per_s={rates} switch_us={switch} "
                  f"switch_diff_us={_median(differences(pairs, 'switch')):+.0f} "
                  f"total_diff_us={_median(differences(pairs, 'total')):+.0f}")
     return lines
@@ -90,6 +87,11 @@ def summary(pairs: list[tuple[Run, Run]], base: str, change: str) -> list[str]:
 
 def _median(values: list[int]) -> float:
     return float(statistics.median(values)) if values else 0.0
+
+
+def _medians(figures: list[tuple[int, int]], width: int = 7, sep: str = " / ") -> str:
+    """The median of a figure on each side of the pairs: base, then change."""
+    return sep.join(f"{_median([pair[side] for pair in figures]):{width}.0f}" for side in (0, 1))
 
 
 async def bench(tree: Path, args: list[str], delay_s: float) -> str:

@@ -100,26 +100,17 @@ async def insert_event(conn: asyncpg.Connection, payment_id: str, type_: str, fr
                        response_code)
 
 
-async def update_captured(conn: asyncpg.Connection, payment_id: str, status: str, amount: int) -> PaymentRecord:
-    row = await conn.fetchrow(
-        f"UPDATE payments SET status = $2, amount_capturable = 0, amount_received = $3, updated_at = now() "
-        f"WHERE id = $1 RETURNING {PAYMENT_COLUMNS}", payment_id, status, amount)
-    return payment_record(row)
-
-
 class Captured(NamedTuple):
     """A capture's writes, worked out by its transaction while it holds the payment's row lock."""
 
-    payment: PaymentRecord              # as the capture leaves it
+    payment: PaymentRecord              # as the capture leaves it (amount_received: the amount captured)
     from_status: str
     change_type: str                    # its state-change row's type (payment_events)
-    amount: int
     advice: OutboxItem                  # the capture advice the outbox sends
     entries: list[LedgerEntry]
-    event_type: str                     # the merchant event, and its data (the payment's outcome)
-    event_data: bytes
+    event_type: str                     # the merchant event's type
     idempotency_key: str
-    outcome: bytes                      # the key's answer
+    outcome: bytes                      # the key's answer, and the merchant event's data
 
 
 # A capture's six writes in one statement, one round trip where they were six: the payment, its state-change
@@ -129,7 +120,7 @@ _CAPTURED = """
 WITH pay AS (
     UPDATE payments SET status = $2, amount_capturable = 0, amount_received = $3, updated_at = now() WHERE id = $1
 ), state_change AS (
-    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) VALUES ($1, $24, $4, $2, $3)
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) VALUES ($1, $23, $4, $2, $3)
 ), advice AS (
     INSERT INTO network_outbox (payment_id, kind, network, original_mti, processing_code, amount, original_amount,
                                 stan, rrn, transmitted_at)
@@ -140,17 +131,17 @@ WITH pay AS (
 ), merchant_event AS (
     INSERT INTO events (merchant_id, type, object_id, data) VALUES ($19, $20, $1, $21)
 )
-UPDATE idempotency_keys SET outcome = $22, payment_id = $1, finished_at = now()
-WHERE merchant_id = $19 AND idempotency_key = $23"""
+UPDATE idempotency_keys SET outcome = $21, payment_id = $1, finished_at = now()
+WHERE merchant_id = $19 AND idempotency_key = $22"""
 
 
 async def write_captured(conn: asyncpg.Connection, c: Captured) -> None:
     p, a, entries = c.payment, c.advice, c.entries
-    await conn.execute(_CAPTURED, p.id, p.status, c.amount, c.from_status, a.kind, a.network, a.original_mti,
-                       a.processing_code, a.amount, a.original_amount, a.stan, a.rrn, a.transmitted_at,
-                       [e.posting_id for e in entries], [e.payment_id for e in entries],
+    await conn.execute(_CAPTURED, p.id, p.status, p.amount_received, c.from_status, a.kind, a.network,
+                       a.original_mti, a.processing_code, a.amount, a.original_amount, a.stan, a.rrn,
+                       a.transmitted_at, [e.posting_id for e in entries], [e.payment_id for e in entries],
                        [e.account for e in entries], [e.amount for e in entries], [e.currency for e in entries],
-                       p.merchant_id, c.event_type, c.event_data, c.outcome, c.idempotency_key, c.change_type)
+                       p.merchant_id, c.event_type, c.outcome, c.idempotency_key, c.change_type)
 
 
 async def update_canceled(conn: asyncpg.Connection, payment_id: str, status: str) -> PaymentRecord:

@@ -51,14 +51,14 @@ WITH pay AS (
 )
 INSERT INTO refunds (id, payment_id, merchant_id, amount, currency, status, terminal_id, stan, rrn, transmitted_at,
                      deadline_at, idempotency_key, created_at)
-VALUES ($1, $2, $3, $4, $5, 'pending', $8, $9, $10, $11, $12, $13, $15)"""
+VALUES ($1, $2, $3, $4, $5, $16, $8, $9, $10, $11, $12, $13, $15)"""
 
 
 async def insert_reservation(conn: asyncpg.Connection, r: Reservation) -> None:
     refund = r.refund
     await conn.execute(_RESERVE, refund.id, refund.payment_id, refund.merchant_id, refund.amount, refund.currency,
                        r.change_type, r.payment_status, r.terminal_id, r.stan, r.rrn, r.transmitted_at,
-                       r.deadline_at, r.idempotency_key, r.event_data, refund.created_at)
+                       r.deadline_at, r.idempotency_key, r.event_data, refund.created_at, refund.status)
 
 
 async def update_refund_finished(conn: asyncpg.Connection, refund_id: str, status: str, failure_code: str | None,

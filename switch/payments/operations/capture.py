@@ -98,9 +98,9 @@ async def capture_locked(conn: asyncpg.Connection, ctx: Context, payment: Paymen
     outcome = Outcome(Result.SUCCEEDED, ctx.caller.request_id, payment=captured)
     data = outcomes.encode(outcome)             # the answer, and the merchant event's data
     await payment_store.write_captured(conn, payment_store.Captured(
-        captured, payment.status, Event.CAPTURED, amount, items.capture_advice(payment, amount),
+        captured, payment.status, Event.CAPTURED, items.capture_advice(payment, amount),
         postings.capture(payment.id, payment.merchant_id, payment.network, payment.currency, amount),
-        "payment.captured", data, ctx.caller.idempotency_key, data))
+        "payment.captured", ctx.caller.idempotency_key, data))
     return outcome, data
 
 
