@@ -378,13 +378,10 @@ WHERE key_version <> $1 AND NOT (id = ANY($3::text[]))
 LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 
-# Each row by its key (= ANY of the ids), as the token statements above: not a join the planner could
-# spread over the whole table with the plan it made while the table was small.
 _SQL_UPDATE_REENCRYPTED = """
-UPDATE vault.tokens AS t SET key_version = $1, (nonce, ciphertext) = (
-    SELECT u.nonce, u.ciphertext FROM unnest($2::text[], $3::bytea[], $4::bytea[]) AS u(id, nonce, ciphertext)
-    WHERE u.id = t.id)
-WHERE t.id = ANY ($2::text[])
+UPDATE vault.tokens AS t SET key_version = $1, nonce = u.nonce, ciphertext = u.ciphertext
+FROM unnest($2::text[], $3::bytea[], $4::bytea[]) AS u(id, nonce, ciphertext)
+WHERE t.id = u.id
 """
 
 
