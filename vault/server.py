@@ -297,15 +297,11 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """Pool release hook: nothing to reset (asyncpg still rolls back an open transaction first)."""
 
 
-# The token statements read vault.tokens by its keys, a batch of them at once (unnest). A connection keeps
-# the plan it made while the table was small (a new stack) until the next analyze of the table, which
-# autovacuum runs at most once a minute and after 10 % growth; in a 30 s bench of the mix, 9,285 sequential
-# scans read 75 million rows of a 16,000-row table. Two things keep each card a lookup by its key: every
-# card is looked up on its own (LATERAL ... LIMIT 1, vault.service), and sequential scans are off, which
-# such a lookup would otherwise take on a table of one page. Measured with a plan made at 50 cards and used
-# at 300,000 before any analyze, 14 cards a call: 28 ms a call as a join, 151 ms as a join with sequential
-# scans off (a full index scan), 114 ms per card lookups with them on, 0.13 ms with both (0.13-0.20 ms for
-# all four once the table is analyzed). A statement with no index to use (key rotation's) still scans.
+# The token statements read vault.tokens by its keys, a batch of them at once (unnest). Each connection
+# plans them once it has run them five times: while the table is small (a new stack), a sequential scan
+# looks cheaper, and that plan stays as the table grows. In a 30 s bench of the mix, 9,285 scans read 75
+# million rows of a 16,000-row table, and the card read was Postgres's costliest statement (1 ms a call).
+# With sequential scans off, the planner takes the indexes; a statement with no index to use still scans.
 SESSION_SETTINGS = {"enable_seqscan": "off"}
 
 
