@@ -297,21 +297,6 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
     """Pool release hook: nothing to reset (asyncpg still rolls back an open transaction first)."""
 
 
-# The token statements read vault.tokens by its keys, a batch of them at once (unnest). Each connection
-# plans them once it has run them five times: while the table is small (a new stack), a sequential scan
-# looks cheaper, and that plan stays as the table grows. In a 30 s bench of the mix, 9,285 scans read 75
-# million rows of a 16,000-row table, and the card read was Postgres's costliest statement (1 ms a call).
-# With sequential scans off, the planner takes the indexes; a statement with no index to use still scans.
-SESSION_SETTINGS = {"enable_seqscan": "off"}
-
-
-async def create_pool(database_url: str, size_max: int) -> asyncpg.Pool:
-    """The vault's pool. reset=: no session state is kept (rotation's table lock ends with its transaction),
-    so skip the reset query asyncpg would send on every release."""
-    return await asyncpg.create_pool(database_url, min_size=1, max_size=size_max, reset=_keep_session,
-                                     server_settings=SESSION_SETTINGS)
-
-
 async def open_vault(config: VaultConfig, *, pool_size_max: int | None = None) -> tuple[Hsm, asyncpg.Pool]:
     """Open the HSM session and the database pool (closing the HSM again if the pool fails)."""
     if config.softhsm2_conf:
@@ -319,7 +304,10 @@ async def open_vault(config: VaultConfig, *, pool_size_max: int | None = None) -
         os.environ["SOFTHSM2_CONF"] = config.softhsm2_conf
     hsm = await asyncio.to_thread(Hsm.open, config.hsm_module, config.token_label, config.pin)
     try:
-        pool = await create_pool(config.database_url, pool_size_max or config.pool_size_max)
+        # reset=: no session state is kept (rotation's table lock ends with its transaction), so skip the
+        # reset query asyncpg would send on every release.
+        pool = await asyncpg.create_pool(config.database_url, min_size=1,
+                                         max_size=pool_size_max or config.pool_size_max, reset=_keep_session)
     except BaseException:
         hsm.close()
         raise
