@@ -310,7 +310,9 @@ WITH q AS (
              exp_year, position)
 ), existing AS MATERIALIZED (
     SELECT q.position, t.id, t.brand, t.bin, t.last4, t.exp_month, t.exp_year
-    FROM q JOIN vault.tokens t ON t.merchant_id = q.merchant_id AND t.fingerprint = q.fingerprint
+    FROM q CROSS JOIN LATERAL (
+        SELECT id, brand, bin, last4, exp_month, exp_year FROM vault.tokens
+        WHERE merchant_id = q.merchant_id AND fingerprint = q.fingerprint LIMIT 1) t
 ), inserted AS (
     INSERT INTO vault.tokens (id, merchant_id, fingerprint, key_version, nonce, ciphertext, brand, bin,
                               last4, exp_month, exp_year)
@@ -320,10 +322,12 @@ WITH q AS (
     ORDER BY q.merchant_id, q.fingerprint
     ON CONFLICT (merchant_id, fingerprint) DO NOTHING
     RETURNING id, brand, bin, last4
+), changed AS MATERIALIZED (
+    SELECT e.id, q.exp_month, q.exp_year FROM existing e JOIN q ON q.position = e.position
+    WHERE (e.exp_month, e.exp_year) <> (q.exp_month, q.exp_year)
 ), updated AS (
-    UPDATE vault.tokens t SET exp_month = q.exp_month, exp_year = q.exp_year
-    FROM existing e JOIN q ON q.position = e.position
-    WHERE t.id = e.id AND (e.exp_month, e.exp_year) <> (q.exp_month, q.exp_year)
+    UPDATE vault.tokens t SET (exp_month, exp_year) = (SELECT c.exp_month, c.exp_year FROM changed c WHERE c.id = t.id)
+    WHERE t.id = ANY (ARRAY (SELECT id FROM changed))
 )
 SELECT q.position, coalesce(e.id, i.id) AS id, coalesce(e.brand, i.brand) AS brand,
        coalesce(e.bin, i.bin) AS bin, coalesce(e.last4, i.last4) AS last4
@@ -347,19 +351,25 @@ WITH existing AS MATERIALIZED (
     ON CONFLICT (merchant_id, fingerprint) DO NOTHING
     RETURNING id, brand, bin, last4
 ), updated AS (
-    UPDATE vault.tokens t SET exp_month = $10::int2, exp_year = $11::int2
-    FROM existing e WHERE t.id = e.id AND (e.exp_month, e.exp_year) <> ($10::int2, $11::int2)
+    UPDATE vault.tokens SET exp_month = $10::int2, exp_year = $11::int2
+    WHERE id = (SELECT id FROM existing WHERE (exp_month, exp_year) <> ($10::int2, $11::int2))
 )
 SELECT 1::bigint AS position, id, brand, bin, last4 FROM existing
 UNION ALL
 SELECT 1::bigint, id, brand, bin, last4 FROM inserted
 """
 
-# Card lookups of concurrent detokenize calls go to Postgres as one statement (see switch/batch.py).
+# Card lookups of concurrent detokenize calls go to Postgres as one statement (see switch/batch.py). Each
+# card is looked up by its own key (LATERAL ... LIMIT 1, which the planner cannot turn into a join over the
+# whole table; by the token alone, so the primary key is the index), as is each card `existing` looks for
+# above, and an expiry changed is written by key: see vault.server.SESSION_SETTINGS.
 _SQL_SELECT_CARDS = """
 SELECT q.position, t.key_version, t.nonce, t.ciphertext, t.brand, t.last4, t.exp_month, t.exp_year
 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS q(id, merchant_id, position)
-JOIN vault.tokens t ON t.id = q.id AND t.merchant_id = q.merchant_id
+CROSS JOIN LATERAL (
+    SELECT merchant_id, key_version, nonce, ciphertext, brand, last4, exp_month, exp_year FROM vault.tokens
+    WHERE id = q.id LIMIT 1) t
+WHERE t.merchant_id = q.merchant_id
 """
 
 _SQL_SELECT_STALE = """
@@ -368,10 +378,13 @@ WHERE key_version <> $1 AND NOT (id = ANY($3::text[]))
 LIMIT $2 FOR UPDATE SKIP LOCKED
 """
 
+# Each row by its key (= ANY of the ids), as the token statements above: not a join the planner could
+# spread over the whole table with the plan it made while the table was small.
 _SQL_UPDATE_REENCRYPTED = """
-UPDATE vault.tokens AS t SET key_version = $1, nonce = u.nonce, ciphertext = u.ciphertext
-FROM unnest($2::text[], $3::bytea[], $4::bytea[]) AS u(id, nonce, ciphertext)
-WHERE t.id = u.id
+UPDATE vault.tokens AS t SET key_version = $1, (nonce, ciphertext) = (
+    SELECT u.nonce, u.ciphertext FROM unnest($2::text[], $3::bytea[], $4::bytea[]) AS u(id, nonce, ciphertext)
+    WHERE u.id = t.id)
+WHERE t.id = ANY ($2::text[])
 """
 
 

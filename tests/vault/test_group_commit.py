@@ -75,6 +75,21 @@ async def test_one_batch_with_the_same_card_twice_and_new_cards_answers_each(vau
                                    " AND fingerprint = $1", fingerprint) == 1
 
 
+async def test_one_batch_renews_each_stored_cards_own_expiry(vault_stack, vault_db):
+    """The batched store writes a changed expiry by the card's key (its `changed` rows), each its own."""
+    pans = [make_pan("222500") for _ in range(3)]
+    first = [{"op": "tokenize", "id": n + 1, "merchant_id": "m_group_renew", "number": pan, "exp_month": 5,
+              "exp_year": 2033, "cvc": None} for n, pan in enumerate(pans)]
+    stored = await _raw_requests(vault_stack, first)
+    renewed = [dict(request, exp_month=n + 6, exp_year=2035 + n) for n, request in enumerate(first)]
+    renewed[2] = first[2]                                     # the third card keeps its expiry
+    answers = await _raw_requests(vault_stack, renewed)
+    assert [a.token for a in answers] == [s.token for s in stored]
+    rows = {row["id"]: (row["exp_month"], row["exp_year"]) for row in await vault_db.fetch(
+        "SELECT id, exp_month, exp_year FROM vault.tokens WHERE id = ANY($1::text[])", [s.token for s in stored])}
+    assert [rows[s.token] for s in stored] == [(6, 2035), (7, 2036), (5, 2033)]
+
+
 async def _in_process_vault(pool: asyncpg.Pool, fingerprint_key: bytes | None = None) -> Vault:
     """A Vault object on the vault's database with throwaway keys in memory (no HSM): its ciphertexts are
     for these tests' own merchants only."""

@@ -1,0 +1,48 @@
+"""The vault's token statements find rows by their keys, whatever plan a connection settles on.
+
+A connection plans a prepared statement generically once it has run it five times. On a new stack
+vault.tokens is small and a sequential scan looks cheaper; that plan then stayed as the table grew (a 30 s
+bench read 75 million rows of a 16,000-row table). The vault's pool turns sequential scans off.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from vault.server import create_pool
+from vault.service import _SQL_SELECT_CARDS, _SQL_STORE_CARD, _SQL_STORE_CARDS
+
+pytestmark = pytest.mark.integration
+
+
+async def generic_plan(conn, query: str, arguments: int) -> str:
+    await conn.execute("SET plan_cache_mode = force_generic_plan")
+    await conn.execute(f"PREPARE plan_probe AS {query}")
+    try:
+        rows = await conn.fetch(f"EXPLAIN EXECUTE plan_probe({', '.join(['NULL'] * arguments)})")
+    finally:
+        await conn.execute("DEALLOCATE plan_probe")
+        await conn.execute("RESET plan_cache_mode")
+    return "\n".join(row[0] for row in rows)
+
+
+@pytest.mark.parametrize(("name", "query", "arguments"), [
+    ("card read", _SQL_SELECT_CARDS, 2), ("card store, batched", _SQL_STORE_CARDS, 11),
+    ("card store, one", _SQL_STORE_CARD, 11)])
+async def test_token_statements_use_the_tokens_indexes(vault_stack, name, query, arguments):
+    pool = await create_pool(vault_stack.vault_database_url, 2)
+    try:
+        async with pool.acquire() as conn:
+            await conn.execute("ANALYZE vault.tokens")
+            plan = await generic_plan(conn, query, arguments)
+    finally:
+        await pool.close()
+    assert "Seq Scan on tokens" not in plan, plan
+    # Each card found by its key: an index scan with a condition, not a full scan filtered by a join.
+    lines = plan.splitlines()
+    lookups = [n for n, line in enumerate(lines) if "Scan" in line and " on tokens" in line]
+    assert lookups, plan
+    for n in lookups:
+        assert "Index Cond" in lines[n + 1], plan
+    if name == "card read":
+        assert "tokens_pkey" in plan, plan
