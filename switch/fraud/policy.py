@@ -42,6 +42,19 @@ class RuleSpec(msgspec.Struct, forbid_unknown_fields=True):
 
 
 @dataclass(frozen=True, slots=True)
+class Verdict:
+    action: Action
+    rule: str | None                          # the text of the rule that decided, or None
+    shadow_matches: tuple[str, ...] = ()      # shadow rules that would have acted
+    rule_index: int | None = None             # the deciding rule's place in its set
+    shadow_indexes: tuple[int, ...] = ()
+
+
+_ALLOWED = Verdict(Action.ALLOW, None)
+_PRIORITY = {Action.ALLOW: 0, Action.BLOCK: 1, Action.REVIEW: 2}
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     version: int                      # 0: the defaults
     rules: tuple[Rule, ...]
@@ -52,12 +65,21 @@ class Policy:
     # The rules worth running, with their shadow flag: a rule that only tests lists that are empty is
     # skipped (most merchants' lists are empty, and the list rules come first).
     live: tuple[tuple[Rule, bool, int], ...] = ()      # (rule, shadow, its index in the set)
+    # The live rules that act, in the order they decide (allow, then block, then review; in each, the set's
+    # order), each with the verdict it gives: the first that matches is the verdict.
+    acting: tuple[tuple[Rule, Verdict], ...] = ()
+    shadows: tuple[tuple[Rule, int], ...] = ()          # the live shadow rules, with their index
 
     def __post_init__(self) -> None:
         live = tuple((rule, shadow, index) for index, (rule, shadow) in enumerate(zip(self.rules, self.shadow,
                                                                                       strict=True))
                      if not (rule.needs_lists and not any(self.lists.get(name) for name in rule.lists)))
+        acting = sorted(((rule, index) for rule, shadow, index in live if not shadow),
+                        key=lambda ranked: (_PRIORITY[ranked[0].action], ranked[1]))
         object.__setattr__(self, "live", live)
+        object.__setattr__(self, "acting", tuple((rule, Verdict(rule.action, rule.text, rule_index=index))
+                                                 for rule, index in acting))
+        object.__setattr__(self, "shadows", tuple((rule, index) for rule, shadow, index in live if shadow))
 
 
 def compile_rules(specs: list[RuleSpec]) -> tuple[Rule, ...]:
@@ -140,35 +162,17 @@ def level_of(score: int) -> str:
     return "highest" if score >= HIGHEST else "elevated" if score >= ELEVATED else "normal"
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    action: Action
-    rule: str | None                          # the text of the rule that decided, or None
-    shadow_matches: tuple[str, ...] = ()      # shadow rules that would have acted
-    rule_index: int | None = None             # the deciding rule's place in its set
-    shadow_indexes: tuple[int, ...] = ()
-
-
-_ALLOWED = Verdict(Action.ALLOW, None)
-
-
 def decide(policy: Policy, signals: Signals, lists: Lists) -> Verdict:
-    if not policy.live:
-        return _ALLOWED
-    found: dict[Action, tuple[str, int]] = {}
-    shadow: list[tuple[str, int]] = []
-    for rule, is_shadow, index in policy.live:
-        if is_shadow:
-            if rule.matches(signals, lists):
-                shadow.append((rule.text, index))
-            continue
-        if rule.action not in found and rule.matches(signals, lists):
-            found[rule.action] = (rule.text, index)
-            if rule.action is Action.ALLOW:
-                break
-    texts, indexes = tuple(text for text, _ in shadow), tuple(index for _, index in shadow)
-    for action in (Action.ALLOW, Action.BLOCK, Action.REVIEW):
-        if action in found:
-            text, index = found[action]
-            return Verdict(action, text, texts, index, indexes)
-    return Verdict(Action.ALLOW, None, texts, None, indexes)
+    """The first acting rule that matches, in priority order (Policy.acting); every shadow rule is evaluated
+    whatever decided, so a shadow rule's count does not depend on the live rules."""
+    verdict = _ALLOWED
+    for rule, its_verdict in policy.acting:
+        if rule.predicate(signals, lists):
+            verdict = its_verdict
+            break
+    if policy.shadows:
+        matched = [(rule.text, index) for rule, index in policy.shadows if rule.predicate(signals, lists)]
+        if matched:
+            verdict = Verdict(verdict.action, verdict.rule, tuple(text for text, _ in matched), verdict.rule_index,
+                              tuple(index for _, index in matched))
+    return verdict

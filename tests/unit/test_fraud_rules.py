@@ -83,6 +83,42 @@ def test_a_shadow_rule_is_counted_but_never_decides() -> None:
     assert verdict.shadow_indexes == (0,) and verdict.rule_index is None
 
 
+def test_a_shadow_rule_after_an_allow_that_decided_is_still_counted() -> None:
+    specs = [RuleSpec("allow if :amount: > 1"), RuleSpec("review if :amount: > 2", shadow=True)]
+    verdict = decide(policy(1, specs, False, {}), {"amount": 5}, {})
+    assert verdict.action is Action.ALLOW and verdict.rule_index == 0
+    assert verdict.shadow_matches == ("review if :amount: > 2",) and verdict.shadow_indexes == (1,)
+
+
+_ACTIONS = st.sampled_from(["allow", "block", "review"])
+_RULE_SETS = st.lists(st.tuples(_ACTIONS, st.integers(0, 6), st.booleans()), min_size=1, max_size=8)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_RULE_SETS, st.integers(0, 7))
+def test_the_verdict_is_the_first_match_of_the_highest_action(rule_set: list[tuple[str, int, bool]],
+                                                             amount: int) -> None:
+    """Against a plain reading of the priority: of the live rules that match, the first allow, else the
+    first block, else the first review; every matching shadow rule is listed, in the set's order."""
+    specs = [RuleSpec(f"{action} if :amount: > {above}", shadow=shadow) for action, above, shadow in rule_set]
+    verdict = decide(policy(1, specs, False, {}), {"amount": amount}, {})
+    matching = [(index, action, shadow) for index, (action, above, shadow) in enumerate(rule_set) if amount > above]
+    expected = next((index for wanted in ("allow", "block", "review")
+                     for index, action, shadow in matching if action == wanted and not shadow), None)
+    assert verdict.rule_index == expected
+    assert verdict.action is (Action(rule_set[expected][0]) if expected is not None else Action.ALLOW)
+    assert verdict.shadow_indexes == tuple(index for index, _, shadow in matching if shadow)
+
+
+def test_three_terms_joined_stop_where_they_are_decided() -> None:
+    every = parse("review if :amount: > 1 and :amount: < 5 and :amount: != 3", ATTRS)
+    assert every.matches({"amount": 2}, {}) and not every.matches({"amount": 3}, {})
+    assert not every.matches({"amount": 5}, {}) and not every.matches({}, {})
+    some = parse("review if :amount: = 1 or :amount: = 3 or :testing:", ATTRS)
+    assert some.matches({"amount": 3}, {}) and some.matches({"testing": True}, {})
+    assert not some.matches({"amount": 2, "testing": False}, {})
+
+
 def test_list_rules_are_skipped_while_their_lists_are_empty() -> None:
     empty = default_policy({})
     assert all(not rule.lists for rule, _, _ in empty.live)
