@@ -39,3 +39,32 @@ class TtlLru(Generic[Key, Value]):
         self._entries.move_to_end(key)
         while len(self._entries) > self.size_max:
             self._entries.popitem(last=False)
+
+
+class Recent(Generic[Key, Value]):
+    """A bounded map of what was seen lately, for values that never go stale (a token's card identity): two
+    generations of plain dicts, the older dropped whole when the newer fills. A store is one dict write
+    (0.1 µs, where TtlLru's clock read and reordering took 2 µs); an entry read from the older generation
+    moves to the newer, so what is used stays. At most 2 x `generation_max` entries."""
+
+    def __init__(self, generation_max: int) -> None:
+        self.generation_max = generation_max
+        self._new: dict[Key, Value] = {}
+        self._old: dict[Key, Value] = {}
+
+    def __len__(self) -> int:
+        return len(self._new) + len(self._old)
+
+    def get(self, key: Key) -> Value | None:
+        value = self._new.get(key)
+        if value is None:
+            value = self._old.get(key)
+            if value is not None:
+                self.store(key, value)
+        return value
+
+    def store(self, key: Key, value: Value) -> None:
+        new = self._new
+        new[key] = value
+        if len(new) >= self.generation_max:
+            self._old, self._new = new, {}

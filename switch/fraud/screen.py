@@ -20,7 +20,7 @@ import asyncpg
 import msgspec
 from redis.exceptions import RedisError
 
-from switch.common.ttlcache import TtlLru
+from switch.common.ttlcache import Recent, TtlLru
 from switch.fraud import metrics
 from switch.fraud.policy import TEST_CARD_SCORES, Policy, RuleSpec, decide, default_policy, level_of, policy, risk_score
 from switch.fraud.rules import Action, Value
@@ -35,8 +35,7 @@ POLICY_TTL_S = 5.0
 POLICY_RETRY_S = 1.0
 POLICIES_MAX = 10_000
 SCREEN_BUDGET_S = 0.025
-IDENTITY_TTL_S = 600.0
-IDENTITIES_MAX = 100_000
+IDENTITIES_MAX = 100_000                   # tokens whose card this worker knows (two generations of half)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +95,9 @@ class Screener:
                  budget_s: float = SCREEN_BUDGET_S, rides_lock: bool = False) -> None:
         self.pool = pool
         self.velocity = Velocity(commands, key)
-        self.fingerprint_key = hashlib.sha256(b"card fingerprints\0" + key).digest()[:32]
+        # Keyed BLAKE2b, the key set up once and the state copied per card.
+        self.fingerprints = hashlib.blake2b(key=hashlib.sha256(b"card fingerprints\0" + key).digest()[:32],
+                                            digest_size=8)
         self.budget_s = budget_s
         self.rides_lock = rides_lock       # the counters' Redis is the idempotency lock's
         self.policies: TtlLru[str, Policy] = TtlLru(POLICY_TTL_S, POLICIES_MAX)
@@ -105,12 +106,13 @@ class Screener:
         self.generations: dict[str, int] = {}                       # bumped when a merchant's rules change here
         self.must_load: set[str] = set()                            # changed here: no stale copy is answered
         self.retry_at: dict[str, float] = {}                        # a failed load is not retried before this
-        self.identities: TtlLru[tuple[str, str], CardIdentity] = TtlLru(IDENTITY_TTL_S, IDENTITIES_MAX)
+        self.identities: Recent[tuple[str, str], CardIdentity] = Recent(IDENTITIES_MAX // 2)
 
     def identity(self, merchant_id: str, number: str) -> CardIdentity:
         country, funding = issuer_of(number)
-        fingerprint = hashlib.blake2b(f"{merchant_id}\0{number}".encode(), key=self.fingerprint_key,
-                                      digest_size=8).hexdigest()
+        keyed = self.fingerprints.copy()
+        keyed.update(f"{merchant_id}\0{number}".encode())
+        fingerprint = keyed.hexdigest()
         card_hash = self.velocity.card_hash(number)
         return CardIdentity(card_hash, fingerprint, number[:6], country, funding,
                             self.velocity.subjects(merchant_id, card_hash, None, None))
@@ -188,7 +190,7 @@ class Screener:
         if number is not None:
             identity = self.identity(merchant_id, number)
         else:
-            found, cached = self.identities.lookup((merchant_id, token or ""))
+            cached = self.identities.get((merchant_id, token or ""))
             if cached is None:
                 return None
             identity = cached

@@ -1,7 +1,8 @@
-"""TtlLru: entries expire, unknown keys are believed briefly, the least recently used goes first."""
+"""TtlLru: entries expire, unknown keys are believed briefly, the least recently used goes first. Recent:
+bounded in two generations, what is used stays."""
 
 from switch.common import ttlcache
-from switch.common.ttlcache import TtlLru
+from switch.common.ttlcache import Recent, TtlLru
 
 
 def test_entries_expire_and_unknown_keys_expire_sooner(monkeypatch):
@@ -25,3 +26,17 @@ def test_the_least_recently_used_entry_is_evicted():
     cache.store("c", 3)
     assert len(cache) == 2
     assert cache.lookup("b") == (False, None) and cache.lookup("a") == (True, 1)
+
+
+def test_recent_keeps_what_is_used_and_stays_bounded() -> None:
+    recent: Recent[int, str] = Recent(generation_max=4)
+    for key in range(4):
+        recent.store(key, f"v{key}")
+    assert len(recent) == 4                  # the first generation filled and became the older one
+    assert recent.get(0) == "v0"             # read from the older generation: moved to the newer
+    for key in range(10, 13):
+        recent.store(key, f"v{key}")         # the newer fills (0, 10, 11, 12): the older (1, 2, 3) is dropped
+    assert recent.get(0) == "v0" and recent.get(1) is None and recent.get(12) == "v12"
+    for key in range(100, 1000):
+        recent.store(key, "x")
+        assert len(recent) <= 8
