@@ -8,7 +8,7 @@ from typing import NamedTuple
 import asyncpg
 import msgspec
 
-from switch.store.records import RefundRecord, refund_record
+from switch.store.records import LedgerEntry, OutboxItem, RefundRecord, refund_record
 
 REFUND_COLUMNS = "id, payment_id, merchant_id, amount, currency, status, failure_code, created_at"
 
@@ -61,14 +61,68 @@ async def insert_reservation(conn: asyncpg.Connection, r: Reservation) -> None:
                        r.deadline_at, r.idempotency_key, r.event_data, refund.created_at, refund.status)
 
 
-async def update_refund_finished(conn: asyncpg.Connection, refund_id: str, status: str, failure_code: str | None,
-                                 response_code: str | None) -> RefundRecord | None:
-    """Move a pending refund to `status`; None when it is no longer pending (recovery finished it)."""
-    row = await conn.fetchrow(
-        f"UPDATE refunds SET status = $2, failure_code = $3, response_code = $4, updated_at = now() "
-        f"WHERE id = $1 AND status = 'pending' RETURNING {REFUND_COLUMNS}", refund_id, status, failure_code,
-        response_code)
-    return refund_record(row) if row else None
+class Finished(NamedTuple):
+    """A pending refund's finish, worked out before it is written: the refund as it leaves `pending`, and
+    what goes with it."""
+
+    refund: RefundRecord               # its status and failure code as the finish leaves them
+    response_code: str | None          # the network's field 39, when it answered
+    released: int                      # the reservation given back to the payment (0 when refunded)
+    payment_status: str                # the payment's, which a refund leaves as it is
+    change_type: str                   # the payment's state-change row (payment_events)
+    entries: list[LedgerEntry]         # the refund's ledger entries (none when it failed)
+    reversal: OutboxItem | None        # the 0200's reversal, when it may have reached the network
+    event_type: str                    # refund.succeeded | refund.failed
+    event_data: bytes
+    idempotency_key: str
+    outcome: bytes                     # the key's answer
+    only_open_key: bool                # recovery: answer the key only if nothing answered it yet
+
+
+# A refund's finish in one statement, where it was up to eight round trips in a transaction: the refund
+# leaves `pending`, and only if it did (recovery may have finished it first), the reservation released on
+# a failure, the payment's state-change row, the ledger entries on a success, the reversal when it may
+# have reached the network, the merchant event and the key's answer. Alone it needs no transaction.
+_FINISH = """
+WITH refund AS (
+    UPDATE refunds SET status = $2, failure_code = $3, response_code = $4, updated_at = now()
+    WHERE id = $1 AND status = 'pending' RETURNING id
+), released AS (
+    UPDATE payments SET amount_refunded = amount_refunded - $5, updated_at = now()
+    WHERE id = $6 AND $5 > 0 AND EXISTS (SELECT FROM refund)
+), state_change AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code)
+    SELECT $6, $7, $8, $8, $9, $4 FROM refund
+), ledger AS (
+    INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
+    SELECT e.* FROM unnest($10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[]) AS e
+    WHERE EXISTS (SELECT FROM refund)
+), reversal AS (
+    INSERT INTO network_outbox (payment_id, kind, refund_id, network, original_mti, processing_code, amount,
+                                original_amount, stan, rrn, transmitted_at)
+    SELECT $15::text, $16::text, $17::text, $18::text, $19::text, $20::text, $21::bigint, $22::bigint, $23::text,
+           $24::text, $25::text
+    FROM refund WHERE $16::text IS NOT NULL
+), merchant_event AS (
+    INSERT INTO events (merchant_id, type, object_id, data) SELECT $26, $27, $1, $28 FROM refund
+), key AS (
+    UPDATE idempotency_keys SET outcome = $29, payment_id = $6, finished_at = now()
+    WHERE merchant_id = $26 AND idempotency_key = $30 AND EXISTS (SELECT FROM refund)
+      AND (outcome IS NULL OR NOT $31)
+)
+SELECT count(*) FROM refund"""
+
+
+async def write_finished(conn: asyncpg.Connection | asyncpg.Pool, f: Finished) -> bool:
+    """Write a refund's finish; False, writing nothing, when it is no longer pending."""
+    r, e, x = f.refund, f.entries, f.reversal
+    reversal = ((x.payment_id, x.kind, x.refund_id, x.network, x.original_mti, x.processing_code, x.amount,
+                 x.original_amount, x.stan, x.rrn, x.transmitted_at) if x is not None else (None,) * 11)
+    return bool(await conn.fetchval(
+        _FINISH, r.id, r.status, r.failure_code, f.response_code, f.released, r.payment_id, f.change_type,
+        f.payment_status, r.amount, [i.posting_id for i in e], [i.payment_id for i in e], [i.account for i in e],
+        [i.amount for i in e], [i.currency for i in e], *reversal, r.merchant_id, f.event_type, f.event_data,
+        f.outcome, f.idempotency_key, f.only_open_key))
 
 
 async def get_refund(pool: asyncpg.Pool, merchant_id: str, refund_id: str) -> RefundRecord | None:

@@ -150,6 +150,41 @@ async def test_a_refunds_reservation_writes_each_of_its_rows_once(api: Client, d
     assert created.created_at == row["created_at"]
 
 
+async def test_a_declined_refund_gives_its_reservation_back_and_answers_its_key(api: Client, stack, db) -> None:
+    # A refund's finish goes as one statement (switch.store.refunds.write_finished): on a decline, the
+    # reservation is released, the failure recorded once, no ledger entry written, and the key answered.
+    from switch.payments import outcome as outcomes
+
+    body = (await api.request("POST", "/v1/payments", payment(2000, capture_method="automatic"),
+                              idempotency_key=key())).json()
+    network = await db.fetchval("SELECT network FROM payments WHERE id = $1", body["id"])
+    refund_key = key()
+    simulator(stack, "/behaviour", {"network": network, "error_rate": 1.0, "error_code": "05"})
+    try:
+        refund = await api.request("POST", "/v1/refunds", {"payment": body["id"], "amount": 700},
+                                   idempotency_key=refund_key)
+    finally:
+        simulator(stack, "/behaviour", {"network": network, "error_rate": 0.0})
+    answered = refund.json()
+    assert refund.status == 200 and answered["status"] == "failed", refund.body      # as Stripe answers it
+    refund_id = answered["id"]
+    row = await db.fetchrow("SELECT status, failure_code, response_code FROM refunds WHERE id = $1", refund_id)
+    assert tuple(row) == ("failed", "declined", "05")
+    assert await db.fetchval("SELECT amount_refunded FROM payments WHERE id = $1", body["id"]) == 0
+    changes = await db.fetch("SELECT type, amount, response_code FROM payment_events WHERE payment_id = $1 "
+                             "AND type LIKE 'refund.%' ORDER BY id", body["id"])
+    assert [tuple(c) for c in changes] == [("refund.requested", 700, None), ("refund.failed", 700, "05")]
+    assert await db.fetchval("SELECT count(*) FROM ledger_entries WHERE posting_id = $1", f"refund:{refund_id}") == 0
+    assert await db.fetchval("SELECT count(*) FROM network_outbox WHERE refund_id = $1", refund_id) == 0
+    data = await db.fetchval("SELECT data FROM events WHERE object_id = $1 AND type = 'refund.failed'", refund_id)
+    failed = outcomes.decode(data).refund
+    assert failed is not None and (failed.status, failed.failure_code, failed.amount) == ("failed", "declined", 700)
+    stored = await db.fetchval("SELECT outcome FROM idempotency_keys WHERE idempotency_key = $1", refund_key)
+    assert outcomes.decode(stored).refund == failed
+    again = await api.request("POST", "/v1/refunds", {"payment": body["id"], "amount": 700}, idempotency_key=refund_key)
+    assert again.status == 200 and again.json() == answered
+
+
 async def test_concurrent_captures_advices_are_each_acknowledged_with_the_networks_code(api: Client, db) -> None:
     # The outbox acknowledges what one sending pass sent in one statement: each row gets its own code.
     import asyncio

@@ -116,11 +116,13 @@ async def record_refund(ctx: Context, services: Services) -> None:
 
 async def _finish(ctx: Context, services: Services, event: RefundEvent, response_code: str | None,
                   error: Result | None = None, reversal: items.OutboxItem | None = None) -> None:
-    assert ctx.payment is not None
-    async with transaction(services.pool) as conn:
-        finished = await finish_refund(conn, ctx.refund_id, _refund_of(ctx.payment), ctx.refund_amount, event,
-                                       response_code, ctx.caller.request_id, ctx.caller.idempotency_key, error,
-                                       reversal)
+    payment = ctx.payment
+    assert payment is not None and ctx.now is not None
+    pending = RefundRecord(id=ctx.refund_id, payment_id=payment.id, merchant_id=ctx.caller.merchant.id,
+                           amount=ctx.refund_amount, currency=payment.currency, status=RefundStatus.PENDING.value,
+                           failure_code=None, created_at=ctx.now)
+    finished = await finish_refund(services.pool, pending, _refund_of(payment), event, response_code,
+                                   ctx.caller.request_id, ctx.caller.idempotency_key, error, reversal)
     if finished is None:
         await idempotency.answer_stored(ctx, services)   # recovery failed and reversed it first
         return
@@ -133,9 +135,9 @@ async def finish_recovered(conn: asyncpg.Connection, pending: refund_store.Pendi
     refund = pending.refund
     reversal = items.reversal_of_refund(refund.payment_id, pending.network, refund.id, refund.amount, pending.stan,
                                         pending.rrn, pending.transmitted_at)
-    await finish_refund(conn, refund.id, RefundOf(refund.payment_id, refund.merchant_id, pending.network,
-                                                  refund.currency), refund.amount, RefundEvent.TIMED_OUT, None,
-                        request_id, pending.idempotency_key, reversal=reversal, recovering=True)
+    await finish_refund(conn, refund, RefundOf(refund.payment_id, refund.merchant_id, pending.network, refund.currency),
+                        RefundEvent.TIMED_OUT, None, request_id, pending.idempotency_key, reversal=reversal,
+                        recovering=True)
 
 
 REFUND = Operation("refund", steps=(idempotency.lock, reserve, refund_message, send.send_refund, record_refund),

@@ -13,19 +13,15 @@ import msgspec
 
 from switch.ledger import postings
 from switch.outbox import items
-from switch.payments import merchant_events
 from switch.payments import outcome as outcomes
 from switch.payments.context import Context, Services
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result
 from switch.payments.states import Event, RefundEvent, RefundStatus, Status, apply, apply_refund
 from switch.payments.steps.idempotency import answer_stored
-from switch.store import idempotency as key_store
-from switch.store import ledger as ledger_store
-from switch.store import outbox as outbox_store
 from switch.store import payments as payment_store
 from switch.store import refunds as refund_store
-from switch.store.records import OutboxItem, PaymentRecord
+from switch.store.records import OutboxItem, PaymentRecord, RefundRecord
 
 FAILURES = {Event.TIMED_OUT: "network_timeout", Event.NETWORK_UNAVAILABLE: "network_unavailable"}
 
@@ -71,39 +67,27 @@ class RefundOf(NamedTuple):
     status: str = Status.SUCCEEDED      # the payment's, which a refund leaves as it is
 
 
-async def finish_refund(conn: asyncpg.Connection, refund_id: str, payment: RefundOf, amount: int,
+async def finish_refund(conn: asyncpg.Connection | asyncpg.Pool, pending: RefundRecord, payment: RefundOf,
                         event: RefundEvent, response_code: str | None, request_id: str, idempotency_key: str,
                         error: Result | None = None, reversal: OutboxItem | None = None,
                         recovering: bool = False) -> tuple[Outcome, bytes] | None:
     """Move a pending refund on with `event`: credited to the ledger when approved, its reservation on the
     payment released otherwise (its 0200 reversed when `reversal` is given), and its idempotency key
-    answered. None, writing nothing, when the refund is no longer pending (recovery finished it)."""
+    answered, in one statement. None, writing nothing, when the refund is no longer pending (recovery
+    finished it)."""
     status = apply_refund(RefundStatus.PENDING, event)
     succeeded = status is RefundStatus.SUCCEEDED
-    refund = await refund_store.update_refund_finished(conn, refund_id, status, None if succeeded else event.value,
-                                                       response_code)
-    if refund is None:
-        return None
-    if succeeded:
-        await payment_store.insert_event(conn, payment.payment_id, Event.REFUND_SUCCEEDED, payment.status,
-                                         payment.status, amount, response_code)
-        await ledger_store.insert_entries(conn, postings.refund(refund_id, payment.payment_id, payment.merchant_id,
-                                                                payment.network, payment.currency, amount))
-    else:
-        await payment_store.update_refunded(conn, payment.payment_id, -amount)
-        await payment_store.insert_event(conn, payment.payment_id, Event.REFUND_FAILED, payment.status,
-                                         payment.status, amount, response_code)
-    if reversal is not None:
-        await outbox_store.insert_outbox(conn, reversal)
-    await merchant_events.refund_changed(conn, "refund.succeeded" if succeeded else "refund.failed",
-                                         payment.merchant_id, refund, request_id)
+    refund = msgspec.structs.replace(pending, status=status.value, failure_code=None if succeeded else event.value)
     if error is not None:
         outcome = Outcome(error, request_id)
     else:
         outcome = Outcome(Result.SUCCEEDED if succeeded else Result.REFUND_FAILED, request_id, refund=refund)
     data = outcomes.encode(outcome)
-    if recovering:
-        await key_store.update_key_outcome_if_open(conn, payment.merchant_id, idempotency_key, data, payment.payment_id)
-    else:
-        await key_store.update_key_outcome(conn, payment.merchant_id, idempotency_key, data, payment.payment_id)
-    return outcome, data
+    written = await refund_store.write_finished(conn, refund_store.Finished(
+        refund, response_code, 0 if succeeded else refund.amount, payment.status,
+        Event.REFUND_SUCCEEDED if succeeded else Event.REFUND_FAILED,
+        postings.refund(refund.id, payment.payment_id, payment.merchant_id, payment.network, payment.currency,
+                        refund.amount) if succeeded else [],
+        reversal, "refund.succeeded" if succeeded else "refund.failed",
+        outcomes.encode(Outcome(Result.SUCCEEDED, request_id, refund=refund)), idempotency_key, data, recovering))
+    return (outcome, data) if written else None
