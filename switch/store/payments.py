@@ -101,10 +101,10 @@ async def insert_event(conn: asyncpg.Connection, payment_id: str, type_: str, fr
 
 
 class Captured(NamedTuple):
-    """A capture's writes, worked out from the payment as it was read."""
+    """A capture's writes, worked out by its transaction while it holds the payment's row lock."""
 
     payment: PaymentRecord              # as the capture leaves it (amount_received: the amount captured)
-    before: PaymentRecord               # as it was read: the capture applies only if it is still so
+    from_status: str
     change_type: str                    # its state-change row's type (payment_events)
     advice: OutboxItem                  # the capture advice the outbox sends
     entries: list[LedgerEntry]
@@ -113,81 +113,35 @@ class Captured(NamedTuple):
     outcome: bytes                      # the key's answer, and the merchant event's data
 
 
-class KeyClaim(NamedTuple):
-    """An idempotency key the capture's own statement claims (nothing claimed it before)."""
-
-    path: str
-    fingerprint: bytes
-
-
-# A capture's writes in one statement: the payment, its state-change row, the capture advice, the ledger
-# entries, the merchant event and the key's answer. The payment as the update leaves it is worked out by the
-# caller, from the payment as it read it; the update applies only while the payment is still as read (its
-# status, amount capturable and review), and the rest only with it. Under the row lock (review approval)
-# that always holds, and the key, claimed earlier in the transaction, is answered. Without it (a capture),
-# the statement claims the key itself, answered: no BEGIN, lock, or COMMIT round trips. A payment changed
-# since the read writes nothing (the caller reads it again); a key claimed meanwhile fails the whole
-# statement on the key's primary key.
-def _captured_statement(claims_key: bool) -> str:
-    key = ("INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint, "
-           "outcome, payment_id, finished_at) SELECT $19, $22, 'POST', $26, $27, $21, $1, now() FROM pay"
-           if claims_key else
-           "UPDATE idempotency_keys SET outcome = $21, payment_id = $1, finished_at = now() "
-           "WHERE merchant_id = $19 AND idempotency_key = $22 AND EXISTS (SELECT FROM pay)")
-    return f"""
+# A capture's six writes in one statement, one round trip where they were six: the payment, its state-change
+# row, the capture advice, the ledger entries, the merchant event and the key's answer. The payment as the
+# update leaves it is worked out by the caller (it holds the row lock), not read back.
+_CAPTURED = """
 WITH pay AS (
-    UPDATE payments SET status = $2, amount_capturable = 0, amount_received = $3, updated_at = now()
-    WHERE id = $1 AND status = $4 AND amount_capturable = $24 AND review_status IS NOT DISTINCT FROM $25::text
-    RETURNING id
+    UPDATE payments SET status = $2, amount_capturable = 0, amount_received = $3, updated_at = now() WHERE id = $1
 ), state_change AS (
-    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) SELECT $1, $23, $4, $2, $3 FROM pay
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount) VALUES ($1, $23, $4, $2, $3)
 ), advice AS (
     INSERT INTO network_outbox (payment_id, kind, network, original_mti, processing_code, amount, original_amount,
                                 stan, rrn, transmitted_at)
-    SELECT $1, $5, $6, $7, $8, $9, $10, $11, $12, $13 FROM pay
+    VALUES ($1, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 ), ledger AS (
     INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
-    SELECT e.* FROM unnest($14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[]) AS e
-    WHERE EXISTS (SELECT FROM pay)
+    SELECT * FROM unnest($14::text[], $15::text[], $16::text[], $17::bigint[], $18::text[])
 ), merchant_event AS (
-    INSERT INTO events (merchant_id, type, object_id, data) SELECT $19, $20, $1, $21 FROM pay
-), key AS ({key})
-SELECT count(*) FROM pay"""
+    INSERT INTO events (merchant_id, type, object_id, data) VALUES ($19, $20, $1, $21)
+)
+UPDATE idempotency_keys SET outcome = $21, payment_id = $1, finished_at = now()
+WHERE merchant_id = $19 AND idempotency_key = $22"""
 
 
-_CAPTURED_LOCKED = _captured_statement(claims_key=False)
-_CAPTURED_CLAIMING = _captured_statement(claims_key=True)
-
-
-async def write_captured(conn: asyncpg.Connection | asyncpg.Pool, c: Captured, claim: KeyClaim | None = None) -> bool:
-    """Write a capture; False, writing nothing, when the payment is no longer as `c.before` (only possible
-    without its row lock). With `claim`, the key is claimed here; asyncpg.UniqueViolationError when
-    another request claimed it since the payment was read."""
-    p, before, a, entries = c.payment, c.before, c.advice, c.entries
-    args = [p.id, p.status, p.amount_received, before.status, a.kind, a.network, a.original_mti,
-            a.processing_code, a.amount, a.original_amount, a.stan, a.rrn, a.transmitted_at,
-            [e.posting_id for e in entries], [e.payment_id for e in entries], [e.account for e in entries],
-            [e.amount for e in entries], [e.currency for e in entries], p.merchant_id, c.event_type, c.outcome,
-            c.idempotency_key, c.change_type, before.amount_capturable, before.review_status]
-    if claim is None:
-        return bool(await conn.fetchval(_CAPTURED_LOCKED, *args))
-    return bool(await conn.fetchval(_CAPTURED_CLAIMING, *args, claim.path, claim.fingerprint))
-
-
-# The payment as it stands, without a lock, and whether the request's key has a row already.
-_PAYMENT_AND_KEY = f"""
-SELECT EXISTS (SELECT FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2) AS key_used, p.*
-FROM (SELECT) AS one LEFT JOIN LATERAL (
-    SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $3 AND merchant_id = $1
-) AS p ON true"""
-
-
-async def get_with_key(pool: asyncpg.Pool, merchant_id: str, key: str,
-                       payment_id: str) -> tuple[bool, PaymentRecord | None]:
-    """Whether (merchant, key) has a row, and the payment (None when the merchant has no such payment)."""
-    values = dict((await pool.fetchrow(_PAYMENT_AND_KEY, merchant_id, key, payment_id)).items())
-    used = values.pop("key_used")
-    return used, payment_record(values) if values["id"] is not None else None
+async def write_captured(conn: asyncpg.Connection, c: Captured) -> None:
+    p, a, entries = c.payment, c.advice, c.entries
+    await conn.execute(_CAPTURED, p.id, p.status, p.amount_received, c.from_status, a.kind, a.network,
+                       a.original_mti, a.processing_code, a.amount, a.original_amount, a.stan, a.rrn,
+                       a.transmitted_at, [e.posting_id for e in entries], [e.payment_id for e in entries],
+                       [e.account for e in entries], [e.amount for e in entries], [e.currency for e in entries],
+                       p.merchant_id, c.event_type, c.outcome, c.idempotency_key, c.change_type)
 
 
 async def update_canceled(conn: asyncpg.Connection, payment_id: str, status: str) -> PaymentRecord:

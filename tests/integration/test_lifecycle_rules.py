@@ -148,32 +148,3 @@ async def test_a_capture_racing_a_cancel_has_exactly_one_winner(stack, db) -> No
         outcome = by_rrn(stack, row["rrn"])
         assert outcome["charged_minor"] == (row["amount"] if winner == "capture" else 0)
     print("race winners:", winners)
-
-
-async def test_concurrent_captures_of_one_payment_have_exactly_one_winner(stack, db) -> None:
-    # A capture takes no row lock: it writes only if the payment is still as it read it
-    # (switch.store.payments.write_captured), so the others read it again and are refused.
-    clients = [Client(stack.switch_url, stack.api_key) for _ in range(4)]
-    try:
-        created = await clients[0].request("POST", "/v1/payments", payment(2000), idempotency_key=key())
-        payment_id = created.json()["id"]
-        answers = await asyncio.gather(*(client.request("POST", f"/v1/payments/{payment_id}/capture",
-                                                        {"amount_to_capture": 500 + 100 * n}, idempotency_key=key())
-                                         for n, client in enumerate(clients)))
-    finally:
-        await asyncio.gather(*(c.close() for c in clients))
-    statuses = sorted(answer.status for answer in answers)
-    assert statuses == [200, 400, 400, 400], statuses
-    winner = next(answer.json() for answer in answers if answer.status == 200)
-    assert all(answer.json()["error"]["code"] == "payment_unexpected_state" for answer in answers
-               if answer.status == 400)
-    row = await db.fetchrow("SELECT status, amount_received FROM payments WHERE id = $1", payment_id)
-    assert (row["status"], row["amount_received"]) == ("succeeded", winner["amount_received"])
-    assert await db.fetchval("SELECT count(*) FROM payment_events WHERE payment_id = $1 AND type = "
-                             "'payment.captured'", payment_id) == 1
-    assert await db.fetchval("SELECT count(*) FROM network_outbox WHERE payment_id = $1 AND kind = "
-                             "'capture_advice'", payment_id) == 1
-    assert await db.fetchval("SELECT count(*) FROM events WHERE object_id = $1 AND type = 'payment.captured'",
-                             payment_id) == 1
-    assert await db.fetchval("SELECT count(DISTINCT posting_id) FROM ledger_entries WHERE payment_id = $1 AND "
-                             "posting_id LIKE 'capture:%'", payment_id) == 1

@@ -185,56 +185,6 @@ async def test_a_declined_refund_gives_its_reservation_back_and_answers_its_key(
     assert again.status == 200 and again.json() == answered
 
 
-async def test_a_capture_writes_nothing_when_the_payment_changed_or_its_key_was_claimed(api: Client, stack,
-                                                                                       db) -> None:
-    # A capture is read, worked out, then written in one statement that applies only to the payment as read
-    # and claims the key itself (switch.store.payments.write_captured).
-    import asyncpg
-    import msgspec
-
-    from switch.ledger import postings
-    from switch.outbox import items
-    from switch.store import payments as payment_store
-    from switch.store.pool import create_pool
-
-    body = (await api.request("POST", "/v1/payments", payment(1500), idempotency_key=key())).json()
-    merchant_id = await db.fetchval("SELECT merchant_id FROM payments WHERE id = $1", body["id"])
-    pool = await create_pool(stack.database_url, 2)
-    try:
-        used, read = await payment_store.get_with_key(pool, merchant_id, key(), body["id"])
-        assert not used and read is not None and read.status == "requires_capture"
-
-        def writes(before: payment_store.PaymentRecord, capture_key: str) -> payment_store.Captured:
-            after = msgspec.structs.replace(before, status="succeeded", amount_capturable=0, amount_received=900)
-            return payment_store.Captured(after, before, "payment.captured", items.capture_advice(before, 900),
-                                          postings.capture(before.id, before.merchant_id, before.network,
-                                                           before.currency, 900),
-                                          "payment.captured", capture_key, b"answer")
-
-        claim = payment_store.KeyClaim(f"/v1/payments/{read.id}/capture", b"f" * 32)
-        stale_key, taken = key(), key()
-        stale = msgspec.structs.replace(read, amount_capturable=read.amount_capturable + 1)
-        assert not await payment_store.write_captured(pool, writes(stale, stale_key), claim)
-        await db.execute("INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, "
-                         "fingerprint) VALUES ($1, $2, 'POST', '/v1/refunds', '\\x00')", merchant_id, taken)
-        with pytest.raises(asyncpg.UniqueViolationError) as caught:
-            await payment_store.write_captured(pool, writes(read, taken), claim)
-        assert caught.value.constraint_name == "idempotency_keys_pkey"
-
-        row = await db.fetchrow("SELECT status, amount_capturable FROM payments WHERE id = $1", read.id)
-        assert (row["status"], row["amount_capturable"]) == ("requires_capture", 1500)
-        written = await db.fetchrow(
-            "SELECT (SELECT count(*) FROM payment_events WHERE payment_id = $1 AND type = 'payment.captured') AS "
-            "changes, (SELECT count(*) FROM network_outbox WHERE payment_id = $1) AS advices, (SELECT count(*) "
-            "FROM ledger_entries WHERE payment_id = $1) AS entries, (SELECT count(*) FROM events WHERE object_id "
-            "= $1 AND type = 'payment.captured') AS events, (SELECT count(*) FROM idempotency_keys WHERE "
-            "idempotency_key = $2) AS stale_keys", read.id, stale_key)
-        assert dict(written) == {"changes": 0, "advices": 0, "entries": 0, "events": 0, "stale_keys": 0}
-        assert await payment_store.write_captured(pool, writes(read, key()), claim)      # as read: it applies
-    finally:
-        await pool.close()
-
-
 async def test_concurrent_captures_advices_are_each_acknowledged_with_the_networks_code(api: Client, db) -> None:
     # The outbox acknowledges what one sending pass sent in one statement: each row gets its own code.
     import asyncio
