@@ -54,9 +54,21 @@ class MacKeyError(ValueError):
 # ----- CMAC ------------------------------------------------------------------------------------------
 
 
+# A CMAC state keyed once per key and copied per message: making one (the AES key schedule, the subkeys)
+# took 1.2 µs a message where a copy takes 0.35, and every message is signed at one end and verified at the
+# other. Keys change at each sign-on; the states of old ones go when the table is full.
+_KEYED_MAX = 64
+_keyed: dict[bytes, CMAC] = {}
+
+
 def cmac_full(key: bytes, data: bytes) -> bytes:
     """The whole 16-byte AES-CMAC of `data` (RFC 4493 / SP 800-38B)."""
-    mac = CMAC(algorithms.AES(key))
+    keyed = _keyed.get(key)
+    if keyed is None:
+        if len(_keyed) >= _KEYED_MAX:
+            _keyed.clear()
+        keyed = _keyed[key] = CMAC(algorithms.AES(key))
+    mac = keyed.copy()
     mac.update(data)
     return mac.finalize()
 

@@ -154,3 +154,14 @@ def test_key_file_round_trip_and_errors_never_show_keys():
     for text in ("not json", "[]", json.dumps({"Visa!": "00" * 32}), json.dumps({"visa": "zz" * 32})):
         with pytest.raises(mac.MacKeyError):
             mac.parse_master_keys(text)
+
+
+def test_a_keyed_state_reused_across_messages_and_keys_gives_each_its_own_mac():
+    # cmac_full keeps one keyed CMAC state per key and copies it per message (a bounded table).
+    keys = [bytes([n]) * 16 for n in range(mac._KEYED_MAX + 3)]    # more keys than the table holds
+    for data in (b"", b"one message", b"another, longer message than one block"):
+        for key in keys + keys[:2]:
+            fresh = CMAC(algorithms.AES(key))
+            fresh.update(data)
+            assert mac.cmac_full(key, data) == fresh.finalize()
+    assert len(mac._keyed) <= mac._KEYED_MAX
