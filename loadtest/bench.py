@@ -32,7 +32,7 @@ from pathlib import Path
 
 import msgspec
 
-from loadtest import statements
+from loadtest import statements, steps
 from loadtest.httpclient import Client
 from loadtest.mix import EXPIRY, SAVED_CARDS, Mix, NewCards, Step, card_body
 from loadtest.profile import Profiler
@@ -493,6 +493,8 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
               flush=True)
         profiling = args.statements and getattr(args, "database_url", None)
         before = await statements.snapshot(args.database_url) if profiling else {}
+        timing_steps = args.steps and getattr(args, "ops_url", None)
+        steps_before = await asyncio.to_thread(steps.snapshot, args.ops_url) if timing_steps else {}
         profiler = None
         if args.profile:
             python = {name: pid for name, pid in roots.items() if name in PYTHON_PROCESSES}
@@ -509,6 +511,10 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
         if getattr(args, "ops_url", None):
             await asyncio.sleep(1.5)        # the switch hands its screen counters to /metrics once a second
             await asyncio.to_thread(print_fraud_screen, args.ops_url)
+        if timing_steps:
+            steps_after = await asyncio.to_thread(steps.snapshot, args.ops_url)
+            print("\n".join(steps.report(steps_before, steps_after, results.payments, cpu.get("switch", 0.0))),
+                  flush=True)
         if receiver is not None:
             await receiver.report(getattr(args, "database_url", None))
         ok = results.payments
@@ -673,6 +679,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--statements", action="store_true",
                         help="Postgres with pg_stat_statements: print the statements that took its time during the "
                              "run (loadtest/statements.py)")
+    parser.add_argument("--steps", action="store_true",
+                        help="the switch with SWITCH_STEP_CPU=1: print each pipeline step's own CPU per run "
+                             "(loadtest/steps.py)")
     plot_group = parser.add_mutually_exclusive_group()
     plot_group.add_argument("--plot", metavar="PATH",
                             help="where to draw throughput, latency and CPU per second "
@@ -701,7 +710,8 @@ def main(argv: list[str] | None = None) -> int:
     # The screen runs in full (signals, counters, score, rules) but acts on the lists only: the bench pays
     # with a few saved cards thousands of times a second.
     stack = Stack(run_dir=new_run_dir(), tls=args.tls, address_rate_limit_per_s=1_000_000,
-                  merchant_rate_limit_per_s=1_000_000, fraud_rules="lists", statements=args.statements)
+                  merchant_rate_limit_per_s=1_000_000, fraud_rules="lists", statements=args.statements,
+                  switch_server_env={"SWITCH_STEP_CPU": "1"} if args.steps else {})
     def body(stack: Stack) -> int:
         args.ca_file = stack.tls_ca_file or None
         args.ops_url = stack.switch_ops_url
