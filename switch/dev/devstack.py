@@ -42,7 +42,6 @@ MAC_NETWORKS = ("visa", "mastercard", "generic")
 PR_SET_PDEATHSIG = 1
 
 
-POSTGRES_SHARED_BUFFERS = "2GB"
 POSTGRES_CHECKPOINTS = ("-c", "max_wal_size=4GB", "-c", "checkpoint_timeout=15min", "-c", "wal_compression=lz4")
 
 
@@ -283,10 +282,7 @@ class Stack:
         service = self.spawn("postgres", [
             str(bin_dir / "postgres"), "-D", str(data_dir), "-p", str(port), "-c", "listen_addresses=127.0.0.1",
             "-c", f"unix_socket_directories={base}", "-c", "max_connections=300",
-            # 2 GB of buffers: with 256 MB, a 10-minute bench of the mix outgrew them within two minutes
-            # (its indexes take keys in random order), and the backends wrote 1,500-3,700 dirty pages a
-            # second themselves to make room (pg_stat_bgwriter.buffers_backend), on top of their work.
-            "-c", f"shared_buffers={POSTGRES_SHARED_BUFFERS}", "-c", "logging_collector=off",
+            "-c", "shared_buffers=256MB", "-c", "logging_collector=off",
             # Checkpoints as a write-heavy server spaces them: at 1 GB of WAL (the default) the bench's load
             # forced one every 40 s, each followed by a full page image of every page written again.
             *POSTGRES_CHECKPOINTS,
