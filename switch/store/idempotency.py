@@ -23,14 +23,6 @@ async def update_key_outcome(conn: asyncpg.Connection, merchant_id: str, key: st
                        "WHERE merchant_id = $1 AND idempotency_key = $2", merchant_id, key, outcome, payment_id)
 
 
-async def update_key_outcome_if_open(conn: asyncpg.Connection, merchant_id: str, key: str, outcome: bytes,
-                                     payment_id: str) -> None:
-    """Answer a key that has no outcome yet (recovery: the request's worker died)."""
-    await conn.execute("UPDATE idempotency_keys SET outcome = $3, payment_id = $4, finished_at = now() "
-                       "WHERE merchant_id = $1 AND idempotency_key = $2 AND outcome IS NULL",
-                       merchant_id, key, outcome, payment_id)
-
-
 async def delete_expired_keys(pool: asyncpg.Pool, retention_s: int, batch_max: int = 5000) -> int:
     """The 24 h reaper: remove finished keys older than the retention, in bounded batches."""
     status = await pool.execute(

@@ -151,12 +151,6 @@ async def update_canceled(conn: asyncpg.Connection, payment_id: str, status: str
     return payment_record(row)
 
 
-async def update_refunded(conn: asyncpg.Connection, payment_id: str, amount_delta: int) -> None:
-    """Reserve (positive) or release (negative) part of what was captured for a refund."""
-    await conn.execute("UPDATE payments SET amount_refunded = amount_refunded + $2, updated_at = now() "
-                       "WHERE id = $1", payment_id, amount_delta)
-
-
 # A payment that never got its answer: failed with its event, its idempotency key answered, and when the
 # request may have reached the network, its reversal queued (the row given as data, switch.outbox.items),
 # all in one statement. The timeout path and recovery both use it; nothing happens (no row) when the
