@@ -20,7 +20,7 @@ from switch.payments.commands import Caller
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result
 from switch.payments.trace import Trace, TraceAllocator
-from switch.store.records import PaymentRecord
+from switch.store.records import PaymentRecord, RefundRecord
 from switch.store.writer import PaymentWriter
 from switch.vault_client import VaultClient
 
@@ -67,8 +67,7 @@ class Context:
     network: str = ""
     trace: Trace | None = None
     payment: PaymentRecord | None = None
-    refund_id: str = ""
-    refund_amount: int = 0
+    refund: RefundRecord | None = None     # the pending refund, as its reservation wrote it
     transmitted_at: str = ""     # field 7 of the request: a reversal repeats it
     now: datetime | None = None
     message: Message | None = None

@@ -25,25 +25,16 @@ class Operation:
 
 
 async def run(operation: Operation, ctx: Context, services: Services) -> None:
-    if step_cpu.enabled:
-        await _run_measured(operation, ctx, services)
-        return
+    measured = step_cpu.enabled
     for step in operation.steps:
-        await step(ctx, services)
+        await (_measured(operation, step, ctx, services) if measured else step(ctx, services))
         if ctx.outcome is not None:
             break
     for step in operation.closing:
-        await step(ctx, services)
+        await (_measured(operation, step, ctx, services) if measured else step(ctx, services))
     assert ctx.outcome is not None, f"{operation.name} ended without an outcome"
 
 
-async def _run_measured(operation: Operation, ctx: Context, services: Services) -> None:
-    """As run, each step awaited through step_cpu.Timed."""
-    name = operation.name
-    for step in operation.steps:
-        await step_cpu.Timed(name, getattr(step, "__name__", "step"), step(ctx, services))  # type: ignore[arg-type]
-        if ctx.outcome is not None:
-            break
-    for step in operation.closing:
-        await step_cpu.Timed(name, getattr(step, "__name__", "step"), step(ctx, services))  # type: ignore[arg-type]
-    assert ctx.outcome is not None, f"{operation.name} ended without an outcome"
+def _measured(operation: Operation, step: Step, ctx: Context, services: Services) -> step_cpu.Timed:
+    """The step, awaited through step_cpu.Timed (its own CPU time counted)."""
+    return step_cpu.Timed(operation.name, getattr(step, "__name__", "step"), step(ctx, services))  # type: ignore[arg-type]

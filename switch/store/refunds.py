@@ -67,7 +67,6 @@ class Finished(NamedTuple):
 
     refund: RefundRecord               # its status and failure code as the finish leaves them
     response_code: str | None          # the network's field 39, when it answered
-    released: int                      # the reservation given back to the payment (0 when refunded)
     payment_status: str                # the payment's, which a refund leaves as it is
     change_type: str                   # the payment's state-change row (payment_events)
     entries: list[LedgerEntry]         # the refund's ledger entries (none when it failed)
@@ -81,34 +80,35 @@ class Finished(NamedTuple):
 
 # A refund's finish in one statement, where it was up to eight round trips in a transaction: the refund
 # leaves `pending`, and only if it did (recovery may have finished it first), the reservation released on
-# a failure, the payment's state-change row, the ledger entries on a success, the reversal when it may
-# have reached the network, the merchant event and the key's answer. Alone it needs no transaction.
+# a failure (the refund's whole amount), the payment's state-change row, the ledger entries on a success,
+# the reversal when it may have reached the network, the merchant event and the key's answer. Alone it
+# needs no transaction.
 _FINISH = """
 WITH refund AS (
     UPDATE refunds SET status = $2, failure_code = $3, response_code = $4, updated_at = now()
     WHERE id = $1 AND status = 'pending' RETURNING id
 ), released AS (
-    UPDATE payments SET amount_refunded = amount_refunded - $5, updated_at = now()
-    WHERE id = $6 AND $5 > 0 AND EXISTS (SELECT FROM refund)
+    UPDATE payments SET amount_refunded = amount_refunded - $8, updated_at = now()
+    WHERE id = $5 AND $2 <> 'succeeded' AND EXISTS (SELECT FROM refund)
 ), state_change AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code)
-    SELECT $6, $7, $8, $8, $9, $4 FROM refund
+    SELECT $5, $6, $7, $7, $8, $4 FROM refund
 ), ledger AS (
     INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
-    SELECT e.* FROM unnest($10::text[], $11::text[], $12::text[], $13::bigint[], $14::text[]) AS e
+    SELECT e.* FROM unnest($9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[]) AS e
     WHERE EXISTS (SELECT FROM refund)
 ), reversal AS (
     INSERT INTO network_outbox (payment_id, kind, refund_id, network, original_mti, processing_code, amount,
                                 original_amount, stan, rrn, transmitted_at)
-    SELECT $15::text, $16::text, $17::text, $18::text, $19::text, $20::text, $21::bigint, $22::bigint, $23::text,
-           $24::text, $25::text
-    FROM refund WHERE $16::text IS NOT NULL
+    SELECT $14::text, $15::text, $16::text, $17::text, $18::text, $19::text, $20::bigint, $21::bigint, $22::text,
+           $23::text, $24::text
+    FROM refund WHERE $15::text IS NOT NULL
 ), merchant_event AS (
-    INSERT INTO events (merchant_id, type, object_id, data) SELECT $26, $27, $1, $28 FROM refund
+    INSERT INTO events (merchant_id, type, object_id, data) SELECT $25, $26, $1, $27 FROM refund
 ), key AS (
-    UPDATE idempotency_keys SET outcome = $29, payment_id = $6, finished_at = now()
-    WHERE merchant_id = $26 AND idempotency_key = $30 AND EXISTS (SELECT FROM refund)
-      AND (outcome IS NULL OR NOT $31)
+    UPDATE idempotency_keys SET outcome = $28, payment_id = $5, finished_at = now()
+    WHERE merchant_id = $25 AND idempotency_key = $29 AND EXISTS (SELECT FROM refund)
+      AND (outcome IS NULL OR NOT $30)
 )
 SELECT count(*) FROM refund"""
 
@@ -119,7 +119,7 @@ async def write_finished(conn: asyncpg.Connection | asyncpg.Pool, f: Finished) -
     reversal = ((x.payment_id, x.kind, x.refund_id, x.network, x.original_mti, x.processing_code, x.amount,
                  x.original_amount, x.stan, x.rrn, x.transmitted_at) if x is not None else (None,) * 11)
     return bool(await conn.fetchval(
-        _FINISH, r.id, r.status, r.failure_code, f.response_code, f.released, r.payment_id, f.change_type,
+        _FINISH, r.id, r.status, r.failure_code, f.response_code, r.payment_id, f.change_type,
         f.payment_status, r.amount, [i.posting_id for i in e], [i.payment_id for i in e], [i.account for i in e],
         [i.amount for i in e], [i.currency for i in e], *reversal, r.merchant_id, f.event_type, f.event_data,
         f.outcome, f.idempotency_key, f.only_open_key))

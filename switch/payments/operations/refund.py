@@ -62,7 +62,7 @@ async def reserve(ctx: Context, services: Services) -> None:
         await answer_refusal(ctx, services, refused)
         return
     ctx.claimed = True
-    ctx.payment, ctx.refund_id, ctx.refund_amount = payment, refund_id, amount
+    ctx.payment, ctx.refund = payment, created
     ctx.transmitted_at, ctx.now = transmitted_at, now
     ctx.network = payment.network
     failpoint("refund.after_reserve")
@@ -81,8 +81,8 @@ def _refundable(ctx: Context, payment: PaymentRecord, asked: int | None) -> int:
 
 async def refund_message(ctx: Context, services: Services) -> None:
     """The card from the vault by the payment's token, and the refund's 0200."""
-    payment, trace = ctx.payment, ctx.trace
-    assert payment is not None and trace is not None
+    payment, trace, refund = ctx.payment, ctx.trace, ctx.refund
+    assert payment is not None and trace is not None and refund is not None
     try:
         card = await services.vault.detokenize(ctx.caller.merchant.id, payment.card_token)
     except VaultError as error:
@@ -91,19 +91,19 @@ async def refund_message(ctx: Context, services: Services) -> None:
     currency = lookup_currency(payment.currency)
     assert currency is not None
     ctx.message = messages.financial_request(
-        pan=card.number.reveal(), amount_minor=ctx.refund_amount, currency=currency.numeric, stan=trace.stan,
+        pan=card.number.reveal(), amount_minor=refund.amount, currency=currency.numeric, stan=trace.stan,
         rrn=trace.rrn, terminal_id=trace.terminal_id, merchant_id=ctx.caller.merchant.id[-15:],
         expiry_yymm=card.expiry_yymm, processing_code=PROCESSING_CODE_REFUND, now=ctx.now)
 
 
 async def record_refund(ctx: Context, services: Services) -> None:
-    payment, trace = ctx.payment, ctx.trace
-    assert payment is not None and trace is not None
+    payment, trace, refund = ctx.payment, ctx.trace, ctx.refund
+    assert payment is not None and trace is not None and refund is not None
     if ctx.network_error is not None:
         if ctx.network_error.retryable:                      # never sent
             await _finish(ctx, services, RefundEvent.NOT_SENT, None)
             return
-        reversal = items.reversal_of_refund(payment.id, payment.network, ctx.refund_id, ctx.refund_amount,
+        reversal = items.reversal_of_refund(payment.id, payment.network, refund.id, refund.amount,
                                             trace.stan, trace.rrn, ctx.transmitted_at)
         await _finish(ctx, services, RefundEvent.TIMED_OUT, None, reversal=reversal)
         services.wake_outbox()
@@ -116,11 +116,8 @@ async def record_refund(ctx: Context, services: Services) -> None:
 
 async def _finish(ctx: Context, services: Services, event: RefundEvent, response_code: str | None,
                   error: Result | None = None, reversal: items.OutboxItem | None = None) -> None:
-    payment = ctx.payment
-    assert payment is not None and ctx.now is not None
-    pending = RefundRecord(id=ctx.refund_id, payment_id=payment.id, merchant_id=ctx.caller.merchant.id,
-                           amount=ctx.refund_amount, currency=payment.currency, status=RefundStatus.PENDING.value,
-                           failure_code=None, created_at=ctx.now)
+    payment, pending = ctx.payment, ctx.refund
+    assert payment is not None and pending is not None
     finished = await finish_refund(services.pool, pending, _refund_of(payment), event, response_code,
                                    ctx.caller.request_id, ctx.caller.idempotency_key, error, reversal)
     if finished is None:

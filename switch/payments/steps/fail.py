@@ -83,11 +83,14 @@ async def finish_refund(conn: asyncpg.Connection | asyncpg.Pool, pending: Refund
     else:
         outcome = Outcome(Result.SUCCEEDED if succeeded else Result.REFUND_FAILED, request_id, refund=refund)
     data = outcomes.encode(outcome)
+    # The merchant event carries the refund as a success's answer does: the same bytes when it is one.
+    event_data = data if outcome.result is Result.SUCCEEDED else outcomes.encode(
+        Outcome(Result.SUCCEEDED, request_id, refund=refund))
     written = await refund_store.write_finished(conn, refund_store.Finished(
-        refund, response_code, 0 if succeeded else refund.amount, payment.status,
+        refund, response_code, payment.status,
         Event.REFUND_SUCCEEDED if succeeded else Event.REFUND_FAILED,
         postings.refund(refund.id, payment.payment_id, payment.merchant_id, payment.network, payment.currency,
                         refund.amount) if succeeded else [],
         reversal, "refund.succeeded" if succeeded else "refund.failed",
-        outcomes.encode(Outcome(Result.SUCCEEDED, request_id, refund=refund)), idempotency_key, data, recovering))
+        event_data, idempotency_key, data, recovering))
     return (outcome, data) if written else None
