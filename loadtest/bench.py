@@ -37,7 +37,7 @@ from loadtest.httpclient import Client
 from loadtest.mix import EXPIRY, SAVED_CARDS, Mix, NewCards, Step, card_body
 from loadtest.profile import Profiler
 from loadtest.stacks import run_on_stack
-from loadtest.timeline import Run, Timeline, cpu_per_payment_us, draw, per_window
+from loadtest.timeline import Run, Timeline, cpu_per_payment_by_process_us, cpu_per_payment_us, draw, per_window
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PYTHON_PROCESSES = ("switch", "vault", "simulator", "loadgen")       # what --profile samples
@@ -413,9 +413,12 @@ def print_windows(line: Timeline, elapsed_s: float) -> None:
     """Throughput, p99 and machine CPU per payment for every 10 s of the run: a decay shows here."""
     print("per 10 s:")
     for window in per_window(line, elapsed_s):
+        by_process = cpu_per_payment_by_process_us(line, window)
+        largest = sorted(by_process.items(), key=lambda item: item[1], reverse=True)[:3]
         print(f"  {window.start_s:5.0f}-{window.start_s + window.width_s:<5.0f} s  {window.payments_per_s:7,.0f} "
               f"payments/s  p99 {window.latency_ms['p99']:7.1f} ms  errors/s {window.errors_per_s:5.1f}  "
-              f"CPU {cpu_per_payment_us(line, window):6,.0f} µs/payment")
+              f"CPU {cpu_per_payment_us(line, window):6,.0f} µs/payment  ("
+              + ", ".join(f"{name} {us:,.0f}" for name, us in largest) + ")")
 
 
 def report(results: Results, elapsed_s: float, cpu: dict[str, float], connections: int,

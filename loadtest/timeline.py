@@ -140,11 +140,21 @@ def per_window(timeline: Timeline, elapsed_s: float, window_s: int = 10) -> list
 
 def cpu_per_payment_us(timeline: Timeline, figures: SecondFigures) -> float:
     """Machine CPU per approved payment in a window, from the CPU samples that ended in it."""
-    end_s = figures.start_s + figures.width_s
-    cpu_s = sum(sum(sample.cpu_s.values()) for sample in timeline.cpu_samples
-                if figures.start_s + 0.5 < sample.end_s <= end_s + 0.5)
     approved = figures.payments_per_s * figures.width_s
-    return cpu_s / approved * 1e6 if approved else math.nan
+    return sum(cpu_per_payment_by_process_us(timeline, figures).values()) if approved else math.nan
+
+
+def cpu_per_payment_by_process_us(timeline: Timeline, figures: SecondFigures) -> dict[str, float]:
+    """Each process tree's CPU per approved payment in a window (NaN for a window without one), from the CPU
+    samples that ended in it: which process a decay over a long run is in."""
+    end_s = figures.start_s + figures.width_s
+    cpu_s: dict[str, float] = {}
+    for sample in timeline.cpu_samples:
+        if figures.start_s + 0.5 < sample.end_s <= end_s + 0.5:
+            for name, seconds in sample.cpu_s.items():
+                cpu_s[name] = cpu_s.get(name, 0.0) + seconds
+    approved = figures.payments_per_s * figures.width_s
+    return {name: seconds / approved * 1e6 if approved else math.nan for name, seconds in cpu_s.items()}
 
 
 def _figures(seconds: list[Second], start_s: float, width_s: float) -> SecondFigures:

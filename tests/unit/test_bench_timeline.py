@@ -81,3 +81,5 @@ def test_windows_of_ten_seconds_with_their_cpu_per_payment():
     assert [each.payments_per_s for each in windows] == [100, 50]
     assert timeline.cpu_per_payment_us(line, windows[0]) == pytest.approx(0.1 / 100 * 1e6)   # 1,000 µs
     assert timeline.cpu_per_payment_us(line, windows[1]) == pytest.approx(0.1 / 50 * 1e6)    # 2,000 µs
+    by_process = timeline.cpu_per_payment_by_process_us(line, windows[1])
+    assert by_process == {"switch": pytest.approx(0.05 / 50 * 1e6), "postgres": pytest.approx(0.05 / 50 * 1e6)}
