@@ -131,5 +131,24 @@ async def list_mismatched_refunds(conn: Conn, rows_max: int) -> list[asyncpg.Rec
     return await conn.fetch(_REFUNDS_MISMATCHED, rows_max)
 
 
+# The rows a payment writes beside its own name it without a foreign key (schema.sql says why): (table, the
+# row's id, the column naming the payment). One anti-join each.
+_NAMING_A_PAYMENT = (
+    ("payment_events", "id::text", "payment_id"),
+    ("ledger_entries", "id::text", "payment_id"),
+    ("network_outbox", "id::text", "payment_id"),
+    ("refunds", "id", "payment_id"),
+)
+_ORPHANS = "\nUNION ALL\n".join(
+    f"(SELECT '{child}' AS child, c.{row_id} AS row_id, c.{column} AS missing FROM {child} c "
+    f"WHERE c.{column} IS NOT NULL AND NOT EXISTS (SELECT FROM payments p WHERE p.id = c.{column}) LIMIT $1)"
+    for child, row_id, column in _NAMING_A_PAYMENT)
+
+
+async def list_orphans(conn: Conn, rows_max: int) -> list[asyncpg.Record]:
+    """Rows naming a payment that does not exist (at most `rows_max` per kind)."""
+    return await conn.fetch(_ORPHANS, rows_max)
+
+
 async def count_postings(conn: Conn) -> int:
     return int(await conn.fetchval("SELECT count(DISTINCT posting_id) FROM ledger_entries"))

@@ -63,3 +63,36 @@ def test_ledger_check_passes_and_catches_an_unbalanced_posting(stack) -> None:
         assert "UNBALANCED test:broken" in result.stdout
     finally:
         asyncio.run(repair())
+
+
+def test_ledger_check_catches_rows_naming_a_missing_payment(stack) -> None:
+    """A payment's events, entries, advices and refunds carry no foreign key (schema.sql): the check is what
+    finds one naming a payment that does not exist."""
+    import asyncio
+
+    import asyncpg
+
+    async def run(*statements: str) -> None:
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+
+    assert run_cli(stack, "ledger", "check").returncode == 0
+    asyncio.run(run(
+        "INSERT INTO payment_events (payment_id, type, to_status) VALUES ('pay_test_missing', 'test', 'failed')",
+        "INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency) VALUES "
+        "('test:orphan', 'pay_test_gone', 'test:a', 5, 'usd'), ('test:orphan', 'pay_test_gone', 'test:b', -5, 'usd')"))
+    try:
+        result = run_cli(stack, "ledger", "check")
+        assert result.returncode == 1
+        lines = [line for line in result.stdout.splitlines() if line.startswith("ORPHAN")]
+        assert len(lines) == 3, result.stdout
+        assert sum("ORPHAN payment_events" in line and "names payment pay_test_missing" in line for line in lines) == 1
+        assert sum("ORPHAN ledger_entries" in line and "names payment pay_test_gone" in line for line in lines) == 2
+    finally:
+        asyncio.run(run("DELETE FROM payment_events WHERE payment_id = 'pay_test_missing'",
+                        "DELETE FROM ledger_entries WHERE posting_id = 'test:orphan'"))
+    assert run_cli(stack, "ledger", "check").returncode == 0
