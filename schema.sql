@@ -2,13 +2,14 @@
 -- The vault's tables live in their own schema and role (vault/schema.sql); switch_app cannot read them.
 -- Amounts are integers in the currency's minor units. Timestamps are UTC.
 --
--- The rows a payment writes beside its own (payment_events, ledger_entries, network_outbox, refunds) name
--- it without a foreign key. A foreign key check locks the parent row FOR KEY SHARE, so every event, entry,
--- advice and refund locked its payment's row again, a lock written to the WAL each time: without those four
--- checks Postgres spent 96 µs less a payment under the bench's mix (docs/performance.md). Nothing deletes a
--- payment, and each of these rows is written in the statement or transaction that writes or holds its
--- payment; `switch ledger check` reports any row naming a payment that does not exist. The merchant foreign
--- keys stay: without them Postgres spent no measurably less.
+-- The tables every payment writes (payments, idempotency_keys, payment_events, ledger_entries,
+-- network_outbox, refunds) declare no foreign keys to merchants or payments. A foreign key check locks the
+-- parent row FOR KEY SHARE, a lock written to the WAL: every payment locked its merchant's row (one row,
+-- shared by all of that merchant's concurrent payments), and its own row again for each event, ledger entry,
+-- advice and refund. Without those checks, and the vault's (vault/schema.sql), Postgres spent 61 µs less a
+-- payment under the bench's mix (6 pairs; 96 in 4 earlier ones; docs/performance.md). Nothing deletes a
+-- merchant or a payment, and each of these rows is written in the statement or transaction that writes or
+-- holds its payment; `switch ledger check` reports any row naming a merchant or payment that does not exist.
 
 CREATE TABLE merchants (
     id          text PRIMARY KEY,                      -- acct_<base62>
@@ -36,7 +37,7 @@ CREATE TABLE api_keys (
 
 CREATE TABLE payments (
     id                    text PRIMARY KEY,            -- pay_<base62>
-    merchant_id           text NOT NULL REFERENCES merchants (id),
+    merchant_id           text NOT NULL,
     status                text NOT NULL CHECK (status IN ('processing', 'requires_capture', 'succeeded',
                                                          'canceled', 'failed', 'settled')),
     amount                bigint NOT NULL CHECK (amount > 0),
@@ -119,7 +120,7 @@ CREATE INDEX events_created ON events USING brin (created_at);
 CREATE TABLE refunds (
     id             text PRIMARY KEY,                   -- re_<base62>
     payment_id     text NOT NULL,
-    merchant_id    text NOT NULL REFERENCES merchants (id),
+    merchant_id    text NOT NULL,
     amount         bigint NOT NULL CHECK (amount > 0),
     currency       text NOT NULL,
     status         text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed', 'settled')),
@@ -185,7 +186,7 @@ CREATE INDEX payment_methods_customer ON payment_methods (customer_id, created_a
 -- Idempotency (Stripe semantics). Written before anything is sent to a network: the row is the
 -- write-ahead record of the request; its stored outcome is rendered again, byte for byte, on a replay.
 CREATE TABLE idempotency_keys (
-    merchant_id      text NOT NULL REFERENCES merchants (id),
+    merchant_id      text NOT NULL,
     idempotency_key  text NOT NULL CHECK (length(idempotency_key) BETWEEN 1 AND 255),
     request_method   text NOT NULL,
     request_path     text NOT NULL,

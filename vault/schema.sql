@@ -15,6 +15,19 @@ CREATE TABLE vault.data_keys (
     created_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE UNIQUE INDEX data_keys_one_active ON vault.data_keys (state) WHERE state = 'active';
+-- Tokens name their key by version without a foreign key: the check locked this one active row FOR KEY SHARE
+-- for every card stored, a lock all concurrent tokenizations share (schema.sql has the measurement). What the
+-- foreign key guarded is kept here: a data key is never deleted or renumbered, since a token naming a missing
+-- version could never be read again.
+CREATE FUNCTION vault.refuse_data_key_loss() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'vault.data_keys rows are never deleted or renumbered: tokens name them by version';
+END
+$$;
+CREATE TRIGGER data_keys_never_deleted BEFORE DELETE OR TRUNCATE ON vault.data_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION vault.refuse_data_key_loss();
+CREATE TRIGGER data_keys_never_renumbered BEFORE UPDATE OF version ON vault.data_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION vault.refuse_data_key_loss();
 
 -- The HMAC key for card fingerprints, wrapped by the KEK like a DEK. One row.
 CREATE TABLE vault.fingerprint_key (
@@ -29,7 +42,7 @@ CREATE TABLE vault.tokens (
     id          text PRIMARY KEY CHECK (id LIKE 'tok\_%'),
     merchant_id text NOT NULL,
     fingerprint bytea NOT NULL CHECK (length(fingerprint) = 32),
-    key_version integer NOT NULL REFERENCES vault.data_keys (version),
+    key_version integer NOT NULL,
     nonce       bytea NOT NULL CHECK (length(nonce) = 12),
     ciphertext  bytea NOT NULL,
     brand       text NOT NULL,

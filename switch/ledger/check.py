@@ -2,8 +2,8 @@
 captured, every refund's posting matches whether it succeeded, and every settlement (a matched line of an
 active settlement file) is posted and is the only way a payment or refund became `settled`; every settled
 payments' net was released to their merchant's available balance, and every payout's postings match its
-status. And every event, ledger entry, outbox item and refund names a payment that exists: they carry no
-foreign key to it (schema.sql says why), so this is where a row naming a missing one is found."""
+status. And every row a payment writes names a merchant and payment that exist: those tables carry no
+foreign keys (schema.sql says why), so this is where a row naming a missing one is found."""
 
 from __future__ import annotations
 
@@ -36,6 +36,6 @@ async def check(conn: asyncpg.Connection | asyncpg.Pool) -> list[str]:
         problems.append(f"PAYOUT {row['id']} {row['status']} {row['amount']} but took {row['debited']} from "
                         f"available, {row['clearing']} in clearing")
     for row in await ledger_store.list_orphans(conn, CHECK_ROWS_MAX):
-        problems.append(f"ORPHAN {row['child']} {row['row_id']} names payment {row['missing'][:64]}, "
+        problems.append(f"ORPHAN {row['child']} {row['row_id'][:64]} names {row['named']} {row['missing'][:64]}, "
                         f"which does not exist")
     return problems

@@ -131,22 +131,25 @@ async def list_mismatched_refunds(conn: Conn, rows_max: int) -> list[asyncpg.Rec
     return await conn.fetch(_REFUNDS_MISMATCHED, rows_max)
 
 
-# The rows a payment writes beside its own name it without a foreign key (schema.sql says why): (table, the
-# row's id, the column naming the payment). One anti-join each.
-_NAMING_A_PAYMENT = (
-    ("payment_events", "id::text", "payment_id"),
-    ("ledger_entries", "id::text", "payment_id"),
-    ("network_outbox", "id::text", "payment_id"),
-    ("refunds", "id", "payment_id"),
+# The rows every payment writes name their merchant and payment without a foreign key (schema.sql says
+# why): (table, the row's id, the column naming the parent, the parent table). One anti-join each.
+_NAMED_PARENTS = (
+    ("payments", "id", "merchant_id", "merchants"),
+    ("idempotency_keys", "idempotency_key", "merchant_id", "merchants"),
+    ("refunds", "id", "merchant_id", "merchants"),
+    ("refunds", "id", "payment_id", "payments"),
+    ("payment_events", "id::text", "payment_id", "payments"),
+    ("ledger_entries", "id::text", "payment_id", "payments"),
+    ("network_outbox", "id::text", "payment_id", "payments"),
 )
 _ORPHANS = "\nUNION ALL\n".join(
-    f"(SELECT '{child}' AS child, c.{row_id} AS row_id, c.{column} AS missing FROM {child} c "
-    f"WHERE c.{column} IS NOT NULL AND NOT EXISTS (SELECT FROM payments p WHERE p.id = c.{column}) LIMIT $1)"
-    for child, row_id, column in _NAMING_A_PAYMENT)
+    f"(SELECT '{child}' AS child, c.{row_id} AS row_id, '{column}' AS named, c.{column} AS missing FROM {child} c "
+    f"WHERE c.{column} IS NOT NULL AND NOT EXISTS (SELECT FROM {parent} p WHERE p.id = c.{column}) LIMIT $1)"
+    for child, row_id, column, parent in _NAMED_PARENTS)
 
 
 async def list_orphans(conn: Conn, rows_max: int) -> list[asyncpg.Record]:
-    """Rows naming a payment that does not exist (at most `rows_max` per kind)."""
+    """Rows naming a merchant or payment that does not exist (at most `rows_max` per kind)."""
     return await conn.fetch(_ORPHANS, rows_max)
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 
+import asyncpg
 import pytest
 
 from loadtest.httpclient import Client
@@ -65,13 +67,8 @@ def test_ledger_check_passes_and_catches_an_unbalanced_posting(stack) -> None:
         asyncio.run(repair())
 
 
-def test_ledger_check_catches_rows_naming_a_missing_payment(stack) -> None:
-    """A payment's events, entries, advices and refunds carry no foreign key (schema.sql): the check is what
-    finds one naming a payment that does not exist."""
-    import asyncio
-
-    import asyncpg
-
+def test_ledger_check_catches_rows_naming_a_missing_merchant_or_payment(stack) -> None:
+    """The tables a payment writes carry no foreign keys (schema.sql): the check is what finds an orphan."""
     async def run(*statements: str) -> None:
         conn = await asyncpg.connect(stack.database_url)
         try:
@@ -84,15 +81,22 @@ def test_ledger_check_catches_rows_naming_a_missing_payment(stack) -> None:
     asyncio.run(run(
         "INSERT INTO payment_events (payment_id, type, to_status) VALUES ('pay_test_missing', 'test', 'failed')",
         "INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency) VALUES "
-        "('test:orphan', 'pay_test_gone', 'test:a', 5, 'usd'), ('test:orphan', 'pay_test_gone', 'test:b', -5, 'usd')"))
+        "('test:orphan', 'pay_test_gone', 'test:a', 5, 'usd'), ('test:orphan', 'pay_test_gone', 'test:b', -5, 'usd')",
+        "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint) "
+        "VALUES ('acct_test_missing', 'test-orphan-key', 'POST', '/v1/payments', '\\x00')"))
     try:
         result = run_cli(stack, "ledger", "check")
         assert result.returncode == 1
         lines = [line for line in result.stdout.splitlines() if line.startswith("ORPHAN")]
-        assert len(lines) == 3, result.stdout
-        assert sum("ORPHAN payment_events" in line and "names payment pay_test_missing" in line for line in lines) == 1
-        assert sum("ORPHAN ledger_entries" in line and "names payment pay_test_gone" in line for line in lines) == 2
+        assert len(lines) == 4, result.stdout
+        assert sum(line.startswith("ORPHAN payment_events ") and "names payment_id pay_test_missing," in line
+                   for line in lines) == 1
+        assert sum(line.startswith("ORPHAN ledger_entries ") and "names payment_id pay_test_gone," in line
+                   for line in lines) == 2
+        assert "ORPHAN idempotency_keys test-orphan-key names merchant_id acct_test_missing, which does not exist" \
+            in lines
     finally:
         asyncio.run(run("DELETE FROM payment_events WHERE payment_id = 'pay_test_missing'",
-                        "DELETE FROM ledger_entries WHERE posting_id = 'test:orphan'"))
+                        "DELETE FROM ledger_entries WHERE posting_id = 'test:orphan'",
+                        "DELETE FROM idempotency_keys WHERE merchant_id = 'acct_test_missing'"))
     assert run_cli(stack, "ledger", "check").returncode == 0

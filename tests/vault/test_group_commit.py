@@ -118,17 +118,17 @@ async def test_two_vaults_storing_the_same_new_card_at_once_give_one_token(vault
 
 
 async def test_a_write_postgres_refuses_fails_alone_and_the_others_are_stored(vault_db):
-    """In-process, on the vault's database: a write whose key version does not exist (a foreign key
-    violation) sent with good ones fails alone; the batch is split, the good ones are stored."""
+    """In-process, on the vault's database: a write whose BIN is not six digits (a check violation) sent
+    with good ones fails alone; the batch is split, the good ones are stored."""
     vault = await _in_process_vault(vault_db)
     merchant = f"m_group_{secrets.token_hex(4)}"
     good = [vault.tokenize(merchant, CardNumber(make_pan("222600")), 5, 2033, None) for _ in range(7)]
     token_id = new_token_id()
-    bad = vault._card_writes.submit(_CardWrite(token_id, merchant, secrets.token_bytes(32), 10**6,
-                                               secrets.token_bytes(12), b"x" * 32, "visa", "411111", "1111",
-                                               5, 2033))
+    bad = vault._card_writes.submit(_CardWrite(token_id, merchant, secrets.token_bytes(32),
+                                               vault.keys.active_version, secrets.token_bytes(12), b"x" * 32,
+                                               "visa", "4111", "1111", 5, 2033))
     results = await asyncio.gather(*good[:3], bad, *good[3:], return_exceptions=True)
-    assert isinstance(results[3], asyncpg.ForeignKeyViolationError)
+    assert isinstance(results[3], asyncpg.CheckViolationError)
     records = [result for index, result in enumerate(results) if index != 3]
     assert all(isinstance(record, TokenRecord) and record.created for record in records), results
     assert vault._card_writes.splits >= 1

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
+import asyncpg
+import pytest
+
 from switch.common.cards import CardNumber
 from switch.dev.devstack import REPO_ROOT
 from tests.vault.conftest import make_pan, vault_env
@@ -85,3 +88,16 @@ async def test_rotate_and_reencrypt_under_load(vault_stack, vault_client, vault_
         batch = tokens[start:start + DETOKENIZE_BATCH]
         results = await asyncio.gather(*(vault_client.detokenize(merchant, token) for token in batch))
         assert [card.number.reveal() for card in results] == [cards[token] for token in batch]
+
+
+async def test_a_data_key_is_never_deleted_or_renumbered(vault_stack, vault_db):
+    """Tokens name their data key by version without a foreign key (vault/schema.sql); what it guarded, a
+    token left naming a key that is gone, the schema still refuses."""
+    version = await vault_db.fetchval("SELECT max(version) FROM vault.data_keys")
+    refused = ("DELETE FROM vault.data_keys WHERE version = $1", "TRUNCATE vault.data_keys CASCADE",
+               "UPDATE vault.data_keys SET version = version + 1000 WHERE version = $1")
+    for statement in refused:
+        with pytest.raises(asyncpg.RaiseError, match="never deleted or renumbered"):
+            await vault_db.execute(statement, *([version] if "$1" in statement else []))
+    assert await vault_db.fetchval("SELECT count(*) FROM vault.data_keys WHERE version = $1", version) == 1
+    await vault_db.execute("UPDATE vault.data_keys SET created_at = created_at WHERE version = $1", version)
