@@ -133,16 +133,11 @@ class Worker:
         settling = (asyncio.get_running_loop().create_task(settlement_job.run(
             pool, Path(settings.settlement_dir), Path(settings.settlement_reports_dir), list(settings.networks),
             settings.settlement_poll_s, settings.settlement_missing_after_days)) if settings.settlement_dir else None)
-        # Webhook delivery and the backlog sampler read the events past each endpoint's cursor, a few rows of a
-        # table that only grows. On the shared pool the planner turned to a sequential scan of all the events
-        # once their statistics said most rows were the merchant's: at minute 9 of a soak the sampler read
-        # 150,000 buffers a sample where it had read 457. A pool of their own plans by key (KEYED_ONLY).
-        events_pool = await create_pool(settings.database_url, 3, server_settings=KEYED_ONLY)
-        deliverer = Deliverer(events_pool, settings.webhooks_allow_loopback,
+        deliverer = Deliverer(pool, settings.webhooks_allow_loopback,
                               settings.webhook_retry_schedule_s or RETRY_SCHEDULE_S,
                               owner=cursor_owner(self.port, self.index))
         delivering = asyncio.get_running_loop().create_task(deliverer.run())
-        sampling = asyncio.get_running_loop().create_task(backlog.sample_forever(events_pool))
+        sampling = asyncio.get_running_loop().create_task(backlog.sample_forever(pool))
         paying = (asyncio.get_running_loop().create_task(payouts.run(
             pool, Path(settings.payouts_dir), settings.payouts_poll_s)) if settings.payouts_dir else None)
         # Everything made so far (modules, settings, pools, caches) lives as long as the worker: frozen, the
@@ -177,7 +172,6 @@ class Worker:
             await fraud_commands.close()
             await fraud_redis.aclose()
         await outbox_pool.close()
-        await events_pool.close()
         await pool.close()
 
     @staticmethod
