@@ -8,6 +8,8 @@ from typing import TypeAlias
 
 import asyncpg
 
+from switch.store.pool import keyed_transaction
+
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 ENDPOINT_COLUMNS = ("id, merchant_id, url, enabled_events, description, status, disabled_reason, secret, format, "
@@ -261,8 +263,12 @@ RETURNING w.id AS endpoint_id, w.merchant_id, w.url, w.secret, w.status, w.forma
           CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret"""
 
 
-async def lease_cursors(conn: Conn, owner: str, endpoints_max: int, lease_s: float) -> list[asyncpg.Record]:
-    return await conn.fetch(LEASE, owner, endpoints_max, lease_s)
+async def lease_cursors(pool: asyncpg.Pool, owner: str, endpoints_max: int, lease_s: float) -> list[asyncpg.Record]:
+    # Planned by key: on the shared pool the EXISTS reads the events from the oldest on until it finds one
+    # past the cursor, once most events are one merchant's (at 20,000 already: tests/integration/
+    # test_write_plans.py).
+    async with keyed_transaction(pool) as conn:
+        return await conn.fetch(LEASE, owner, endpoints_max, lease_s)
 
 
 # Up to `batch_max` events past each cursor that its endpoint subscribes to, in (xid, id) order, from

@@ -204,3 +204,52 @@ async def test_the_outbox_reaches_its_rows_by_key(stack, name):
     for n in scans:                           # an index scan's condition, or a bitmap scan's recheck of one
         assert "Seq Scan" not in lines[n], "\n".join(lines)
         assert "Index Cond" in lines[n + 1] or "Recheck Cond" in lines[n + 1], "\n".join(lines)
+
+
+
+async def _events_plans(conn, keyed: bool) -> list[str]:
+    """The plans of the statements that read the events past each webhook cursor, made where statistics say
+    every event is one merchant's and the cursor is at the start, in a transaction rolled back after; planned
+    by key (store_pool.KEYED_LOCAL) or as the shared pool plans."""
+    from switch.store.backlog import _BACKLOG
+    from switch.store.webhooks import FETCH, LEASE
+
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        await conn.execute("INSERT INTO merchants (id, name) VALUES ('acct_plan_probe', 'plan probe')")
+        await conn.execute(
+            "INSERT INTO webhook_endpoints (id, merchant_id, url, enabled_events, secret, cursor_xid) "
+            "VALUES ('we_plan_probe', 'acct_plan_probe', 'https://example.test/hook', '{*}', 'whsec_x', 0)")
+        await conn.execute("INSERT INTO events (merchant_id, type, object_id) SELECT 'acct_plan_probe', "
+                           "'payment.succeeded', 'pay_' || n FROM generate_series(1, 20000) n")
+        await conn.execute("ANALYZE events")
+        if keyed:
+            await conn.execute(store_pool.KEYED_LOCAL)
+        plans = ["\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {_BACKLOG}"))]
+        for query, arguments in ((LEASE, "('w', 5, 30)"), (FETCH, "('{we_plan_probe}', '{0}', '{0}', '{100}')")):
+            await conn.execute(f"PREPARE events_probe AS {query}")
+            plans.append("\n".join(row[0] for row in await conn.fetch(f"EXPLAIN EXECUTE events_probe{arguments}")))
+            await conn.execute("DEALLOCATE events_probe")
+        return plans
+    finally:
+        await transaction.rollback()
+
+
+async def test_the_events_past_a_cursor_are_read_by_key(stack):
+    # On the shared pool the planner scans the events from the oldest on once most of them are one
+    # merchant's (in a soak, a backlog sample went from 457 buffers read to 151,833), so the backlog sample
+    # and the cursors' lease run planned by key (store_pool.keyed_transaction). The fetch past a cursor,
+    # ordered and limited, finds them by key as it is.
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        shared = await _events_plans(conn, keyed=False)
+        keyed = await _events_plans(conn, keyed=True)
+    finally:
+        await conn.close()
+    # Why: even at 20,000 events the lease's EXISTS reads the events from the oldest on.
+    assert "Seq Scan on events" in shared[1], shared[1]
+    assert "Seq Scan on events" not in shared[2], shared[2]
+    for plan in keyed:
+        assert "Seq Scan on events" not in plan, plan
+
