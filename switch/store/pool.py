@@ -57,8 +57,7 @@ KEYED_LOCAL = "SET LOCAL enable_seqscan = off"
 async def keyed_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     """A pooled connection in a transaction planned without sequential scans, for a statement that reads a
     few rows of a table that only grows: once the statistics say most rows match, its plan cannot turn into
-    a scan of every row (switch.store.backlog, the webhook cursors' lease). Two more round trips, so not
-    for the hot path."""
+    a scan of every row (switch.store.backlog). Two more round trips, so not for the hot path."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(KEYED_LOCAL)
         yield conn

@@ -8,8 +8,6 @@ from typing import TypeAlias
 
 import asyncpg
 
-from switch.store.pool import keyed_transaction
-
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 ENDPOINT_COLUMNS = ("id, merchant_id, url, enabled_events, description, status, disabled_reason, secret, format, "
@@ -245,15 +243,18 @@ SELECT count(*) AS pending, min(created_at) AS oldest FROM (
 
 
 # The endpoints this worker delivers from the cursor of: those it holds, and those nobody holds (or whose
-# holder's lease ran out) while events wait past their cursors. Held until `lease_s` from now.
+# holder's lease ran out) while events wait past their cursors. Held until `lease_s` from now. It asks for
+# the first event past the cursor in the cursor's order, so it is one probe of events_delivery. An EXISTS
+# (whose ORDER BY and LIMIT the planner drops) read the events from the oldest on until it found one past
+# the cursor, once most events were one merchant's (at 20,000 already: tests/integration/test_write_plans.py).
 LEASE = """
 WITH mine AS (
     SELECT w.id FROM webhook_endpoints w
     WHERE w.status = 'enabled' AND NOT w.deleted
       AND (w.lease_owner = $1 AND w.lease_until > now()
            OR (w.lease_until IS NULL OR w.lease_until < now())
-              AND EXISTS (SELECT 1 FROM events e WHERE e.merchant_id = w.merchant_id
-                          AND (e.xid, e.id) > (w.cursor_xid, w.cursor_event_id)))
+              AND (SELECT e.id FROM events e WHERE e.merchant_id = w.merchant_id
+                   AND (e.xid, e.id) > (w.cursor_xid, w.cursor_event_id) ORDER BY e.xid, e.id LIMIT 1) IS NOT NULL)
     ORDER BY w.lease_owner IS NOT DISTINCT FROM $1 DESC, w.id LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
@@ -263,12 +264,8 @@ RETURNING w.id AS endpoint_id, w.merchant_id, w.url, w.secret, w.status, w.forma
           CASE WHEN w.previous_secret_expires_at > now() THEN w.previous_secret END AS previous_secret"""
 
 
-async def lease_cursors(pool: asyncpg.Pool, owner: str, endpoints_max: int, lease_s: float) -> list[asyncpg.Record]:
-    # Planned by key: on the shared pool the EXISTS reads the events from the oldest on until it finds one
-    # past the cursor, once most events are one merchant's (at 20,000 already: tests/integration/
-    # test_write_plans.py).
-    async with keyed_transaction(pool) as conn:
-        return await conn.fetch(LEASE, owner, endpoints_max, lease_s)
+async def lease_cursors(conn: Conn, owner: str, endpoints_max: int, lease_s: float) -> list[asyncpg.Record]:
+    return await conn.fetch(LEASE, owner, endpoints_max, lease_s)
 
 
 # Up to `batch_max` events past each cursor that its endpoint subscribes to, in (xid, id) order, from
