@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncpg
 
-from switch.store.pool import keyed_transaction
 from switch.store.webhooks import BEHIND_CURSOR
 
 _BACKLOG = """
@@ -30,7 +29,4 @@ SELECT
 
 
 async def select_backlog(pool: asyncpg.Pool) -> asyncpg.Record:
-    # Planned by key: at minute 9 of a soak, with the events analyzed again, the shared pool's plan read all
-    # 700,000 of them twice, 151,833 buffers a sample where it had read 457.
-    async with keyed_transaction(pool) as conn:
-        return await conn.fetchrow(_BACKLOG)
+    return await pool.fetchrow(_BACKLOG)

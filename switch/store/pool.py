@@ -49,20 +49,6 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 KEYED_ONLY = {"enable_seqscan": "off"}
 
 
-# The same for one statement on a shared pool, inside its own transaction (keyed_transaction).
-KEYED_LOCAL = "SET LOCAL enable_seqscan = off"
-
-
-@asynccontextmanager
-async def keyed_transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection in a transaction planned without sequential scans, for a statement that reads a
-    few rows of a table that only grows: once the statistics say most rows match, its plan cannot turn into
-    a scan of every row (switch.store.backlog). Two more round trips, so not for the hot path."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(KEYED_LOCAL)
-        yield conn
-
-
 async def create_pool(url: str, size_max: int, server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(url, min_size=min(2, size_max), max_size=size_max, init=init_connection,
                                      reset=keep_session, command_timeout=10, server_settings=server_settings)
