@@ -37,39 +37,9 @@ async def test_merchant_key_is_shown_once_and_stored_as_a_hash(stack, db) -> Non
         await client.close()
 
 
-def test_ledger_check_passes_and_catches_an_unbalanced_posting(stack) -> None:
-    assert run_cli(stack, "ledger", "check").returncode == 0
-    import asyncio
-
-    import asyncpg
-
-    async def break_ledger() -> None:
-        conn = await asyncpg.connect(stack.database_url)
-        try:
-            await conn.execute("INSERT INTO ledger_entries (posting_id, account, amount, currency) "
-                               "VALUES ('test:broken', 'test:account', 5, 'usd')")
-        finally:
-            await conn.close()
-
-    async def repair() -> None:
-        conn = await asyncpg.connect(stack.database_url)
-        try:
-            await conn.execute("DELETE FROM ledger_entries WHERE posting_id = 'test:broken'")
-        finally:
-            await conn.close()
-
-    asyncio.run(break_ledger())
-    try:
-        result = run_cli(stack, "ledger", "check")
-        assert result.returncode == 1
-        assert "UNBALANCED test:broken" in result.stdout
-    finally:
-        asyncio.run(repair())
-
-
-def test_ledger_check_catches_rows_naming_a_missing_merchant_or_payment(stack) -> None:
-    """The tables a payment writes carry no foreign keys (schema.sql): the check is what finds an orphan."""
-    async def run(*statements: str) -> None:
+def execute(stack, *statements: str) -> None:
+    """Run `statements` on the harness's database, one connection, in order."""
+    async def run() -> None:
         conn = await asyncpg.connect(stack.database_url)
         try:
             for statement in statements:
@@ -77,13 +47,30 @@ def test_ledger_check_catches_rows_naming_a_missing_merchant_or_payment(stack) -
         finally:
             await conn.close()
 
+    asyncio.run(run())
+
+
+def test_ledger_check_passes_and_catches_an_unbalanced_posting(stack) -> None:
     assert run_cli(stack, "ledger", "check").returncode == 0
-    asyncio.run(run(
+    execute(stack, "INSERT INTO ledger_entries (posting_id, account, amount, currency) "
+                   "VALUES ('test:broken', 'test:account', 5, 'usd')")
+    try:
+        result = run_cli(stack, "ledger", "check")
+        assert result.returncode == 1
+        assert "UNBALANCED test:broken" in result.stdout
+    finally:
+        execute(stack, "DELETE FROM ledger_entries WHERE posting_id = 'test:broken'")
+
+
+def test_ledger_check_catches_rows_naming_a_missing_merchant_or_payment(stack) -> None:
+    """The tables a payment writes carry no foreign keys (schema.sql): the check is what finds an orphan."""
+    assert run_cli(stack, "ledger", "check").returncode == 0
+    execute(stack,
         "INSERT INTO payment_events (payment_id, type, to_status) VALUES ('pay_test_missing', 'test', 'failed')",
         "INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency) VALUES "
         "('test:orphan', 'pay_test_gone', 'test:a', 5, 'usd'), ('test:orphan', 'pay_test_gone', 'test:b', -5, 'usd')",
         "INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint) "
-        "VALUES ('acct_test_missing', 'test-orphan-key', 'POST', '/v1/payments', '\\x00')"))
+        "VALUES ('acct_test_missing', 'test-orphan-key', 'POST', '/v1/payments', '\\x00')")
     try:
         result = run_cli(stack, "ledger", "check")
         assert result.returncode == 1
@@ -96,7 +83,7 @@ def test_ledger_check_catches_rows_naming_a_missing_merchant_or_payment(stack) -
         assert "ORPHAN idempotency_keys test-orphan-key names merchant_id acct_test_missing, which does not exist" \
             in lines
     finally:
-        asyncio.run(run("DELETE FROM payment_events WHERE payment_id = 'pay_test_missing'",
-                        "DELETE FROM ledger_entries WHERE posting_id = 'test:orphan'",
-                        "DELETE FROM idempotency_keys WHERE merchant_id = 'acct_test_missing'"))
+        execute(stack, "DELETE FROM payment_events WHERE payment_id = 'pay_test_missing'",
+                "DELETE FROM ledger_entries WHERE posting_id = 'test:orphan'",
+                "DELETE FROM idempotency_keys WHERE merchant_id = 'acct_test_missing'")
     assert run_cli(stack, "ledger", "check").returncode == 0
