@@ -10,17 +10,19 @@ import asyncpg
 
 from switch.store.webhooks import BEHIND_CURSOR
 
-_BACKLOG = """
+BACKLOG = """
+WITH behind AS (
+  SELECT coalesce(sum(b.pending), 0) AS pending, min(b.oldest) AS oldest
+  FROM webhook_endpoints w CROSS JOIN LATERAL ({behind}) b)
 SELECT
   (SELECT coalesce(jsonb_object_agg(kind, jsonb_build_array(pending, oldest_s)), '{}'::jsonb) FROM (
      SELECT kind, count(*) AS pending, extract(epoch FROM now() - min(created_at))::float8 AS oldest_s
      FROM network_outbox WHERE acknowledged_at IS NULL GROUP BY kind) o) AS outbox,
-  (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending')
-    + (SELECT coalesce(sum(b.pending), 0) FROM webhook_endpoints w CROSS JOIN LATERAL ({behind}) b)
+  (SELECT count(*) FROM webhook_deliveries WHERE status = 'pending') + (SELECT pending FROM behind)
     AS webhook_pending,
   (SELECT coalesce(extract(epoch FROM now() - least(
      (SELECT min(next_attempt_at) FROM webhook_deliveries WHERE status = 'pending' AND next_attempt_at <= now()),
-     (SELECT min(b.oldest) FROM webhook_endpoints w CROSS JOIN LATERAL ({behind}) b))), 0)::float8)
+     (SELECT oldest FROM behind))), 0)::float8)
     AS webhook_lag_s,
   (SELECT count(*) FROM settlement_matches m JOIN settlement_files f ON f.id = m.file_id
      LEFT JOIN settlement_resolutions r USING (file_id, line_no)
@@ -29,4 +31,4 @@ SELECT
 
 
 async def select_backlog(pool: asyncpg.Pool) -> asyncpg.Record:
-    return await pool.fetchrow(_BACKLOG)
+    return await pool.fetchrow(BACKLOG)

@@ -239,7 +239,7 @@ SELECT count(*) AS pending, min(created_at) AS oldest FROM (
     WHERE w.status = 'enabled' AND NOT w.deleted AND e.merchant_id = w.merchant_id
       AND (e.xid, e.id) > (w.cursor_xid, w.cursor_event_id)
       AND (w.enabled_events @> ARRAY['*'] OR e.type = ANY (w.enabled_events))
-    LIMIT {BEHIND_COUNT_MAX}) behind"""
+    ORDER BY e.xid, e.id LIMIT {BEHIND_COUNT_MAX}) behind"""
 
 
 # The endpoints this worker delivers from the cursor of: those it holds, and those nobody holds (or whose
