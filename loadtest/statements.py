@@ -4,6 +4,10 @@ The stack is started with pg_stat_statements loaded (switch.dev.devstack.Stack(s
 bench takes its counters before and after the measured window, and prints the statements that took the
 most execution time in between: calls per payment, mean µs a call, µs per payment and the share of all
 statements' time. Only the counters' differences count, so the stack's start-up and warm-up do not.
+
+Planning is tracked too (pg_stat_statements.track_planning): a prepared statement is planned once per
+connection unless Postgres keeps choosing plans for the values at hand, and then it is planned on every call.
+The report ends with the time spent planning and the statements planned most.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import NamedTuple
 import asyncpg
 
 TOP = 15
+PLANNED_TOP = 5
 TEXT_MAX = 110
 
 Counters = dict[tuple[int, int], "Statement"]
@@ -23,17 +28,19 @@ class Statement(NamedTuple):
     total_ms: float
     rows: int
     text: str
+    plans: int = 0
+    plan_ms: float = 0.0
 
 
 async def snapshot(database_url: str) -> Counters:
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch("SELECT userid::bigint AS userid, queryid, calls, total_exec_time, rows, query "
-                                "FROM pg_stat_statements WHERE queryid IS NOT NULL")
+        rows = await conn.fetch("SELECT userid::bigint AS userid, queryid, calls, total_exec_time, rows, query, plans, "
+                                "total_plan_time FROM pg_stat_statements WHERE queryid IS NOT NULL")
     finally:
         await conn.close()
-    return {(row["userid"], row["queryid"]): Statement(row["calls"], row["total_exec_time"], row["rows"],
-                                                        row["query"]) for row in rows}
+    return {(row["userid"], row["queryid"]): Statement(row["calls"], row["total_exec_time"], row["rows"], row["query"],
+                                                        row["plans"], row["total_plan_time"]) for row in rows}
 
 
 def difference(before: Counters, after: Counters) -> list[Statement]:
@@ -43,7 +50,7 @@ def difference(before: Counters, after: Counters) -> list[Statement]:
         then = before.get(key, Statement(0, 0.0, 0, now.text))
         if now.calls > then.calls:
             ran.append(Statement(now.calls - then.calls, now.total_ms - then.total_ms, now.rows - then.rows,
-                                 now.text))
+                                 now.text, now.plans - then.plans, now.plan_ms - then.plan_ms))
     return sorted(ran, key=lambda statement: -statement.total_ms)
 
 
@@ -58,6 +65,22 @@ def report(ran: list[Statement], payments: int, top: int = TOP) -> list[str]:
         us_per_payment = statement.total_ms * 1000 / payments if payments else 0.0
         share = statement.total_ms / total_ms if total_ms else 0.0
         lines.append(f"  {calls:13.2f} {mean_us:8.0f} {us_per_payment:10.0f} {share:6.1%}  {_one_line(statement.text)}")
+    return lines + planning(ran, payments)
+
+
+def planning(ran: list[Statement], payments: int, top: int = PLANNED_TOP) -> list[str]:
+    """The time spent planning, and the statements that took the most of it, each with plans against calls."""
+    plan_ms = sum(statement.plan_ms for statement in ran)
+    lines = [f"Planning: {sum(s.plans for s in ran):,} plans, {plan_ms / 1000:.1f} s "
+             f"({plan_ms * 1000 / payments if payments else 0:.0f} µs per payment)",
+             f"  {'plans':>8} {'calls':>8} {'µs/plan':>8} {'µs/payment':>10}  statement"]
+    for statement in sorted(ran, key=lambda statement: -statement.plan_ms)[:top]:
+        if not statement.plans:
+            break
+        mean_us = statement.plan_ms * 1000 / statement.plans
+        us_per_payment = statement.plan_ms * 1000 / payments if payments else 0.0
+        lines.append(f"  {statement.plans:8,} {statement.calls:8,} {mean_us:8.0f} {us_per_payment:10.0f}  "
+                     f"{_one_line(statement.text)}")
     return lines
 
 

@@ -286,7 +286,8 @@ class Stack:
             # Checkpoints as a write-heavy server spaces them: at 1 GB of WAL (the default) the bench's load
             # forced one every 40 s, each followed by a full page image of every page written again.
             *POSTGRES_CHECKPOINTS,
-            *(["-c", "shared_preload_libraries=pg_stat_statements"] if self.statements else []),
+            *(["-c", "shared_preload_libraries=pg_stat_statements", "-c", "pg_stat_statements.track_planning=on"]
+              if self.statements else []),
         ], user=user, stop_signal=signal.SIGINT)
         self._wait_postgres(bin_dir, port, service)
         admin_url = f"postgresql://postgres:{admin_password}@127.0.0.1:{port}/postgres"

@@ -13,3 +13,15 @@ def test_only_what_ran_in_between_counts_most_time_first() -> None:
     assert lines[0].startswith("Postgres statements during the run: 2 kinds, 24 calls, 0.2 s executing (1600 µs")
     assert lines[2].split() == ["0.04", "30000", "1200", "75.0%", "INSERT", "INTO", "t", "VALUES", "($1)"]
     assert lines[3].split()[:4] == ["0.20", "2000", "400", "25.0%"]
+
+
+def test_planning_shows_the_statements_planned_most() -> None:
+    ran = [Statement(1000, 30.0, 1000, "SELECT card", plans=900, plan_ms=72.0),
+           Statement(500, 300.0, 500, "UPDATE pay", plans=4, plan_ms=0.8),
+           Statement(10, 1.0, 10, "SELECT never planned here")]
+    lines = report(ran, payments=100)
+    start = lines.index(next(line for line in lines if line.startswith("Planning:")))
+    assert lines[start] == "Planning: 904 plans, 0.1 s (728 µs per payment)"
+    assert lines[start + 2].split() == ["900", "1,000", "80", "720", "SELECT", "card"]
+    assert lines[start + 3].split() == ["4", "500", "200", "8", "UPDATE", "pay"]
+    assert len(lines) == start + 4
