@@ -1,8 +1,9 @@
 """What waits: the queues an operator watches (outbox, webhook deliveries, open settlement exceptions), read
 in one statement for the metrics sampler (switch.process.backlog). Each count runs on a partial index
 (network_outbox_due, webhook_deliveries_due, settlement_matches_unmatched), or, for the events past each
-webhook endpoint's cursor, on events_delivery up to a bound, so the statement stays cheap enough to run
-every few seconds on every worker, however many lines past settlement files hold."""
+webhook endpoint's cursor, on events_delivery in the cursor's order up to a bound (read once, for both the
+count and the lag), so the statement stays cheap enough to run every few seconds on every worker, however
+many events and lines past settlement files hold."""
 
 from __future__ import annotations
 
@@ -30,5 +31,5 @@ SELECT
 """.replace("{behind}", BEHIND_CURSOR)
 
 
-async def select_backlog(pool: asyncpg.Pool) -> asyncpg.Record:
+async def select_backlog(pool: asyncpg.Pool | asyncpg.Connection) -> asyncpg.Record:
     return await pool.fetchrow(BACKLOG)

@@ -231,7 +231,10 @@ async def pending_count(conn: Conn) -> tuple[int, float]:
 
 
 # What waits past an endpoint `w`'s cursor (for a lateral join): how many of its events (counted up to
-# BEHIND_COUNT_MAX) and the oldest one's time.
+# BEHIND_COUNT_MAX) and the oldest one's time. Counted in the cursor's order: the planner expects a third of
+# the merchant's events past a cursor it cannot see, and once that outnumbered the bound, a sequential scan
+# stopping at the bound looked cheapest (every event read, every 5 s, by the backlog sample). Ordered, the
+# range of events_delivery is the cheapest way to stop there (tests/integration/test_write_plans.py).
 BEHIND_COUNT_MAX = 100_000
 BEHIND_CURSOR = f"""
 SELECT count(*) AS pending, min(created_at) AS oldest FROM (
