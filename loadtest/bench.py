@@ -25,7 +25,7 @@ import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -161,7 +161,8 @@ async def first_token(url: str, api_key: str, ca_file: str | None = None) -> str
     return (await card_tokens(url, api_key, [TEST_CARD], ca_file))[0]
 
 
-async def card_tokens(url: str, api_key: str, cards: list[dict[str, object]], ca_file: str | None = None) -> list[str]:
+async def card_tokens(url: str, api_key: str, cards: Sequence[Mapping[str, object]],
+                      ca_file: str | None = None) -> list[str]:
     """A real payment with each card's data, and the vault token each one got."""
     client = Client(url, api_key, ca_file=ca_file)
     tokens = []
