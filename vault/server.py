@@ -307,9 +307,10 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 # scans off (a full index scan), 114 ms per card lookups with them on, 0.13 ms with both (0.13-0.20 ms for
 # all four once the table is analyzed). A statement with no index to use (key rotation's) still scans.
 # Each prepared statement is planned once per connection, generically: for a batch of a few tokens a plan
-# for the values at hand looked cheaper than the generic plan made for unnest's hundred, so the card read was
-# planned again on nearly every call (9,734 plans in 12,248 calls of a 60 s bench, 83 µs each against 30 µs
-# to run). Its plan is the same either way: a lookup by key per token (tests/vault/test_plans.py).
+# for the values at hand looked cheaper than the generic plan (costed for the ten elements the planner
+# assumes of an array it cannot see), so the card read was planned again on nearly every call (9,734 plans
+# in 12,248 calls of a 60 s bench, 83 µs each against 30 µs to run). Its plan is the same either way: a
+# lookup by key per token (tests/vault/test_plans.py).
 SESSION_SETTINGS = {"enable_seqscan": "off", "plan_cache_mode": "force_generic_plan"}
 
 

@@ -13,9 +13,10 @@ pytestmark = pytest.mark.integration
 
 async def test_the_sample_counts_what_waits_past_a_cursor_and_in_the_queue(stack):
     # In a transaction rolled back after; other tests' rows may be there too, so the sample is compared
-    # with the one before.
+    # with the one before, both in one snapshot (the running switch may deliver or give up on those rows
+    # meanwhile).
     conn = await asyncpg.connect(stack.database_url)
-    transaction = conn.transaction()
+    transaction = conn.transaction(isolation="repeatable_read")
     await transaction.start()
     try:
         before = await select_backlog(conn)

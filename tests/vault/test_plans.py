@@ -51,7 +51,7 @@ async def test_token_statements_use_the_tokens_indexes(vault_stack, name, query,
 async def test_the_card_read_is_planned_once_per_connection(vault_stack):
     # Past its first five runs a prepared statement is planned again on every run while its plans for the
     # values at hand look cheaper than its generic plan. The card read's did, for a batch of a few tokens
-    # against the generic plan's hundred, so it was planned on nearly every call: 9,734 plans in 12,248 calls
+    # against the generic plan's ten, so it was planned on nearly every call: 9,734 plans in 12,248 calls
     # of a 60 s bench, 83 µs each against 30 µs to run. The vault's sessions take the generic plan.
     pool = await create_pool(vault_stack.vault_database_url, 1)
     try:
