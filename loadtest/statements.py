@@ -57,12 +57,12 @@ def difference(before: Counters, after: Counters) -> list[Statement]:
 def report(ran: list[Statement], payments: int, top: int = TOP) -> list[str]:
     total_ms = sum(statement.total_ms for statement in ran)
     lines = [f"Postgres statements during the run: {len(ran)} kinds, {sum(s.calls for s in ran):,} calls, "
-             f"{total_ms / 1000:.1f} s executing ({total_ms * 1000 / payments if payments else 0:.0f} µs per payment)",
+             f"{total_ms / 1000:.1f} s executing ({_per_payment_us(total_ms, payments):.0f} µs per payment)",
              f"  {'calls/payment':>13} {'µs/call':>8} {'µs/payment':>10} {'share':>6}  statement"]
     for statement in ran[:top]:
         calls = statement.calls / payments if payments else 0.0
         mean_us = statement.total_ms * 1000 / statement.calls
-        us_per_payment = statement.total_ms * 1000 / payments if payments else 0.0
+        us_per_payment = _per_payment_us(statement.total_ms, payments)
         share = statement.total_ms / total_ms if total_ms else 0.0
         lines.append(f"  {calls:13.2f} {mean_us:8.0f} {us_per_payment:10.0f} {share:6.1%}  {_one_line(statement.text)}")
     return lines + planning(ran, payments)
@@ -72,16 +72,20 @@ def planning(ran: list[Statement], payments: int, top: int = PLANNED_TOP) -> lis
     """The time spent planning, and the statements that took the most of it, each with plans against calls."""
     plan_ms = sum(statement.plan_ms for statement in ran)
     lines = [f"Planning: {sum(s.plans for s in ran):,} plans, {plan_ms / 1000:.1f} s "
-             f"({plan_ms * 1000 / payments if payments else 0:.0f} µs per payment)",
+             f"({_per_payment_us(plan_ms, payments):.0f} µs per payment)",
              f"  {'plans':>8} {'calls':>8} {'µs/plan':>8} {'µs/payment':>10}  statement"]
     for statement in sorted(ran, key=lambda statement: -statement.plan_ms)[:top]:
         if not statement.plans:
             break
         mean_us = statement.plan_ms * 1000 / statement.plans
-        us_per_payment = statement.plan_ms * 1000 / payments if payments else 0.0
+        us_per_payment = _per_payment_us(statement.plan_ms, payments)
         lines.append(f"  {statement.plans:8,} {statement.calls:8,} {mean_us:8.0f} {us_per_payment:10.0f}  "
                      f"{_one_line(statement.text)}")
     return lines
+
+
+def _per_payment_us(ms: float, payments: int) -> float:
+    return ms * 1000 / payments if payments else 0.0
 
 
 def _one_line(text: str) -> str:

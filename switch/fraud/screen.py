@@ -20,6 +20,7 @@ import asyncpg
 import msgspec
 from redis.exceptions import RedisError
 
+from switch.common.futures import time_out
 from switch.common.ttlcache import Recent, TtlLru
 from switch.fraud import metrics
 from switch.fraud.policy import TEST_CARD_SCORES, Policy, RuleSpec, decide, default_policy, level_of, policy, risk_score
@@ -260,7 +261,7 @@ class Screener:
         handle, not asyncio.timeout: it is the cheaper of the two on this path."""
         if counted is None:
             return None
-        timer = asyncio.get_running_loop().call_later(self.budget_s, _late, counted)
+        timer = asyncio.get_running_loop().call_later(self.budget_s, time_out, counted)
         try:
             answer = await counted
         except (RedisError, OSError, TimeoutError):   # the request's own cancellation goes on up
@@ -316,11 +317,6 @@ def _ignore_failure(task: asyncio.Future[Policy]) -> None:
     """A background refresh that failed: the copy in hand goes on serving, and a later screen retries."""
     if not task.cancelled():
         task.exception()
-
-
-def _late(counted: asyncio.Future[object]) -> None:
-    if not counted.done():
-        counted.set_exception(TimeoutError())
 
 
 async def load_policy(pool: asyncpg.Pool | asyncpg.Connection, merchant_id: str) -> Policy:

@@ -206,7 +206,6 @@ async def test_the_outbox_reaches_its_rows_by_key(stack, name):
         assert "Index Cond" in lines[n + 1] or "Recheck Cond" in lines[n + 1], "\n".join(lines)
 
 
-
 async def _events_plans(conn) -> list[str]:
     """The plans of webhook delivery's lease and fetch, and of the backlog sample, which read the events past
     each webhook cursor, made where statistics say every event is one merchant's and the cursor is at the

@@ -19,19 +19,15 @@ async def serve(answering: bool) -> tuple[asyncio.Server, list[int]]:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections[0] += 1
-        while await reader.readuntil(b"\r\n\r\n"):
-            if answering:
-                writer.write(ANSWER)
-        writer.close()
-
-    async def guarded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            await handle(reader, writer)
+            while await reader.readuntil(b"\r\n\r\n"):
+                if answering:
+                    writer.write(ANSWER)
         except (asyncio.IncompleteReadError, ConnectionError):
             connections[1] += 1
-            writer.close()
+        writer.close()
 
-    return await asyncio.start_server(guarded, "127.0.0.1", 0), connections
+    return await asyncio.start_server(handle, "127.0.0.1", 0), connections
 
 
 async def test_a_request_without_an_answer_times_out_and_its_connection_goes() -> None:
