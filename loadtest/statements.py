@@ -8,6 +8,10 @@ statements' time. Only the counters' differences count, so the stack's start-up 
 Planning is tracked too (pg_stat_statements.track_planning): a prepared statement is planned once per
 connection unless Postgres keeps choosing plans for the values at hand, and then it is planned on every call.
 The report ends with the time spent planning and the statements planned most.
+
+Then what the run wrote (`writes`): WAL bytes, records and full-page images a payment (pg_stat_wal), and
+per table the rows inserted, updated and deleted a payment, with the share of updates that were HOT (the
+new row version on the same page and no index entry written; pg_stat_all_tables).
 """
 
 from __future__ import annotations
@@ -82,6 +86,56 @@ def planning(ran: list[Statement], payments: int, top: int = PLANNED_TOP) -> lis
         lines.append(f"  {statement.plans:8,} {statement.calls:8,} {mean_us:8.0f} {us_per_payment:10.0f}  "
                      f"{_one_line(statement.text)}")
     return lines
+
+
+class TableWrites(NamedTuple):
+    inserted: int
+    updated: int
+    hot: int
+    deleted: int
+
+
+class Writes(NamedTuple):
+    wal_bytes: int
+    wal_records: int
+    wal_fpi: int
+    tables: dict[str, TableWrites]
+
+
+async def writes_snapshot(database_url: str) -> Writes:
+    conn = await asyncpg.connect(database_url)
+    try:
+        wal = await conn.fetchrow("SELECT wal_bytes::bigint AS wal_bytes, wal_records, wal_fpi FROM pg_stat_wal")
+        rows = await conn.fetch("SELECT schemaname || '.' || relname AS name, n_tup_ins, n_tup_upd, n_tup_hot_upd, "
+                                "n_tup_del FROM pg_stat_all_tables WHERE schemaname IN ('public', 'vault')")
+    finally:
+        await conn.close()
+    tables = {row["name"]: TableWrites(row["n_tup_ins"], row["n_tup_upd"], row["n_tup_hot_upd"], row["n_tup_del"])
+              for row in rows}
+    return Writes(wal["wal_bytes"], wal["wal_records"], wal["wal_fpi"], tables)
+
+
+def writes_report(before: Writes, after: Writes, payments: int, top: int = TOP) -> list[str]:
+    """WAL a payment, then the tables that wrote the most rows a payment, with their updates' HOT share."""
+    per = 1 / payments if payments else 0.0
+    lines = [f"Writes during the run: WAL {(after.wal_bytes - before.wal_bytes) * per / 1024:.1f} KB a payment, "
+             f"{(after.wal_records - before.wal_records) * per:.1f} records, "
+             f"{(after.wal_fpi - before.wal_fpi) * per:.2f} full-page images",
+             f"  {'inserts/payment':>15} {'updates/payment':>15} {'HOT':>5} {'deletes/payment':>15}  table"]
+    zero = TableWrites(0, 0, 0, 0)
+    changed = [(name, _minus(table, before.tables.get(name, zero))) for name, table in after.tables.items()]
+    changed.sort(key=lambda item: -(item[1].inserted + item[1].updated + item[1].deleted))
+    for name, table in changed[:top]:
+        if not table.inserted + table.updated + table.deleted:
+            break
+        hot = f"{table.hot / table.updated:.0%}" if table.updated else "-"
+        lines.append(f"  {table.inserted * per:15.2f} {table.updated * per:15.2f} {hot:>5} "
+                     f"{table.deleted * per:15.2f}  {name}")
+    return lines
+
+
+def _minus(now: TableWrites, then: TableWrites) -> TableWrites:
+    return TableWrites(*(count - earlier for count, earlier in zip(now, then, strict=True)))
 
 
 def _per_payment_us(ms: float, payments: int) -> float:

@@ -1,6 +1,6 @@
 """The bench's --statements report: pg_stat_statements counters differenced over the measured run."""
 
-from loadtest.statements import Statement, difference, report
+from loadtest.statements import Statement, TableWrites, Writes, difference, report, writes_report
 
 
 def test_only_what_ran_in_between_counts_most_time_first() -> None:
@@ -25,3 +25,16 @@ def test_planning_shows_the_statements_planned_most() -> None:
     assert lines[start + 2].split() == ["900", "1,000", "80", "720", "SELECT", "card"]
     assert lines[start + 3].split() == ["4", "500", "200", "8", "UPDATE", "pay"]
     assert len(lines) == start + 4
+
+
+def test_writes_show_wal_and_rows_a_payment_with_the_hot_share() -> None:
+    before = Writes(wal_bytes=1024, wal_records=10, wal_fpi=0,
+                    tables={"public.payments": TableWrites(100, 50, 10, 0), "public.idle": TableWrites(5, 5, 5, 5)})
+    after = Writes(wal_bytes=1024 + 100 * 2048, wal_records=510, wal_fpi=25,
+                   tables={"public.payments": TableWrites(200, 150, 35, 0), "public.idle": TableWrites(5, 5, 5, 5),
+                           "vault.tokens": TableWrites(300, 0, 0, 0)})
+    lines = writes_report(before, after, payments=100)
+    assert lines[0] == "Writes during the run: WAL 2.0 KB a payment, 5.0 records, 0.25 full-page images"
+    assert lines[2].split() == ["3.00", "0.00", "-", "0.00", "vault.tokens"]
+    assert lines[3].split() == ["1.00", "1.00", "25%", "0.00", "public.payments"]
+    assert len(lines) == 4
