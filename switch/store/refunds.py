@@ -8,6 +8,7 @@ from typing import NamedTuple
 import asyncpg
 import msgspec
 
+from switch.store.payments import IN_FLIGHT_SCAN
 from switch.store.records import LedgerEntry, OutboxItem, RefundRecord, refund_record
 
 REFUND_COLUMNS = "id, payment_id, merchant_id, amount, currency, status, failure_code, created_at"
@@ -132,7 +133,9 @@ async def get_refund(pool: asyncpg.Pool, merchant_id: str, refund_id: str) -> Re
 
 
 async def lock_overdue_refunds(conn: asyncpg.Connection, grace_s: float, batch_max: int) -> list[PendingRefund]:
-    """Refunds still `pending` past their deadline plus `grace_s` (their worker died mid-flight)."""
+    """Refunds still `pending` past their deadline plus `grace_s` (their worker died mid-flight). Inside the
+    caller's transaction, whose settings it changes (the in-flight index in order, as for payments)."""
+    await conn.execute(IN_FLIGHT_SCAN)
     rows = await conn.fetch(
         "SELECT r.id, r.payment_id, r.merchant_id, r.amount, r.currency, r.status, r.failure_code, r.created_at, "
         "r.stan, r.rrn, r.transmitted_at, r.idempotency_key, p.network "
