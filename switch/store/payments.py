@@ -154,10 +154,11 @@ async def update_canceled(conn: asyncpg.Connection, payment_id: str, status: str
 # A payment that never got its answer: failed with its event, its idempotency key answered, and when the
 # request may have reached the network, its reversal queued (the row given as data, switch.outbox.items),
 # all in one statement. The timeout path and recovery both use it; nothing happens (no row) when the
-# payment already left `processing`. The timeout path knows the key (a primary-key update); recovery finds
-# it by payment. The event's amount is what the payment now holds (0), as for every answer.
+# payment already left `processing`. The timeout path knows the key and its merchant (a primary-key update:
+# with the merchant taken from `pay` instead, the plan searched the key's index by its second column alone);
+# recovery finds it by payment. The event's amount is what the payment now holds (0), as for every answer.
 def _fail_statement(key_known: bool) -> str:
-    key = "k.idempotency_key = $15" if key_known else "k.payment_id = pay.id"
+    key = "k.merchant_id = $16 AND k.idempotency_key = $15" if key_known else "k.payment_id = pay.id"
     return f"""
 WITH pay AS (
     UPDATE payments SET status = 'failed', amount_capturable = 0, amount_received = 0, auth_code = NULL,
@@ -185,8 +186,9 @@ _FAIL_BY_KEY = _fail_statement(key_known=True)
 _FAIL_BY_PAYMENT = _fail_statement(key_known=False)
 
 
-async def update_failed(conn: Conn, payment_id: str, failure: str, event_type: str, outcome: bytes,
-                        reversal: OutboxItem | None, idempotency_key: str | None) -> PaymentRecord | None:
+async def update_failed(conn: Conn, payment_id: str, merchant_id: str, failure: str, event_type: str,
+                        outcome: bytes, reversal: OutboxItem | None,
+                        idempotency_key: str | None) -> PaymentRecord | None:
     """Fail a payment still `processing`, answer its key, and queue `reversal` unless None. Returns None,
     writing nothing, when the payment had already left `processing`."""
     r = reversal
@@ -195,7 +197,8 @@ async def update_failed(conn: Conn, payment_id: str, failure: str, event_type: s
     if idempotency_key is None:
         row = await conn.fetchrow(_FAIL_BY_PAYMENT, payment_id, failure, event_type, outcome, *queued)
     else:
-        row = await conn.fetchrow(_FAIL_BY_KEY, payment_id, failure, event_type, outcome, *queued, idempotency_key)
+        row = await conn.fetchrow(_FAIL_BY_KEY, payment_id, failure, event_type, outcome, *queued, idempotency_key,
+                                  merchant_id)
     return payment_record(row) if row else None
 
 

@@ -3,6 +3,7 @@
 Its plan is made once per connection, typically on a fresh, nearly empty database. Two plans looked cheap
 then and grew with every payment: a sequential scan of `payments`, and a bitmap scan of the
 payments_in_flight partial index, which re-reads the dead entry of every finished payment until vacuum.
+A third searched the idempotency keys' index by its second column alone, reading all of it for every row.
 """
 
 from __future__ import annotations
@@ -43,6 +44,15 @@ async def test_finish_batches_update_payments_by_primary_key(stack):
     assert "payments_pkey" in plan
     assert "Seq Scan on payments" not in plan
     assert "payments_in_flight" not in plan
+    assert _key_lookup(plan) == ("Index Cond: ((merchant_id = i_3.merchant_id) "
+                                 "AND (idempotency_key = i_3.idempotency_key))")
+
+
+def _key_lookup(plan: str) -> str:
+    """How the finish statement finds each idempotency key: the condition of its scan of the key index."""
+    lines = [line.strip() for line in plan.splitlines()]
+    scan = next(n for n, line in enumerate(lines) if "on idempotency_keys k" in line and "Scan" in line)
+    return next(line for line in lines[scan:] if line.startswith(("Index Cond", "Filter")))
 
 
 async def settings_of(conns) -> list[str]:

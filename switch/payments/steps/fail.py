@@ -38,7 +38,8 @@ async def fail_payment(conn: asyncpg.Connection | asyncpg.Pool, payment: Payment
     outcome = Outcome(result, request_id, payment=failed, payment_id=payment.id)
     data = outcomes.encode(outcome)
     reversal = items.reversal_of_authorization(payment) if event is Event.TIMED_OUT else None
-    if await payment_store.update_failed(conn, payment.id, failure, event, data, reversal, idempotency_key) is None:
+    if await payment_store.update_failed(conn, payment.id, payment.merchant_id, failure, event, data, reversal,
+                                        idempotency_key) is None:
         return None
     return outcome, data
 
