@@ -72,6 +72,9 @@ CREATE TABLE payments (
     fraud                 jsonb,
     review_status         text CHECK (review_status IN ('open', 'approved', 'rejected')),
     deadline_at           timestamptz NOT NULL,        -- after this, a payment still processing is recovered
+    -- The key of the request that created it: recovery answers that key by primary key (idempotency_keys has
+    -- no index on payment_id). NULL only for rows written by hand.
+    idempotency_key       text,
     created_at            timestamptz NOT NULL DEFAULT now(),
     updated_at            timestamptz NOT NULL DEFAULT now(),
     CHECK (amount_received <= amount),

@@ -156,15 +156,17 @@ async def update_canceled(conn: asyncpg.Connection, payment_id: str, status: str
 # all in one statement. The timeout path and recovery both use it; nothing happens (no row) when the
 # payment already left `processing`. The timeout path knows the key and its merchant (a primary-key update:
 # with the merchant taken from `pay` instead, the plan searched the key's index by its second column alone);
-# recovery finds it by payment. The event's amount is what the payment now holds (0), as for every answer.
+# recovery takes both from the payment's row (found by payment id, it was a scan of every key). The event's
+# amount is what the payment now holds (0), as for every answer.
 def _fail_statement(key_known: bool) -> str:
-    key = "k.merchant_id = $16 AND k.idempotency_key = $15" if key_known else "k.payment_id = pay.id"
+    by_key = "k.merchant_id = $16 AND k.idempotency_key = $15"
+    key = by_key if key_known else "k.idempotency_key = pay.idempotency_key"
     return f"""
 WITH pay AS (
     UPDATE payments SET status = 'failed', amount_capturable = 0, amount_received = 0, auth_code = NULL,
         response_code = NULL, decline_code = NULL, failure_message = $2, updated_at = now()
     WHERE id = $1 AND status = 'processing'
-    RETURNING {PAYMENT_COLUMNS}
+    RETURNING {PAYMENT_COLUMNS}, idempotency_key
 ), event AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
     SELECT id, $3, 'processing', 'failed', amount_received FROM pay
@@ -182,8 +184,8 @@ WITH pay AS (
 SELECT {PAYMENT_COLUMNS} FROM pay"""
 
 
-_FAIL_BY_KEY = _fail_statement(key_known=True)
-_FAIL_BY_PAYMENT = _fail_statement(key_known=False)
+FAIL_BY_KEY = _fail_statement(key_known=True)
+FAIL_BY_PAYMENT = _fail_statement(key_known=False)
 
 
 async def update_failed(conn: Conn, payment_id: str, merchant_id: str, failure: str, event_type: str,
@@ -195,9 +197,9 @@ async def update_failed(conn: Conn, payment_id: str, merchant_id: str, failure: 
     queued = (r.kind, r.network, r.original_mti, r.processing_code, r.amount, r.original_amount, r.stan, r.rrn,
               r.transmitted_at, True) if r else (None,) * 9 + (False,)
     if idempotency_key is None:
-        row = await conn.fetchrow(_FAIL_BY_PAYMENT, payment_id, failure, event_type, outcome, *queued)
+        row = await conn.fetchrow(FAIL_BY_PAYMENT, payment_id, failure, event_type, outcome, *queued)
     else:
-        row = await conn.fetchrow(_FAIL_BY_KEY, payment_id, failure, event_type, outcome, *queued, idempotency_key,
+        row = await conn.fetchrow(FAIL_BY_KEY, payment_id, failure, event_type, outcome, *queued, idempotency_key,
                                   merchant_id)
     return payment_record(row) if row else None
 

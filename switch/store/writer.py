@@ -53,11 +53,11 @@ WITH input AS (
     INSERT INTO payments (id, merchant_id, status, amount, currency, capture_method, card_token, card_brand,
                           card_last4, card_exp_month, card_exp_year, network, terminal_id, stan, rrn,
                           transmitted_at, description, statement_descriptor, metadata, deadline_at, created_at,
-                          card_fingerprint, fraud, review_status, signals)
+                          card_fingerprint, fraud, review_status, signals, idempotency_key)
     SELECT id, merchant_id, 'processing', amount, currency, capture_method, card_token, card_brand, card_last4,
            card_exp_month, card_exp_year, network, terminal_id, stan, rrn, transmitted_at, description,
            statement_descriptor, metadata, deadline_at, created_at, card_fingerprint, fraud,
-           review_status, signals
+           review_status, signals, idempotency_key
     FROM input WHERE id IN (SELECT payment_id FROM idem)
     RETURNING id, amount
 ), event AS (

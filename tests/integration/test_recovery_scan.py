@@ -13,7 +13,7 @@ import json
 import asyncpg
 import pytest
 
-from switch.store.payments import IN_FLIGHT_SCAN, OVERDUE_PAYMENTS
+from switch.store.payments import FAIL_BY_PAYMENT, IN_FLIGHT_SCAN, OVERDUE_PAYMENTS
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +53,23 @@ async def test_a_second_pass_skips_the_finished_payments(stack):
         await conn.close()
     assert first > FINISHED / 50            # the first pass visits the finished payments' rows
     assert second < FINISHED / 100, (first, second)
+
+
+async def test_recovery_answers_a_payment_key_by_primary_key(stack):
+    # Recovery knows the payment, not its key: the key comes from the payment's row. Found by payment id
+    # instead (idempotency_keys has no index on it), each recovered payment read every key.
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        async with conn.transaction():
+            await conn.execute(IN_FLIGHT_SCAN)                  # recovery's transaction
+            await conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+            await conn.execute(f"PREPARE fail_probe AS {FAIL_BY_PAYMENT}")
+            rows = await conn.fetch(f"EXPLAIN EXECUTE fail_probe({', '.join(['NULL'] * 14)})")
+            await conn.execute("DEALLOCATE fail_probe")
+    finally:
+        await conn.close()
+    plan = [row[0].strip() for row in rows]
+    scan = next(n for n, line in enumerate(plan) if "on idempotency_keys k" in line and "Scan" in line)
+    assert plan[scan].startswith("->  Index Scan using idempotency_keys_pkey"), plan[scan]
+    assert plan[scan + 1] == ("Index Cond: ((merchant_id = pay_4.merchant_id) "
+                              "AND (idempotency_key = pay_4.idempotency_key))"), plan[scan + 1]

@@ -184,6 +184,7 @@ async def test_the_write_ahead_batch_keeps_every_value_as_sent(stack):
         assert first["metadata"] == {"note": odd, "ключ": "значение"}     # the pool decodes jsonb
         assert msgspec.convert(first["fraud"], FraudRecord) == fraud
         assert first["review_status"] == "open" and first["card_exp_year"] == 2031
+        assert first["idempotency_key"] == "key-1" and second["idempotency_key"] == "key-2"   # for recovery
         assert second["description"] is None and second["fraud"] is None and second["signals"] is None
         assert second["key_fingerprint"] == b"\x00" and second["metadata"] == {}
         # A key already taken writes nothing and answers False.
