@@ -311,7 +311,8 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 # assumes of an array it cannot see), so the card read was planned again on nearly every call (9,734 plans
 # in 12,248 calls of a 60 s bench, 83 µs each against 30 µs to run). Its plan is the same either way: a
 # lookup by key per token (tests/vault/test_plans.py).
-SESSION_SETTINGS = {"enable_seqscan": "off", "plan_cache_mode": "force_generic_plan"}
+# No JIT either, as in the switch's pools (switch.store.pool.POOL_SETTINGS): its statements are lookups.
+SESSION_SETTINGS = {"enable_seqscan": "off", "plan_cache_mode": "force_generic_plan", "jit": "off"}
 
 
 async def create_pool(database_url: str, size_max: int) -> asyncpg.Pool:

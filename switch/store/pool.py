@@ -49,9 +49,17 @@ async def keep_session(conn: asyncpg.Connection) -> None:
 KEYED_ONLY = {"enable_seqscan": "off"}
 
 
+# Every pooled session: no JIT compilation. Postgres compiles a statement whose estimated cost passes
+# jit_above_cost (100,000), and a statement of a few rows can be estimated that high: the backlog sample,
+# costed for 190 webhook endpoints where the bench has one, compiled 66 functions on every run and took
+# 35-72 ms, nearly all of it compiling. The switch runs short statements; a tool's long scans keep JIT.
+POOL_SETTINGS = {"jit": "off"}
+
+
 async def create_pool(url: str, size_max: int, server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
     pool = await asyncpg.create_pool(url, min_size=min(2, size_max), max_size=size_max, init=init_connection,
-                                     reset=keep_session, command_timeout=10, server_settings=server_settings)
+                                     reset=keep_session, command_timeout=10,
+                                     server_settings={**POOL_SETTINGS, **(server_settings or {})})
     assert pool is not None
     return pool
 
