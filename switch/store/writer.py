@@ -103,7 +103,9 @@ class BeginRow(msgspec.Struct):
 # planner answer it from the payments_in_flight partial index, whose dead entries (every finished payment
 # until vacuum reaches it) a bitmap scan re-reads on every batch: the statement got slower with every
 # payment, 63 -> 440 µs a row within a minute of load. With the guard a join clause, each row is one
-# primary-key lookup. MATERIALIZED keeps `from_status` opaque to the planner.
+# primary-key lookup. MATERIALIZED keeps `from_status` opaque to the planner. `p.id = ANY ($1)` makes the
+# lookup by key whatever the statistics: with the join clauses alone, the plan made on a new, empty table
+# read all of payments_pkey, in a nested loop under the batch, until the table was next analyzed.
 # Ledger entries come in as data (switch.ledger.postings): they are written for the payments the
 # statement moved out of `processing`, and only for those.
 # The key's merchant comes from the input, beside the key: taken from `pay` (another relation of the join),
@@ -122,7 +124,7 @@ WITH input AS MATERIALIZED (
         amount_received = i.amount_received, auth_code = i.auth_code, response_code = i.response_code,
         decline_code = i.decline_code, failure_message = i.failure_message, updated_at = now(),
         review_status = CASE WHEN i.status = 'failed' THEN NULL ELSE p.review_status END
-    FROM input i WHERE p.id = i.payment_id AND p.status = i.from_status
+    FROM input i WHERE p.id = ANY ($1::text[]) AND p.id = i.payment_id AND p.status = i.from_status
     RETURNING p.id, p.merchant_id, p.review_status
 ), ledger AS (
     INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
