@@ -24,6 +24,7 @@ from acquirer_sim.issuer import DUPLICATES_MAX_DEFAULT, UNSETTLED_MAX_DEFAULT, I
 from acquirer_sim.scenario import ScenarioError, load_scenario
 from acquirer_sim.server import RECORDS_MAX_DEFAULT, Simulator
 from acquirer_sim.settlement import Settlement, parse_daily_at
+from switch.common import collector
 from switch.common.tls import server_context
 from switch.iso.mac import MacKeyError, parse_master_keys
 
@@ -131,6 +132,8 @@ async def serve(args: argparse.Namespace) -> None:
         control.scenarios.start(scenario)
     loop = asyncio.get_running_loop()
     daily = loop.create_task(settlement.run_daily(args.settlement_time)) if args.settlement_time else None
+    # Its transactions and accounts live long and keep coming: frozen as they age (switch.common.collector).
+    freezing = loop.create_task(collector.freeze_every())
     stop = asyncio.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signal_number, stop.set)
@@ -140,10 +143,11 @@ async def serve(args: argparse.Namespace) -> None:
         flush=True,
     )
     await stop.wait()
-    if daily is not None:
-        daily.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await daily
+    for task in (daily, freezing):
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
     await control.close()
     await simulator.close()
 

@@ -21,6 +21,7 @@ from typing import cast
 import asyncpg
 import msgspec
 
+from switch.common import collector
 from switch.common.cards import CardError, CardNumber, SecretStr
 from switch.common.errors import ConfigError
 from switch.common.writes import CoalescedWriter
@@ -362,6 +363,7 @@ async def serve(config: VaultConfig) -> None:
         stop = asyncio.Event()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
+        collector.freeze_survivors()        # what start-up made lives as long as the process: never walked again
         print(f"VAULT READY socket={config.socket_path}", flush=True)
         log.info("vault listening on %s (key versions %s)", config.socket_path, vault.keys.versions)
         await stop.wait()
