@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import math
 import os
@@ -38,10 +39,12 @@ from loadtest.mix import EXPIRY, SAVED_CARDS, Mix, NewCards, Step, card_body
 from loadtest.profile import Profiler
 from loadtest.stacks import run_on_stack
 from loadtest.timeline import Run, Timeline, cpu_per_payment_by_process_us, cpu_per_payment_us, draw, per_window
+from switch.common import collector
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PYTHON_PROCESSES = ("switch", "vault", "simulator", "loadgen")       # what --profile samples
 REQUEST_TIMEOUT_S = 10.0
+LOADGEN_GC_YOUNG_THRESHOLD = 7_000
 RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
 TEST_CARD = {"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
 
@@ -542,6 +545,7 @@ async def measured(label: str, run: Callable[[float, Results | None], Awaitable[
     meter = CpuMeter(roots)
     timeline = Timeline(math.ceil(duration_s + REQUEST_TIMEOUT_S) + 1)
     results = Results(timeline=timeline)
+    collector.freeze_survivors()        # what set-up and warm-up made: not walked by the measured run's passes
     meter.begin()
     timeline.start()
     sampler = CpuSampler(meter, timeline)
@@ -707,6 +711,11 @@ def main(argv: list[str] | None = None) -> int:
         args.webhook = args.mix
     import uvloop
 
+    # The load generator shares the loop with the requests it times: a full collection pauses every request in
+    # flight. At the default young threshold (700) its requests' objects were promoted while still in flight
+    # and died in the oldest generation: a full pass every 10 s, 15-84 ms each. The switch's workers raise
+    # the threshold the same way (switch.process.worker.GC_YOUNG_THRESHOLD).
+    gc.set_threshold(LOADGEN_GC_YOUNG_THRESHOLD, 10, 10)
     if args.url:
         if not args.api_key:
             parser.error("--url needs --api-key")
