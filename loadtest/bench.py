@@ -44,7 +44,6 @@ from switch.common import collector
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PYTHON_PROCESSES = ("switch", "vault", "simulator", "loadgen")       # what --profile samples
 REQUEST_TIMEOUT_S = 10.0
-LOADGEN_GC_YOUNG_THRESHOLD = 7_000
 RUN_DIR = Path(__file__).resolve().parent.parent / ".run"
 TEST_CARD = {"card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2030, "cvc": "123"}}
 
@@ -714,8 +713,8 @@ def main(argv: list[str] | None = None) -> int:
     # The load generator shares the loop with the requests it times: a full collection pauses every request in
     # flight. At the default young threshold (700) its requests' objects were promoted while still in flight
     # and died in the oldest generation: a full pass every 10 s, 15-84 ms each. The switch's workers raise
-    # the threshold the same way (switch.process.worker.GC_YOUNG_THRESHOLD).
-    gc.set_threshold(LOADGEN_GC_YOUNG_THRESHOLD, 10, 10)
+    # the threshold the same way.
+    gc.set_threshold(collector.YOUNG_THRESHOLD, 10, 10)
     if args.url:
         if not args.api_key:
             parser.error("--url needs --api-key")

@@ -11,7 +11,9 @@ The report ends with the time spent planning and the statements planned most.
 
 Then what the run wrote (`writes`): WAL bytes, records and full-page images a payment (pg_stat_wal), and
 per table the rows inserted, updated and deleted a payment, with the share of updates that were HOT (the
-new row version on the same page and no index entry written; pg_stat_all_tables).
+new row version on the same page and no index entry written; pg_stat_all_tables). Postgres 15 publishes a
+busy backend's table and WAL counts about once a second, so each snapshot misses each backend's last
+second or so: the warm-up's tail counts and the run's tail does not, which roughly cancel.
 """
 
 from __future__ import annotations

@@ -15,17 +15,23 @@ import gc
 FREEZE_INTERVAL_S = 10.0
 
 
-def freeze_survivors() -> None:
-    """Collect the young generations (cheap: at most a few thousand objects), then freeze what survived,
-    so a cycle that had just become garbage is not frozen with the rest."""
-    gc.collect(1)
+YOUNG_THRESHOLD = 7_000     # allocations between young collections, where a process raises it (700 by default)
+
+
+def freeze_survivors(generation: int = 2) -> None:
+    """Collect up to `generation`, then freeze what survived. A cycle that is garbage when frozen is never
+    freed, so a one-off freeze (start-up, before a measurement) collects everything first; a periodic one,
+    which must stay short, collects the young generations only (at most a few thousand objects) and
+    freezes with the rest whatever garbage the oldest generation holds."""
+    gc.collect(generation)
     gc.freeze()
 
 
 async def freeze_every(interval_s: float = FREEZE_INTERVAL_S) -> None:
     """Freeze the survivors every `interval_s`, for a process whose long-lived state keeps growing: a full
-    pass then walks only what the last interval made. A cycle still reachable when frozen is never collected
-    once it becomes garbage; the simulator's full passes freed nothing, so it makes none that live that long."""
+    pass then walks only what the last interval made. Garbage cycles that reached the oldest generation, and
+    cycles still reachable when frozen, are never freed; the simulator's full passes freed nothing, so it
+    makes none that live that long."""
     while True:
         await asyncio.sleep(interval_s)
-        freeze_survivors()
+        freeze_survivors(generation=1)

@@ -19,7 +19,7 @@ import redis.asyncio as redis
 import uvloop
 from redis.exceptions import RedisError
 
-from switch.common import http, metrics
+from switch.common import collector, http, metrics
 from switch.common.tls import server_context
 from switch.fraud.screen import Screener
 from switch.frontends.http.app import App
@@ -55,7 +55,6 @@ from switch.vault_client import VaultClient
 log = logging.getLogger("switch")
 
 REAPER_INTERVAL_S = 300.0
-GC_YOUNG_THRESHOLD = 7_000           # see run_worker
 
 
 def configure_logging(tag: str) -> None:
@@ -142,7 +141,7 @@ class Worker:
             pool, Path(settings.payouts_dir), settings.payouts_poll_s)) if settings.payouts_dir else None)
         # Everything made so far (modules, settings, pools, caches) lives as long as the worker: frozen, the
         # collector no longer walks it on every full pass.
-        gc.freeze()
+        collector.freeze_survivors()
         if ready_fd is not None:
             try:
                 os.write(ready_fd, b"ready\n")
@@ -199,6 +198,6 @@ def run_worker(host: str, port: int, index: int, ops_host: str, ops_port: int) -
     # A payment allocates a few hundred short-lived objects; at the default threshold (700) the young
     # generation is collected several times per batch of payments, and the fraud step's objects alone cost
     # about 7 µs a payment in collections. 7,000 keeps young collections rare and each one short.
-    gc.set_threshold(GC_YOUNG_THRESHOLD, 10, 10)
+    gc.set_threshold(collector.YOUNG_THRESHOLD, 10, 10)
     asyncio.run(Worker(load_settings(), host, port, ops_host, ops_port, index).run(ready_fd))
     return 0

@@ -156,11 +156,11 @@ async def update_canceled(conn: asyncpg.Connection, payment_id: str, status: str
 # all in one statement. The timeout path and recovery both use it; nothing happens (no row) when the
 # payment already left `processing`. The timeout path knows the key and its merchant (a primary-key update:
 # with the merchant taken from `pay` instead, the plan searched the key's index by its second column alone);
-# recovery takes both from the payment's row (found by payment id, it was a scan of every key). The event's
-# amount is what the payment now holds (0), as for every answer.
+# recovery takes both from the payment's row (found by payment id alone, it read every key of the merchant).
+# The event's amount is what the payment now holds (0), as for every answer.
 def _fail_statement(key_known: bool) -> str:
     by_key = "k.merchant_id = $16 AND k.idempotency_key = $15"
-    key = by_key if key_known else "k.idempotency_key = pay.idempotency_key"
+    key = by_key if key_known else "k.idempotency_key = pay.idempotency_key AND k.payment_id = pay.id"
     return f"""
 WITH pay AS (
     UPDATE payments SET status = 'failed', amount_capturable = 0, amount_received = 0, auth_code = NULL,

@@ -52,7 +52,8 @@ KEYED_ONLY = {"enable_seqscan": "off"}
 # Every pooled session: no JIT compilation. Postgres compiles a statement whose estimated cost passes
 # jit_above_cost (100,000), and a statement of a few rows can be estimated that high: the backlog sample,
 # costed for 190 webhook endpoints where the bench has one, compiled 66 functions on every run and took
-# 35-72 ms, nearly all of it compiling. The switch runs short statements; a tool's long scans keep JIT.
+# 35-72 ms, nearly all of it compiling. The pools run short statements; a single connection a command-line
+# tool opens (`connect`) keeps the server's setting for its long scans.
 POOL_SETTINGS = {"jit": "off"}
 
 

@@ -16,20 +16,9 @@ import pytest
 
 from switch.store import pool as store_pool
 from switch.store.writer import FINISH_PAYMENTS, FINISH_PAYMENTS_ARGUMENTS, PaymentWriter
+from tests.plans import generic_plan, scan_conditions
 
 pytestmark = pytest.mark.integration
-
-
-async def generic_plan(conn, query: str, arguments: int) -> str:
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
-    await conn.execute(f"PREPARE plan_probe AS {query}")
-    try:
-        empty = ", ".join(["'{}'"] * arguments)
-        rows = await conn.fetch(f"EXPLAIN EXECUTE plan_probe({empty})")
-    finally:
-        await conn.execute("DEALLOCATE plan_probe")
-        await conn.execute("RESET plan_cache_mode")
-    return "\n".join(row[0] for row in rows)
 
 
 async def test_finish_batches_update_payments_by_primary_key(stack):
@@ -37,7 +26,7 @@ async def test_finish_batches_update_payments_by_primary_key(stack):
     writer = PaymentWriter(pool)
     await writer.start()
     try:
-        plan = await generic_plan(writer.idle[0], FINISH_PAYMENTS, FINISH_PAYMENTS_ARGUMENTS)
+        plan = await generic_plan(writer.idle[0], FINISH_PAYMENTS, FINISH_PAYMENTS_ARGUMENTS, "'{}'")
     finally:
         await writer.close()
         pool.terminate()                    # no wait on a session a failing close() kept
@@ -45,24 +34,9 @@ async def test_finish_batches_update_payments_by_primary_key(stack):
     assert "payments_in_flight" not in plan
     # By the batch's ids, whatever the statistics: with only the join clauses, a plan made on an empty,
     # analyzed table read all of payments_pkey under a join filter (seen on a scratch database).
-    assert "Index Cond: (id = ANY ($1))" in _lookup(plan, "on payments p").splitlines()
-    assert _lookup(plan, "on idempotency_keys k") == ("Index Cond: ((merchant_id = i_3.merchant_id) "
-                                                      "AND (idempotency_key = i_3.idempotency_key))")
-
-
-def _lookup(plan: str, scanned: str) -> str:
-    """How a plan finds the rows of its scan of `scanned`: the conditions of that scan and of the scans under
-    it (a bitmap scan's index scan), one per line; none when it reads them all."""
-    lines = plan.splitlines()
-    scan = next(n for n, line in enumerate(lines) if scanned in line and "Scan" in line)
-    depth = len(lines[scan]) - len(lines[scan].lstrip())
-    found = []
-    for line in lines[scan + 1:]:
-        if len(line) - len(line.lstrip()) <= depth:
-            break                                   # past the scan and what runs under it
-        if line.strip().startswith(("Index Cond", "Recheck Cond", "Filter")):
-            found.append(line.strip())
-    return "\n".join(found) or "none"
+    assert "Index Cond: (id = ANY ($1))" in scan_conditions(plan, "on payments p")
+    assert scan_conditions(plan, "on idempotency_keys k") == [
+        "Index Cond: ((merchant_id = i_3.merchant_id) AND (idempotency_key = i_3.idempotency_key))"]
 
 
 async def settings_of(conns) -> list[str]:
@@ -287,6 +261,12 @@ async def _open(pool_of: str, url: str) -> asyncpg.Pool:
 async def test_pooled_sessions_never_compile_a_statement(stack, pool_of):
     # JIT compiles any statement estimated above jit_above_cost, however few rows it reads: the backlog
     # sample took 35-72 ms a run, nearly all of it compiling. Here every statement is above the bar.
+    plain = await asyncpg.connect(stack.database_url)
+    try:
+        if not await plain.fetchval("SELECT pg_jit_available()"):
+            pytest.skip("this Postgres has no JIT to turn off")
+    finally:
+        await plain.close()
     pool = await _open(pool_of, stack.database_url)
     try:
         async with pool.acquire() as conn:

@@ -9,21 +9,11 @@ from __future__ import annotations
 
 import pytest
 
+from tests.plans import generic_plan
 from vault.server import create_pool
 from vault.service import _SQL_SELECT_CARDS, _SQL_STORE_CARD, _SQL_STORE_CARDS
 
 pytestmark = pytest.mark.integration
-
-
-async def generic_plan(conn, query: str, arguments: int) -> str:
-    await conn.execute("SET plan_cache_mode = force_generic_plan")
-    await conn.execute(f"PREPARE plan_probe AS {query}")
-    try:
-        rows = await conn.fetch(f"EXPLAIN EXECUTE plan_probe({', '.join(['NULL'] * arguments)})")
-    finally:
-        await conn.execute("DEALLOCATE plan_probe")
-        await conn.execute("RESET plan_cache_mode")
-    return "\n".join(row[0] for row in rows)
 
 
 @pytest.mark.parametrize(("name", "query", "arguments"), [
