@@ -498,8 +498,7 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
         print(f"[{transport}] measuring {args.duration_s:.0f}s with {args.connections} requests in flight ...",
               flush=True)
         profiling = args.statements and getattr(args, "database_url", None)
-        before = await statements.snapshot(args.database_url) if profiling else {}
-        writes_before = await statements.writes_snapshot(args.database_url) if profiling else None
+        before = await statements.snapshot(args.database_url) if profiling else None
         timing_steps = args.steps and getattr(args, "ops_url", None)
         steps_before = await asyncio.to_thread(steps.snapshot, args.ops_url) if timing_steps else {}
         profiler = None
@@ -510,12 +509,9 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
         results, drawn = await measured(transport, run, args.duration_s, roots)
         if profiler is not None:
             print("\n".join(await profiler.stop()), flush=True)
-        if profiling:
-            ran = statements.difference(before, await statements.snapshot(args.database_url))
-            print("\n".join(statements.report(ran, results.payments)), flush=True)
-            if writes_before is not None:
-                writes_after = await statements.writes_snapshot(args.database_url)
-                print("\n".join(statements.writes_report(writes_before, writes_after, results.payments)), flush=True)
+        if before is not None:
+            after = await statements.snapshot(args.database_url)
+            print("\n".join(statements.full_report(before, after, results.payments)), flush=True)
         runs.append(drawn)
         elapsed_s, cpu = drawn.elapsed_s, drawn.cpu_s
         if getattr(args, "ops_url", None):

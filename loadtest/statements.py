@@ -38,15 +38,29 @@ class Statement(NamedTuple):
     plan_ms: float = 0.0
 
 
-async def snapshot(database_url: str) -> Counters:
+class Snapshot(NamedTuple):
+    statements: Counters
+    writes: Writes
+
+
+async def snapshot(database_url: str) -> Snapshot:
+    """The statements' counters and the write counts, read on one connection."""
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch("SELECT userid::bigint AS userid, queryid, calls, total_exec_time, rows, query, plans, "
                                 "total_plan_time FROM pg_stat_statements WHERE queryid IS NOT NULL")
+        writes = await _writes(conn)
     finally:
         await conn.close()
-    return {(row["userid"], row["queryid"]): Statement(row["calls"], row["total_exec_time"], row["rows"], row["query"],
-                                                        row["plans"], row["total_plan_time"]) for row in rows}
+    return Snapshot({(row["userid"], row["queryid"]): Statement(row["calls"], row["total_exec_time"], row["rows"],
+                                                                 row["query"], row["plans"], row["total_plan_time"])
+                     for row in rows}, writes)
+
+
+def full_report(before: Snapshot, after: Snapshot, payments: int) -> list[str]:
+    """What the bench prints: the statements and their planning, then the writes."""
+    return (report(difference(before.statements, after.statements), payments)
+            + writes_report(before.writes, after.writes, payments))
 
 
 def difference(before: Counters, after: Counters) -> list[Statement]:
@@ -104,14 +118,10 @@ class Writes(NamedTuple):
     tables: dict[str, TableWrites]
 
 
-async def writes_snapshot(database_url: str) -> Writes:
-    conn = await asyncpg.connect(database_url)
-    try:
-        wal = await conn.fetchrow("SELECT wal_bytes::bigint AS wal_bytes, wal_records, wal_fpi FROM pg_stat_wal")
-        rows = await conn.fetch("SELECT schemaname || '.' || relname AS name, n_tup_ins, n_tup_upd, n_tup_hot_upd, "
-                                "n_tup_del FROM pg_stat_all_tables WHERE schemaname IN ('public', 'vault')")
-    finally:
-        await conn.close()
+async def _writes(conn: asyncpg.Connection) -> Writes:
+    wal = await conn.fetchrow("SELECT wal_bytes::bigint AS wal_bytes, wal_records, wal_fpi FROM pg_stat_wal")
+    rows = await conn.fetch("SELECT schemaname || '.' || relname AS name, n_tup_ins, n_tup_upd, n_tup_hot_upd, "
+                            "n_tup_del FROM pg_stat_all_tables WHERE schemaname IN ('public', 'vault')")
     tables = {row["name"]: TableWrites(row["n_tup_ins"], row["n_tup_upd"], row["n_tup_hot_upd"], row["n_tup_del"])
               for row in rows}
     return Writes(wal["wal_bytes"], wal["wal_records"], wal["wal_fpi"], tables)

@@ -24,6 +24,7 @@ import msgspec
 from switch.common import collector
 from switch.common.cards import CardError, CardNumber, SecretStr
 from switch.common.errors import ConfigError
+from switch.common.pg_settings import KEYED_ONLY, NO_JIT
 from switch.common.writes import CoalescedWriter
 from switch.vault_protocol import (
     CALLER_LENGTH_MAX,
@@ -312,8 +313,8 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 # assumes of an array it cannot see), so the card read was planned again on nearly every call (9,734 plans
 # in 12,248 calls of a 60 s bench, 83 µs each against 30 µs to run). Its plan is the same either way: a
 # lookup by key per token (tests/vault/test_plans.py).
-# No JIT either, as in the switch's pools (switch.store.pool.POOL_SETTINGS): its statements are lookups.
-SESSION_SETTINGS = {"enable_seqscan": "off", "plan_cache_mode": "force_generic_plan", "jit": "off"}
+# No JIT either, as in the switch's pools: its statements are lookups (switch.common.pg_settings).
+SESSION_SETTINGS = {**KEYED_ONLY, **NO_JIT, "plan_cache_mode": "force_generic_plan"}
 
 
 async def create_pool(database_url: str, size_max: int) -> asyncpg.Pool:

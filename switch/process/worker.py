@@ -20,6 +20,7 @@ import uvloop
 from redis.exceptions import RedisError
 
 from switch.common import collector, http, metrics
+from switch.common.pg_settings import KEYED_ONLY
 from switch.common.tls import server_context
 from switch.fraud.screen import Screener
 from switch.frontends.http.app import App
@@ -48,7 +49,7 @@ from switch.settlement import job as settlement_job
 from switch.settlement import payouts
 from switch.store import events as event_store
 from switch.store import idempotency as key_store
-from switch.store.pool import KEYED_ONLY, create_pool
+from switch.store.pool import create_pool
 from switch.store.writer import PaymentWriter
 from switch.vault_client import VaultClient
 

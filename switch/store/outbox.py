@@ -9,7 +9,7 @@ from switch.store.records import OutboxItem
 # The outbox keeps every row it ever sent (settlement reads the capture advices), so its statements must
 # reach their rows by key: the due ones through network_outbox_due, then each by its id (= ANY of an
 # array, not a join the planner could make over the whole table). The sender's pool has sequential scans
-# off (switch.store.pool.KEYED_ONLY): on a new stack the table is empty, and a connection kept the
+# off (switch.common.pg_settings.KEYED_ONLY): on a new stack the table is empty, and a connection kept the
 # sequential scans it planned then, over 1.3 million rows read in a 40 s bench.
 # A refund's 0200 carries its own terminal id (field 41), which its reversal must repeat.
 _CLAIM = """

@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 import asyncpg
 
 from switch.common.outage import Outage
+from switch.common.pg_settings import NO_JIT
 
 # Postgres cannot be reached or is going away (restart, failover, overload): the request may be retried.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -43,24 +44,11 @@ async def keep_session(conn: asyncpg.Connection) -> None:
     they come back: PaymentWriter._give_back.)"""
 
 
-# For a pool whose statements all find their rows by key over a table that only grows (the outbox): a
-# connection keeps the plan it made while the table was small until the table is next analyzed, and a
-# sequential scan then reads every row ever written (see switch.store.outbox).
-KEYED_ONLY = {"enable_seqscan": "off"}
-
-
-# Every pooled session: no JIT compilation. Postgres compiles a statement whose estimated cost passes
-# jit_above_cost (100,000), and a statement of a few rows can be estimated that high: the backlog sample,
-# costed for 190 webhook endpoints where the bench has one, compiled 66 functions on every run and took
-# 35-72 ms, nearly all of it compiling. The pools run short statements; a single connection a command-line
-# tool opens (`connect`) keeps the server's setting for its long scans.
-POOL_SETTINGS = {"jit": "off"}
-
-
 async def create_pool(url: str, size_max: int, server_settings: dict[str, str] | None = None) -> asyncpg.Pool:
+    """A pool of sessions without JIT (NO_JIT), with `server_settings` besides (e.g. pg_settings.KEYED_ONLY)."""
     pool = await asyncpg.create_pool(url, min_size=min(2, size_max), max_size=size_max, init=init_connection,
                                      reset=keep_session, command_timeout=10,
-                                     server_settings={**POOL_SETTINGS, **(server_settings or {})})
+                                     server_settings={**NO_JIT, **(server_settings or {})})
     assert pool is not None
     return pool
 

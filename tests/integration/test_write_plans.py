@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from switch.common.pg_settings import KEYED_ONLY
 from switch.store import pool as store_pool
 from switch.store.writer import FINISH_PAYMENTS, FINISH_PAYMENTS_ARGUMENTS, PaymentWriter
 from tests.plans import generic_plan, scan_conditions
@@ -184,7 +185,7 @@ async def test_the_outbox_reaches_its_rows_by_key(stack, name):
     from switch.store.outbox import _ACKNOWLEDGED, _CLAIM
 
     query, value = (_CLAIM, "1") if name == "claim" else (_ACKNOWLEDGED, "'{1}'")
-    pool = await store_pool.create_pool(stack.database_url, 2, server_settings=store_pool.KEYED_ONLY)
+    pool = await store_pool.create_pool(stack.database_url, 2, server_settings=KEYED_ONLY)
     try:
         async with pool.acquire() as conn:
             await conn.execute("SET plan_cache_mode = force_generic_plan")
@@ -254,7 +255,7 @@ async def _open(pool_of: str, url: str) -> asyncpg.Pool:
     from vault.server import create_pool as create_vault_pool
     if pool_of == "vault":
         return await create_vault_pool(url, 1)
-    return await store_pool.create_pool(url, 1, server_settings=store_pool.KEYED_ONLY if pool_of == "outbox" else None)
+    return await store_pool.create_pool(url, 1, server_settings=KEYED_ONLY if pool_of == "outbox" else None)
 
 
 @pytest.mark.parametrize("pool_of", ["switch", "outbox", "vault"])
