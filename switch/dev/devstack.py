@@ -49,8 +49,25 @@ class StackError(RuntimeError):
     """A service of the local stack could not be started."""
 
 
+FREE_PORT_TRIES = 1_000
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """Ask the kernel for a free loopback port (a small race window remains; we retry on bind failure)."""
+    """A free loopback port the kernel offers, never one this process has handed out before (a small race
+    with other processes remains; we retry on bind failure). The kernel may offer a port again once the probe
+    closes, and the switch binds with SO_REUSEPORT: two switches given the same port both bind it and share its
+    connections. The crash drills start a dozen switches at once, and a drill's payment was once served by
+    another drill's switch (its failpoint never fired)."""
+    for _ in range(FREE_PORT_TRIES):
+        port = _kernel_port()
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise StackError(f"no loopback port this process has not handed out in {FREE_PORT_TRIES} tries")
+
+
+def _kernel_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
