@@ -313,7 +313,7 @@ class Link:
                 self._remember_late(key)
             raise
         if metrics is not None:
-            metrics.round_trip.observe(loop.time() - started)
+            metrics.round_trip(loop.time() - started)
         return response
 
     def _forget(self, key: MatchKey, future: asyncio.Future[Message]) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from switch.common.metrics import FlushedCounts, FlushedHistogram
 from switch.iso.codes import FIELD39_TO_RESULT
 from switch.iso.messages import (
     MTI_AUTHORIZATION_REQUEST,
@@ -58,6 +59,9 @@ breaker_state = Gauge("switch_network_breaker_state", "Circuit breaker: 0 closed
                       _ENDPOINT, multiprocess_mode="livemax")
 breaker_transitions = Counter("switch_network_breaker_transitions_total", "Circuit breaker state changes",
                               [*_ENDPOINT, "state"])
+# Every message and round trip updates these: handed to prometheus-client once a second (FlushedCounts).
+_messages = FlushedCounts(messages)
+_round_trips = FlushedHistogram(round_trip)
 no_route = Counter("switch_network_no_route_total", "Requests refused because no link could take them",
                    ["network"])
 
@@ -75,16 +79,15 @@ def code_label(code: object) -> str:
 class LinkMetrics:
     """The children of one endpoint, bound once and shared by its links."""
 
-    __slots__ = ("network", "endpoint", "_sent", "_received", "round_trip", "timeouts", "late", "unhandled",
+    __slots__ = ("network", "endpoint", "labels", "_sent", "_received", "timeouts", "late", "unhandled",
                  "reconnects", "connect_failures", "in_flight", "breaker_state", "mac_failures")
 
     def __init__(self, network: str, endpoint: str) -> None:
         self.network = network
         self.endpoint = endpoint
-        labels = (network, endpoint)
-        self._sent: dict[str, Counter] = {}
-        self._received: dict[tuple[str, object], Counter] = {}
-        self.round_trip = round_trip.labels(*labels)
+        labels = self.labels = (network, endpoint)
+        self._sent: dict[str, tuple[str, ...]] = {}
+        self._received: dict[tuple[str, object], tuple[str, ...]] = {}
         self.timeouts = timeouts.labels(*labels)
         self.late = late.labels(*labels)
         self.unhandled = unhandled.labels(*labels)
@@ -95,28 +98,31 @@ class LinkMetrics:
         self.breaker_state = breaker_state.labels(*labels)
 
     def sent(self, mti: str) -> None:
-        child = self._sent.get(mti)
-        if child is None:
+        labels = self._sent.get(mti)
+        if labels is None:
             # Keyed by the label, so a peer sending garbage cannot grow this dict past the known set.
             label = mti_label(mti)
-            child = messages.labels(self.network, self.endpoint, "tx", label, "")
+            labels = (self.network, self.endpoint, "tx", label, "")
             if label == mti:
-                self._sent[mti] = child
-        child.inc()
+                self._sent[mti] = labels
+        _messages.add(labels)
 
     def received(self, mti: str, code: object) -> None:
-        child = self._received.get((mti, code))
-        if child is None:
-            child = self._bind_received(mti, code)
-        child.inc()
+        labels = self._received.get((mti, code))
+        if labels is None:
+            labels = self._received_labels(mti, code)
+        _messages.add(labels)
 
-    def _bind_received(self, mti: str, code: object) -> Counter:
-        labels = (mti_label(mti), code_label(code))
-        child = messages.labels(self.network, self.endpoint, "rx", *labels)
-        if labels == (mti, code):
+    def round_trip(self, seconds: float) -> None:
+        _round_trips.observe(self.labels, seconds)
+
+    def _received_labels(self, mti: str, code: object) -> tuple[str, ...]:
+        known = (mti_label(mti), code_label(code))
+        labels = (self.network, self.endpoint, "rx", *known)
+        if known == (mti, code):
             # Only known MTIs and codes are cached under their own key, which bounds this dict.
-            self._received[labels] = child
-        return child
+            self._received[known] = labels
+        return labels
 
     def breaker_changed(self, state: int, state_label: str) -> None:
         self.breaker_state.set(state)

@@ -6,6 +6,7 @@ import pytest
 
 from loadtest.httpclient import Client
 from tests.integration.helpers import key, payment
+from tests.integration.solo import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +39,12 @@ async def test_operations_endpoints_are_not_on_the_merchant_port(api: Client, op
 
 async def test_metrics_count_requests(api: Client, ops: Client) -> None:
     await api.request("POST", "/v1/payments", payment(), idempotency_key=key())
-    text = (await ops.request("GET", "/metrics")).body.decode()
+
+    async def exposition() -> str | None:
+        text = (await ops.request("GET", "/metrics")).body.decode()
+        return text if "switch_http_request_duration_seconds_bucket" in text else None
+
+    # A worker hands its request counts to the exposition once a second (switch.common.metrics.Flushed).
+    text = await eventually(exposition, 5.0)
+    assert text is not None, "no request latency in the exposition"
     assert 'switch_http_requests_total{method="POST",route="payments.create",status="200"}' in text
-    assert "switch_http_request_duration_seconds_bucket" in text

@@ -28,6 +28,7 @@ import pytest
 import pytest_asyncio
 
 from loadtest.httpclient import Client
+from switch.common.metrics import Flushed
 from switch.dev.devstack import REPO_ROOT
 from switch.dev.observe import find_prometheus, start_prometheus
 from tests.conftest import simulator
@@ -187,6 +188,7 @@ async def late_answer(solo_stack: SoloStack, client: Client) -> None:
 
 async def kill_one_worker(switch: Switch) -> None:
     before = switch.worker_pids()
+    await asyncio.sleep(Flushed.FLUSH_INTERVAL_S + 0.5)   # what the worker counted is in its metric files
     os.kill(before[0], signal.SIGKILL)
 
     async def replaced() -> bool:
