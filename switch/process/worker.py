@@ -162,9 +162,9 @@ class Worker:
         await outbox.stop()
         await asyncio.sleep(0.2)            # let handlers already running write their final rows
         await writer.close()
-        metrics.flush_all()
         idempotency.commands.log_batches()
         await networks.close()
+        metrics.flush_all()                 # after the links' sign-offs, which are counted too
         await vault.close()
         await idempotency.commands.close()
         await redis_client.aclose()

@@ -268,7 +268,9 @@ async def test_dashboards_and_rules_read_real_series_and_the_drill_fires_its_ale
     for name, url in (("switch", switch.ops_url), ("vault", solo_stack.stack.vault_ops_url),
                       ("acquirer_sim", solo_stack.stack.simulator_control_url)):
         assert_safe_exposition(name, scrape(url))
-    # The workers' counts add up (the killed worker's included): every POST /v1/payments sent is counted.
+    # The workers' counts add up (the killed worker's included): every POST /v1/payments sent is counted,
+    # once the workers have handed over their last second (switch.common.metrics.Flushed).
+    await asyncio.sleep(Flushed.FLUSH_INTERVAL_S + 0.5)
     counted = sum(value for metric, labels, value in samples(scrape(switch.ops_url))
                   if metric == "switch_http_requests_total" and labels.get("route") == "payments.create")
     assert PAYMENT_POSTS["count"] > 100 and counted == PAYMENT_POSTS["count"]
