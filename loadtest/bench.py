@@ -653,6 +653,8 @@ def stack_roots(stack: object) -> dict[str, int]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from switch.dev.devstack import co_located_workers
+
     parser = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n")[0])
     parser.add_argument("--url", help="use a running stack (with --api-key) instead of starting one")
     parser.add_argument("--api-key")
@@ -660,7 +662,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration-s", type=float, default=15.0)
     parser.add_argument("--warmup-s", type=float, default=3.0)
     parser.add_argument("--payments-max", type=int, default=500_000, help="stop after this many requests")
-    parser.add_argument("--workers", type=int, default=2, help="switch workers when starting a stack")
+    parser.add_argument("--workers", type=int, default=co_located_workers(),
+                        help="switch workers when starting a stack (default: half the cores, at least one)")
     parser.add_argument("--transport", choices=["http", "tcp", "both"], default="http",
                         help="HTTP, the merchant TCP protocol, or both one after the other (CPU per payment each)")
     parser.add_argument("--tcp-connections", type=int, default=8,

@@ -1,6 +1,6 @@
 """`make locust`: the Locust Black-Friday shape (loadtest/locustfile.py) run headless against a local stack.
 
-Starts the whole stack as `make bench` does (two switch workers, the rate limits raised, the fraud screen
+Starts the whole stack as `make bench` does, but with two switch workers (the rate limits raised, the fraud screen
 acting on its lists only), runs Locust in a subprocess on loopback with BLACK_FRIDAY_SCALE (--scale), and
 keeps its CSV and HTML reports in .run/locust-<UTC time>/ (with Locust's own log, locust.log). Prints the
 requests, failures and latency from Locust's `_stats.csv`, the requests/s of each stage of the shape from
