@@ -2,9 +2,9 @@
 
 Labels are bounded sets: network and endpoint come from configuration, MTI from the known MTIs and
 field 39 from the code table (anything else is "other"). Never card data. The per-message path only
-touches labelled children bound once per endpoint (a dict lookup and an increment, about 1 µs in
-prometheus-client's multiprocess mode), and the in-flight gauge is sampled by the pool rather than
-moved twice per message. Gauges say how workers aggregate under PROMETHEUS_MULTIPROC_DIR.
+adds to plain numbers (messages by label set, round trips by bucket) that go to prometheus-client once a
+second (switch.common.metrics.Flushed), and the in-flight gauge is sampled by the pool rather than moved
+twice per message. Gauges say how workers aggregate under PROMETHEUS_MULTIPROC_DIR.
 """
 
 from __future__ import annotations
