@@ -1,8 +1,8 @@
 """`make locust`: the Locust Black-Friday shape (loadtest/locustfile.py) run headless against a local stack.
 
-Starts the whole stack as `make bench` does, but with two switch workers (the rate limits raised, the fraud screen
-acting on its lists only), runs Locust in a subprocess on loopback with BLACK_FRIDAY_SCALE (--scale), and
-keeps its CSV and HTML reports in .run/locust-<UTC time>/ (with Locust's own log, locust.log). Prints the
+Starts the whole stack as `make bench` does (one switch worker for every two cores, the rate limits raised,
+the fraud screen acting on its lists only), runs Locust in a subprocess on loopback with BLACK_FRIDAY_SCALE
+(--scale), and keeps its CSV and HTML reports in .run/locust-<UTC time>/ (with Locust's own log, locust.log). Prints the
 requests, failures and latency from Locust's `_stats.csv`, the requests/s of each stage of the shape from
 `_stats_history.csv`, and the CPU seconds each process tree used during the run (switch, vault, simulator,
 Postgres, Redis, Locust), per successful payment. The stack is always stopped. The last line is:
@@ -199,11 +199,14 @@ def report(summary: Summary, rates: list[StageRate], cpu: dict[str, float], elap
 
 
 def main(argv: list[str] | None = None) -> int:
+    from switch.dev.devstack import co_located_workers
+
     parser = argparse.ArgumentParser(prog="python -m loadtest.locust_run", description=__doc__.split("\n")[0])
     parser.add_argument("--scale", type=float, default=DEFAULT_SCALE,
                         help=f"BLACK_FRIDAY_SCALE: the shape's length and users (default {DEFAULT_SCALE}: about "
                              "3 minutes on 2 cores; 0.1 for a 30 s smoke run)")
-    parser.add_argument("--workers", type=int, default=2, help="switch workers")
+    parser.add_argument("--workers", type=int, default=co_located_workers(),
+                        help="switch workers (default: half the cores, at least one)")
     parser.add_argument("--grace-s", type=float, default=60.0,
                         help="how long past the shape's end Locust may take before it is interrupted")
     parser.add_argument("--keep-run-dir", action="store_true",
