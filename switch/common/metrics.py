@@ -79,33 +79,43 @@ class FlushedCounts(Flushed):
         return child
 
 
+class _Observed:
+    """One label set's observations since the last flush: a count per bucket and their sum."""
+
+    __slots__ = ("counts", "total")
+
+    def __init__(self, buckets: int) -> None:
+        self.counts = [0] * buckets
+        self.total = 0.0
+
+
 class FlushedHistogram(Flushed):
-    """A labelled Histogram's observations, flushed (see Flushed): per label set, a count per bucket and the
-    sum, handed over as the increments prometheus-client's own observe() makes (its `_buckets` and `_sum`
-    values; tests/unit/test_flushed_counts.py checks the exposition against observe())."""
+    """A labelled Histogram's observations, flushed (see Flushed), handed over as the increments
+    prometheus-client's own observe() makes (its `_buckets` and `_sum` values;
+    tests/unit/test_flushed_counts.py checks the exposition against observe())."""
 
     def __init__(self, histogram: Histogram) -> None:
         super().__init__()
         self.histogram = histogram
         self.bounds: tuple[float, ...] = tuple(histogram._upper_bounds)   # the last is +Inf
-        self.held: dict[tuple[str, ...], tuple[list[int], list[float]]] = {}
+        self.held: dict[tuple[str, ...], _Observed] = {}
 
     def observe(self, labels: tuple[str, ...], seconds: float) -> None:
-        held = self.held.get(labels)
-        if held is None:
-            held = self.held[labels] = ([0] * len(self.bounds), [0.0])
-        held[0][bisect_left(self.bounds, seconds)] += 1
-        held[1][0] += seconds
+        observed = self.held.get(labels)
+        if observed is None:
+            observed = self.held[labels] = _Observed(len(self.bounds))
+        observed.counts[bisect_left(self.bounds, seconds)] += 1
+        observed.total += seconds
         if not self.flush_scheduled:
             self._schedule()
 
     def flush(self) -> None:
         self.flush_scheduled = False
         held, self.held = self.held, {}
-        for labels, (counts, total) in held.items():
+        for labels, observed in held.items():
             child = self.histogram.labels(*labels) if labels else self.histogram
-            child._sum.inc(total[0])
-            for bucket, count in zip(child._buckets, counts, strict=True):
+            child._sum.inc(observed.total)
+            for bucket, count in zip(child._buckets, observed.counts, strict=True):
                 if count:
                     bucket.inc(count)
 

@@ -59,7 +59,7 @@ breaker_state = Gauge("switch_network_breaker_state", "Circuit breaker: 0 closed
                       _ENDPOINT, multiprocess_mode="livemax")
 breaker_transitions = Counter("switch_network_breaker_transitions_total", "Circuit breaker state changes",
                               [*_ENDPOINT, "state"])
-# Every message and round trip updates these: handed to prometheus-client once a second (FlushedCounts).
+# Every message and round trip updates these: handed to prometheus-client once a second (common.metrics.Flushed).
 _messages = FlushedCounts(messages)
 _round_trips = FlushedHistogram(round_trip)
 no_route = Counter("switch_network_no_route_total", "Requests refused because no link could take them",
