@@ -8,7 +8,7 @@ import asyncio
 import os
 from bisect import bisect_left
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -26,20 +26,27 @@ late_responses = Counter("switch_network_late_responses_total", "Network respons
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
-class Flushed:
+Held = TypeVar("Held")
+
+
+class Flushed(Generic[Held]):
     """Per-payment metric updates added up in plain numbers and handed to prometheus-client at most once
     every FLUSH_INTERVAL_S: in multiprocess mode each update is a locked write to a shared file (0.8 µs a
     counter increment, 1.6 a histogram observation), too dear for every payment. Keys are label tuples
     (empty for an unlabelled metric), bounded by the caller's label sets."""
 
     FLUSH_INTERVAL_S = 1.0
-    every: list[Flushed] = []                    # so a worker that stops hands over what it still holds
+    every: list[Flushed[Any]] = []               # so a worker that stops hands over what it still holds
 
     def __init__(self) -> None:
         Flushed.every.append(self)
+        self.held: dict[tuple[str, ...], Held] = {}
         self.flush_scheduled = False
 
-    def _schedule(self) -> None:
+    def _due(self) -> None:
+        """Something is held: a flush within FLUSH_INTERVAL_S, unless one is scheduled already."""
+        if self.flush_scheduled:
+            return
         self.flush_scheduled = True
         try:
             asyncio.get_running_loop().call_later(self.FLUSH_INTERVAL_S, self.flush)
@@ -47,30 +54,31 @@ class Flushed:
             self.flush()
 
     def flush(self) -> None:
+        self.flush_scheduled = False
+        held, self.held = self.held, {}
+        for labels, value in held.items():
+            self._hand_over(labels, value)
+
+    def _hand_over(self, labels: tuple[str, ...], value: Held) -> None:
         raise NotImplementedError
 
 
-class FlushedCounts(Flushed):
+class FlushedCounts(Flushed[float]):
     """A labelled Counter's increments, flushed (see Flushed)."""
 
     def __init__(self, counter: Counter, known: Iterable[tuple[str, ...]] = ()) -> None:
         super().__init__()
         self.counter = counter
-        self.amounts: dict[tuple[str, ...], float] = {}
         self.children: dict[tuple[str, ...], Any] = {}
         for labels in known:                     # exported at 0 from the start, so rates have a series
             self._child(labels)
 
     def add(self, labels: tuple[str, ...], amount: float = 1) -> None:
-        self.amounts[labels] = self.amounts.get(labels, 0) + amount
-        if not self.flush_scheduled:
-            self._schedule()
+        self.held[labels] = self.held.get(labels, 0) + amount
+        self._due()
 
-    def flush(self) -> None:
-        self.flush_scheduled = False
-        amounts, self.amounts = self.amounts, {}
-        for labels, amount in amounts.items():
-            self._child(labels).inc(amount)
+    def _hand_over(self, labels: tuple[str, ...], amount: float) -> None:
+        self._child(labels).inc(amount)
 
     def _child(self, labels: tuple[str, ...]) -> Any:
         child = self.children.get(labels)
@@ -89,7 +97,7 @@ class _Observed:
         self.total = 0.0
 
 
-class FlushedHistogram(Flushed):
+class FlushedHistogram(Flushed[_Observed]):
     """A labelled Histogram's observations, flushed (see Flushed), handed over as the increments
     prometheus-client's own observe() makes (its `_buckets` and `_sum` values;
     tests/unit/test_flushed_counts.py checks the exposition against observe())."""
@@ -98,7 +106,6 @@ class FlushedHistogram(Flushed):
         super().__init__()
         self.histogram = histogram
         self.bounds: tuple[float, ...] = tuple(histogram._upper_bounds)   # the last is +Inf
-        self.held: dict[tuple[str, ...], _Observed] = {}
 
     def observe(self, labels: tuple[str, ...], seconds: float) -> None:
         observed = self.held.get(labels)
@@ -106,18 +113,14 @@ class FlushedHistogram(Flushed):
             observed = self.held[labels] = _Observed(len(self.bounds))
         observed.counts[bisect_left(self.bounds, seconds)] += 1
         observed.total += seconds
-        if not self.flush_scheduled:
-            self._schedule()
+        self._due()
 
-    def flush(self) -> None:
-        self.flush_scheduled = False
-        held, self.held = self.held, {}
-        for labels, observed in held.items():
-            child = self.histogram.labels(*labels) if labels else self.histogram
-            child._sum.inc(observed.total)
-            for bucket, count in zip(child._buckets, observed.counts, strict=True):
-                if count:
-                    bucket.inc(count)
+    def _hand_over(self, labels: tuple[str, ...], observed: _Observed) -> None:
+        child = self.histogram.labels(*labels) if labels else self.histogram
+        child._sum.inc(observed.total)
+        for bucket, count in zip(child._buckets, observed.counts, strict=True):
+            if count:
+                bucket.inc(count)
 
 
 _requests = FlushedCounts(http_requests)
