@@ -7,6 +7,11 @@ from __future__ import annotations
 # analyzed, and a sequential scan then reads every row ever written (see switch.store.outbox).
 KEYED_ONLY = {"enable_seqscan": "off"}
 
+# For a pool whose statements join a batch's few rows to large tables by their keys (switch.payments.captures):
+# planned on a small table, a hash join read the whole primary-key index of `idempotency_keys` to match the
+# batch's keys, where a nested loop looks each one up.
+KEYED_JOINS = {**KEYED_ONLY, "enable_hashjoin": "off", "enable_mergejoin": "off"}
+
 # No JIT compilation. Postgres compiles a statement whose estimated cost passes jit_above_cost (100,000),
 # and a statement of a few rows can be estimated that high: the backlog sample, costed for 190 webhook
 # endpoints where the bench has one, compiled 66 functions on every run and took 35-72 ms, nearly all of it

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import NamedTuple, TypeAlias
 
 import asyncpg
+import msgspec
 
 from switch.store.records import LedgerEntry, OutboxItem, PaymentRecord, payment_record
 
 Conn: TypeAlias = asyncpg.Connection | asyncpg.Pool
+_json = msgspec.json.Encoder()
 
 PAYMENT_COLUMNS = """id, merchant_id, status, amount, currency, capture_method, amount_capturable, amount_received,
     amount_refunded, card_token, card_brand, card_last4, card_exp_month, card_exp_year, network, terminal_id,
@@ -142,6 +145,130 @@ async def write_captured(conn: asyncpg.Connection, c: Captured) -> None:
                        a.transmitted_at, [e.posting_id for e in entries], [e.payment_id for e in entries],
                        [e.account for e in entries], [e.amount for e in entries], [e.currency for e in entries],
                        p.merchant_id, c.event_type, c.outcome, c.idempotency_key, c.change_type)
+
+
+class Claim(NamedTuple):
+    """A capture's request, as a batch claims its key and locks its payment."""
+
+    merchant_id: str
+    idempotency_key: str
+    request_path: str
+    fingerprint: bytes
+    payment_id: str
+
+
+# A batch of captures' first statement: claim each request's key and lock each payment named, without
+# waiting. A payment another transaction holds is skipped (SKIP LOCKED), so a batch never waits on a row
+# lock and cannot deadlock with another batch; its request goes the one-at-a-time way instead. The first row
+# carries the keys claimed; each row one payment locked (none: one row of NULLs).
+_CLAIM_AND_LOCK_MANY = f"""
+WITH claim AS (
+    INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint)
+    SELECT merchant_id, idempotency_key, 'POST', request_path, fingerprint
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[])
+        AS k(merchant_id, idempotency_key, request_path, fingerprint)
+    ON CONFLICT DO NOTHING RETURNING merchant_id, idempotency_key
+)
+SELECT (SELECT array_agg(merchant_id) FROM claim) AS claimed_merchants,
+       (SELECT array_agg(idempotency_key) FROM claim) AS claimed_keys, p.*
+FROM (SELECT) AS one LEFT JOIN LATERAL (
+    SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ANY ($5::text[]) FOR UPDATE SKIP LOCKED
+) AS p ON true"""
+
+async def claim_and_lock_many(conn: asyncpg.Connection, claims: Sequence[Claim]
+                              ) -> tuple[set[tuple[str, str]], dict[str, PaymentRecord]]:
+    """Claim each (merchant, key) of `claims` (no two alike) and lock the payments they name that no other
+    transaction holds, until the caller's transaction ends: the (merchant, key) pairs claimed, and the
+    payments locked by id (whatever their merchant: the caller compares)."""
+    rows = await conn.fetch(_CLAIM_AND_LOCK_MANY, [c.merchant_id for c in claims], [c.idempotency_key for c in claims],
+                            [c.request_path for c in claims], [c.fingerprint for c in claims],
+                            list({c.payment_id for c in claims}))
+    claimed = set(zip(rows[0]["claimed_merchants"] or (), rows[0]["claimed_keys"] or (), strict=True))
+    locked = {}
+    for row in rows:
+        values = dict(row.items())
+        del values["claimed_merchants"], values["claimed_keys"]
+        if values["id"] is not None:
+            locked[values["id"]] = payment_record(values)
+    return claimed, locked
+
+
+class CapturedRow(msgspec.Struct):
+    """One capture of a batch as _CAPTURED_MANY reads it (json_to_recordset: by field name): the payment's
+    new state, its state-change row, its capture advice, and the answer its key and merchant event carry."""
+
+    id: str
+    status: str
+    amount_received: int
+    from_status: str
+    change_type: str
+    merchant_id: str
+    event_type: str
+    outcome: bytes                      # travels as base64
+    idempotency_key: str
+    kind: str
+    network: str
+    original_mti: str
+    processing_code: str
+    amount: int
+    original_amount: int
+    stan: str
+    rrn: str
+    transmitted_at: str
+
+
+# A batch of captures' writes in one statement: for each capture the same six writes as _CAPTURED, and the
+# keys the batch claimed but did not use (a refused capture, one whose payment another transaction held)
+# deleted, as the one-at-a-time path's rollback would leave them. The captures come as one JSON array,
+# the ledger entries as arrays. The payments are found by `id = ANY ($2)`, whatever the statistics.
+_CAPTURED_MANY = """
+WITH input AS MATERIALIZED (
+    SELECT id, status, amount_received, from_status, change_type, merchant_id, event_type,
+           decode(outcome, 'base64') AS outcome, idempotency_key, kind, network, original_mti, processing_code,
+           amount, original_amount, stan, rrn, transmitted_at
+    FROM json_to_recordset($1::json)
+        AS t(id text, status text, amount_received bigint, from_status text, change_type text, merchant_id text,
+             event_type text, outcome text, idempotency_key text, kind text, network text, original_mti text,
+             processing_code text, amount bigint, original_amount bigint, stan text, rrn text, transmitted_at text)
+), pay AS (
+    UPDATE payments p SET status = i.status, amount_capturable = 0, amount_received = i.amount_received,
+        updated_at = now()
+    FROM input i WHERE p.id = ANY ($2::text[]) AND p.id = i.id
+), state_change AS (
+    INSERT INTO payment_events (payment_id, type, from_status, to_status, amount)
+    SELECT id, change_type, from_status, status, amount_received FROM input
+), advice AS (
+    INSERT INTO network_outbox (payment_id, kind, network, original_mti, processing_code, amount, original_amount,
+                                stan, rrn, transmitted_at)
+    SELECT id, kind, network, original_mti, processing_code, amount, original_amount, stan, rrn, transmitted_at
+    FROM input
+), ledger AS (
+    INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
+    SELECT * FROM unnest($3::text[], $4::text[], $5::text[], $6::bigint[], $7::text[])
+), merchant_event AS (
+    INSERT INTO events (merchant_id, type, object_id, data) SELECT merchant_id, event_type, id, outcome FROM input
+), answered AS (
+    UPDATE idempotency_keys k SET outcome = i.outcome, payment_id = i.id, finished_at = now()
+    FROM input i WHERE k.merchant_id = i.merchant_id AND k.idempotency_key = i.idempotency_key
+)
+DELETE FROM idempotency_keys k USING unnest($8::text[], $9::text[]) AS r(merchant_id, idempotency_key)
+WHERE k.merchant_id = r.merchant_id AND k.idempotency_key = r.idempotency_key"""
+CAPTURED_MANY_ARGUMENTS = 9
+
+
+async def write_captured_many(conn: asyncpg.Connection, captures: Sequence[Captured],
+                              released: Sequence[tuple[str, str]]) -> None:
+    """Write `captures` (payments this transaction holds) and delete the `released` (merchant, key) claims."""
+    rows = [CapturedRow(c.payment.id, c.payment.status, c.payment.amount_received, c.from_status, c.change_type,
+                        c.payment.merchant_id, c.event_type, c.outcome, c.idempotency_key, c.advice.kind,
+                        c.advice.network, c.advice.original_mti, c.advice.processing_code, c.advice.amount,
+                        c.advice.original_amount, c.advice.stan, c.advice.rrn, c.advice.transmitted_at)
+            for c in captures]
+    entries = [entry for c in captures for entry in c.entries]
+    await conn.execute(_CAPTURED_MANY, _json.encode(rows).decode(), [row.id for row in rows],
+                       [e.posting_id for e in entries], [e.payment_id for e in entries],
+                       [e.account for e in entries], [e.amount for e in entries], [e.currency for e in entries],
+                       [merchant for merchant, _ in released], [key for _, key in released])
 
 
 async def update_canceled(conn: asyncpg.Connection, payment_id: str, status: str) -> PaymentRecord:

@@ -1,39 +1,32 @@
-"""Capture (all or part of) an authorization, and cancel one: each one transaction holding the payment's
+"""Capture (all or part of) an authorization, and cancel one, each in a transaction holding the payment's
 row lock (claim the key, check the transition, update, event, outbox row, ledger, answer), after which the
-capture advice (0220) or the reversal (0400) is sent from the outbox."""
+capture advice (0220) or the reversal (0400) is sent from the outbox. Captures share their transaction with
+the captures that arrive with them (switch.payments.captures)."""
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
 import asyncpg
-import msgspec
 
 from switch.common.failpoints import failpoint
-from switch.ledger import postings
 from switch.outbox import items
-from switch.payments import merchant_events
+from switch.payments import captures, merchant_events
 from switch.payments import outcome as outcomes
+from switch.payments.captures import CaptureRequest, NotLocked, Refused
 from switch.payments.commands import Cancel, Capture
 from switch.payments.context import Context, Services
 from switch.payments.outcome import Outcome
 from switch.payments.pipeline import Operation
 from switch.payments.results import Result
-from switch.payments.states import Event, apply, not_allowed_message
+from switch.payments.states import Event
 from switch.payments.steps import events, idempotency
 from switch.store import idempotency as key_store
 from switch.store import outbox as outbox_store
 from switch.store import payments as payment_store
+from switch.store.payments import Claim
 from switch.store.pool import transaction
 from switch.store.records import PaymentRecord
-
-
-class Refused(Exception):
-    """Raised inside the operation's transaction to roll it back; caught at its edge and answered."""
-
-    def __init__(self, outcome: Outcome | None) -> None:
-        super().__init__()
-        self.outcome = outcome
 
 
 async def claim_and_lock(conn: asyncpg.Connection, ctx: Context, services: Services, path: str,
@@ -51,11 +44,7 @@ async def claim_and_lock(conn: asyncpg.Connection, ctx: Context, services: Servi
 
 
 def transition(ctx: Context, payment: PaymentRecord, event: Event) -> str:
-    next_status = apply(payment.status, event)
-    if next_status is None:
-        raise Refused(Outcome(Result.PAYMENT_UNEXPECTED_STATE, ctx.caller.request_id,
-                              message=not_allowed_message(payment.status, event)))
-    return next_status
+    return captures.transition(ctx.caller.request_id, payment, event)
 
 
 async def answer_refusal(ctx: Context, services: Services, refused: Refused) -> None:
@@ -89,18 +78,9 @@ async def capture_locked(conn: asyncpg.Connection, ctx: Context, payment: Paymen
                          amount_to_capture: int | None) -> tuple[Outcome, bytes]:
     """Capture a payment whose row this transaction holds, and answer: the payment, its state change, the
     capture advice, the ledger entries, the merchant event and the key's answer go in one statement."""
-    next_status = transition(ctx, payment, Event.CAPTURED)
-    amount = amount_to_capture or payment.amount_capturable
-    if amount > payment.amount_capturable:
-        raise Refused(Outcome(Result.AMOUNT_TOO_LARGE, ctx.caller.request_id, message="The amount to capture "
-                              "is larger than the amount capturable.", param="amount_to_capture"))
-    captured = msgspec.structs.replace(payment, status=next_status, amount_capturable=0, amount_received=amount)
-    outcome = Outcome(Result.SUCCEEDED, ctx.caller.request_id, payment=captured)
-    data = outcomes.encode(outcome)             # the answer, and the merchant event's data
-    await payment_store.write_captured(conn, payment_store.Captured(
-        captured, payment.status, Event.CAPTURED, items.capture_advice(payment, amount),
-        postings.capture(payment.id, payment.merchant_id, payment.network, payment.currency, amount),
-        "payment.captured", ctx.caller.idempotency_key, data))
+    writes, outcome, data = captures.capture_writes(ctx.caller.request_id, payment, amount_to_capture,
+                                                    ctx.caller.idempotency_key)
+    await payment_store.write_captured(conn, writes)
     return outcome, data
 
 
@@ -115,19 +95,33 @@ async def cancel_locked(conn: asyncpg.Connection, ctx: Context, payment: Payment
 
 
 async def capture(ctx: Context, services: Services) -> None:
+    """Group-committed with the captures that arrive with it (switch.payments.captures); one at a time, in a
+    transaction that waits for the row, when another transaction held the payment."""
     command: Capture = ctx.command
-
-    async def body(conn: asyncpg.Connection) -> tuple[Outcome, bytes]:
-        payment = await claim_and_lock(conn, ctx, services, f"/v1/payments/{command.payment_id}/capture",
-                                       command.payment_id)
-        if payment.review_status == "open":
-            raise Refused(Outcome(Result.PAYMENT_IN_REVIEW, ctx.caller.request_id))
-        return await capture_locked(conn, ctx, payment, command.amount_to_capture)
-
-    await in_transaction(ctx, services, body)
+    caller = ctx.caller
+    request = CaptureRequest(Claim(caller.merchant.id, caller.idempotency_key,
+                                   f"/v1/payments/{command.payment_id}/capture", caller.fingerprint,
+                                   command.payment_id), caller.request_id, command.amount_to_capture)
+    try:
+        ctx.outcome, ctx.outcome_bytes = await services.captures.capture(request)
+    except Refused as refused:
+        await answer_refusal(ctx, services, refused)
+        return
+    except NotLocked:
+        await in_transaction(ctx, services, lambda conn: _capture_waiting(conn, ctx, services, request))
+    else:
+        ctx.claimed = True
     if ctx.claimed:
         failpoint("capture.after_commit")
         services.wake_outbox()
+
+
+async def _capture_waiting(conn: asyncpg.Connection, ctx: Context, services: Services,
+                           request: CaptureRequest) -> tuple[Outcome, bytes]:
+    payment = await claim_and_lock(conn, ctx, services, request.claim.request_path, request.claim.payment_id)
+    writes, outcome, data = captures.check_locked(request, payment)
+    await payment_store.write_captured(conn, writes)
+    return outcome, data
 
 
 async def cancel(ctx: Context, services: Services) -> None:
