@@ -20,7 +20,7 @@ import uvloop
 from redis.exceptions import RedisError
 
 from switch.common import collector, http, metrics
-from switch.common.pg_settings import KEYED_JOINS, KEYED_ONLY
+from switch.common.pg_settings import KEYED_ONLY
 from switch.common.tls import server_context
 from switch.fraud.screen import Screener
 from switch.frontends.http.app import App
@@ -40,9 +40,10 @@ from switch.iso.messages import mask_pan
 from switch.merchants import ApiKeyCache
 from switch.network.router import Networks
 from switch.outbox.sender import OutboxSender
-from switch.payments.captures import CaptureBatches
+from switch.payments import captures, reservations
 from switch.payments.context import Budgets, Services
 from switch.payments.engine import Payments
+from switch.payments.locked import LockedBatches
 from switch.payments.trace import TraceAllocator
 from switch.process import backlog
 from switch.process.config import Settings, load_settings
@@ -103,10 +104,10 @@ class Worker:
         # The outbox loop runs the engine's recovery; the engine wakes the outbox when it queues a row.
         # The outbox sender's own pool: its statements read a table that only grows, by key (KEYED_ONLY).
         outbox_pool = await create_pool(settings.database_url, 2, server_settings=KEYED_ONLY)
-        # The group-committed captures' own pool, one session a batch in flight: their statements find
-        # payments and keys by the batch's ids and join its rows to them by key (KEYED_JOINS).
-        captures = CaptureBatches(await create_pool(settings.database_url, CaptureBatches.INFLIGHT_MAX,
-                                                    server_settings=KEYED_JOINS))
+        # The group-committed captures' and refund reservations' own pool, one session a batch in flight:
+        # their statements find payments and keys by the batch's ids (LockedBatches.SESSION).
+        locked_pool = await create_pool(settings.database_url, 2 * LockedBatches.INFLIGHT_MAX,
+                                        server_settings=LockedBatches.SESSION)
         outbox = OutboxSender(outbox_pool, vault, networks, settings.acquirer_id, lambda: payments.recover(),
                               send_timeout_s=settings.outbox_send_timeout_s, lease_s=settings.outbox_lease_s,
                               poll_interval_s=settings.outbox_poll_interval_s)
@@ -119,7 +120,7 @@ class Worker:
                             rides_lock=fraud_redis is None)
         services = Services(Budgets(settings.payment_budget_s, settings.network_timeout_s), pool, writer, vault,
                             networks, TraceAllocator(pool), idempotency, outbox.wake, screener,
-                            captures)
+                            captures.batches(locked_pool), reservations.batches(locked_pool))
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
         limiter = RateLimiter(idempotency.commands, settings.rate_limits, settings.request_hmac_key)
         for commands in {idempotency.commands, fraud_commands}:
@@ -178,7 +179,7 @@ class Worker:
             await fraud_commands.close()
             await fraud_redis.aclose()
         await outbox_pool.close()
-        await captures.pool.close()
+        await locked_pool.close()
         await pool.close()
 
     @staticmethod

@@ -157,10 +157,11 @@ class Claim(NamedTuple):
     payment_id: str
 
 
-# A batch of captures' first statement: claim each request's key and lock each payment named, without
-# waiting. A payment another transaction holds is skipped (SKIP LOCKED), so a batch never waits on a row
-# lock and cannot deadlock with another batch; its request goes the one-at-a-time way instead. The first row
-# carries the keys claimed; each row one payment locked (none: one row of NULLs).
+# A batch's first statement (switch.payments.locked): claim each request's key and lock each payment it
+# names, of its merchant, without waiting. A payment another transaction holds is skipped (SKIP LOCKED), so
+# a batch never waits on a row lock and cannot deadlock with another batch over payments; its request goes
+# the one-at-a-time way instead. The first row carries the keys claimed; each row one payment locked (none:
+# one row of NULLs).
 _CLAIM_AND_LOCK_MANY = f"""
 WITH claim AS (
     INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, fingerprint)
@@ -172,17 +173,20 @@ WITH claim AS (
 SELECT (SELECT array_agg(merchant_id) FROM claim) AS claimed_merchants,
        (SELECT array_agg(idempotency_key) FROM claim) AS claimed_keys, p.*
 FROM (SELECT) AS one LEFT JOIN LATERAL (
-    SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = ANY ($5::text[]) FOR UPDATE SKIP LOCKED
+    SELECT {PAYMENT_COLUMNS} FROM payments
+    WHERE id = ANY ($5::text[]) AND (id, merchant_id) IN (SELECT * FROM unnest($5::text[], $6::text[]))
+    FOR UPDATE SKIP LOCKED
 ) AS p ON true"""
 
 async def claim_and_lock_many(conn: asyncpg.Connection, claims: Sequence[Claim]
                               ) -> tuple[set[tuple[str, str]], dict[str, PaymentRecord]]:
-    """Claim each (merchant, key) of `claims` (no two alike) and lock the payments they name that no other
-    transaction holds, until the caller's transaction ends: the (merchant, key) pairs claimed, and the
-    payments locked by id (whatever their merchant: the caller compares)."""
+    """Claim each (merchant, key) of `claims` (no two alike) and lock the payments they name, each of its
+    merchant, that no other transaction holds, until the caller's transaction ends: the (merchant, key)
+    pairs claimed, and the payments locked by id."""
+    named = {(c.payment_id, c.merchant_id) for c in claims}
     rows = await conn.fetch(_CLAIM_AND_LOCK_MANY, [c.merchant_id for c in claims], [c.idempotency_key for c in claims],
                             [c.request_path for c in claims], [c.fingerprint for c in claims],
-                            list({c.payment_id for c in claims}))
+                            [payment_id for payment_id, _ in named], [merchant for _, merchant in named])
     claimed = set(zip(rows[0]["claimed_merchants"] or (), rows[0]["claimed_keys"] or (), strict=True))
     locked = {}
     for row in rows:
@@ -254,6 +258,7 @@ WITH input AS MATERIALIZED (
 DELETE FROM idempotency_keys k USING unnest($8::text[], $9::text[]) AS r(merchant_id, idempotency_key)
 WHERE k.merchant_id = r.merchant_id AND k.idempotency_key = r.idempotency_key"""
 CAPTURED_MANY_ARGUMENTS = 9
+CLAIM_AND_LOCK_MANY_ARGUMENTS = 6
 
 
 async def write_captured_many(conn: asyncpg.Connection, captures: Sequence[Captured],

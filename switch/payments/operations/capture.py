@@ -1,7 +1,7 @@
 """Capture (all or part of) an authorization, and cancel one, each in a transaction holding the payment's
 row lock (claim the key, check the transition, update, event, outbox row, ledger, answer), after which the
 capture advice (0220) or the reversal (0400) is sent from the outbox. Captures share their transaction with
-the captures that arrive with them (switch.payments.captures)."""
+the captures that arrive with them (switch.payments.locked)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ from collections.abc import Awaitable, Callable
 
 import asyncpg
 
+from switch.common.batch import BatchQueueFull
 from switch.common.failpoints import failpoint
 from switch.outbox import items
 from switch.payments import captures, merchant_events
 from switch.payments import outcome as outcomes
-from switch.payments.captures import CaptureRequest, NotLocked, Refused
+from switch.payments.captures import CaptureRequest
 from switch.payments.commands import Cancel, Capture
 from switch.payments.context import Context, Services
+from switch.payments.locked import NotLocked, Refused
 from switch.payments.outcome import Outcome
 from switch.payments.pipeline import Operation
 from switch.payments.results import Result
@@ -95,7 +97,7 @@ async def cancel_locked(conn: asyncpg.Connection, ctx: Context, payment: Payment
 
 
 async def capture(ctx: Context, services: Services) -> None:
-    """Group-committed with the captures that arrive with it (switch.payments.captures); one at a time, in a
+    """Group-committed with the captures that arrive with it (switch.payments.locked); one at a time, in a
     transaction that waits for the row, when another transaction held the payment."""
     command: Capture = ctx.command
     caller = ctx.caller
@@ -103,9 +105,12 @@ async def capture(ctx: Context, services: Services) -> None:
                                    f"/v1/payments/{command.payment_id}/capture", caller.fingerprint,
                                    command.payment_id), caller.request_id, command.amount_to_capture)
     try:
-        ctx.outcome, ctx.outcome_bytes = await services.captures.capture(request)
+        ctx.outcome, ctx.outcome_bytes = await services.captures.submit(request)
     except Refused as refused:
         await answer_refusal(ctx, services, refused)
+        return
+    except BatchQueueFull:
+        ctx.answer(Result.OVERLOADED)
         return
     except NotLocked:
         await in_transaction(ctx, services, lambda conn: _capture_waiting(conn, ctx, services, request))
@@ -119,9 +124,9 @@ async def capture(ctx: Context, services: Services) -> None:
 async def _capture_waiting(conn: asyncpg.Connection, ctx: Context, services: Services,
                            request: CaptureRequest) -> tuple[Outcome, bytes]:
     payment = await claim_and_lock(conn, ctx, services, request.claim.request_path, request.claim.payment_id)
-    writes, outcome, data = captures.check_locked(request, payment)
+    writes, _, answer = captures.check(request, payment)
     await payment_store.write_captured(conn, writes)
-    return outcome, data
+    return answer
 
 
 async def cancel(ctx: Context, services: Services) -> None:
