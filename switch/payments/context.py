@@ -19,7 +19,6 @@ from switch.network.router import Networks
 from switch.payments.captures import CaptureBatches
 from switch.payments.commands import Caller
 from switch.payments.outcome import Outcome
-from switch.payments.reservations import ReservationBatches
 from switch.payments.results import Result
 from switch.payments.trace import Trace, TraceAllocator
 from switch.store.records import PaymentRecord, RefundRecord
@@ -47,7 +46,6 @@ class Services:
     wake_outbox: Callable[[], None]
     fraud: Screener
     captures: CaptureBatches
-    refunds: ReservationBatches
 
 
 @dataclass(slots=True, repr=False)
