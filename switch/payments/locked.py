@@ -12,8 +12,8 @@ request is a batch of one.
 A request whose payment another transaction held (or that names no payment of its merchant) comes back
 NotLocked and goes its operation's one-at-a-time way, which waits for the row. A batch never waits on a
 payment's row lock, so two batches cannot deadlock over payments. It can wait on a key another
-transaction is writing (when Redis no longer held the key's lock): its sessions give up after
-`lock_timeout`, and the batch is split until that request stands alone and goes the one-at-a-time way.
+transaction is writing (when Redis no longer held the key's lock), or on a lock of a whole table: its
+sessions give up after `lock_timeout`, and the batch's requests all go the one-at-a-time way.
 """
 
 from __future__ import annotations
@@ -127,9 +127,9 @@ class LockedBatches(Generic[Req, Writes, Answer]):
         try:
             return await self._run_batch(requests)
         except asyncpg.LockNotAvailableError:
-            if len(requests) > 1:
-                raise                               # a statement error: the batch is split
-            return [NotLocked()]
+            # Rolled back: every request goes the one-at-a-time way, which waits. Not split: a lock on a
+            # whole table (a migration) would fail every half in turn, each after the timeout.
+            return [NotLocked() for _ in requests]
 
     async def _run_batch(self, requests: list[Req]) -> list[Answer | BaseException]:
         claims: dict[tuple[str, str], payment_store.Claim] = {}
