@@ -148,7 +148,8 @@ async def write_captured(conn: asyncpg.Connection, c: Captured) -> None:
 
 
 class Claim(NamedTuple):
-    """A capture's request, as a batch claims its key and locks its payment."""
+    """A request of a group-committed batch (switch.payments.locked), as the batch claims its key and locks
+    its payment."""
 
     merchant_id: str
     idempotency_key: str
@@ -177,6 +178,8 @@ FROM (SELECT) AS one LEFT JOIN LATERAL (
     WHERE id = ANY ($5::text[]) AND (id, merchant_id) IN (SELECT * FROM unnest($5::text[], $6::text[]))
     FOR UPDATE SKIP LOCKED
 ) AS p ON true"""
+CLAIM_AND_LOCK_MANY_ARGUMENTS = 6
+
 
 async def claim_and_lock_many(conn: asyncpg.Connection, claims: Sequence[Claim]
                               ) -> tuple[set[tuple[str, str]], dict[str, PaymentRecord]]:
@@ -258,7 +261,6 @@ WITH input AS MATERIALIZED (
 DELETE FROM idempotency_keys k USING unnest($8::text[], $9::text[]) AS r(merchant_id, idempotency_key)
 WHERE k.merchant_id = r.merchant_id AND k.idempotency_key = r.idempotency_key"""
 CAPTURED_MANY_ARGUMENTS = 9
-CLAIM_AND_LOCK_MANY_ARGUMENTS = 6
 
 
 async def write_captured_many(conn: asyncpg.Connection, captures: Sequence[Captured],
