@@ -1,17 +1,16 @@
-"""Captures: the check of one capture against its locked payment, and captures group-committed
-(switch.payments.locked)."""
+"""Captures: the check of one capture against its locked payment. They are group-committed with the refunds'
+reservations that arrive with them (switch.payments.changes)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple, TypeAlias
 
-import asyncpg
 import msgspec
 
 from switch.ledger import postings
 from switch.outbox import items
 from switch.payments import outcome as outcomes
-from switch.payments.locked import LockedBatches, Refused
+from switch.payments.locked import Refused
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result
 from switch.payments.states import Event, apply, not_allowed_message
@@ -26,7 +25,6 @@ class CaptureRequest(NamedTuple):
 
 
 Answer: TypeAlias = tuple[Outcome, bytes]      # the outcome, and its encoding (the key's answer)
-CaptureBatches: TypeAlias = LockedBatches[CaptureRequest, payment_store.Captured, Answer]
 
 
 def transition(request_id: str, payment: PaymentRecord, event: Event) -> str:
@@ -65,6 +63,3 @@ def check(request: CaptureRequest, payment: PaymentRecord) -> tuple[payment_stor
                                            request.claim.idempotency_key)
     return writes, writes.payment, (outcome, data)
 
-
-def batches(pool: asyncpg.Pool) -> CaptureBatches:
-    return LockedBatches("capture", pool, check, payment_store.write_captured_many)

@@ -16,7 +16,7 @@ from switch.idempotency.lock import Idempotency
 from switch.iso.messages import Message
 from switch.network.link import NetworkError
 from switch.network.router import Networks
-from switch.payments.captures import CaptureBatches
+from switch.payments.changes import Changes
 from switch.payments.commands import Caller
 from switch.payments.outcome import Outcome
 from switch.payments.results import Result
@@ -45,7 +45,7 @@ class Services:
     idempotency: Idempotency
     wake_outbox: Callable[[], None]
     fraud: Screener
-    captures: CaptureBatches
+    changes: Changes                  # captures and refunds' reservations, group-committed
 
 
 @dataclass(slots=True, repr=False)

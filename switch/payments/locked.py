@@ -1,12 +1,12 @@
 """Changes to an existing payment, group-committed: those that arrive together share one transaction.
 
-A capture was a transaction of its own: four round trips (BEGIN, claim and lock, the write, COMMIT) and a
-commit for one payment. (Refunds' reservations were batched the same way and measured no gain: at their
-rate they came one to a batch. They stay one at a time.) Under load, the requests of one event-loop pass now go as
-a batch (switch.common.batch): one statement claims every request's key and locks every payment named,
-skipping rows another transaction holds; each request is checked here, in arrival order, against its
-payment as held (a later request for the same payment sees an earlier one's result); one statement writes
-them all and deletes the keys of those refused, as a rollback would have left them; one commit. A lone
+A capture or a refund's reservation was a transaction of its own: four round trips (BEGIN, claim and lock, the
+write, COMMIT) and a commit for one payment. (Refunds batched on their own came one to a batch and gained
+nothing; they ride the captures' batches: switch.payments.changes.) Under load, the requests of one event-loop
+pass now go as a batch (switch.common.batch): one statement claims every request's key and locks every payment
+named, skipping rows another transaction holds; each request is checked here, in arrival order, against its
+payment as held (a later request for the same payment sees an earlier one's result); one or two statements
+write them all and delete the keys of those refused, as a rollback would have left them; one commit. A lone
 request is a batch of one.
 
 A request whose payment another transaction held (or that names no payment of its merchant) comes back

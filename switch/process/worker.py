@@ -40,7 +40,7 @@ from switch.iso.messages import mask_pan
 from switch.merchants import ApiKeyCache
 from switch.network.router import Networks
 from switch.outbox.sender import OutboxSender
-from switch.payments import captures
+from switch.payments.changes import Changes
 from switch.payments.context import Budgets, Services
 from switch.payments.engine import Payments
 from switch.payments.locked import LockedBatches
@@ -104,8 +104,8 @@ class Worker:
         # The outbox loop runs the engine's recovery; the engine wakes the outbox when it queues a row.
         # The outbox sender's own pool: its statements read a table that only grows, by key (KEYED_ONLY).
         outbox_pool = await create_pool(settings.database_url, 2, server_settings=KEYED_ONLY)
-        # The group-committed captures' own pool, one session a batch in flight: their statements find
-        # payments and keys by the batch's ids (LockedBatches.SESSION).
+        # The group-committed captures' and refunds' reservations' own pool, one session a batch in flight:
+        # their statements find payments and keys by the batch's ids (LockedBatches.SESSION).
         locked_pool = await create_pool(settings.database_url, LockedBatches.INFLIGHT_MAX,
                                         server_settings=LockedBatches.SESSION)
         outbox = OutboxSender(outbox_pool, vault, networks, settings.acquirer_id, lambda: payments.recover(),
@@ -120,7 +120,7 @@ class Worker:
                             rides_lock=fraud_redis is None)
         services = Services(Budgets(settings.payment_budget_s, settings.network_timeout_s), pool, writer, vault,
                             networks, TraceAllocator(pool), idempotency, outbox.wake, screener,
-                            captures.batches(locked_pool))
+                            Changes(locked_pool))
         payments = Payments(services, recovery_grace_s=settings.recovery_grace_s)
         limiter = RateLimiter(idempotency.commands, settings.rate_limits, settings.request_hmac_key)
         for commands in {idempotency.commands, fraud_commands}:

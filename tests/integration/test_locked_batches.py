@@ -1,22 +1,27 @@
-"""Captures that arrive together share one transaction (switch.payments.locked):
-each is checked against its payment as the batch holds it, the refused ones leave no key behind, and a
-payment another transaction holds is handed back for the one-at-a-time way instead of waited for."""
+"""Captures and refunds' reservations that arrive together share one transaction (switch.payments.locked,
+switch.payments.changes): each is checked against its payment as the batch holds it, the refused ones leave no
+key behind, and a payment another transaction holds is handed back for the one-at-a-time way instead of
+waited for."""
 
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from loadtest.httpclient import Client
-from switch.payments import captures
 from switch.payments.captures import CaptureRequest
+from switch.payments.changes import Changes
 from switch.payments.locked import LockedBatches, NotLocked, Refused
+from switch.payments.reservations import RefundRequest
 from switch.payments.results import Result
+from switch.payments.trace import trace_for
 from switch.store import payments as payment_store
 from switch.store import pool as store_pool
+from switch.store import refunds as refund_store
 from switch.store.payments import Claim
-from tests.integration.helpers import key, payment
+from tests.integration.helpers import key, payment, shop
 from tests.plans import generic_plan, scan_conditions
 
 pytestmark = pytest.mark.integration
@@ -56,7 +61,7 @@ async def test_captures_in_one_batch_are_each_answered_as_alone(api: Client, sta
         await pool.execute("INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, request_path, "
                            "fingerprint) VALUES ($1, $2, 'POST', '/v1/payments', 'x')", merchant,
                            requests["used_key"].claim.idempotency_key)
-        batches = captures.batches(pool)
+        batches = Changes(pool).batches
         async with pool.acquire() as holder, holder.transaction():
             await holder.execute("SELECT 1 FROM payments WHERE id = $1 FOR UPDATE", held)
             answers = dict(zip(requests, await asyncio.gather(
@@ -117,7 +122,7 @@ async def test_a_key_another_transaction_is_writing_is_not_waited_for(api: Clien
     try:
         merchant = await pool.fetchval("SELECT merchant_id FROM payments WHERE id = $1", ids[0])
         requests = [request(merchant, payment_id) for payment_id in ids]
-        batches = captures.batches(pool)
+        batches = Changes(pool).batches
         async with pool.acquire() as other, other.transaction():
             await other.execute("INSERT INTO idempotency_keys (merchant_id, idempotency_key, request_method, "
                                 "request_path, fingerprint) VALUES ($1, $2, 'POST', '/p', 'x')", merchant,
@@ -154,9 +159,89 @@ async def test_a_capture_of_a_held_payment_waits_for_it_over_http(api: Client, s
         await pool.close()
 
 
+def refund(merchant: str, payment_id: str, amount: int | None, n: int) -> RefundRequest:
+    claim = Claim(merchant, key("re"), "/v1/refunds", b"fingerprint", payment_id)
+    now = datetime.now(UTC)
+    # A deadline past the test session: recovery leaves these pending refunds alone.
+    return RefundRequest(claim, f"req_{claim.idempotency_key}", amount, trace_for(987_000_000 + n), now,
+                         "1206120000", now + timedelta(days=1))
+
+
+async def test_refunds_in_one_batch_reserve_against_each_other(stack) -> None:
+    async with shop(stack, "refund-batch") as client:
+        sales = [(await client.request("POST", "/v1/payments", payment(amount, capture_method="automatic"),
+                                       idempotency_key=key())).json() for amount in (1000, 500)]
+    assert [sale["status"] for sale in sales] == ["succeeded", "succeeded"]
+    sale, other = sales[0]["id"], sales[1]["id"]
+    pool = await store_pool.create_pool(stack.database_url, 4, server_settings=LockedBatches.SESSION)
+    try:
+        merchant = await pool.fetchval("SELECT merchant_id FROM payments WHERE id = $1", sale)
+        requests = {"first": refund(merchant, sale, 600, 1), "second": refund(merchant, sale, 300, 2),
+                    "too_much": refund(merchant, sale, 200, 3), "the_rest": refund(merchant, other, None, 4)}
+        batches = Changes(pool).batches
+        answers = dict(zip(requests, await asyncio.gather(
+            *(batches.submit(r) for r in requests.values()), return_exceptions=True), strict=True))
+        assert (batches.batches.batches, batches.batches.splits) == (1, 0)
+        too_much = answers.pop("too_much")
+        assert isinstance(too_much, Refused) and too_much.outcome is not None
+        assert too_much.outcome.result is Result.AMOUNT_TOO_LARGE      # 100 remained after the first two
+        amounts = {name: answer[1].amount for name, answer in answers.items()}
+        assert amounts == {"first": 600, "second": 300, "the_rest": 500}
+        refunded = dict(await pool.fetch("SELECT id, amount_refunded FROM payments WHERE id = ANY ($1)", [sale, other]))
+        assert refunded == {sale: 900, other: 500}                      # the batch's amounts summed by payment
+        pending = dict(await pool.fetch("SELECT id, amount FROM refunds WHERE payment_id = ANY ($1) "
+                                        "AND status = 'pending'", [sale, other]))
+        assert pending == {answer[1].id: answer[1].amount for answer in answers.values()}
+        created = await pool.fetchval("SELECT count(*) FROM events WHERE type = 'refund.created' "
+                                      "AND object_id = ANY ($1)", list(pending))
+        assert created == 3
+        keys = await pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE merchant_id = $1 "
+                                   "AND idempotency_key = ANY ($2)", merchant,
+                                   [r.claim.idempotency_key for r in requests.values()])
+        assert keys == 3                     # the refused one's deleted by the reservations' statement
+    finally:
+        await pool.close()
+
+
+async def test_a_refund_rides_the_captures_batch_and_sees_their_results(api: Client, stack) -> None:
+    captured_first, refunded_first = await authorized(api, 900), await authorized(api, 500)
+    pool = await store_pool.create_pool(stack.database_url, 4, server_settings=LockedBatches.SESSION)
+    try:
+        merchant = await pool.fetchval("SELECT merchant_id FROM payments WHERE id = $1", captured_first)
+        requests = {"capture": request(merchant, captured_first), "refund": refund(merchant, captured_first, 400, 11),
+                    "early_refund": refund(merchant, refunded_first, None, 12),
+                    "late_capture": request(merchant, refunded_first, amount=200)}
+        batches = Changes(pool).batches
+        answers = dict(zip(requests, await asyncio.gather(
+            *(batches.submit(r) for r in requests.values()), return_exceptions=True), strict=True))
+        assert (batches.batches.batches, batches.batches.splits) == (1, 0)
+        assert answers["capture"][0].payment.amount_received == 900
+        found, pending = answers["refund"]
+        assert (found.status, found.amount_received, pending.amount) == ("succeeded", 900, 400)
+        early = answers["early_refund"]          # before its payment's capture: nothing captured to refund
+        assert isinstance(early, Refused) and early.outcome is not None
+        assert early.outcome.result is Result.PAYMENT_UNEXPECTED_STATE
+        assert answers["late_capture"][0].payment.amount_received == 200
+        rows = {r["id"]: tuple(r.values())[1:] for r in await pool.fetch(
+            "SELECT id, status, amount_received, amount_refunded FROM payments WHERE id = ANY ($1)",
+            [captured_first, refunded_first])}
+        assert rows == {captured_first: ("succeeded", 900, 400), refunded_first: ("succeeded", 200, 0)}
+        changes = [r["type"] for r in await pool.fetch(
+            "SELECT type FROM payment_events WHERE payment_id = $1 ORDER BY id", captured_first)]
+        assert changes[-2:] == ["payment.captured", "refund.requested"]
+        keys = {r[0] for r in await pool.fetch(
+            "SELECT idempotency_key FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = ANY ($2)",
+            merchant, [r.claim.idempotency_key for r in requests.values()])}
+        # The refused refund's key deleted by the captures' statement, the first of the batch's writes.
+        assert keys == {requests[name].claim.idempotency_key for name in ("capture", "refund", "late_capture")}
+    finally:
+        await pool.close()
+
+
 PLANNED = {
     "claim_and_lock": (payment_store._CLAIM_AND_LOCK_MANY, payment_store.CLAIM_AND_LOCK_MANY_ARGUMENTS, "'{}'"),
     "capture": (payment_store._CAPTURED_MANY, payment_store.CAPTURED_MANY_ARGUMENTS, "NULL"),
+    "reserve": (refund_store._RESERVE_MANY, refund_store.RESERVE_MANY_ARGUMENTS, "NULL"),
 }
 
 
@@ -177,5 +262,7 @@ async def test_a_batch_reaches_its_rows_by_key(stack, name) -> None:
     assert scan_conditions(plan, "on payments p")[-1] == "Index Cond: (id = ANY ($2))", plan
     assert scan_conditions(plan, "on idempotency_keys k ") == [       # each released key looked up
         "Index Cond: ((merchant_id = r.merchant_id) AND (idempotency_key = r.idempotency_key))"], plan
+    if name == "reserve":
+        return
     assert scan_conditions(plan, "on idempotency_keys k_1") == [      # each capture's key looked up
         "Index Cond: ((merchant_id = i_1.merchant_id) AND (idempotency_key = i_1.idempotency_key))"]

@@ -1,7 +1,7 @@
 """Capture (all or part of) an authorization, and cancel one, each in a transaction holding the payment's
 row lock (claim the key, check the transition, update, event, outbox row, ledger, answer), after which the
 capture advice (0220) or the reversal (0400) is sent from the outbox. Captures share their transaction with
-the captures that arrive with them (switch.payments.locked)."""
+the captures and refunds that arrive with them (switch.payments.changes)."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ async def cancel_locked(conn: asyncpg.Connection, ctx: Context, payment: Payment
 
 
 async def capture(ctx: Context, services: Services) -> None:
-    """Group-committed with the captures that arrive with it (switch.payments.locked); one at a time, in a
+    """Group-committed with the changes that arrive with it (switch.payments.changes); one at a time, in a
     transaction that waits for the row, when another transaction held the payment."""
     command: Capture = ctx.command
     caller = ctx.caller
@@ -105,7 +105,7 @@ async def capture(ctx: Context, services: Services) -> None:
                                    f"/v1/payments/{command.payment_id}/capture", caller.fingerprint,
                                    command.payment_id), caller.request_id, command.amount_to_capture)
     try:
-        ctx.outcome, ctx.outcome_bytes = await services.captures.submit(request)
+        ctx.outcome, ctx.outcome_bytes = await services.changes.capture(request)
     except Refused as refused:
         await answer_refusal(ctx, services, refused)
         return

@@ -11,27 +11,29 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from switch.common.batch import BatchQueueFull
 from switch.common.currency import lookup as lookup_currency
 from switch.common.failpoints import failpoint
-from switch.common.ids import new_id
 from switch.iso import messages
 from switch.iso.codes import ResultCode, result_for_field39
 from switch.iso.messages import PROCESSING_CODE_REFUND
 from switch.outbox import items
-from switch.payments import outcome as outcomes
+from switch.payments import reservations
 from switch.payments.commands import Refund
 from switch.payments.context import Context, Services
-from switch.payments.operations.capture import Refused, answer_refusal, claim_and_lock, transition
-from switch.payments.outcome import Outcome
+from switch.payments.locked import NotLocked, Refused
+from switch.payments.operations.capture import answer_refusal, claim_and_lock
 from switch.payments.pipeline import Operation
+from switch.payments.reservations import RefundRequest
 from switch.payments.results import Result
-from switch.payments.states import Event, RefundEvent, RefundStatus
+from switch.payments.states import RefundEvent
 from switch.payments.steps import events, idempotency, send
 from switch.payments.steps.card import vault_result
 from switch.payments.steps.fail import RefundOf, finish_refund
 from switch.store import refunds as refund_store
+from switch.store.payments import Claim
 from switch.store.pool import transaction
-from switch.store.records import PaymentRecord, RefundRecord
+from switch.store.records import PaymentRecord
 from switch.vault_protocol import VaultError
 
 
@@ -40,43 +42,40 @@ def _refund_of(payment: PaymentRecord) -> RefundOf:
 
 
 async def reserve(ctx: Context, services: Services) -> None:
-    """Claim the key, check and reserve the amount, and write the pending refund, in one transaction."""
+    """Claim the key, check and reserve the amount, and write the pending refund, in one transaction:
+    group-committed with the captures and refunds that arrive with it (switch.payments.changes), or one at a
+    time, waiting for the row, when another transaction held the payment."""
     command: Refund = ctx.command
+    caller = ctx.caller
     ctx.trace = trace = await services.traces.next()
     now = datetime.now(UTC)
-    transmitted_at = messages.transmission_datetime(now)
+    request = RefundRequest(Claim(caller.merchant.id, caller.idempotency_key, "/v1/refunds", caller.fingerprint,
+                                  command.payment), caller.request_id, command.amount, trace, now,
+                            messages.transmission_datetime(now), now + timedelta(seconds=services.budgets.payment_s))
     try:
-        async with transaction(services.pool) as conn:
-            payment = await claim_and_lock(conn, ctx, services, "/v1/refunds", command.payment, param="payment")
-            transition(ctx, payment, Event.REFUND_REQUESTED)
-            amount = _refundable(ctx, payment, command.amount)
-            refund_id = new_id("re")
-            created = RefundRecord(id=refund_id, payment_id=payment.id, merchant_id=ctx.caller.merchant.id,
-                                   amount=amount, currency=payment.currency, status=RefundStatus.PENDING.value,
-                                   failure_code=None, created_at=now)
-            await refund_store.insert_reservation(conn, refund_store.Reservation(
-                created, payment.status, Event.REFUND_REQUESTED, trace.terminal_id, trace.stan, trace.rrn,
-                transmitted_at, now + timedelta(seconds=services.budgets.payment_s), ctx.caller.idempotency_key,
-                outcomes.encode(Outcome(Result.SUCCEEDED, ctx.caller.request_id, refund=created))))
+        try:
+            payment, created = await services.changes.reserve(request)
+        except NotLocked:
+            payment, created = await _reserve_waiting(ctx, services, request)
     except Refused as refused:
         await answer_refusal(ctx, services, refused)
         return
+    except BatchQueueFull:
+        ctx.answer(Result.OVERLOADED)
+        return
     ctx.claimed = True
     ctx.payment, ctx.refund = payment, created
-    ctx.transmitted_at, ctx.now = transmitted_at, now
+    ctx.transmitted_at, ctx.now = request.transmitted_at, now
     ctx.network = payment.network
     failpoint("refund.after_reserve")
 
 
-def _refundable(ctx: Context, payment: PaymentRecord, asked: int | None) -> int:
-    refundable = payment.amount_received - payment.amount_refunded
-    amount = asked or refundable
-    if refundable <= 0:
-        raise Refused(Outcome(Result.CHARGE_ALREADY_REFUNDED, ctx.caller.request_id))
-    if amount > refundable:
-        raise Refused(Outcome(Result.AMOUNT_TOO_LARGE, ctx.caller.request_id, message=f"The refund amount is larger "
-                              f"than the {refundable} that remains refundable.", param="amount"))
-    return amount
+async def _reserve_waiting(ctx: Context, services: Services, request: RefundRequest) -> reservations.Reserved:
+    async with transaction(services.pool) as conn:
+        payment = await claim_and_lock(conn, ctx, services, "/v1/refunds", request.claim.payment_id, param="payment")
+        reservation, _, reserved = reservations.check(request, payment)
+        await refund_store.insert_reservation(conn, reservation)
+    return reserved
 
 
 async def refund_message(ctx: Context, services: Services) -> None:
