@@ -23,6 +23,7 @@ import json
 import math
 import os
 import secrets
+import statistics
 import sys
 import time
 from collections import Counter
@@ -35,6 +36,7 @@ import msgspec
 
 from loadtest import statements, steps
 from loadtest.httpclient import Client
+from loadtest.machine import MachineProbe, quiet_ms, slowdown
 from loadtest.mix import EXPIRY, SAVED_CARDS, Mix, NewCards, Step, card_body
 from loadtest.profile import Profiler
 from loadtest.stacks import run_on_stack
@@ -412,16 +414,31 @@ def percentile_ms(ordered: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] * 1000
 
 
+def print_machine(line: Timeline, elapsed_s: float) -> None:
+    """How slow the machine itself was over the run, from the probe's seconds (loadtest.machine)."""
+    reference = quiet_ms(line.machine_samples)
+    factors = [factor for window in per_window(line, elapsed_s)
+               if (factor := slowdown(line.machine_samples, window.start_s, window.start_s + window.width_s))]
+    if reference is None or not factors:
+        return
+    print(f"machine: the probe's work took {reference:.1f} ms of CPU in the run's quietest seconds; its 10 s windows "
+          f"x{min(factors):.2f} to x{max(factors):.2f} of that (median x{statistics.median(factors):.2f})")
+
+
 def print_windows(line: Timeline, elapsed_s: float) -> None:
-    """Throughput, p99 and machine CPU per payment for every 10 s of the run: a decay shows here."""
+    """Throughput, p99 and machine CPU per payment for every 10 s of the run: a decay shows here. Each window
+    ends with how slow the machine itself was then (loadtest.machine: x1.00 is the run's quietest seconds),
+    so the host's slow episodes are not read as the stack's decay."""
     print("per 10 s:")
     for window in per_window(line, elapsed_s):
         by_process = cpu_per_payment_by_process_us(line, window)
         largest = sorted(by_process.items(), key=lambda item: item[1], reverse=True)[:3]
+        factor = slowdown(line.machine_samples, window.start_s, window.start_s + window.width_s)
+        machine = f"  machine x{factor:.2f}" if factor is not None else ""     # against the run's quietest seconds
         print(f"  {window.start_s:5.0f}-{window.start_s + window.width_s:<5.0f} s  {window.payments_per_s:7,.0f} "
               f"payments/s  p99 {window.latency_ms['p99']:7.1f} ms  errors/s {window.errors_per_s:5.1f}  "
               f"CPU {cpu_per_payment_us(line, window):6,.0f} µs/payment  ("
-              + ", ".join(f"{name} {us:,.0f}" for name, us in largest) + ")")
+              + ", ".join(f"{name} {us:,.0f}" for name, us in largest) + ")" + machine)
 
 
 def report(results: Results, elapsed_s: float, cpu: dict[str, float], connections: int,
@@ -448,6 +465,7 @@ def report(results: Results, elapsed_s: float, cpu: dict[str, float], connection
         print(f"  {'total':<14} {total:7.2f} s   {total / ok * 1e6 if ok else 0:8.0f} µs/payment "
               f"(of {cores} cores x {elapsed_s:.1f} s = {cores * elapsed_s:.1f} s)")
     if results.timeline is not None:
+        print_machine(results.timeline, elapsed_s)
         print_windows(results.timeline, elapsed_s)
     if plot_path is not None:
         print(f"PLOT path={plot_path}")
@@ -545,8 +563,13 @@ async def measured(label: str, run: Callable[[float, Results | None], Awaitable[
     timeline.start()
     sampler = CpuSampler(meter, timeline)
     sampler.start()
+    probe = MachineProbe(timeline.machine_samples)
+    await probe.start(duration_s + REQUEST_TIMEOUT_S, timeline.now_s)
     started = time.monotonic()
-    await run(duration_s, results)
+    try:
+        await run(duration_s, results)
+    finally:
+        await probe.stop()
     elapsed_s = time.monotonic() - started
     await sampler.stop()
     return results, Run(label, timeline, elapsed_s, meter.end(), results.payments)

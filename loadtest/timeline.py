@@ -75,6 +75,8 @@ class Timeline:
         self.origin_s = time.perf_counter()
         self.seconds = [Second() for _ in range(seconds_max)]
         self.cpu_samples: list[CpuSample] = []
+        # The machine probe's seconds (loadtest.machine): (run second, the fixed work's CPU ms).
+        self.machine_samples: list[tuple[float, float]] = []
 
     def start(self) -> None:
         """Second 0 begins now (the run starts right after)."""
