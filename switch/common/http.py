@@ -19,6 +19,8 @@ from http import HTTPStatus
 
 import httptools
 
+from switch.common.drain import Drain
+
 log = logging.getLogger(__name__)
 
 BODY_BYTES_MAX = 64 * 1024
@@ -95,10 +97,11 @@ class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection. Parsing is synchronous; each request runs as a task, answered in order."""
 
     __slots__ = ("handler", "loop", "transport", "parser", "url", "headers", "header_bytes", "body_parts",
-                 "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "paused", "refused")
+                 "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "paused", "refused", "drain")
 
-    def __init__(self, handler: Handler) -> None:
+    def __init__(self, handler: Handler, drain: Drain | None = None) -> None:
         self.handler = handler
+        self.drain = drain                  # the worker's, when it stops: see switch.common.drain
         self.loop = asyncio.get_running_loop()
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
@@ -122,11 +125,15 @@ class HttpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if peer else ""
         self._arm_idle_timer()
+        if self.drain is not None:
+            self.drain.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         if self.idle_timer:
             self.idle_timer.cancel()
+        if self.drain is not None:
+            self.drain.connections.discard(self)
         # A request already being handled runs to completion: a payment must reach its final write even
         # when the merchant hangs up. Its response is simply dropped.
 
@@ -158,6 +165,13 @@ class HttpProtocol(asyncio.Protocol):
 
     def _idle_timeout(self) -> None:
         if not self.queue and self.worker is None and self.transport:
+            self.transport.close()
+
+    def close_when_idle(self) -> None:
+        """The worker is stopping: closed now when no request runs on it; else `_drain` closes it after its
+        last answer (which says `connection: close`)."""
+        if self.worker is None and not self.queue and self.transport is not None:
+            self.closing = True
             self.transport.close()
 
     # ----- parser callbacks ---------------------------------------------------------------------------
@@ -214,6 +228,8 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.pause_reading()
         if self.worker is None:
             self.worker = self.loop.create_task(self._drain())
+            if self.drain is not None:
+                self.drain.began()
 
     # ----- application interface ----------------------------------------------------------------------
 
@@ -224,6 +240,8 @@ class HttpProtocol(asyncio.Protocol):
                 response = await self._call_handler(request)
                 if self.closing or self.transport is None or self.transport.is_closing():
                     continue
+                if self.drain is not None and self.drain.stopping and not self.queue:
+                    keep_alive = False              # the worker is stopping: this is the connection's last
                 self.transport.write(response.encode(keep_alive))
                 if not keep_alive:
                     self.closing = True
@@ -234,6 +252,8 @@ class HttpProtocol(asyncio.Protocol):
                     self.transport.resume_reading()
         finally:
             self.worker = None
+            if self.drain is not None:
+                self.drain.ended()
             if not self.closing:
                 self._arm_idle_timer()
 
@@ -246,12 +266,13 @@ class HttpProtocol(asyncio.Protocol):
             return Response(500, error_body(500, "internal_error", "An internal error occurred."))
 
 
-async def serve(handler: Handler, host: str, port: int, *, backlog: int = 2048,
-                reuse_port: bool = True, tls: ssl.SSLContext | None = None) -> asyncio.Server:
-    """Listen with SO_REUSEPORT so several worker processes can share one port; HTTPS with `tls`."""
+async def serve(handler: Handler, host: str, port: int, *, backlog: int = 2048, reuse_port: bool = True,
+                tls: ssl.SSLContext | None = None, drain: Drain | None = None) -> asyncio.Server:
+    """Listen with SO_REUSEPORT so several worker processes can share one port; HTTPS with `tls`. With
+    `drain`, the worker's stop finishes what the connections took on (switch.common.drain)."""
     loop = asyncio.get_running_loop()
     if tls is None:
-        return await loop.create_server(lambda: HttpProtocol(handler), host, port, backlog=backlog,
+        return await loop.create_server(lambda: HttpProtocol(handler, drain), host, port, backlog=backlog,
                                         reuse_port=reuse_port)
-    return await loop.create_server(lambda: HttpProtocol(handler), host, port, backlog=backlog,
+    return await loop.create_server(lambda: HttpProtocol(handler, drain), host, port, backlog=backlog,
                                     reuse_port=reuse_port, ssl=tls, ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT_S)

@@ -20,6 +20,7 @@ import uvloop
 from redis.exceptions import RedisError
 
 from switch.common import collector, http, metrics
+from switch.common.drain import Drain
 from switch.common.pg_settings import KEYED_ONLY
 from switch.common.tls import server_context
 from switch.fraud.screen import Screener
@@ -58,6 +59,9 @@ from switch.vault_client import VaultClient
 log = logging.getLogger("switch")
 
 REAPER_INTERVAL_S = 300.0
+# A stopping worker waits for its running requests up to the payment budget and this: their last writes
+# come after the budget's end (a timed-out payment's failure and reversal).
+DRAIN_MARGIN_S = 1.0
 
 
 def configure_logging(tag: str) -> None:
@@ -131,9 +135,10 @@ class Worker:
                   BalanceApi(pool), EventsApi(pool), webhooks, StripeApi(payments, idempotency.fingerprint, pool,
                                                                          webhooks))
         tls = server_context(settings.tls_cert_file, settings.tls_key_file) if settings.tls_cert_file else None
-        server = await http.serve(app.handle, self.host, self.port, tls=tls)
+        drain = Drain()
+        server = await http.serve(app.handle, self.host, self.port, tls=tls, drain=drain)
         tcp_server = await tcp.serve(tcp.Operations(payments, app.api_keys, idempotency.fingerprint, limiter),
-                                     self.host, settings.tcp_port, tls=tls) if settings.tcp_port else None
+                                     self.host, settings.tcp_port, tls=tls, drain=drain) if settings.tcp_port else None
         ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
         outbox.start()
         reaper = asyncio.get_running_loop().create_task(self._reap(pool))
@@ -158,9 +163,13 @@ class Worker:
             os.close(ready_fd)
         await self._until_stopped()
         server.close()
-        ops_server.close()
         if tcp_server is not None:
             tcp_server.close()
+        # What the merchant ports took on is finished (its network answers, its final writes) before
+        # anything it needs closes; the ops port stays up meanwhile for the health checks.
+        if left := await drain.stop(settings.payment_budget_s + DRAIN_MARGIN_S):
+            log.warning("stopping with %d requests still running after the drain", left)
+        ops_server.close()
         reaper.cancel()
         await deliverer.close()
         for job in (settling, paying, delivering, sampling):

@@ -21,6 +21,7 @@ from typing import Any, cast
 import msgspec
 
 from switch.common import errors
+from switch.common.drain import Drain
 from switch.common.validation import error_message, error_param
 from switch.frontends.http import render, schema
 from switch.frontends.http.app import new_request_id
@@ -186,8 +187,9 @@ def _error(rid: object, error: errors.ApiError, request_id: str) -> dict[str, An
 class MerchantProtocol(asyncio.Protocol):
     """One merchant connection: hello, then requests run side by side, answered as they finish."""
 
-    def __init__(self, operations: Operations) -> None:
+    def __init__(self, operations: Operations, drain: Drain | None = None) -> None:
         self.operations = operations
+        self.drain = drain                  # the worker's, when it stops: see switch.common.drain
         self.reader = frames.Reader()
         self.transport: asyncio.Transport | None = None
         self.merchant: Merchant | None = None
@@ -205,6 +207,8 @@ class MerchantProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.remote = str(peer[0]) if peer else ""
         self._arm(HELLO_TIMEOUT_S, "hello_timeout", "No hello came in time.")
+        if self.drain is not None:
+            self.drain.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
         self._arm(IDLE_TIMEOUT_S, "idle_timeout", "The connection was idle too long (send a ping).")
@@ -230,8 +234,9 @@ class MerchantProtocol(asyncio.Protocol):
             return
         self.hello_pending = True
         task = asyncio.get_running_loop().create_task(self._greet(message))
+        self._began()
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._greeted)
 
     async def _greet(self, message: dict[str, Any]) -> None:
         try:
@@ -253,6 +258,7 @@ class MerchantProtocol(asyncio.Protocol):
             self.waiting.append(message)
         else:
             task = asyncio.get_running_loop().create_task(self._serve(self.merchant, message))
+            self._began()
             self.tasks.add(task)
             task.add_done_callback(self._finished)
         self._flow()
@@ -266,12 +272,40 @@ class MerchantProtocol(asyncio.Protocol):
             self._start(self.waiting.popleft())
         else:
             self._flow()
+        self._ended()
+
+    def _greeted(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self._ended()
+
+    def _began(self) -> None:
+        if self.drain is not None:
+            self.drain.began()
+
+    def _ended(self) -> None:
+        """A task ended; a stopping worker closes the connection once nothing runs on it."""
+        if self.drain is None:
+            return
+        if self.drain.stopping and not self.tasks and not self.waiting:
+            self._close_with("shutting_down", "The switch is stopping: connect again.")
+        self.drain.ended()
+
+    def close_when_idle(self) -> None:
+        """The worker is stopping: read no more requests, and close once those taken on are answered."""
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self.reading:
+            self.transport.pause_reading()
+            self.reading = False
+        if not self.tasks and not self.waiting:
+            self._close_with("shutting_down", "The switch is stopping: connect again.")
 
     def _flow(self) -> None:
         """Read while fewer than IN_FLIGHT_MAX requests run and the client reads its answers."""
         if self.transport is None or self.transport.is_closing():
             return
-        want = len(self.tasks) < IN_FLIGHT_MAX and not self.waiting and self.writable
+        stopping = self.drain is not None and self.drain.stopping
+        want = len(self.tasks) < IN_FLIGHT_MAX and not self.waiting and self.writable and not stopping
         if want and not self.reading:
             self.transport.resume_reading()
         elif not want and self.reading:
@@ -304,14 +338,17 @@ class MerchantProtocol(asyncio.Protocol):
         if self.idle is not None:
             self.idle.cancel()
         self.transport = None
+        if self.drain is not None:
+            self.drain.connections.discard(self)
         for task in list(self.tasks):
             if not task.done() and self.merchant is None:
                 task.cancel()            # a hello in progress; requests finish (their outcome is kept)
 
 
 async def serve(operations: Operations, host: str, port: int, *, tls: ssl.SSLContext | None = None,
-                backlog: int = 2048) -> asyncio.Server:
-    """Listen with SO_REUSEPORT, as the HTTP port does, so every worker serves the port."""
+                backlog: int = 2048, drain: Drain | None = None) -> asyncio.Server:
+    """Listen with SO_REUSEPORT, as the HTTP port does, so every worker serves the port. With `drain`, the
+    worker's stop finishes the requests taken on and then closes (switch.common.drain)."""
     loop = asyncio.get_running_loop()
-    return await loop.create_server(lambda: MerchantProtocol(operations), host, port, backlog=backlog,
+    return await loop.create_server(lambda: MerchantProtocol(operations, drain), host, port, backlog=backlog,
                                     reuse_port=True, ssl=tls)
