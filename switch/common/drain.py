@@ -12,6 +12,25 @@ import asyncio
 import contextlib
 from typing import Protocol
 
+# A connection closed by a stopping worker: its write side is shut first (the peer reads the last answers
+# and the end), what the peer still sends is read and dropped, and it is closed when the peer closes or
+# after this long. Closed at once with unread bytes, the kernel would reset it and the peer could lose
+# those last answers.
+LINGER_S = 1.0
+
+
+def close_gently(transport: asyncio.Transport) -> None:
+    """Half-close `transport` and close it when the peer does, at most LINGER_S later (a transport that
+    cannot half-close, TLS's, is closed at once). Its protocol must drop what it reads from now on."""
+    if transport.is_closing():
+        return
+    if not transport.can_write_eof():
+        transport.close()
+        return
+    transport.write_eof()
+    transport.resume_reading()
+    asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
 
 class Connection(Protocol):
     def close_when_idle(self) -> None:
@@ -38,7 +57,8 @@ class Drain:
 
     async def stop(self, timeout_s: float) -> int:
         """Close the idle connections, the others as they finish, and wait for what runs, at most
-        `timeout_s`: how many requests were still running then."""
+        `timeout_s`: how many were still running then (an HTTP connection's queue of requests counts
+        once). A connection made after this (accepted just before the port closed) closes as it is made."""
         self.stopping = True
         for connection in list(self.connections):
             connection.close_when_idle()

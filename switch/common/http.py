@@ -19,7 +19,7 @@ from http import HTTPStatus
 
 import httptools
 
-from switch.common.drain import Drain
+from switch.common.drain import Drain, close_gently
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +127,8 @@ class HttpProtocol(asyncio.Protocol):
         self._arm_idle_timer()
         if self.drain is not None:
             self.drain.connections.add(self)
+            if self.drain.stopping:                 # accepted just before the port closed
+                self.close_when_idle()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
@@ -168,11 +170,16 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def close_when_idle(self) -> None:
-        """The worker is stopping: closed now when no request runs on it; else `_drain` closes it after its
-        last answer (which says `connection: close`)."""
-        if self.worker is None and not self.queue and self.transport is not None:
+        """The worker is stopping: closed now when no request runs on it; else it reads no more requests,
+        and `_drain` closes it after the last answer of those it read (which says `connection: close`)."""
+        if self.transport is None or self.closing:
+            return
+        if self.worker is None and not self.queue:
             self.closing = True
-            self.transport.close()
+            close_gently(self.transport)
+        elif not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
 
     # ----- parser callbacks ---------------------------------------------------------------------------
 
@@ -245,9 +252,10 @@ class HttpProtocol(asyncio.Protocol):
                 self.transport.write(response.encode(keep_alive))
                 if not keep_alive:
                     self.closing = True
-                    self.transport.close()
+                    close_gently(self.transport)
                     return
-                if self.paused and len(self.queue) < PIPELINE_DEPTH_MAX // 2:
+                stopping = self.drain is not None and self.drain.stopping
+                if self.paused and len(self.queue) < PIPELINE_DEPTH_MAX // 2 and not stopping:
                     self.paused = False
                     self.transport.resume_reading()
         finally:

@@ -139,7 +139,8 @@ class Worker:
         server = await http.serve(app.handle, self.host, self.port, tls=tls, drain=drain)
         tcp_server = await tcp.serve(tcp.Operations(payments, app.api_keys, idempotency.fingerprint, limiter),
                                      self.host, settings.tcp_port, tls=tls, drain=drain) if settings.tcp_port else None
-        ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks).handle, self.ops_host, self.ops_port)
+        ops_server = await http.serve(OpsApp(pool, redis_client, vault, networks, drain).handle, self.ops_host,
+                                      self.ops_port)
         outbox.start()
         reaper = asyncio.get_running_loop().create_task(self._reap(pool))
         settling = (asyncio.get_running_loop().create_task(settlement_job.run(
@@ -168,7 +169,8 @@ class Worker:
         # What the merchant ports took on is finished (its network answers, its final writes) before
         # anything it needs closes; the ops port stays up meanwhile for the health checks.
         if left := await drain.stop(settings.payment_budget_s + DRAIN_MARGIN_S):
-            log.warning("stopping with %d requests still running after the drain", left)
+            log.warning("stopping with %d requests (an HTTP connection's queue counts once) still running after "
+                        "the drain", left)
         ops_server.close()
         reaper.cancel()
         await deliverer.close()

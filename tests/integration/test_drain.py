@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from loadtest.httpclient import Connection
+from loadtest.httpclient import Client, Connection
 from switch.dev.devstack import free_port
 from switch.frontends.tcp import frames
 from tests.conftest import simulator
@@ -30,6 +30,21 @@ async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
     return msgspec.msgpack.decode(await asyncio.wait_for(reader.readexactly(length), 10.0))
 
 
+def raw_request(path: str, api_key: str, body: bytes = b"", method: str = "GET", idempotency_key: str = "") -> bytes:
+    head = [f"{method} {path} HTTP/1.1", "host: switch", f"authorization: Bearer {api_key}",
+            f"content-length: {len(body)}", "content-type: application/json"]
+    if idempotency_key:
+        head.append(f"idempotency-key: {idempotency_key}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def read_all(reader: asyncio.StreamReader) -> bytes:
+    chunks = []
+    while chunk := await asyncio.wait_for(reader.read(65536), 10.0):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def test_payments_in_flight_at_sigterm_are_answered_before_the_worker_stops(solo_stack: SoloStack) -> None:
     solo = solo_stack
     tcp_port = free_port()
@@ -38,6 +53,7 @@ async def test_payments_in_flight_at_sigterm_are_answered_before_the_worker_stop
     idle, busy = Connection(host, int(port)), Connection(host, int(port))
     headers = {"authorization": f"Bearer {solo.api_key}"}
     reader, writer = await asyncio.open_connection("127.0.0.1", tcp_port)
+    piped_reader, piped = await asyncio.open_connection(host, int(port))
     db = await solo.pool()
     try:
         assert (await idle.request("GET", "/v1/payments?limit=1", headers=headers)).status == 200
@@ -49,8 +65,13 @@ async def test_payments_in_flight_at_sigterm_are_answered_before_the_worker_stop
             headers={**headers, "idempotency-key": key()}))
         writer.write(frames.encode({"op": "payments.create", "id": 1, "idempotency_key": secrets.token_hex(8),
                                     "body": payment(2500)}))
-        await asyncio.sleep(0.25)                           # both sent, both waiting for the network
+        piped.write(raw_request("/v1/payments", solo.api_key, msgspec.json.encode(payment(3000)), "POST", key()))
+        await asyncio.sleep(0.25)                           # all sent, all waiting for the network
         switch.service.process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.1)
+        piped.write(raw_request("/v1/payments?limit=1", solo.api_key))    # after the stop: not read
+        ready = await Client(switch.ops_url).request("GET", "/readyz")
+        assert (ready.status, ready.json()["status"]) == (503, "stopping")
 
         answer = await over_http
         assert (answer.status, answer.json()["status"]) == (200, "succeeded"), answer.json()
@@ -61,6 +82,9 @@ async def test_payments_in_flight_at_sigterm_are_answered_before_the_worker_stop
         assert (goodbye["op"], goodbye["code"]) == ("error", "shutting_down")
         assert await asyncio.wait_for(reader.read(1), 5.0) == b""
         assert not idle.is_open                             # closed at the stop, nothing ran on it
+        piped_answers = await read_all(piped_reader)        # the payment's answer, the end, nothing more
+        assert piped_answers.startswith(b"HTTP/1.1 200 ") and piped_answers.count(b"HTTP/1.1") == 1
+        assert b"connection: close" in piped_answers and b'"status":"requires_capture"' in piped_answers
         assert await asyncio.to_thread(switch.service.process.wait, 20) == 0
 
         ids = [answer.json()["id"], over_tcp["body"]["id"]]
@@ -72,6 +96,7 @@ async def test_payments_in_flight_at_sigterm_are_answered_before_the_worker_stop
     finally:
         simulator(solo.stack, "/behaviour", {"network": "visa", "latency_ms": 0})
         writer.close()
+        piped.close()
         await idle.close()
         await busy.close()
         await db.close()

@@ -13,6 +13,7 @@ import msgspec
 import redis.asyncio as redis
 
 from switch.common import metrics
+from switch.common.drain import Drain
 from switch.common.errors import invalid_request
 from switch.common.http import Request, Response
 from switch.network.router import Networks
@@ -24,8 +25,10 @@ HEALTHY = b'{"status":"ok"}'
 
 
 class OpsApp:
-    def __init__(self, pool: asyncpg.Pool, redis_client: redis.Redis, vault: VaultClient, networks: Networks) -> None:
+    def __init__(self, pool: asyncpg.Pool, redis_client: redis.Redis, vault: VaultClient, networks: Networks,
+                 drain: Drain | None = None) -> None:
         self.pool = pool
+        self.drain = drain                  # the worker's: not ready while it stops
         self.redis = redis_client
         self.vault = vault
         self.networks = networks
@@ -58,8 +61,9 @@ class OpsApp:
         result["networks"] = networks
         # Per network: endpoints, breaker states, links up, and whether it runs degraded (e.g. on its backup).
         result["network_status"] = self.networks.status()
-        ready = all(result[name] for name in names) and any(networks.values())
-        result["status"] = "ready" if ready else "not_ready"
+        stopping = self.drain is not None and self.drain.stopping
+        ready = all(result[name] for name in names) and any(networks.values()) and not stopping
+        result["status"] = "stopping" if stopping else "ready" if ready else "not_ready"
         return Response(200 if ready else 503, msgspec.json.encode(result))
 
     async def _check_redis(self) -> bool:

@@ -21,7 +21,7 @@ from typing import Any, cast
 import msgspec
 
 from switch.common import errors
-from switch.common.drain import Drain
+from switch.common.drain import Drain, close_gently
 from switch.common.validation import error_message, error_param
 from switch.frontends.http import render, schema
 from switch.frontends.http.app import new_request_id
@@ -201,6 +201,7 @@ class MerchantProtocol(asyncio.Protocol):
         self.reading = True
         self.writable = True
         self.idle: asyncio.TimerHandle | None = None
+        self.said_goodbye = False           # the worker is stopping and this connection has been closed
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)      # uvloop's is not an asyncio.Transport
@@ -209,8 +210,12 @@ class MerchantProtocol(asyncio.Protocol):
         self._arm(HELLO_TIMEOUT_S, "hello_timeout", "No hello came in time.")
         if self.drain is not None:
             self.drain.connections.add(self)
+            if self.drain.stopping:                 # accepted just before the port closed
+                self.close_when_idle()
 
     def data_received(self, data: bytes) -> None:
+        if self.said_goodbye:
+            return                          # read and dropped until the client closes (drain.close_gently)
         self._arm(IDLE_TIMEOUT_S, "idle_timeout", "The connection was idle too long (send a ping).")
         try:
             messages = self.reader.feed(data)
@@ -287,7 +292,7 @@ class MerchantProtocol(asyncio.Protocol):
         if self.drain is None:
             return
         if self.drain.stopping and not self.tasks and not self.waiting:
-            self._close_with("shutting_down", "The switch is stopping: connect again.")
+            self._goodbye()
         self.drain.ended()
 
     def close_when_idle(self) -> None:
@@ -298,7 +303,17 @@ class MerchantProtocol(asyncio.Protocol):
             self.transport.pause_reading()
             self.reading = False
         if not self.tasks and not self.waiting:
-            self._close_with("shutting_down", "The switch is stopping: connect again.")
+            self._goodbye()
+
+    def _goodbye(self) -> None:
+        """The last frame of a stopping worker's connection, after its answers; then a gentle close."""
+        if self.said_goodbye or self.transport is None or self.transport.is_closing():
+            return
+        self.said_goodbye = True
+        if self.idle is not None:
+            self.idle.cancel()
+        self._send({"op": "error", "code": "shutting_down", "message": "The switch is stopping: connect again."})
+        close_gently(self.transport)
 
     def _flow(self) -> None:
         """Read while fewer than IN_FLIGHT_MAX requests run and the client reads its answers."""
