@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 
 import msgspec
+import pytest
 
-from switch.common import http
+from switch.common import drain, http
 from switch.common.http import HttpProtocol, Request, Response
 
 
@@ -15,12 +16,19 @@ class FakeTransport:
         self.written = bytearray()
         self.closed = False
         self.reading = True
+        self.eof_written = False
 
     def write(self, data: bytes) -> None:
         self.written += data
 
     def close(self) -> None:
         self.closed = True
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof_written = True
 
     def is_closing(self) -> bool:
         return self.closed
@@ -98,10 +106,15 @@ async def test_garbage_is_400_and_closes() -> None:
     assert transport.closed
 
 
-async def test_connection_close_is_honoured() -> None:
+async def test_connection_close_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The write side is shut with the answer; the connection closes when the client does, or after the
+    # linger (switch.common.drain.close_gently): closed at once with bytes unread, it would be reset.
+    monkeypatch.setattr(drain, "LINGER_S", 0.01)
     raw = b"GET /a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     transport, responses = await feed(raw)
     assert b"connection: close" in responses[0]
+    assert transport.eof_written and transport.reading
+    await asyncio.sleep(0.05)
     assert transport.closed
 
 
