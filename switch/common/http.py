@@ -247,14 +247,14 @@ class HttpProtocol(asyncio.Protocol):
                 response = await self._call_handler(request)
                 if self.closing or self.transport is None or self.transport.is_closing():
                     continue
-                if self.drain is not None and self.drain.stopping and not self.queue:
+                stopping = self.drain is not None and self.drain.stopping
+                if stopping and not self.queue:
                     keep_alive = False              # the worker is stopping: this is the connection's last
                 self.transport.write(response.encode(keep_alive))
                 if not keep_alive:
                     self.closing = True
                     close_gently(self.transport)
                     return
-                stopping = self.drain is not None and self.drain.stopping
                 if self.paused and len(self.queue) < PIPELINE_DEPTH_MAX // 2 and not stopping:
                     self.paused = False
                     self.transport.resume_reading()

@@ -7,7 +7,7 @@ from __future__ import annotations
 # analyzed, and a sequential scan then reads every row ever written (see switch.store.outbox).
 KEYED_ONLY = {"enable_seqscan": "off"}
 
-# For a pool whose statements join a batch's few rows to large tables by their keys (switch.payments.captures):
+# For a pool whose statements join a batch's few rows to large tables by their keys (switch.payments.locked):
 # planned on a small table, a hash join read the whole primary-key index of `idempotency_keys` to match the
 # batch's keys, where a nested loop looks each one up.
 KEYED_JOINS = {**KEYED_ONLY, "enable_hashjoin": "off", "enable_mergejoin": "off"}

@@ -62,4 +62,3 @@ def check(request: CaptureRequest, payment: PaymentRecord) -> tuple[payment_stor
     writes, outcome, data = capture_writes(request.request_id, payment, request.amount_to_capture,
                                            request.claim.idempotency_key)
     return writes, writes.payment, (outcome, data)
-

@@ -62,4 +62,3 @@ class Changes:
     async def reserve(self, request: RefundRequest) -> reservations.Reserved:
         """The payment as found and the pending refund once committed; raises as `capture`."""
         return cast(reservations.Reserved, await self.batches.submit(request))
-

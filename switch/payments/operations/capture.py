@@ -6,6 +6,7 @@ the captures and refunds that arrive with them (switch.payments.changes)."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import asyncpg
 
@@ -45,6 +46,9 @@ async def claim_and_lock(conn: asyncpg.Connection, ctx: Context, services: Servi
     return payment
 
 
+Answer = TypeVar("Answer")
+
+
 def transition(ctx: Context, payment: PaymentRecord, event: Event) -> str:
     return captures.transition(ctx.caller.request_id, payment, event)
 
@@ -55,6 +59,24 @@ async def answer_refusal(ctx: Context, services: Services, refused: Refused) -> 
         await idempotency.replay_claimed(ctx, services)
     else:
         ctx.outcome = refused.outcome
+
+
+async def changed(ctx: Context, services: Services, batched: Awaitable[Answer],
+                  alone: Callable[[], Awaitable[Answer]]) -> Answer | None:
+    """A change's answer once committed: group-committed with those that arrive with it
+    (switch.payments.changes), or, when another transaction held the payment, by `alone()`, a transaction
+    of its own that waits for the row. None when it was answered instead: refused (and rolled back), or
+    the batches' queue full (503 overloaded)."""
+    try:
+        try:
+            return await batched
+        except NotLocked:
+            return await alone()
+    except Refused as refused:
+        await answer_refusal(ctx, services, refused)
+    except BatchQueueFull:
+        ctx.answer(Result.OVERLOADED)
+    return None
 
 
 async def in_transaction(ctx: Context, services: Services,
@@ -104,28 +126,21 @@ async def capture(ctx: Context, services: Services) -> None:
     request = CaptureRequest(Claim(caller.merchant.id, caller.idempotency_key,
                                    f"/v1/payments/{command.payment_id}/capture", caller.fingerprint,
                                    command.payment_id), caller.request_id, command.amount_to_capture)
-    try:
-        ctx.outcome, ctx.outcome_bytes = await services.changes.capture(request)
-    except Refused as refused:
-        await answer_refusal(ctx, services, refused)
+    answer = await changed(ctx, services, services.changes.capture(request),
+                           lambda: _capture_waiting(ctx, services, request))
+    if answer is None:
         return
-    except BatchQueueFull:
-        ctx.answer(Result.OVERLOADED)
-        return
-    except NotLocked:
-        await in_transaction(ctx, services, lambda conn: _capture_waiting(conn, ctx, services, request))
-    else:
-        ctx.claimed = True
-    if ctx.claimed:
-        failpoint("capture.after_commit")
-        services.wake_outbox()
+    ctx.outcome, ctx.outcome_bytes = answer
+    ctx.claimed = True
+    failpoint("capture.after_commit")
+    services.wake_outbox()
 
 
-async def _capture_waiting(conn: asyncpg.Connection, ctx: Context, services: Services,
-                           request: CaptureRequest) -> tuple[Outcome, bytes]:
-    payment = await claim_and_lock(conn, ctx, services, request.claim.request_path, request.claim.payment_id)
-    writes, _, answer = captures.check(request, payment)
-    await payment_store.write_captured(conn, writes)
+async def _capture_waiting(ctx: Context, services: Services, request: CaptureRequest) -> tuple[Outcome, bytes]:
+    async with transaction(services.pool) as conn:
+        payment = await claim_and_lock(conn, ctx, services, request.claim.request_path, request.claim.payment_id)
+        writes, _, answer = captures.check(request, payment)
+        await payment_store.write_captured(conn, writes)
     return answer
 
 

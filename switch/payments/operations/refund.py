@@ -11,7 +11,6 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
-from switch.common.batch import BatchQueueFull
 from switch.common.currency import lookup as lookup_currency
 from switch.common.failpoints import failpoint
 from switch.iso import messages
@@ -21,8 +20,7 @@ from switch.outbox import items
 from switch.payments import reservations
 from switch.payments.commands import Refund
 from switch.payments.context import Context, Services
-from switch.payments.locked import NotLocked, Refused
-from switch.payments.operations.capture import answer_refusal, claim_and_lock
+from switch.payments.operations.capture import changed, claim_and_lock
 from switch.payments.pipeline import Operation
 from switch.payments.reservations import RefundRequest
 from switch.payments.results import Result
@@ -52,17 +50,11 @@ async def reserve(ctx: Context, services: Services) -> None:
     request = RefundRequest(Claim(caller.merchant.id, caller.idempotency_key, "/v1/refunds", caller.fingerprint,
                                   command.payment), caller.request_id, command.amount, trace, now,
                             messages.transmission_datetime(now), now + timedelta(seconds=services.budgets.payment_s))
-    try:
-        try:
-            payment, created = await services.changes.reserve(request)
-        except NotLocked:
-            payment, created = await _reserve_waiting(ctx, services, request)
-    except Refused as refused:
-        await answer_refusal(ctx, services, refused)
+    reserved = await changed(ctx, services, services.changes.reserve(request),
+                             lambda: _reserve_waiting(ctx, services, request))
+    if reserved is None:
         return
-    except BatchQueueFull:
-        ctx.answer(Result.OVERLOADED)
-        return
+    payment, created = reserved
     ctx.claimed = True
     ctx.payment, ctx.refund = payment, created
     ctx.transmitted_at, ctx.now = request.transmitted_at, now
