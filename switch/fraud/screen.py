@@ -25,7 +25,7 @@ from switch.common.ttlcache import Recent, TtlLru
 from switch.fraud import metrics
 from switch.fraud.policy import TEST_CARD_SCORES, Policy, RuleSpec, decide, default_policy, level_of, policy, risk_score
 from switch.fraud.rules import Action, Value
-from switch.fraud.signals import SMALL_AMOUNT_USD, ScreenSignals, amount_usd, blank_signals, issuer_of
+from switch.fraud.signals import SMALL_AMOUNT_USD, ScreenSignals, amount_usd, blank_signals, issuer_of, pack_signals
 from switch.fraud.velocity import Subjects, Velocity, read
 from switch.idempotency.lock import Rider
 from switch.idempotency.pipeline import RedisPipeliner
@@ -88,7 +88,9 @@ class Screened(msgspec.Struct):
     record: FraudRecord                # the verdict, as the payment carries it
     fingerprint: str                   # the card's fingerprint for this merchant
     subjects: Subjects
-    signals: ScreenSignals             # what the screen saw, stored with the payment's row (not in `record`)
+    # What the screen saw, packed as the payment's row stores it (not in `record`). Packed at once: the
+    # 33-attribute dictionary is let go when the verdict is made, not held for the payment's whole flight.
+    signals: bytes
 
 
 class Screener:
@@ -237,7 +239,7 @@ class Screener:
                 record = FraudRecord(decision=Action.BLOCK, risk_score=99, risk_level="highest",
                                      rule="fail_closed", reasons=reasons, policy_version=policy_.version)
                 metrics.observe(record, started)
-                return Screened(record, fingerprint, subjects, signals)
+                return Screened(record, fingerprint, subjects, pack_signals(signals))
         else:
             testing, started_testing = read(subjects, answer, signals)
             signals["card_testing"] = testing
@@ -246,7 +248,7 @@ class Screener:
                 log.warning("card testing suspected at merchant %s: screening tightened", payment.merchant_id)
         record = self._verdict(policy_, signals, payment.number, reasons)
         metrics.observe(record, started)
-        return Screened(record, fingerprint, subjects, signals)
+        return Screened(record, fingerprint, subjects, pack_signals(signals))
 
     def _count(self, signals: dict[str, Value], subjects: Subjects) -> asyncio.Future[object] | None:
         usd = signals.get("amount_usd")

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from switch.common.batch import BatchQueueFull
 from switch.common.failpoints import failpoint
-from switch.fraud.signals import pack_signals
 from switch.payments.context import Context, Services
 from switch.payments.results import Result
 from switch.payments.steps.idempotency import replay_claimed
@@ -28,7 +27,7 @@ async def write_ahead(ctx: Context, services: Services) -> None:
     caller = ctx.caller
     try:
         begun = await services.writer.begin(ctx.payment, caller.idempotency_key, caller.fingerprint,
-                                            pack_signals(ctx.screened.signals) if ctx.screened else None)
+                                            ctx.screened.signals if ctx.screened else None)
     except Exception as error:
         result = write_failure(error)
         if result is None:
