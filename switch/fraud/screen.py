@@ -84,7 +84,10 @@ class Early(msgspec.Struct):
     answer: list[int] | None = None
 
 
-class Screened(msgspec.Struct):
+class Screened(msgspec.Struct, gc=False):
+    """Held by the payment's context for its whole flight; text, bytes and untracked records only, so the
+    collector need not track it."""
+
     record: FraudRecord                # the verdict, as the payment carries it
     fingerprint: str                   # the card's fingerprint for this merchant
     subjects: Subjects
@@ -237,7 +240,7 @@ class Screener:
             reasons.append("velocity_unavailable")
             if policy_.fail_closed:
                 record = FraudRecord(decision=Action.BLOCK, risk_score=99, risk_level="highest",
-                                     rule="fail_closed", reasons=reasons, policy_version=policy_.version)
+                                     rule="fail_closed", reasons=tuple(reasons), policy_version=policy_.version)
                 metrics.observe(record, started)
                 return Screened(record, fingerprint, subjects, pack_signals(signals))
         else:
@@ -307,8 +310,7 @@ class Screener:
         if reasons:
             score_reasons += reasons
         return FraudRecord(decision=_DECISIONS[verdict.action], risk_score=score, risk_level=level,
-                           rule=verdict.rule, reasons=score_reasons,
-                           shadow_rules=list(verdict.shadow_matches) if verdict.shadow_matches else [],
+                           rule=verdict.rule, reasons=tuple(score_reasons), shadow_rules=verdict.shadow_matches,
                            policy_version=policy_.version)
 
 

@@ -12,17 +12,18 @@ from typing import Any
 import msgspec
 
 
-class FraudRecord(msgspec.Struct, kw_only=True, omit_defaults=True):
+class FraudRecord(msgspec.Struct, kw_only=True, omit_defaults=True, gc=False):
     """The fraud screen's verdict on a payment (`payments.fraud`): what it decided and why. The signals it
     saw are stored beside it (`payments.signals`, switch.fraud.signals), which a backtest runs candidate
-    rules over. Never the PAN: the per-merchant fingerprint only."""
+    rules over. Never the PAN: the per-merchant fingerprint only. Text, numbers and tuples of text only, so
+    the collector need not track it: every payment in flight carries one."""
 
     decision: str                           # allow | review | block
     risk_score: int
     risk_level: str                         # normal | elevated | highest
     rule: str | None = None                 # the rule that decided
-    reasons: list[str] = []
-    shadow_rules: list[str] = []            # shadow rules that would have acted
+    reasons: tuple[str, ...] = ()
+    shadow_rules: tuple[str, ...] = ()      # shadow rules that would have acted
     policy_version: int = 0
 
 

@@ -137,7 +137,7 @@ async def test_the_write_ahead_batch_keeps_every_value_as_sent(stack):
     now = datetime(2026, 12, 6, 5, 20, 31, 123456, tzinfo=UTC)
     odd = 'a "quoted" \\ back\nslash, ünïcödé ✓ and \t tab'
     fraud = FraudRecord(decision="review", risk_score=71, risk_level="elevated", rule="review if :amount: > 1",
-                        reasons=["rule"], policy_version=3)
+                        reasons=("rule",), policy_version=3)
     payments = [
         PaymentRecord(id=new_id("pay"), merchant_id=merchant, status="processing", amount=2**40, currency="eur",
                       capture_method="manual", card_token="tok_x", card_brand="visa", card_last4="4242",

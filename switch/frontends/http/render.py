@@ -35,7 +35,7 @@ class PaymentOutcome(Struct):
     risk_level: str             # normal | elevated | highest | not_assessed
     risk_score: int | None
     rule: str | None
-    reasons: list[str]
+    reasons: tuple[str, ...]
 
 
 class Payment(Struct):
@@ -129,7 +129,7 @@ def _outcome_type(p: PaymentRecord) -> str | None:
 def outcome_object(p: PaymentRecord) -> PaymentOutcome:
     fraud = p.fraud
     if fraud is None:
-        return PaymentOutcome(_outcome_type(p), "not_assessed", None, None, [])
+        return PaymentOutcome(_outcome_type(p), "not_assessed", None, None, ())
     return PaymentOutcome(_outcome_type(p), fraud.risk_level, fraud.risk_score, fraud.rule, fraud.reasons)
 
 
