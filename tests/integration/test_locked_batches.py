@@ -266,3 +266,21 @@ async def test_a_batch_reaches_its_rows_by_key(stack, name) -> None:
         return
     assert scan_conditions(plan, "on idempotency_keys k_1") == [      # each capture's key looked up
         "Index Cond: ((merchant_id = i_1.merchant_id) AND (idempotency_key = i_1.idempotency_key))"]
+
+
+@pytest.mark.parametrize("name", PLANNED)
+async def test_a_batch_statement_is_planned_once_a_session(stack, name) -> None:
+    # Left to choose, Postgres planned the refunds' reservations afresh on every call (as long as the
+    # statement took to run); the batches' sessions keep one plan a statement.
+    query, arguments, _ = PLANNED[name]
+    pool = await store_pool.create_pool(stack.database_url, 1, server_settings=LockedBatches.SESSION)
+    try:
+        async with pool.acquire() as conn:
+            for _ in range(8):
+                async with conn.transaction():
+                    await conn.execute(query, *[None] * arguments)
+            generic, custom = await conn.fetchrow(
+                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", query)
+    finally:
+        await pool.close()
+    assert (generic >= 1, custom) == (True, 0)
