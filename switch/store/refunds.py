@@ -149,51 +149,103 @@ class Finished(NamedTuple):
     only_open_key: bool                # recovery: answer the key only if nothing answered it yet
 
 
-# A refund's finish in one statement, where it was up to eight round trips in a transaction: the refund
-# leaves `pending`, and only if it did (recovery may have finished it first), the reservation released on
-# a failure (the refund's whole amount), the payment's state-change row, the ledger entries on a success,
-# the reversal when it may have reached the network, the merchant event and the key's answer. Alone it
-# needs no transaction.
-_FINISH = """
-WITH refund AS (
-    UPDATE refunds SET status = $2, failure_code = $3, response_code = $4, updated_at = now()
-    WHERE id = $1 AND status = 'pending' RETURNING id
+class FinishedRow(msgspec.Struct):
+    """One refund of a finish batch, as FINISH_MANY reads it (json_to_recordset: by field name). Bytes travel
+    as base64, the ledger entries as their arrays, the reversal as its object (or null)."""
+
+    id: str
+    status: str
+    failure_code: str | None
+    response_code: str | None
+    payment_id: str
+    change_type: str
+    payment_status: str
+    amount: int
+    merchant_id: str
+    event_type: str
+    event_data: bytes
+    outcome: bytes
+    idempotency_key: str
+    only_open_key: bool
+    ledger: list[LedgerEntry]
+    reversal: OutboxItem | None
+
+
+# Refunds' finishes in one statement, a batch of them (group-committed with the refunds that finish with
+# them, switch.store.writer), where one was up to eight round trips in a transaction. Each refund leaves
+# `pending`, and only those that did (recovery may have finished one first) go on: the reservation released
+# on a failure (the refund's whole amount, summed by payment), the payment's state-change row, the ledger
+# entries on a success, the reversal when the 0200 may have reached the network, the merchant event and the
+# key's answer. The refunds' ids, and the ids of the payments whose refunds fail, are arrays besides the
+# rows, so each row is found by its key whatever the plan's statistics: joined to the batch, the plan made on
+# an empty table looked payments up by id in an index that leads with the merchant (the whole index each
+# time). The pending guard compares with a column of the input, as the payments' finish does, so the
+# planner does not read the refunds' in-flight index (see switch.store.writer.FINISH_PAYMENTS).
+FINISH_MANY = """
+WITH input AS MATERIALIZED (
+    SELECT id, status, failure_code, response_code, payment_id, change_type, payment_status, amount, merchant_id,
+           event_type, decode(event_data, 'base64') AS event_data, decode(outcome, 'base64') AS outcome,
+           idempotency_key, only_open_key, ledger, reversal, 'pending'::text AS from_status
+    FROM json_to_recordset($2::json)
+        AS t(id text, status text, failure_code text, response_code text, payment_id text, change_type text,
+             payment_status text, amount bigint, merchant_id text, event_type text, event_data text, outcome text,
+             idempotency_key text, only_open_key boolean, ledger json, reversal json)
+), refund AS (
+    UPDATE refunds r SET status = i.status, failure_code = i.failure_code, response_code = i.response_code,
+        updated_at = now()
+    FROM input i WHERE r.id = ANY ($1::text[]) AND r.id = i.id AND r.status = i.from_status
+    RETURNING r.id
+), done AS MATERIALIZED (
+    SELECT i.* FROM input i JOIN refund ON refund.id = i.id
 ), released AS (
-    UPDATE payments SET amount_refunded = amount_refunded - $8, updated_at = now()
-    WHERE id = $5 AND $2 <> 'succeeded' AND EXISTS (SELECT FROM refund)
+    UPDATE payments p SET amount_refunded = p.amount_refunded - (
+            SELECT sum(d.amount) FROM done d WHERE d.payment_id = p.id AND d.status <> 'succeeded')::bigint,
+        updated_at = now()
+    WHERE p.id = ANY ($3::text[]) AND p.id = ANY (ARRAY (SELECT payment_id FROM done WHERE status <> 'succeeded'))
 ), state_change AS (
     INSERT INTO payment_events (payment_id, type, from_status, to_status, amount, response_code)
-    SELECT $5, $6, $7, $7, $8, $4 FROM refund
+    SELECT payment_id, change_type, payment_status, payment_status, amount, response_code FROM done
 ), ledger AS (
     INSERT INTO ledger_entries (posting_id, payment_id, account, amount, currency)
-    SELECT e.* FROM unnest($9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[]) AS e
-    WHERE EXISTS (SELECT FROM refund)
+    SELECT e.entry->>0, e.entry->>1, e.entry->>2, (e.entry->>3)::bigint, e.entry->>4
+    FROM done d CROSS JOIN LATERAL json_array_elements(d.ledger) AS e(entry)
+    WHERE json_typeof(d.ledger) = 'array'
 ), reversal AS (
     INSERT INTO network_outbox (payment_id, kind, refund_id, network, original_mti, processing_code, amount,
                                 original_amount, stan, rrn, transmitted_at)
-    SELECT $14::text, $15::text, $16::text, $17::text, $18::text, $19::text, $20::bigint, $21::bigint, $22::text,
-           $23::text, $24::text
-    FROM refund WHERE $15::text IS NOT NULL
+    SELECT x->>'payment_id', x->>'kind', x->>'refund_id', x->>'network', x->>'original_mti', x->>'processing_code',
+           (x->>'amount')::bigint, (x->>'original_amount')::bigint, x->>'stan', x->>'rrn', x->>'transmitted_at'
+    FROM (SELECT reversal AS x FROM done WHERE json_typeof(reversal) = 'object') AS r
 ), merchant_event AS (
-    INSERT INTO events (merchant_id, type, object_id, data) SELECT $25, $26, $1, $27 FROM refund
+    INSERT INTO events (merchant_id, type, object_id, data) SELECT merchant_id, event_type, id, event_data FROM done
 ), key AS (
-    UPDATE idempotency_keys SET outcome = $28, payment_id = $5, finished_at = now()
-    WHERE merchant_id = $25 AND idempotency_key = $29 AND EXISTS (SELECT FROM refund)
-      AND (outcome IS NULL OR NOT $30)
+    UPDATE idempotency_keys k SET outcome = d.outcome, payment_id = d.payment_id, finished_at = now()
+    FROM done d WHERE k.merchant_id = d.merchant_id AND k.idempotency_key = d.idempotency_key
+      AND (k.outcome IS NULL OR NOT d.only_open_key)
 )
-SELECT count(*) FROM refund"""
+SELECT id FROM refund"""
+FINISH_MANY_ARGUMENTS = 3
 
 
-async def write_finished(conn: asyncpg.Connection | asyncpg.Pool, f: Finished) -> bool:
-    """Write a refund's finish; False, writing nothing, when it is no longer pending."""
-    r, e, x = f.refund, f.entries, f.reversal
-    reversal = ((x.payment_id, x.kind, x.refund_id, x.network, x.original_mti, x.processing_code, x.amount,
-                 x.original_amount, x.stan, x.rrn, x.transmitted_at) if x is not None else (None,) * 11)
-    return bool(await conn.fetchval(
-        _FINISH, r.id, r.status, r.failure_code, f.response_code, r.payment_id, f.change_type,
-        f.payment_status, r.amount, [i.posting_id for i in e], [i.payment_id for i in e], [i.account for i in e],
-        [i.amount for i in e], [i.currency for i in e], *reversal, r.merchant_id, f.event_type, f.event_data,
-        f.outcome, f.idempotency_key, f.only_open_key))
+def finish_arguments(finishes: Sequence[Finished]) -> list[object]:
+    """FINISH_MANY's parameters for `finishes`, in a fixed order (by refund id: the lock order)."""
+    rows = [FinishedRow(f.refund.id, f.refund.status, f.refund.failure_code, f.response_code, f.refund.payment_id,
+                        f.change_type, f.payment_status, f.refund.amount, f.refund.merchant_id, f.event_type,
+                        f.event_data, f.outcome, f.idempotency_key, f.only_open_key, f.entries, f.reversal)
+            for f in sorted(finishes, key=lambda f: f.refund.id)]
+    failing = sorted({row.payment_id for row in rows if row.status != "succeeded"})
+    return [[row.id for row in rows], _json.encode(rows).decode(), failing]
+
+
+async def write_finished_many(conn: asyncpg.Connection, finishes: Sequence[Finished]) -> set[str]:
+    """Write refunds' finishes; the ids of those written (a refund no longer pending writes nothing)."""
+    return {row[0] for row in await conn.fetch(FINISH_MANY, *finish_arguments(finishes))}
+
+
+async def write_finished(conn: asyncpg.Connection, f: Finished) -> bool:
+    """Write one refund's finish (recovery's, inside its transaction); False, writing nothing, when it is no
+    longer pending."""
+    return f.refund.id in await write_finished_many(conn, [f])
 
 
 async def get_refund(pool: asyncpg.Pool, merchant_id: str, refund_id: str) -> RefundRecord | None:

@@ -19,6 +19,7 @@ import msgspec
 
 from switch.common import metrics
 from switch.common.batch import Batcher
+from switch.store import refunds as refund_store
 from switch.store.events import PAYMENT_ANSWERED_TYPE
 from switch.store.pool import POSTGRES, UNAVAILABLE, is_statement_error
 from switch.store.records import FraudRecord, LedgerEntry, PaymentRecord
@@ -187,15 +188,20 @@ class PaymentWriter:
         self.finish_batches: Batcher[Finish, bool] = Batcher(
             self._finish_many, size_max=size_max, inflight_max=inflight_max, splittable=is_statement_error,
             on_split=metrics.batch_splits.labels("finish").inc)
+        self.refund_batches: Batcher[refund_store.Finished, bool] = Batcher(
+            self._finish_refunds_many, size_max=size_max, inflight_max=inflight_max, splittable=is_statement_error,
+            on_split=metrics.batch_splits.labels("refund_finish").inc)
 
     async def start(self) -> None:
-        # One per batch that may be in flight, per batcher; always leave the pool room for other work.
-        self.sessions_wanted = min(2 * self.inflight_max, self.pool.get_max_size() - 4)
+        # One per batch that may be in flight, per batcher (begin, finish, refund finish); always leave the
+        # pool room for other work.
+        self.sessions_wanted = min(3 * self.inflight_max, self.pool.get_max_size() - 4)
         for _ in range(self.sessions_wanted):
             self.idle.append(await self._session())
 
     async def close(self) -> None:
-        for name, batcher in (("begin", self.begin_batches), ("finish", self.finish_batches)):
+        for name, batcher in (("begin", self.begin_batches), ("finish", self.finish_batches),
+                              ("refund finish", self.refund_batches)):
             log.info("%s writes: %d payments in %d statements (%d split to isolate a bad row)", name,
                      batcher.items, batcher.batches, batcher.splits)
         while self.idle:
@@ -246,6 +252,11 @@ class PaymentWriter:
     async def finish(self, item: Finish) -> bool:
         """False, writing nothing, when the payment already left `processing` (recovery got there first)."""
         return await self.finish_batches.submit(item)
+
+    async def finish_refund(self, finished: refund_store.Finished) -> bool:
+        """A refund's finish, group-committed with the refunds finishing with it; False, writing nothing,
+        when it is no longer pending (recovery finished it)."""
+        return await self.refund_batches.submit(finished)
 
     async def _fetch(self, query: str, args: Sequence[object], count: int) -> list[asyncpg.Record]:
         """The statement's rows, for a batch of `count` payments (`args` its parameters)."""
@@ -310,6 +321,11 @@ class PaymentWriter:
         batch = _json.encode(rows).decode()
         inserted = {record[0] for record in await self._fetch(BEGIN_PAYMENTS, [batch], len(rows))}
         return [p.id in inserted for p, _, _, _ in items]
+
+    async def _finish_refunds_many(self, items: list[refund_store.Finished]) -> list[bool]:
+        written = {record[0] for record in await self._fetch(
+            refund_store.FINISH_MANY, refund_store.finish_arguments(items), len(items))}
+        return [item.refund.id in written for item in items]
 
     async def _finish_many(self, items: list[Finish]) -> list[bool]:
         columns: list[list[object]] = [[] for _ in range(12)]

@@ -284,3 +284,71 @@ async def test_a_batch_statement_is_planned_once_a_session(stack, name) -> None:
     finally:
         await pool.close()
     assert (generic >= 1, custom) == (True, 0)
+
+
+async def test_refunds_finishing_together_are_one_statement_and_each_as_alone(stack) -> None:
+    # The refunds' finishes group-commit (switch.store.writer): a success credits the ledger, a decline and
+    # a timeout release their reservations (summed by payment), the timeout's 0200 is reversed, every key is
+    # answered; a finish of a refund no longer pending writes nothing.
+    from switch.outbox import items
+    from switch.payments.states import RefundEvent
+    from switch.payments.steps.fail import RefundOf, finish_refund
+    from switch.store.writer import PaymentWriter
+
+    async with shop(stack, "refund-finish") as client:
+        sales = [(await client.request("POST", "/v1/payments", payment(amount, capture_method="automatic"),
+                                       idempotency_key=key())).json()["id"] for amount in (1000, 500)]
+    sale, other = sales
+    pool = await store_pool.create_pool(stack.database_url, 8, server_settings=LockedBatches.SESSION)
+    writer = PaymentWriter(pool)
+    await writer.start()
+    try:
+        merchant, network, currency = await pool.fetchrow(
+            "SELECT merchant_id, network, currency FROM payments WHERE id = $1", sale)
+        requests = [refund(merchant, sale, 600, 21), refund(merchant, sale, 300, 22), refund(merchant, sale, 100, 23),
+                    refund(merchant, other, 500, 24)]
+        batches = Changes(pool).batches
+        approved, declined, timed_out, other_declined = [answer[1] for answer in await asyncio.gather(
+            *(batches.submit(r) for r in requests))]
+        of = {payment_id: RefundOf(payment_id, merchant, network, currency) for payment_id in sales}
+        keys = [r.claim.idempotency_key for r in requests]
+        reversal = items.reversal_of_refund(sale, network, timed_out.id, 100, "000123", "634000000123", "1206120000")
+
+        def finishing(pending, event, code, n, **more):
+            return finish_refund(writer.finish_refund, pending, of[pending.payment_id], event, code, f"req_{n}",
+                                 keys[n], **more)
+
+        results = await asyncio.gather(finishing(approved, RefundEvent.APPROVED, "00", 0),
+                                       finishing(declined, RefundEvent.DECLINED, "05", 1),
+                                       finishing(timed_out, RefundEvent.TIMED_OUT, None, 2, reversal=reversal),
+                                       finishing(other_declined, RefundEvent.DECLINED, "51", 3))
+        assert (writer.refund_batches.batches, writer.refund_batches.splits) == (1, 0)
+        assert [result[0].refund.status for result in results] == ["succeeded", "failed", "failed", "failed"]
+        ids = [approved.id, declined.id, timed_out.id, other_declined.id]
+        rows = {row["id"]: tuple(row)[1:] for row in await pool.fetch(
+            "SELECT id, status, failure_code, response_code FROM refunds WHERE id = ANY ($1)", ids)}
+        assert rows == {approved.id: ("succeeded", None, "00"), declined.id: ("failed", "declined", "05"),
+                        timed_out.id: ("failed", "network_timeout", None),
+                        other_declined.id: ("failed", "declined", "51")}
+        refunded = dict(await pool.fetch("SELECT id, amount_refunded FROM payments WHERE id = ANY ($1)", sales))
+        assert refunded == {sale: 600, other: 0}      # the failed ones' reservations released, two of one payment
+        ledger = await pool.fetch("SELECT posting_id, amount FROM ledger_entries WHERE posting_id = ANY ($1) "
+                                  "ORDER BY amount", [f"refund:{i}" for i in ids])
+        assert [tuple(row) for row in ledger] == [(f"refund:{approved.id}", -600), (f"refund:{approved.id}", 600)]
+        reversed_ = await pool.fetch("SELECT refund_id, original_amount, stan FROM network_outbox "
+                                     "WHERE kind = 'reversal' AND refund_id = ANY ($1)", ids)
+        assert [tuple(row) for row in reversed_] == [(timed_out.id, 100, "000123")]
+        events = sorted(tuple(row) for row in await pool.fetch(
+            "SELECT object_id, type FROM events WHERE object_id = ANY ($1) AND type <> 'refund.created'", ids))
+        assert events == sorted([(approved.id, "refund.succeeded"), (declined.id, "refund.failed"),
+                                 (timed_out.id, "refund.failed"), (other_declined.id, "refund.failed")])
+        answered = await pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE merchant_id = $1 "
+                                       "AND idempotency_key = ANY ($2) AND outcome IS NOT NULL", merchant, keys)
+        assert answered == 4
+        again = await finishing(approved, RefundEvent.APPROVED, "00", 0)
+        assert again is None                                   # no longer pending: nothing written again
+        assert await pool.fetchval("SELECT count(*) FROM ledger_entries WHERE posting_id = $1",
+                                   f"refund:{approved.id}") == 2
+    finally:
+        await writer.close()
+        await pool.close()

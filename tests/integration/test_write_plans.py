@@ -40,6 +40,27 @@ async def test_finish_batches_update_payments_by_primary_key(stack):
         "Index Cond: ((merchant_id = i_3.merchant_id) AND (idempotency_key = i_3.idempotency_key))"]
 
 
+async def test_refund_finish_batches_reach_their_rows_by_key(stack):
+    from switch.store import refunds as refund_store
+
+    pool = await store_pool.create_pool(stack.database_url, 8)
+    writer = PaymentWriter(pool)
+    await writer.start()
+    try:
+        plan = await generic_plan(writer.idle[0], refund_store.FINISH_MANY, refund_store.FINISH_MANY_ARGUMENTS, "'{}'")
+    finally:
+        await writer.close()
+        pool.terminate()
+    assert "refunds_in_flight" not in plan
+    assert "Index Cond: (id = ANY ($1))" in scan_conditions(plan, "on refunds r")
+    # By their primary keys: joined to the batch, a plan made on an empty table looked payments up by id in
+    # payments_merchant_created, which leads with the merchant (the whole index for each).
+    assert "using payments_pkey on payments p" in plan and "payments_merchant_created" not in plan, plan
+    assert scan_conditions(plan, "on payments p")[0].startswith("Index Cond: ((id = ANY ($3))"), plan
+    assert "using idempotency_keys_pkey on idempotency_keys k" in plan, plan
+    assert scan_conditions(plan, "on idempotency_keys k")[0].startswith("Index Cond: ((merchant_id = d"), plan
+
+
 async def settings_of(conns) -> list[str]:
     return [await conn.fetchval("SHOW enable_seqscan") for conn in conns]
 
@@ -74,7 +95,7 @@ async def test_a_timed_out_batch_keeps_the_writer_sessions(stack):
     try:
         with pytest.raises(TimeoutError):
             await writer._fetch("SELECT pg_sleep(2)", [], 1)
-        assert await settings_of(writer.idle) == ["off", "off"]
+        assert await settings_of(writer.idle) == ["off"] * writer.sessions_wanted
     finally:
         await writer.close()
         pool.terminate()                    # no wait on a session a failing close() kept
@@ -113,10 +134,10 @@ async def test_a_session_the_server_closed_while_idle_is_not_used_again(stack):
         rows = await writer._fetch("SELECT 1", [], 1)
         assert [row[0] for row in rows] == [1]
         for _ in range(100):                            # the fresh sessions open in the background
-            if len(writer.idle) == 2:
+            if len(writer.idle) == writer.sessions_wanted:
                 break
             await asyncio.sleep(0.05)
-        assert await settings_of(writer.idle) == ["off", "off"]   # replaced by fresh writer sessions
+        assert await settings_of(writer.idle) == ["off"] * writer.sessions_wanted   # fresh writer sessions
     finally:
         await writer.close()
         pool.terminate()

@@ -8,6 +8,7 @@ reservation; no answer in time releases it too and queues a reversal of the refu
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from functools import partial
 
 import asyncpg
 
@@ -109,7 +110,7 @@ async def _finish(ctx: Context, services: Services, event: RefundEvent, response
                   error: Result | None = None, reversal: items.OutboxItem | None = None) -> None:
     payment, pending = ctx.payment, ctx.refund
     assert payment is not None and pending is not None
-    finished = await finish_refund(services.pool, pending, _refund_of(payment), event, response_code,
+    finished = await finish_refund(services.writer.finish_refund, pending, _refund_of(payment), event, response_code,
                                    ctx.caller.request_id, ctx.caller.idempotency_key, error, reversal)
     if finished is None:
         await idempotency.answer_stored(ctx, services)   # recovery failed and reversed it first
@@ -123,7 +124,8 @@ async def finish_recovered(conn: asyncpg.Connection, pending: refund_store.Pendi
     refund = pending.refund
     reversal = items.reversal_of_refund(refund.payment_id, pending.network, refund.id, refund.amount, pending.stan,
                                         pending.rrn, pending.transmitted_at)
-    await finish_refund(conn, refund, RefundOf(refund.payment_id, refund.merchant_id, pending.network, refund.currency),
+    await finish_refund(partial(refund_store.write_finished, conn), refund,
+                        RefundOf(refund.payment_id, refund.merchant_id, pending.network, refund.currency),
                         RefundEvent.TIMED_OUT, None, request_id, pending.idempotency_key, reversal=reversal,
                         recovering=True)
 

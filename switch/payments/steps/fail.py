@@ -6,6 +6,7 @@ finds the payment already failed and its reversal queued, so a late approval can
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import NamedTuple
 
 import asyncpg
@@ -68,14 +69,14 @@ class RefundOf(NamedTuple):
     status: str = Status.SUCCEEDED      # the payment's, which a refund leaves as it is
 
 
-async def finish_refund(conn: asyncpg.Connection | asyncpg.Pool, pending: RefundRecord, payment: RefundOf,
-                        event: RefundEvent, response_code: str | None, request_id: str, idempotency_key: str,
-                        error: Result | None = None, reversal: OutboxItem | None = None,
+async def finish_refund(write: Callable[[refund_store.Finished], Awaitable[bool]], pending: RefundRecord,
+                        payment: RefundOf, event: RefundEvent, response_code: str | None, request_id: str,
+                        idempotency_key: str, error: Result | None = None, reversal: OutboxItem | None = None,
                         recovering: bool = False) -> tuple[Outcome, bytes] | None:
     """Move a pending refund on with `event`: credited to the ledger when approved, its reservation on the
     payment released otherwise (its 0200 reversed when `reversal` is given), and its idempotency key
-    answered, in one statement. None, writing nothing, when the refund is no longer pending (recovery
-    finished it)."""
+    answered, in one statement, written by `write` (the writer's batches, or recovery's transaction). None,
+    writing nothing, when the refund is no longer pending (recovery finished it)."""
     status = apply_refund(RefundStatus.PENDING, event)
     succeeded = status is RefundStatus.SUCCEEDED
     refund = msgspec.structs.replace(pending, status=status.value, failure_code=None if succeeded else event.value)
@@ -87,7 +88,7 @@ async def finish_refund(conn: asyncpg.Connection | asyncpg.Pool, pending: Refund
     # The merchant event carries the refund as a success's answer does: the same bytes when it is one.
     event_data = data if outcome.result is Result.SUCCEEDED else outcomes.encode(
         Outcome(Result.SUCCEEDED, request_id, refund=refund))
-    written = await refund_store.write_finished(conn, refund_store.Finished(
+    written = await write(refund_store.Finished(
         refund, response_code, payment.status,
         Event.REFUND_SUCCEEDED if succeeded else Event.REFUND_FAILED,
         postings.refund(refund.id, payment.payment_id, payment.merchant_id, payment.network, payment.currency,
