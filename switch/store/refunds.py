@@ -181,6 +181,10 @@ class FinishedRow(msgspec.Struct):
 # an empty table looked payments up by id in an index that leads with the merchant (the whole index each
 # time). The pending guard compares with a column of the input, as the payments' finish does, so the
 # planner does not read the refunds' in-flight index (see switch.store.writer.FINISH_PAYMENTS).
+# A batch locks its refunds and the payments of its failing ones. A deadlock with recovery, which locks the
+# payments of its overdue refunds one after another, is possible (both must fail refunds of the same two
+# payments at once): Postgres breaks it within deadlock_timeout, and the batch that lost is split and retried
+# (switch.common.batch), its halves counted as splits.
 FINISH_MANY = """
 WITH input AS MATERIALIZED (
     SELECT id, status, failure_code, response_code, payment_id, change_type, payment_status, amount, merchant_id,
@@ -228,7 +232,8 @@ FINISH_MANY_ARGUMENTS = 3
 
 
 def finish_arguments(finishes: Sequence[Finished]) -> list[object]:
-    """FINISH_MANY's parameters for `finishes`, in a fixed order (by refund id: the lock order)."""
+    """FINISH_MANY's parameters for `finishes`, by refund id (Postgres takes the rows' locks in its indexes'
+    order whatever the parameters' order: this order only keeps a batch's rows and ids together)."""
     rows = [FinishedRow(f.refund.id, f.refund.status, f.refund.failure_code, f.response_code, f.refund.payment_id,
                         f.change_type, f.payment_status, f.refund.amount, f.refund.merchant_id, f.event_type,
                         f.event_data, f.outcome, f.idempotency_key, f.only_open_key, f.entries, f.reversal)

@@ -202,7 +202,7 @@ class PaymentWriter:
     async def close(self) -> None:
         for name, batcher in (("begin", self.begin_batches), ("finish", self.finish_batches),
                               ("refund finish", self.refund_batches)):
-            log.info("%s writes: %d payments in %d statements (%d split to isolate a bad row)", name,
+            log.info("%s writes: %d rows in %d statements (%d split to isolate a bad row)", name,
                      batcher.items, batcher.batches, batcher.splits)
         while self.idle:
             await self._give_back(self.idle.pop())

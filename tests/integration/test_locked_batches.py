@@ -296,10 +296,13 @@ async def test_refunds_finishing_together_are_one_statement_and_each_as_alone(st
     from switch.store.writer import PaymentWriter
 
     async with shop(stack, "refund-finish") as client:
-        sales = [(await client.request("POST", "/v1/payments", payment(amount, capture_method="automatic"),
-                                       idempotency_key=key())).json()["id"] for amount in (1000, 500)]
+        answers = [(await client.request("POST", "/v1/payments", payment(amount, capture_method="automatic"),
+                                         idempotency_key=key())).json() for amount in (1000, 500)]
+    assert [answer["status"] for answer in answers] == ["succeeded", "succeeded"]
+    sales = [answer["id"] for answer in answers]
     sale, other = sales
-    pool = await store_pool.create_pool(stack.database_url, 8, server_settings=LockedBatches.SESSION)
+    locked_pool = await store_pool.create_pool(stack.database_url, 2, server_settings=LockedBatches.SESSION)
+    pool = await store_pool.create_pool(stack.database_url, 8)            # the worker's, as the writer has it
     writer = PaymentWriter(pool)
     await writer.start()
     try:
@@ -307,12 +310,14 @@ async def test_refunds_finishing_together_are_one_statement_and_each_as_alone(st
             "SELECT merchant_id, network, currency FROM payments WHERE id = $1", sale)
         requests = [refund(merchant, sale, 600, 21), refund(merchant, sale, 300, 22), refund(merchant, sale, 100, 23),
                     refund(merchant, other, 500, 24)]
-        batches = Changes(pool).batches
+        batches = Changes(locked_pool).batches
         approved, declined, timed_out, other_declined = [answer[1] for answer in await asyncio.gather(
             *(batches.submit(r) for r in requests))]
         of = {payment_id: RefundOf(payment_id, merchant, network, currency) for payment_id in sales}
         keys = [r.claim.idempotency_key for r in requests]
-        reversal = items.reversal_of_refund(sale, network, timed_out.id, 100, "000123", "634000000123", "1206120000")
+        trace = requests[2].trace
+        reversal = items.reversal_of_refund(sale, network, timed_out.id, 100, trace.stan, trace.rrn,
+                                            requests[2].transmitted_at)
 
         def finishing(pending, event, code, n, **more):
             return finish_refund(writer.finish_refund, pending, of[pending.payment_id], event, code, f"req_{n}",
@@ -335,9 +340,16 @@ async def test_refunds_finishing_together_are_one_statement_and_each_as_alone(st
         ledger = await pool.fetch("SELECT posting_id, amount FROM ledger_entries WHERE posting_id = ANY ($1) "
                                   "ORDER BY amount", [f"refund:{i}" for i in ids])
         assert [tuple(row) for row in ledger] == [(f"refund:{approved.id}", -600), (f"refund:{approved.id}", 600)]
-        reversed_ = await pool.fetch("SELECT refund_id, original_amount, stan FROM network_outbox "
+        reversed_ = await pool.fetch("SELECT refund_id, payment_id, network, original_mti, processing_code, amount, "
+                                     "original_amount, stan, rrn FROM network_outbox "
                                      "WHERE kind = 'reversal' AND refund_id = ANY ($1)", ids)
-        assert [tuple(row) for row in reversed_] == [(timed_out.id, 100, "000123")]
+        assert [tuple(row) for row in reversed_] == [(timed_out.id, sale, network, "0200", "200000", 0, 100,
+                                                      trace.stan, trace.rrn)]
+        changes = sorted(tuple(row) for row in await pool.fetch(
+            "SELECT payment_id, type, amount, response_code FROM payment_events WHERE payment_id = ANY ($1) "
+            "AND type IN ('refund.succeeded', 'refund.failed')", sales))
+        assert changes == sorted([(sale, "refund.succeeded", 600, "00"), (sale, "refund.failed", 300, "05"),
+                                  (sale, "refund.failed", 100, None), (other, "refund.failed", 500, "51")])
         events = sorted(tuple(row) for row in await pool.fetch(
             "SELECT object_id, type FROM events WHERE object_id = ANY ($1) AND type <> 'refund.created'", ids))
         assert events == sorted([(approved.id, "refund.succeeded"), (declined.id, "refund.failed"),
@@ -349,6 +361,9 @@ async def test_refunds_finishing_together_are_one_statement_and_each_as_alone(st
         assert again is None                                   # no longer pending: nothing written again
         assert await pool.fetchval("SELECT count(*) FROM ledger_entries WHERE posting_id = $1",
                                    f"refund:{approved.id}") == 2
+        assert await pool.fetchval("SELECT count(*) FROM payment_events WHERE payment_id = $1 "
+                                   "AND type = 'refund.succeeded'", sale) == 1
     finally:
         await writer.close()
         await pool.close()
+        await locked_pool.close()

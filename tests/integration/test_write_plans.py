@@ -56,9 +56,11 @@ async def test_refund_finish_batches_reach_their_rows_by_key(stack):
     # By their primary keys: joined to the batch, a plan made on an empty table looked payments up by id in
     # payments_merchant_created, which leads with the merchant (the whole index for each).
     assert "using payments_pkey on payments p" in plan and "payments_merchant_created" not in plan, plan
-    assert scan_conditions(plan, "on payments p")[0].startswith("Index Cond: ((id = ANY ($3))"), plan
+    payments = scan_conditions(plan, "on payments p")
+    assert payments and payments[0].startswith("Index Cond: ((id = ANY ($3))"), plan
     assert "using idempotency_keys_pkey on idempotency_keys k" in plan, plan
-    assert scan_conditions(plan, "on idempotency_keys k")[0].startswith("Index Cond: ((merchant_id = d"), plan
+    keys = scan_conditions(plan, "on idempotency_keys k")
+    assert keys and keys[0].startswith("Index Cond: ((merchant_id = d"), plan
 
 
 async def settings_of(conns) -> list[str]:
