@@ -232,12 +232,12 @@ FINISH_MANY_ARGUMENTS = 3
 
 
 def finish_arguments(finishes: Sequence[Finished]) -> list[object]:
-    """FINISH_MANY's parameters for `finishes`, by refund id (Postgres takes the rows' locks in its indexes'
-    order whatever the parameters' order: this order only keeps a batch's rows and ids together)."""
+    """FINISH_MANY's parameters for `finishes`, in their order (Postgres locks the rows in the order its plan
+    reaches them, not in the parameters')."""
     rows = [FinishedRow(f.refund.id, f.refund.status, f.refund.failure_code, f.response_code, f.refund.payment_id,
                         f.change_type, f.payment_status, f.refund.amount, f.refund.merchant_id, f.event_type,
                         f.event_data, f.outcome, f.idempotency_key, f.only_open_key, f.entries, f.reversal)
-            for f in sorted(finishes, key=lambda f: f.refund.id)]
+            for f in finishes]
     failing = sorted({row.payment_id for row in rows if row.status != "succeeded"})
     return [[row.id for row in rows], _json.encode(rows).decode(), failing]
 

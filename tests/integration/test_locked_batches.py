@@ -6,8 +6,11 @@ waited for."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from loadtest.httpclient import Client
@@ -238,6 +241,17 @@ async def test_a_refund_rides_the_captures_batch_and_sees_their_results(api: Cli
         await pool.close()
 
 
+@asynccontextmanager
+async def batch_session(stack) -> AsyncIterator[asyncpg.Connection]:
+    """A session with the settings the worker gives its batches (LockedBatches.SESSION)."""
+    pool = await store_pool.create_pool(stack.database_url, 1, server_settings=LockedBatches.SESSION)
+    try:
+        async with pool.acquire() as conn:
+            yield conn
+    finally:
+        await pool.close()
+
+
 PLANNED = {
     "claim_and_lock": (payment_store._CLAIM_AND_LOCK_MANY, payment_store.CLAIM_AND_LOCK_MANY_ARGUMENTS, "'{}'"),
     "capture": (payment_store._CAPTURED_MANY, payment_store.CAPTURED_MANY_ARGUMENTS, "NULL"),
@@ -250,12 +264,8 @@ async def test_a_batch_reaches_its_rows_by_key(stack, name) -> None:
     # Planned once per connection, often on a new, nearly empty database: the plan must not read whole
     # tables or indexes. On a pool of the sessions the worker gives its batches.
     query, arguments, placeholder = PLANNED[name]
-    pool = await store_pool.create_pool(stack.database_url, 2, server_settings=LockedBatches.SESSION)
-    try:
-        async with pool.acquire() as conn:
-            plan = await generic_plan(conn, query, arguments, placeholder)
-    finally:
-        await pool.close()
+    async with batch_session(stack) as conn:
+        plan = await generic_plan(conn, query, arguments, placeholder)
     if name == "claim_and_lock":
         assert scan_conditions(plan, "on payments")[-1] == "Index Cond: (id = ANY ($5))", plan
         return
@@ -273,16 +283,12 @@ async def test_a_batch_statement_is_planned_once_a_session(stack, name) -> None:
     # Left to choose, Postgres planned the refunds' reservations afresh on every call (as long as the
     # statement took to run); the batches' sessions keep one plan a statement.
     query, arguments, _ = PLANNED[name]
-    pool = await store_pool.create_pool(stack.database_url, 1, server_settings=LockedBatches.SESSION)
-    try:
-        async with pool.acquire() as conn:
-            for _ in range(8):
-                async with conn.transaction():
-                    await conn.execute(query, *[None] * arguments)
-            generic, custom = await conn.fetchrow(
-                "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", query)
-    finally:
-        await pool.close()
+    async with batch_session(stack) as conn:
+        for _ in range(8):
+            async with conn.transaction():
+                await conn.execute(query, *[None] * arguments)
+        generic, custom = await conn.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", query)
     assert (generic >= 1, custom) == (True, 0)
 
 
