@@ -16,7 +16,8 @@ import pytest
 
 from switch.common.pg_settings import KEYED_ONLY
 from switch.store import pool as store_pool
-from switch.store.writer import FINISH_PAYMENTS, FINISH_PAYMENTS_ARGUMENTS, PaymentWriter
+from switch.store import refunds as refund_store
+from switch.store.writer import BEGIN_PAYMENTS, FINISH_PAYMENTS, FINISH_PAYMENTS_ARGUMENTS, PaymentWriter
 from tests.plans import generic_plan, scan_conditions
 
 pytestmark = pytest.mark.integration
@@ -41,8 +42,6 @@ async def test_finish_batches_update_payments_by_primary_key(stack):
 
 
 async def test_refund_finish_batches_reach_their_rows_by_key(stack):
-    from switch.store import refunds as refund_store
-
     pool = await store_pool.create_pool(stack.database_url, 8)
     writer = PaymentWriter(pool)
     await writer.start()
@@ -63,6 +62,34 @@ async def test_refund_finish_batches_reach_their_rows_by_key(stack):
     assert keys and keys[0].startswith("Index Cond: ((merchant_id = d"), plan
 
 
+WRITTEN = {
+    "begin": (BEGIN_PAYMENTS, 1),
+    "finish": (FINISH_PAYMENTS, FINISH_PAYMENTS_ARGUMENTS),
+    "refund_finish": (refund_store.FINISH_MANY, refund_store.FINISH_MANY_ARGUMENTS),
+}
+
+
+@pytest.mark.parametrize("name", WRITTEN)
+async def test_a_writer_statement_is_planned_once_a_session(stack, name):
+    # Left to choose, Postgres planned the refunds' finish afresh on a third of its calls; the writer's
+    # sessions keep one plan a statement (the generic one the tests above check).
+    query, arguments = WRITTEN[name]
+    pool = await store_pool.create_pool(stack.database_url, 8)
+    writer = PaymentWriter(pool)
+    await writer.start()
+    try:
+        session = writer.idle[0]
+        for _ in range(8):
+            async with session.transaction():
+                await session.execute(query, *[None] * arguments)
+        generic, custom = await session.fetchrow(
+            "SELECT generic_plans, custom_plans FROM pg_prepared_statements WHERE statement = $1", query)
+    finally:
+        await writer.close()
+        pool.terminate()
+    assert (generic >= 1, custom) == (True, 0)
+
+
 async def settings_of(conns) -> list[str]:
     return [await conn.fetchval("SHOW enable_seqscan") for conn in conns]
 
@@ -77,11 +104,12 @@ async def test_sessions_go_back_to_the_pool_without_the_writer_setting(stack):
         await writer._give_back(session)            # as after a failed batch, or at close
         others = [await pool.acquire() for _ in range(pool.get_max_size() - len(writer.idle))]
         try:
-            settings = {conn.get_server_pid(): await conn.fetchval("SHOW enable_seqscan") for conn in others}
+            settings = {conn.get_server_pid(): (await conn.fetchval("SHOW enable_seqscan"),
+                                                await conn.fetchval("SHOW plan_cache_mode")) for conn in others}
         finally:
             for conn in others:
                 await pool.release(conn)
-        assert settings[pid] == "on" and set(settings.values()) == {"on"}
+        assert settings[pid] == ("on", "auto") and set(settings.values()) == {("on", "auto")}
     finally:
         await writer.close()
         pool.terminate()                    # no wait on a session a failing close() kept
