@@ -13,6 +13,7 @@ from typing import cast
 import msgspec
 
 from switch.common.cards import CardData, CardError, CardNumber, SecretStr
+from switch.common.futures import time_out
 from switch.common.outage import Outage
 from switch.common.writes import CoalescedWriter
 from switch.iso.mac import GENERATION_MAX, SESSION_KEY_BYTES
@@ -222,9 +223,11 @@ class VaultClient:
             self.outage.failed(error)
             raise
         self._inflight += 1
+        # A timer handle on the answer's future: asyncio.timeout's context manager cost 4.6 µs a payment.
+        timer = asyncio.get_running_loop().call_later(self._timeout_s if timeout_s is None else timeout_s,
+                                                      time_out, future)
         try:
-            async with asyncio.timeout(self._timeout_s if timeout_s is None else timeout_s):
-                response = await future
+            response = await future
         except TimeoutError:
             late = VaultUnavailable("no answer in time")
             self.outage.failed(late)
@@ -233,6 +236,7 @@ class VaultClient:
             self.outage.failed(lost)
             raise
         finally:
+            timer.cancel()
             self._inflight -= 1
             connection.forget(request_id)
         if self.outage.down:

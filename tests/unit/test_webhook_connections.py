@@ -83,6 +83,34 @@ async def test_a_connection_the_server_closed_while_idle_is_replaced_without_a_f
     assert receiver.accepted == 2
 
 
+async def test_an_endpoint_that_stops_answering_on_a_kept_connection_times_out_and_loses_it() -> None:
+    # The first answer keeps the connection; the second never comes: the attempt ends at its deadline
+    # (a timer on the answer, not a retry on a new connection) and the connection is not kept.
+    answered = accepted = 0
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal answered, accepted
+        accepted += 1
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]))
+            if answered:
+                await asyncio.sleep(5)
+            answered += 1
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}")
+
+    connections = client.Connections()
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/hook"
+    try:
+        first = await post(url, connections)
+        second = await client.post(url, b"{}", [], allow_loopback=True, timeout_s=0.2, connections=connections)
+    finally:
+        server.close()
+    assert (first.status, second.status, second.error) == (200, None, "no answer within 0 s")
+    assert 150 <= second.latency_ms < 1000 and connections.count == 0 and accepted == 1
+
+
 def test_a_fast_endpoint_is_claimed_for_in_depth_and_a_failing_one_is_not() -> None:
     deliverer = Deliverer(pool=None)  # type: ignore[arg-type]  # only its bookkeeping is used here
     assert deliverer._claim_max("we_new") == PER_ENDPOINT_MAX              # not seen yet
