@@ -17,6 +17,7 @@ from switch.iso.messages import (
     parse_replacement_amounts,
     response_for,
     reversal,
+    transmission_datetime,
 )
 
 profiles = st.sampled_from(list(PROFILES.values()))
@@ -283,3 +284,11 @@ def test_financial_request_shares_the_authorization_layout():
     refund = financial_request(processing_code="200000", **kwargs)
     assert sale == {**authorization_request(cvv="123", **kwargs), "t": "0200"}
     assert refund["t"] == "0200" and refund["3"] == "200000" and "48" not in refund
+
+
+@given(st.lists(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)),
+                min_size=1, max_size=20))
+def test_field_7_is_each_moments_own_second(moments):
+    # Formatted once a second and kept: whatever order moments come in (a late payment's, a second's
+    # boundary crossed and back), each gets its own second, as strftime formats it.
+    assert [transmission_datetime(now) for now in moments] == [now.strftime("%m%d%H%M%S") for now in moments]
