@@ -400,10 +400,13 @@ class Vault:
         self._keys_lock = asyncio.Lock()
         self._cvc = cvc_cache or CvcCache()
         self.audit = audit or AuditLog(pool)
+        # One statement in flight per path: the cards that arrive while it runs go together in the next, twice
+        # as many a statement as with two in flight. At the bench's mix that took 6 µs of the vault's CPU and
+        # 6 of Postgres's off each payment, and the switch, answered in larger bunches, batched more too.
         self._card_lookups: Batcher[tuple[str, str], asyncpg.Record | None] = Batcher(
-            self._select_cards, size_max=256, inflight_max=2, splittable=refused_by_postgres)
+            self._select_cards, size_max=256, inflight_max=1, splittable=refused_by_postgres)
         self._card_writes: Batcher[_CardWrite, _StoredCard] = Batcher(
-            self._store_cards, size_max=256, inflight_max=2, queue_max=TOKENIZE_QUEUE_MAX,
+            self._store_cards, size_max=256, inflight_max=1, queue_max=TOKENIZE_QUEUE_MAX,
             splittable=refused_by_postgres)
         self.store_retries = 0
         self._listener: Any = None
