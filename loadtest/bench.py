@@ -52,8 +52,8 @@ TEST_CARD = {"card": {"number": "4242424242424242", "exp_month": 12, "exp_year":
 
 # ----- CPU accounting from /proc -------------------------------------------------------------------------
 
-def _process_table() -> dict[int, tuple[int, float]]:
-    """pid -> (parent pid, CPU seconds used so far) for every process we can read."""
+def _process_table() -> dict[int, tuple[int, float, float]]:
+    """pid -> (parent pid, CPU seconds used so far, of them in the kernel) for every process we can read."""
     table = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -63,48 +63,56 @@ def _process_table() -> dict[int, tuple[int, float]]:
                 fields = handle.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS)
+        table[int(entry)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
+                             int(fields[12]) / CLOCK_TICKS)
     return table
 
 
-def tree_cpu_s(root: int, table: dict[int, tuple[int, float]]) -> dict[int, float]:
-    """CPU seconds of `root` and all its descendants, per pid."""
+def tree_cpu_s(root: int, table: dict[int, tuple[int, float, float]], kernel: bool = False) -> dict[int, float]:
+    """CPU seconds of `root` and all its descendants, per pid (with `kernel`, only those in the kernel)."""
     children: dict[int, list[int]] = {}
-    for pid, (parent, _) in table.items():
+    for pid, (parent, _, _) in table.items():
         children.setdefault(parent, []).append(pid)
     result, stack = {}, [root]
     while stack:
         pid = stack.pop()
         if pid in table:
-            result[pid] = table[pid][1]
+            result[pid] = table[pid][2 if kernel else 1]
         stack.extend(children.get(pid, ()))
     return result
 
 
 class CpuMeter:
     """CPU per service: each root's whole process tree (Postgres backends, switch workers), except the
-    load generator, which counts only itself (the stack it started is its children)."""
+    load generator, which counts only itself (the stack it started is its children). Of it, the seconds
+    spent in the kernel (`kernel_s`, after end()): sockets' sends and receives, wake-ups, page faults, where
+    the rest is the process's own code."""
 
     def __init__(self, roots: dict[str, int]) -> None:
         self.roots = roots
         self.start: dict[str, dict[int, float]] = {}
+        self.start_kernel: dict[str, dict[int, float]] = {}
+        self.kernel_s: dict[str, float] = {}
 
-    def _sample(self, name: str, pid: int, table: dict[int, tuple[int, float]]) -> dict[int, float]:
+    def _sample(self, name: str, pid: int, table: dict[int, tuple[int, float, float]],
+                kernel: bool) -> dict[int, float]:
         if name == "loadgen":
-            return {pid: table[pid][1]} if pid in table else {}
-        return tree_cpu_s(pid, table)
+            return {pid: table[pid][2 if kernel else 1]} if pid in table else {}
+        return tree_cpu_s(pid, table, kernel)
 
-    def snapshot(self) -> dict[str, dict[int, float]]:
-        """CPU seconds used so far, per pid of each root's tree."""
+    def snapshot(self, kernel: bool = False) -> dict[str, dict[int, float]]:
+        """CPU seconds used so far (with `kernel`, in the kernel), per pid of each root's tree."""
         table = _process_table()
-        return {name: self._sample(name, pid, table) for name, pid in self.roots.items()}
+        return {name: self._sample(name, pid, table, kernel) for name, pid in self.roots.items()}
 
     def begin(self) -> None:
-        self.start = self.snapshot()
+        self.start, self.start_kernel = self.snapshot(), self.snapshot(kernel=True)
 
     def end(self) -> dict[str, float]:
         """CPU seconds per process tree since begin() (processes born since then count from zero)."""
-        return cpu_used_s(self.start, self.snapshot())
+        used = cpu_used_s(self.start, self.snapshot())
+        self.kernel_s = cpu_used_s(self.start_kernel, self.snapshot(kernel=True))
+        return used
 
 
 def cpu_used_s(before: dict[str, dict[int, float]], now: dict[str, dict[int, float]]) -> dict[str, float]:
@@ -442,7 +450,7 @@ def print_windows(line: Timeline, elapsed_s: float) -> None:
 
 
 def report(results: Results, elapsed_s: float, cpu: dict[str, float], connections: int,
-           plot_path: Path | None = None) -> None:
+           plot_path: Path | None = None, kernel: dict[str, float] | None = None) -> None:
     count = len(results.latencies_s)
     ok = results.payments
     rate = ok / elapsed_s if elapsed_s else 0.0
@@ -457,10 +465,11 @@ def report(results: Results, elapsed_s: float, cpu: dict[str, float], connection
           f"max {percentile_ms(ordered, 1.0):.1f}")
     print(f"responses: {dict(results.outcomes)}  errors: {dict(results.errors) or 0}")
     if cpu:
-        print("CPU seconds during the run (and µs per payment):")
+        print("CPU seconds during the run (and µs per payment, and the share of it in the kernel):")
         for name, seconds in sorted(cpu.items(), key=lambda item: -item[1]):
             per_payment = seconds / ok * 1e6 if ok else 0.0
-            print(f"  {name:<14} {seconds:7.2f} s   {per_payment:8.0f} µs/payment")
+            share = f"   kernel {100 * kernel[name] / seconds:3.0f} %" if kernel and name in kernel and seconds else ""
+            print(f"  {name:<14} {seconds:7.2f} s   {per_payment:8.0f} µs/payment{share}")
         total, cores = sum(cpu.values()), os.cpu_count() or 1
         print(f"  {'total':<14} {total:7.2f} s   {total / ok * 1e6 if ok else 0:8.0f} µs/payment "
               f"(of {cores} cores x {elapsed_s:.1f} s = {cores * elapsed_s:.1f} s)")
@@ -545,10 +554,10 @@ async def measure(url: str, api_key: str, args: argparse.Namespace, roots: dict[
         summary.append(f"{transport}_payments_per_s={ok / elapsed_s:.0f} "
                        f"{transport}_switch_us={cpu.get('switch', 0.0) / ok * 1e6 if ok else 0:.0f}")
         if transport != transports[-1]:
-            report(results, elapsed_s, cpu, args.connections)
+            report(results, elapsed_s, cpu, args.connections, kernel=drawn.kernel_s)
     if len(transports) > 1:
         print("COMPARE " + " ".join(summary), flush=True)
-    report(results, elapsed_s, cpu, args.connections, plot(runs, args))
+    report(results, elapsed_s, cpu, args.connections, plot(runs, args), kernel=runs[-1].kernel_s)
 
 
 async def measured(label: str, run: Callable[[float, Results | None], Awaitable[None]], duration_s: float,
@@ -572,7 +581,7 @@ async def measured(label: str, run: Callable[[float, Results | None], Awaitable[
         await probe.stop()
     elapsed_s = time.monotonic() - started
     await sampler.stop()
-    return results, Run(label, timeline, elapsed_s, meter.end(), results.payments)
+    return results, Run(label, timeline, elapsed_s, meter.end(), results.payments, meter.kernel_s)
 
 
 def plot(runs: list[Run], args: argparse.Namespace) -> Path | None:

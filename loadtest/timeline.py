@@ -177,6 +177,7 @@ class Run:
     elapsed_s: float
     cpu_s: dict[str, float]
     approved: int
+    kernel_s: dict[str, float] = field(default_factory=dict)     # of cpu_s, the seconds in the kernel
 
 
 def draw(runs: list[Run], title: str, path: Path) -> None:
