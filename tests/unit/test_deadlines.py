@@ -1,0 +1,73 @@
+"""Deadlines swept by one timer (switch.common.deadlines): each fires once, in time and at most a sweep late,
+a cancelled one never, and what a cancelled one held is let go at once."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+from switch.common.deadlines import RESOLUTION_S, Deadlines
+
+
+async def test_deadlines_fire_in_time_once_and_cancelled_ones_never() -> None:
+    loop = asyncio.get_running_loop()
+    deadlines, fired = Deadlines(), []
+    started = loop.time()
+    for timeout_s in (0.05, 0.0, 0.12, 0.03, 0.03):
+        deadlines.after(timeout_s, lambda t=timeout_s: fired.append((t, loop.time() - started)))
+    cancelled = deadlines.after(0.04, fired.append, "cancelled")
+    cancelled.cancel()
+    await asyncio.sleep(0.25)
+    assert [timeout for timeout, _ in fired] == [0.0, 0.03, 0.03, 0.05, 0.12]
+    for timeout_s, after_s in fired:
+        assert timeout_s <= after_s < timeout_s + 5 * RESOLUTION_S + 0.05
+    assert deadlines.sweeping is None and not deadlines.slots        # nothing filed: no timer
+
+
+async def test_a_deadline_already_passed_fires_before_anything_answered_after_it() -> None:
+    # A spent budget times out at once (on the loop's next pass), not a sweep later.
+    deadlines, order = Deadlines(), []
+    deadlines.after(0.0, order.append, "deadline")
+    deadlines.after(-1.0, order.append, "past deadline")
+    asyncio.get_running_loop().call_later(0.002, order.append, "answer")
+    cancelled = deadlines.after(0.0, order.append, "cancelled")
+    cancelled.cancel()
+    await asyncio.sleep(0.05)
+    assert order == ["deadline", "past deadline", "answer"]
+
+
+async def test_a_cancelled_deadline_lets_go_of_what_it_held() -> None:
+    class Answer:
+        pass
+
+    deadlines = Deadlines()
+    answer = Answer()
+    held = weakref.ref(answer)
+    deadline = deadlines.after(60.0, print, answer)
+    del answer
+    gc.collect()
+    assert held() is not None
+    deadline.cancel()
+    gc.collect()
+    assert held() is None
+
+
+async def test_a_callback_that_fails_does_not_stop_the_others() -> None:
+    deadlines, fired = Deadlines(), []
+    deadlines.after(0.0, lambda: 1 / 0)
+    deadlines.after(0.0, fired.append, "second")
+    await asyncio.sleep(0.05)
+    assert fired == ["second"]
+
+
+def test_a_deadlines_used_in_a_new_loop_sweeps_there() -> None:
+    deadlines, fired = Deadlines(), []
+
+    async def wait(name: str, timeout_s: float, sleep_s: float) -> None:
+        deadlines.after(timeout_s, fired.append, name)
+        await asyncio.sleep(sleep_s)
+
+    asyncio.run(wait("first loop, left pending", 10.0, 0.0))
+    asyncio.run(wait("second loop", 0.01, 0.1))
+    assert fired == ["second loop"]
