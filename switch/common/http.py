@@ -97,7 +97,8 @@ class HttpProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection. Parsing is synchronous; each request runs as a task, answered in order."""
 
     __slots__ = ("handler", "loop", "transport", "parser", "url", "headers", "header_bytes", "body_parts",
-                 "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "paused", "refused", "drain")
+                 "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "idle_since", "paused", "refused",
+                 "drain")
 
     def __init__(self, handler: Handler, drain: Drain | None = None) -> None:
         self.handler = handler
@@ -115,6 +116,7 @@ class HttpProtocol(asyncio.Protocol):
         self.closing = False
         self.remote = ""
         self.idle_timer: asyncio.TimerHandle | None = None
+        self.idle_since = 0.0
         self.paused = False
         self.refused: _Refused | None = None
 
@@ -161,12 +163,21 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.close()
 
     def _arm_idle_timer(self) -> None:
-        if self.idle_timer:
-            self.idle_timer.cancel()
-        self.idle_timer = self.loop.call_later(KEEPALIVE_IDLE_S, self._idle_timeout)
+        """Idle from now: closed KEEPALIVE_IDLE_S after its last answer unless it gets a request. The timer is
+        made when none is pending and moved on when it fires early, not made anew after every answer (a
+        timer made and cancelled cost 3 µs a request)."""
+        self.idle_since = self.loop.time()
+        if self.idle_timer is None:
+            self.idle_timer = self.loop.call_later(KEEPALIVE_IDLE_S, self._idle_timeout)
 
     def _idle_timeout(self) -> None:
-        if not self.queue and self.worker is None and self.transport:
+        self.idle_timer = None
+        if self.queue or self.worker is not None or not self.transport:
+            return                                  # busy: armed again when its last answer is written
+        left_s = self.idle_since + KEEPALIVE_IDLE_S - self.loop.time()
+        if left_s > 0:
+            self.idle_timer = self.loop.call_later(left_s, self._idle_timeout)
+        else:
             self.transport.close()
 
     def close_when_idle(self) -> None:

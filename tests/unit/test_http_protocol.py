@@ -143,3 +143,24 @@ async def test_transfer_encoding_on_http_1_0_is_refused() -> None:
                                       b"2\r\n{}\r\n0\r\n\r\n")
     assert len(responses) == 1 and b" 400 " in responses[0].split(b"\r\n")[0] and transport.closed
     assert b"not allowed in HTTP/1.0" in responses[0]
+
+
+async def test_a_connection_is_closed_once_idle_for_the_keepalive_time_after_its_last_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # One timer, moved on when it fires early: requests every 0.1 s keep the connection past its 0.25 s idle
+    # time, and it closes 0.25 s after the last answer, not 0.25 s after it was opened.
+    monkeypatch.setattr(http, "KEEPALIVE_IDLE_S", 0.25)
+    loop = asyncio.get_running_loop()
+    protocol = HttpProtocol(echo)
+    transport = FakeTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    for _ in range(5):
+        await asyncio.sleep(0.1)
+        protocol.data_received(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(10):
+        await asyncio.sleep(0)
+    last_answer = loop.time()
+    assert transport.written.count(b"HTTP/1.1 200") == 5 and not transport.closed
+    while not transport.closed and loop.time() - last_answer < 2.0:
+        await asyncio.sleep(0.01)
+    assert transport.closed and 0.24 <= loop.time() - last_answer < 1.0
