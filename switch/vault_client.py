@@ -12,8 +12,8 @@ from typing import cast
 
 import msgspec
 
+from switch.common import deadlines
 from switch.common.cards import CardData, CardError, CardNumber, SecretStr
-from switch.common.deadlines import Deadlines
 from switch.common.futures import time_out
 from switch.common.outage import Outage
 from switch.common.writes import CoalescedWriter
@@ -134,7 +134,7 @@ class VaultClient:
         self._tasks: list[asyncio.Task[None]] = []
         self._round_robin = itertools.count()
         self._inflight = 0
-        self._deadlines = Deadlines()
+        self._deadlines = deadlines.shared()
         self._closing = False
         self.outage = Outage("vault")
 

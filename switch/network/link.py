@@ -20,7 +20,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from switch.common.deadlines import Deadline, Deadlines
+from switch.common import deadlines
+from switch.common.deadlines import Deadline
 from switch.common.writes import CoalescedWriter
 from switch.iso.framing import Framing, FramingError, framing_for
 from switch.iso.mac import AES_KEY_SIZES, MAC_FIELD_PRIMARY, MAC_FIELD_SECONDARY, sign, verify, with_generation
@@ -199,7 +200,7 @@ class Link:
         self._protocol: _LinkProtocol | None = None
         # Each request's answer and its deadline (swept with the others: a timer each cost 3 µs).
         self._pending: dict[MatchKey, tuple[asyncio.Future[Message], Deadline]] = {}
-        self._deadlines = Deadlines()
+        self._deadlines = deadlines.shared()
         # Keys whose requests expired or failed, with the loop time until which a reply counts as late.
         self._late_keys: OrderedDict[MatchKey, float] = OrderedDict()
         self._signed_on = False

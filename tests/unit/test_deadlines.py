@@ -71,3 +71,17 @@ def test_a_deadlines_used_in_a_new_loop_sweeps_there() -> None:
     asyncio.run(wait("first loop, left pending", 10.0, 0.0))
     asyncio.run(wait("second loop", 0.01, 0.1))
     assert fired == ["second loop"]
+
+
+async def test_the_hot_paths_owners_share_one_sweeper_per_thread() -> None:
+    # A sweeper each (vault client, every network link, the webhooks' connections) cost more than the
+    # timers they saved: they share this thread's.
+    import threading
+
+    from switch.common import deadlines
+
+    others: list[Deadlines] = []
+    thread = threading.Thread(target=lambda: others.append(deadlines.shared()))
+    thread.start()
+    thread.join()
+    assert deadlines.shared() is deadlines.shared() and others[0] is not deadlines.shared()

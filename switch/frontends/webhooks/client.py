@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
-from switch.common.deadlines import Deadline, Deadlines
+from switch.common import deadlines
+from switch.common.deadlines import Deadline
 from switch.common.futures import time_out
 
 DELIVERY_TIMEOUT_S = 10.0
@@ -90,7 +91,7 @@ class Connections:
     def __init__(self) -> None:
         self.idle: dict[Destination, list[tuple[float, Link]]] = {}
         self.count = 0
-        self.deadlines = Deadlines()           # the attempts' answers' (one timer sweeps them all)
+        self.deadlines = deadlines.shared()    # the attempts' answers' (one timer sweeps them all)
 
     def take(self, destination: Destination) -> Link | None:
         stack = self.idle.get(destination)
