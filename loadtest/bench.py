@@ -100,19 +100,21 @@ class CpuMeter:
             return {pid: table[pid][2 if kernel else 1]} if pid in table else {}
         return tree_cpu_s(pid, table, kernel)
 
-    def snapshot(self, kernel: bool = False) -> dict[str, dict[int, float]]:
+    def snapshot(self, table: dict[int, tuple[int, float, float]] | None = None,
+                 kernel: bool = False) -> dict[str, dict[int, float]]:
         """CPU seconds used so far (with `kernel`, in the kernel), per pid of each root's tree."""
-        table = _process_table()
+        table = _process_table() if table is None else table
         return {name: self._sample(name, pid, table, kernel) for name, pid in self.roots.items()}
 
     def begin(self) -> None:
-        self.start, self.start_kernel = self.snapshot(), self.snapshot(kernel=True)
+        table = _process_table()                 # one reading for both, so the kernel's share is of the same
+        self.start, self.start_kernel = self.snapshot(table), self.snapshot(table, kernel=True)
 
     def end(self) -> dict[str, float]:
         """CPU seconds per process tree since begin() (processes born since then count from zero)."""
-        used = cpu_used_s(self.start, self.snapshot())
-        self.kernel_s = cpu_used_s(self.start_kernel, self.snapshot(kernel=True))
-        return used
+        table = _process_table()
+        self.kernel_s = cpu_used_s(self.start_kernel, self.snapshot(table, kernel=True))
+        return cpu_used_s(self.start, self.snapshot(table))
 
 
 def cpu_used_s(before: dict[str, dict[int, float]], now: dict[str, dict[int, float]]) -> dict[str, float]:

@@ -83,14 +83,16 @@ _last_second: tuple[float, str] = (-1.0, "")
 
 
 def transmission_datetime(now: datetime | None = None) -> str:
-    """Field 7, MMDDhhmmss in UTC. Formatted once a second: strftime took 2 µs a call, and a payment
-    makes two or three."""
+    """Field 7, MMDDhhmmss of `now` (the switch's are UTC). A UTC moment is formatted once a second:
+    strftime took 2 µs a call, and a payment makes two or three; any other is formatted as given."""
     global _last_second
     now = now or datetime.now(UTC)
+    if now.tzinfo is not UTC:
+        return now.strftime("%m%d%H%M%S")
     second = now.timestamp() // 1
     last, text = _last_second
     if second != last:
-        text = now.astimezone(UTC).strftime("%m%d%H%M%S")
+        text = now.strftime("%m%d%H%M%S")
         _last_second = (second, text)
     return text
 

@@ -10,10 +10,10 @@ import sys
 from loadtest.bench import CpuMeter
 
 # Busy for half a second, then says so and waits to be stopped (a process that has exited is gone from /proc).
-BUSY = ("import os, time\nend = time.time() + 0.5\nn = 0\nwhile time.time() < end: {work}\n"
+BUSY = ("import os, time\n{setup}\nend = time.time() + 0.5\nwhile time.time() < end: {work}\n"
         "print('done', flush=True)\ntime.sleep(60)")
-SYSCALLS = BUSY.format(work="os.stat('/')")
-ARITHMETIC = BUSY.format(work="n += 1")
+SYSCALLS = BUSY.format(setup="zero = os.open('/dev/zero', os.O_RDONLY)", work="os.read(zero, 1 << 20)")
+ARITHMETIC = BUSY.format(setup="n = 0", work="n += 1")
 
 
 def measured(code: str) -> tuple[float, float]:

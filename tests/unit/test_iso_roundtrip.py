@@ -1,6 +1,6 @@
 """decode(encode(m)) == m for every message kind we send or answer, in every profile."""
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -286,9 +286,11 @@ def test_financial_request_shares_the_authorization_layout():
     assert refund["t"] == "0200" and refund["3"] == "200000" and "48" not in refund
 
 
-@given(st.lists(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1), timezones=st.just(UTC)),
+@given(st.lists(st.datetimes(min_value=datetime(2020, 1, 1), max_value=datetime(2040, 1, 1),
+                             timezones=st.sampled_from([UTC, timezone(timedelta(hours=-5))]) | st.none()),
                 min_size=1, max_size=20))
 def test_field_7_is_each_moments_own_second(moments):
-    # Formatted once a second and kept: whatever order moments come in (a late payment's, a second's
-    # boundary crossed and back), each gets its own second, as strftime formats it.
+    # UTC moments are formatted once a second and kept: whatever order moments come in (a late payment's, a
+    # second's boundary crossed and back, another zone's or a naive one between), each gets its own second,
+    # as strftime formats it.
     assert [transmission_datetime(now) for now in moments] == [now.strftime("%m%d%H%M%S") for now in moments]
