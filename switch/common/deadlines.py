@@ -51,6 +51,8 @@ class _Wheel:
         self.slots: dict[int, list[Deadline]] = {}
         self.swept = 0                           # the last slot swept
         self.sweeping = False
+        self.next_at = 0.0                       # when the next sweep is due, on the loop's clock
+        self.handle: asyncio.TimerHandle | None = None
 
     def file(self, loop: asyncio.AbstractEventLoop, deadline: Deadline, now: float) -> None:
         slot = int(deadline.at / RESOLUTION_S) + 1
@@ -59,25 +61,36 @@ class _Wheel:
             self.slots[slot] = [deadline]
         else:
             filed.append(deadline)
-        if not self.sweeping:
+        # Not sweeping, or the next sweep is further off than a slot: the loop's clock went back (a test's
+        # fake clock undone), and the sweep due on the old clock would never come.
+        if not self.sweeping or self.next_at > now + 2 * RESOLUTION_S:
+            if self.handle is not None:
+                self.handle.cancel()
             self.swept = int(now / RESOLUTION_S)
             self._schedule(loop, self.swept)
 
     def _schedule(self, loop: asyncio.AbstractEventLoop, swept: int) -> None:
-        self.sweeping = True
-        loop.call_at((swept + 1) * RESOLUTION_S, self._sweep, loop)
+        self.sweeping, self.next_at = True, (swept + 1) * RESOLUTION_S
+        self.handle = loop.call_at(self.next_at, self._sweep, loop)
 
     def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.sweeping = False
+        self.sweeping, self.handle = False, None
         now_slot = int(loop.time() / RESOLUTION_S)
         try:
-            for slot in range(self.swept + 1, now_slot + 1):
+            for slot in self._due(now_slot):
                 for deadline in self.slots.pop(slot, ()):
                     _fire(deadline)
         finally:
-            self.swept = max(self.swept, now_slot)
+            self.swept = now_slot
             if self.slots:
                 self._schedule(loop, self.swept)
+
+    def _due(self, now_slot: int) -> range | list[int]:
+        """The slots up to now's: the few since the last sweep, or, when the clock jumped (a test's fake
+        clock, a loop that stalled), the filed ones, so a sweep's work is bounded by what is filed."""
+        if 0 <= now_slot - self.swept <= len(self.slots):
+            return range(self.swept + 1, now_slot + 1)
+        return sorted(slot for slot in self.slots if slot <= now_slot)
 
 
 class Deadlines:

@@ -92,3 +92,21 @@ async def test_the_hot_paths_owners_share_one_sweeper_per_thread() -> None:
     thread.start()
     thread.join()
     assert deadlines.shared() is deadlines.shared() and others[0] is not deadlines.shared()
+
+
+async def test_a_clock_that_jumps_far_ahead_and_back_is_swept_in_bounded_work(monkeypatch) -> None:
+    # A test elsewhere fakes time.monotonic (the asyncio loop's clock) 1e12 s ahead: the sweep must not walk
+    # a hundred trillion empty slots, and once the clock is back, deadlines filed then still fire.
+    import time as time_module
+
+    deadlines, fired = Deadlines(), []
+    deadlines.after(30.0, fired.append, "due before the jump's end")
+    real = time_module.monotonic
+    monkeypatch.setattr(time_module, "monotonic", lambda: real() + 1e12)
+    await asyncio.sleep(0.05)
+    deadlines.after(60.0, fired.append, "filed in the jump")    # its sweep is due on the jumped clock
+    await asyncio.sleep(0.02)
+    monkeypatch.setattr(time_module, "monotonic", real)
+    deadlines.after(0.02, fired.append, "filed after it")
+    await asyncio.sleep(0.1)
+    assert fired == ["due before the jump's end", "filed after it"]
