@@ -8,7 +8,8 @@ timing wheel: a dictionary of lists, by slot number; sweeps run on the slots' bo
 on what it returns drops the callback and its arguments at once, so nothing the wait held (an answer with
 card data) is kept until the deadline; the entry itself goes when its slot is swept. A deadline fires at most
 RESOLUTION_S late (and as late as the loop itself runs); one already passed (a spent budget) at once.
-Sweeping stops while nothing is filed.
+Sweeping stops while nothing is filed. A sweep's work is bounded by what is filed, whatever the loop's clock
+did since the last one (a stalled loop, a test's fake clock far ahead and back).
 
 The hot path's owners (the vault client, the network links, the webhooks' connections) share one
 `Deadlines` per thread (`shared()`): a sweeper each cost more than the timers they saved. A `Deadlines`
