@@ -20,8 +20,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from switch.common import deadlines
-from switch.common.deadlines import Deadline
 from switch.common.writes import CoalescedWriter
 from switch.iso.framing import Framing, FramingError, framing_for
 from switch.iso.mac import AES_KEY_SIZES, MAC_FIELD_PRIMARY, MAC_FIELD_SECONDARY, sign, verify, with_generation
@@ -198,9 +196,7 @@ class Link:
         self._mac_generation = 0
 
         self._protocol: _LinkProtocol | None = None
-        # Each request's answer and its deadline (swept with the others: a timer each cost 3 µs).
-        self._pending: dict[MatchKey, tuple[asyncio.Future[Message], Deadline]] = {}
-        self._deadlines = deadlines.shared()
+        self._pending: dict[MatchKey, tuple[asyncio.Future[Message], asyncio.TimerHandle]] = {}
         # Keys whose requests expired or failed, with the loop time until which a reply counts as late.
         self._late_keys: OrderedDict[MatchKey, float] = OrderedDict()
         self._signed_on = False
@@ -300,7 +296,7 @@ class Link:
         frame = self._framing.encode_frame(self._encode(message))
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Message] = loop.create_future()
-        timer = self._deadlines.after(timeout_s, self._expire, key, future)
+        timer = loop.call_later(timeout_s, self._expire, key, future)
         pending[key] = (future, timer)
         protocol.send(frame)
         self.tx += 1

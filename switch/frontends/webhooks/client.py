@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from typing import cast
 from urllib.parse import urlsplit
 
-from switch.common import deadlines
-from switch.common.deadlines import Deadline
 from switch.common.futures import time_out
 
 DELIVERY_TIMEOUT_S = 10.0
@@ -91,7 +89,6 @@ class Connections:
     def __init__(self) -> None:
         self.idle: dict[Destination, list[tuple[float, Link]]] = {}
         self.count = 0
-        self.deadlines = deadlines.shared()    # the attempts' answers' (one timer sweeps them all)
 
     def take(self, destination: Destination) -> Link | None:
         stack = self.idle.get(destination)
@@ -213,10 +210,9 @@ async def post(url: str, body: bytes, headers: list[tuple[str, str]], allow_loop
 
 async def _exchange(url: str, body: bytes, headers: list[tuple[str, str]], allow_loopback: bool,
                     tls: ssl.SSLContext | None, connections: Connections | None, deadline: float) -> tuple[int, str]:
-    """The attempt, all of it by `deadline` (the loop's clock), or TimeoutError. The exchange is bounded by a
-    deadline on its answer's future (swept with the others when there are `connections`), the rarer resolve
-    and connect by asyncio.timeout_at (whose context manager cost 7 µs of the switch's CPU a payment when it
-    wrapped every attempt)."""
+    """The attempt, all of it by `deadline` (the loop's clock), or TimeoutError. A kept-alive connection's
+    exchange is bounded by a timer on its answer's future, the rarer resolve and connect by asyncio.timeout_at
+    (whose context manager cost 7 µs of the switch's CPU a payment when it wrapped every attempt)."""
     scheme, host, port, start, literal = _target(url, allow_loopback)
     if literal is not None:
         address = literal
@@ -270,10 +266,7 @@ async def _round_trip(destination: Destination, link: Link, request: bytes,
     goes back to the pool only when the whole answer was read and the server keeps it open."""
     keep = False
     answer = link.exchange(request)
-    loop = asyncio.get_running_loop()
-    timer: Deadline | asyncio.TimerHandle = (
-        connections.deadlines.after(deadline - loop.time(), time_out, answer) if connections is not None
-        else loop.call_at(deadline, time_out, answer))
+    timer = asyncio.get_running_loop().call_at(deadline, time_out, answer)
     try:
         status, body, keep = await answer
     finally:
