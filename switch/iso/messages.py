@@ -79,7 +79,7 @@ def mask_pan(pan: str) -> str:
     return f"{pan[:6]}{'*' * (len(pan) - 10)}{pan[-4:]}"
 
 
-_last_second: tuple[float, str] = (-1.0, "")
+_last_second: tuple[float, str] = (float("nan"), "")      # NaN: equal to no second
 
 
 def transmission_datetime(now: datetime | None = None) -> str:
