@@ -59,6 +59,10 @@ INFLIGHT_PER_CONNECTION_MAX = 2048
 HELLO_TIMEOUT_S = 5.0
 SHUTDOWN_GRACE_S = 5.0
 POOL_SIZE_MAX_DEFAULT = 16
+# Each card path runs one statement at a time (vault.service), so a stuck one (a lock held elsewhere, a bad
+# plan) would hold every card request of its path behind it. Postgres cancels it at this bound: its callers
+# hear "unavailable" and the path moves on. Above the switch's own 2 s per request, which gives up first.
+STATEMENT_TIMEOUT_MS_DEFAULT = 3_000
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,7 @@ class VaultConfig:
     kek_label: str
     pool_size_max: int
     mac_keys_file: str = ""  # VAULT_MAC_KEYS_FILE: MAC master keys to import into the HSM at start.
+    statement_timeout_ms: int = STATEMENT_TIMEOUT_MS_DEFAULT  # VAULT_STATEMENT_TIMEOUT_MS; 0: none
 
     def __repr__(self) -> str:
         return (f"VaultConfig(socket_path={self.socket_path!r}, token_label={self.token_label!r}, "
@@ -91,12 +96,19 @@ class VaultConfig:
             pool_size_max = int(env.get("VAULT_DB_POOL_MAX", str(POOL_SIZE_MAX_DEFAULT)))
         except ValueError:
             raise ConfigError("VAULT_DB_POOL_MAX must be an integer") from None
+        try:
+            statement_timeout_ms = int(env.get("VAULT_STATEMENT_TIMEOUT_MS", str(STATEMENT_TIMEOUT_MS_DEFAULT)))
+        except ValueError:
+            raise ConfigError("VAULT_STATEMENT_TIMEOUT_MS must be an integer") from None
+        if statement_timeout_ms < 0:
+            raise ConfigError("VAULT_STATEMENT_TIMEOUT_MS must be 0 (none) or more")
         return cls(database_url=env["VAULT_DATABASE_URL"], hsm_module=env["HSM_MODULE"],
                    softhsm2_conf=env.get("SOFTHSM2_CONF", ""), token_label=env["HSM_TOKEN_LABEL"],
                    pin=env["HSM_PIN"], socket_path=env.get("VAULT_SOCKET", ""),
                    credential=env.get("VAULT_CREDENTIAL", ""),
                    kek_label=env.get("HSM_KEK_LABEL") or kek_label(1),
-                   pool_size_max=pool_size_max, mac_keys_file=env.get("VAULT_MAC_KEYS_FILE", ""))
+                   pool_size_max=pool_size_max, mac_keys_file=env.get("VAULT_MAC_KEYS_FILE", ""),
+                   statement_timeout_ms=statement_timeout_ms)
 
 
 # ----- application: requests → vault → responses ----------------------------------------------------
@@ -317,21 +329,25 @@ async def _keep_session(connection: asyncpg.Connection) -> None:
 SESSION_SETTINGS = {**KEYED_ONLY, **NO_JIT, "plan_cache_mode": "force_generic_plan"}
 
 
-async def create_pool(database_url: str, size_max: int) -> asyncpg.Pool:
+async def create_pool(database_url: str, size_max: int, statement_timeout_ms: int = 0) -> asyncpg.Pool:
     """The vault's pool. reset=: no session state is kept (rotation's table lock ends with its transaction),
-    so skip the reset query asyncpg would send on every release."""
+    so skip the reset query asyncpg would send on every release. With `statement_timeout_ms`, Postgres
+    cancels a statement that runs longer (0: never)."""
+    settings = {**SESSION_SETTINGS, "statement_timeout": str(statement_timeout_ms)}
     return await asyncpg.create_pool(database_url, min_size=1, max_size=size_max, reset=_keep_session,
-                                     server_settings=SESSION_SETTINGS)
+                                     server_settings=settings)
 
 
-async def open_vault(config: VaultConfig, *, pool_size_max: int | None = None) -> tuple[Hsm, asyncpg.Pool]:
-    """Open the HSM session and the database pool (closing the HSM again if the pool fails)."""
+async def open_vault(config: VaultConfig, *, pool_size_max: int | None = None,
+                     statement_timeout_ms: int = 0) -> tuple[Hsm, asyncpg.Pool]:
+    """Open the HSM session and the database pool (closing the HSM again if the pool fails). The
+    server's pool has a statement timeout; the command-line tools' (a rotation, a re-encryption) none."""
     if config.softhsm2_conf:
         # SoftHSM2 reads its configuration path from the environment when the module initialises.
         os.environ["SOFTHSM2_CONF"] = config.softhsm2_conf
     hsm = await asyncio.to_thread(Hsm.open, config.hsm_module, config.token_label, config.pin)
     try:
-        pool = await create_pool(config.database_url, pool_size_max or config.pool_size_max)
+        pool = await create_pool(config.database_url, pool_size_max or config.pool_size_max, statement_timeout_ms)
     except BaseException:
         hsm.close()
         raise
@@ -340,7 +356,7 @@ async def open_vault(config: VaultConfig, *, pool_size_max: int | None = None) -
 
 async def serve(config: VaultConfig) -> None:
     loop = asyncio.get_running_loop()
-    hsm, pool = await open_vault(config)
+    hsm, pool = await open_vault(config, statement_timeout_ms=config.statement_timeout_ms)
     vault = Vault(pool, hsm, config.kek_label)
     mac_keys = MacKeys(hsm)
     stats = RequestStats()
