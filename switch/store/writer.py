@@ -287,8 +287,15 @@ class PaymentWriter:
         return rows
 
     async def _fetch_pooled(self, query: str, args: Sequence[object], count: int) -> list[asyncpg.Record]:
+        """The statement on a pooled session set up as the writer's are, and reset after: a plan made
+        without the settings would stay with that connection's prepared statement, and a writer session it
+        later became would use it."""
         try:
-            rows = await self.pool.fetch(query, *args)
+            conn = await self._session()
+            try:
+                rows = await conn.fetch(query, *args)
+            finally:
+                await self._give_back(conn)
         except UNAVAILABLE as error:
             POSTGRES.failed(error, refused=count)
             raise

@@ -90,6 +90,25 @@ async def test_a_writer_statement_is_planned_once_a_session(stack, name):
     assert (generic >= 1, custom) == (True, 0)
 
 
+@pytest.mark.parametrize("name", WRITTEN)
+async def test_without_its_sessions_the_writer_plans_as_its_sessions_do(stack, name):
+    # No session of its own (not started, or all lost with Postgres): the statement goes to a pooled
+    # connection, which keeps the plan it makes there, and a writer session it becomes later would use it.
+    query, arguments = WRITTEN[name]
+    pool = await store_pool.create_pool(stack.database_url, 1)
+    writer = PaymentWriter(pool)
+    try:
+        for _ in range(8):
+            await writer._fetch(query, [None] * arguments, 1)
+        async with pool.acquire() as conn:
+            custom = await conn.fetchval(
+                "SELECT custom_plans FROM pg_prepared_statements WHERE statement = $1", query)
+            settings = (await conn.fetchval("SHOW enable_seqscan"), await conn.fetchval("SHOW plan_cache_mode"))
+    finally:
+        pool.terminate()
+    assert (custom, settings) == (0, ("on", "auto"))
+
+
 async def settings_of(conns) -> list[str]:
     return [await conn.fetchval("SHOW enable_seqscan") for conn in conns]
 
