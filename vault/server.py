@@ -332,8 +332,11 @@ SESSION_SETTINGS = {**KEYED_ONLY, **NO_JIT, "plan_cache_mode": "force_generic_pl
 async def create_pool(database_url: str, size_max: int, statement_timeout_ms: int = 0) -> asyncpg.Pool:
     """The vault's pool. reset=: no session state is kept (rotation's table lock ends with its transaction),
     so skip the reset query asyncpg would send on every release. With `statement_timeout_ms`, Postgres
-    cancels a statement that runs longer (0: never)."""
-    settings = {**SESSION_SETTINGS, "statement_timeout": str(statement_timeout_ms)}
+    cancels a statement that runs longer; with 0 the setting is not sent, so the role's or database's own
+    default (none unless a DBA set one) stays."""
+    settings = dict(SESSION_SETTINGS)
+    if statement_timeout_ms:
+        settings["statement_timeout"] = str(statement_timeout_ms)
     return await asyncpg.create_pool(database_url, min_size=1, max_size=size_max, reset=_keep_session,
                                      server_settings=settings)
 

@@ -235,14 +235,18 @@ class PaymentWriter:
 
     async def _give_back(self, conn: asyncpg.Connection) -> None:
         """Return a session to the pool as the other pooled sessions are (our release hook resets nothing);
-        one that cannot be reset is closed, and the pool opens a new one when needed. Never raises."""
+        one that cannot be reset is closed, and the pool opens a new one when needed. Raises nothing but a
+        cancellation, and the session is back in the pool then too."""
         with contextlib.suppress(asyncpg.InterfaceError):     # already detached: nothing to remove
             conn.remove_termination_listener(self._session_ended)
         try:
             await conn.execute(_WRITER_SESSION_RESET, timeout=WRITER_RESET_TIMEOUT_S)
-        except Exception:  # noqa: BLE001 - any state we cannot reset (lost, mid-error) is closed, not reused
+        except BaseException as error:  # any state we cannot reset (lost, mid-error, cancelled) is closed
             with contextlib.suppress(asyncpg.InterfaceError):   # a lost connection is already detached
                 conn.terminate()
+            if not isinstance(error, Exception):
+                await self.pool.release(conn)
+                raise
         await self.pool.release(conn)
 
     async def begin(self, payment: PaymentRecord, idempotency_key: str, fingerprint: bytes,

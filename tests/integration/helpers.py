@@ -45,6 +45,7 @@ async def clear_of_a_minute_edge(needed_s: float = 15.0) -> None:
     counters' minute is a sliding estimate (switch.fraud.velocity): attempts just before a minute's edge
     count at a weight below 1 just after it, so a test that counts to a 1-minute threshold must not
     straddle an edge."""
+    assert 0 < needed_s < 59, needed_s
     into = time.time() % 60
     if into + needed_s >= 59.5:
         await asyncio.sleep(60.5 - into)

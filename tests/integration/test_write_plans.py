@@ -109,6 +109,23 @@ async def test_without_its_sessions_the_writer_plans_as_its_sessions_do(stack, n
     assert (custom, settings) == (0, ("on", "auto"))
 
 
+async def test_a_session_given_back_while_cancelled_is_back_in_the_pool(stack):
+    pool = await store_pool.create_pool(stack.database_url, 1)
+    writer = PaymentWriter(pool)
+    try:
+        session = await writer._session()
+        giving_back = asyncio.get_running_loop().create_task(writer._give_back(session))
+        await asyncio.sleep(0)                      # its RESET is sent
+        giving_back.cancel()                        # a worker stopping
+        with pytest.raises(asyncio.CancelledError):
+            await giving_back
+        async with asyncio.timeout(5):
+            async with pool.acquire() as conn:      # the pool's only connection, or a new one in its place
+                assert await conn.fetchval("SHOW enable_seqscan") == "on"
+    finally:
+        pool.terminate()
+
+
 async def settings_of(conns) -> list[str]:
     return [await conn.fetchval("SHOW enable_seqscan") for conn in conns]
 
