@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import random
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -31,8 +32,8 @@ from tests.vault.conftest import make_pan, run_vault_cli
 
 pytestmark = pytest.mark.integration
 
-CVC_RAW = "7391"        # amex CVCs are 4 digits: distinctive enough to search for on their own
-CVC_PUBLIC = "8264"
+CVC_CANDIDATES = 40     # 4-digit CVCs tried for the two the flow sends (unused_cvcs)
+FLOW_NUMBERS = {"4200", "1000", "3200", "1300", "1400", "1500", "2031", "2032"}   # its amounts, years
 REDIS_VALUES_MAX = 100_000
 FILE_BYTES_MAX = 256 * 1024 * 1024
 
@@ -169,6 +170,19 @@ async def scan_everything(stack: Stack, needles: list[Needle]) -> tuple[list[str
     return file_hits + table_hits + redis_hits, {"files": files, "rows": rows, "redis_keys": keys}
 
 
+async def unused_cvcs(stack: Stack, avoid: set[str]) -> tuple[str, str]:
+    """Two 4-digit CVCs (amex's length) that nothing the suite kept so far holds as a number on its own, nor
+    `avoid`. The scan looks for the CVCs on their own as well as in fields, and the tests before this one
+    leave thousands of rows of amounts and random cards' last four digits: a fixed CVC once matched one by
+    chance. Chosen this way, a hit after the flow is the flow's."""
+    candidates = [f"{n}" for n in random.sample(range(1000, 10000), CVC_CANDIDATES) if f"{n}" not in avoid]
+    hits, _ = await scan_everything(stack, [Needle(cvc, cvc_needles(cvc)[2].pattern) for cvc in candidates])
+    taken = {hit.split(" in ", 1)[0] for hit in hits}
+    free = [cvc for cvc in candidates if cvc not in taken]
+    assert len(free) >= 2, f"{len(taken)} of {len(candidates)} candidate CVCs are in the data already"
+    return free[0], free[1]
+
+
 # ----- the flow -------------------------------------------------------------------------------------------
 
 
@@ -186,11 +200,11 @@ def _card(number: str, cvc: str, exp_year: int = 2032) -> dict[str, object]:
     return {"card": {"number": number, "exp_month": 10, "exp_year": exp_year, "cvc": cvc}}
 
 
-async def run_flow(stack: Stack, api: Client, raw_pan: str, public_pan: str) -> str:
+async def run_flow(stack: Stack, api: Client, raw_pan: str, public_pan: str, cvc_raw: str, cvc_public: str) -> str:
     """The whole flow; returns one token id (a value the database must hold, for the positive control)."""
     created = await api.request("POST", "/v1/payments", {
         "amount": 4200, "currency": "usd", "capture_method": "manual",
-        "payment_method": _card(raw_pan, CVC_RAW)}, idempotency_key=key("leak"))
+        "payment_method": _card(raw_pan, cvc_raw)}, idempotency_key=key("leak"))
     assert created.status == 200, created.body
     payment = created.json()
     token = payment["payment_method"]["token"]
@@ -213,14 +227,14 @@ async def run_flow(stack: Stack, api: Client, raw_pan: str, public_pan: str) -> 
     stripe_intent = await api.request("POST", "/stripe/v1/payment_intents", (
         f"amount=900&currency=usd&confirm=true&payment_method_data[type]=card&payment_method_data[card][number]="
         f"{raw_pan}&payment_method_data[card][exp_month]=12&payment_method_data[card][exp_year]=2031"
-        f"&payment_method_data[card][cvc]={CVC_RAW}").encode(), idempotency_key=key("leak"), headers=form)
+        f"&payment_method_data[card][cvc]={cvc_raw}").encode(), idempotency_key=key("leak"), headers=form)
     assert stripe_intent.status == 200, stripe_intent.body
     saved = await api.request("POST", "/stripe/v1/payment_methods", (
-        f"type=card&card[number]={public_pan}&card[exp_month]=12&card[exp_year]=2031&card[cvc]={CVC_PUBLIC}"
+        f"type=card&card[number]={public_pan}&card[exp_month]=12&card[exp_year]=2031&card[cvc]={cvc_public}"
     ).encode(), idempotency_key=key("leak"), headers=form)
     assert saved.status == 200, saved.body
     bad_cvc = await api.request("POST", "/stripe/v1/payment_methods", (
-        f"type=card&card[number]={raw_pan}&card[exp_month]=12&card[exp_year]=2031&card[cvc]=1{CVC_RAW}"
+        f"type=card&card[number]={raw_pan}&card[exp_month]=12&card[exp_year]=2031&card[cvc]=1{cvc_raw}"
     ).encode(), idempotency_key=key("leak"), headers=form)
     assert bad_cvc.status in (400, 402), bad_cvc.body
 
@@ -229,7 +243,7 @@ async def run_flow(stack: Stack, api: Client, raw_pan: str, public_pan: str) -> 
     assert result.returncode == 0, result.stderr
     page = Client(stack.vault_http_url, result.stdout.strip())
     try:
-        tokenized = await page.request("POST", "/v1/tokens", _card(public_pan, CVC_PUBLIC),
+        tokenized = await page.request("POST", "/v1/tokens", _card(public_pan, cvc_public),
                                        headers={"origin": "https://shop.example"})
     finally:
         await page.close()
@@ -247,16 +261,17 @@ async def run_flow(stack: Stack, api: Client, raw_pan: str, public_pan: str) -> 
 async def test_no_pan_or_cvc_anywhere_after_a_full_flow(stack: Stack, api: Client) -> None:
     raw_pan = make_pan("378282", 15)
     public_pan = make_pan("371449", 15)
-    public_token = await run_flow(stack, api, raw_pan, public_pan)
+    cvc_raw, cvc_public = await unused_cvcs(stack, {raw_pan[-4:], public_pan[-4:], VISA_DECLINE[-4:], *FLOW_NUMBERS})
+    public_token = await run_flow(stack, api, raw_pan, public_pan, cvc_raw, cvc_public)
 
     # Positive control: the scanner finds a planted file, a planted Redis value and a stored token id.
     canary = make_pan("601100")
     canary_file = stack.run_dir / "leak-scan-canary.txt"
-    canary_file.write_text(f'{{"cvc": "{CVC_RAW}"}}')
+    canary_file.write_text(f'{{"cvc": "{cvc_raw}"}}')
     client = redis.Redis.from_url(stack.redis_url)
     await client.hset("leak-scan-canary", "number", canary)
     try:
-        control = [*pan_needles([canary]), *cvc_needles(CVC_RAW)[:1],
+        control = [*pan_needles([canary]), *cvc_needles(cvc_raw)[:1],
                    Needle("stored token id", re.compile(re.escape(public_token.encode())))]
         found, _ = await scan_everything(stack, control)
     finally:
@@ -267,7 +282,7 @@ async def test_no_pan_or_cvc_anywhere_after_a_full_flow(stack: Stack, api: Clien
     assert any(hit.startswith("PAN 601100") and "redis key" in hit for hit in found), found
     assert any("stored token id in table \"vault\".\"tokens\"" in hit for hit in found), found
 
-    needles = [*pan_needles([raw_pan, public_pan, VISA_DECLINE]), *cvc_needles(CVC_RAW), *cvc_needles(CVC_PUBLIC)]
+    needles = [*pan_needles([raw_pan, public_pan, VISA_DECLINE]), *cvc_needles(cvc_raw), *cvc_needles(cvc_public)]
     hits, scanned = await scan_everything(stack, needles)
     print(f"leak scan: {scanned['files']} files, {scanned['rows']} rows, {scanned['redis_keys']} Redis keys")
     assert scanned["files"] > 0 and scanned["rows"] > 0 and scanned["redis_keys"] > 0, scanned
