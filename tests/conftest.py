@@ -17,9 +17,18 @@ from typing import Any
 import asyncpg
 import pytest
 import pytest_asyncio
+from hypothesis import settings as hypothesis_settings
 
 from loadtest.httpclient import Client
 from switch.dev.devstack import REPO_ROOT, Stack, new_run_dir
+
+# The tests' simulators write no daily settlement file by themselves: at the default cut-off (00:00 UTC) one
+# would take the unsettled transactions of a test that then asks for its own file (POST /settlement).
+SIMULATOR_ARGS = ["--settlement-time", "off"]
+
+# No deadline on a property's examples: a busy 2-core machine can stall one past hypothesis's 200 ms.
+hypothesis_settings.register_profile("suite", deadline=None)
+hypothesis_settings.load_profile("suite")
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +56,7 @@ def stack(base_stack: Stack) -> Stack:
     if not base_stack.vault_socket:
         base_stack.start_vault()
     if not base_stack.simulator_control_url:
-        base_stack.start_simulator()
+        base_stack.start_simulator(SIMULATOR_ARGS)
     if not base_stack.switch_url:
         base_stack.start_switch(workers=1, extra_env={"SWITCH_NETWORK_TIMEOUT_S": "0.5",
                                                       "SWITCH_PAYMENT_BUDGET_S": "1.0"})

@@ -19,6 +19,7 @@ import asyncpg
 
 from loadtest.httpclient import Client
 from switch.dev.devstack import Service, Stack, free_port
+from tests.conftest import SIMULATOR_ARGS
 
 # Short budgets: a payment left in flight is recovered about 1.5 s after it started, a leased outbox row
 # is retried 1.5 s after its claim, and a Redis lock left by a dead worker expires after 2 s.
@@ -67,7 +68,7 @@ class SoloStack:
         stack.start_redis()
         stack.init_hsm()
         stack.start_vault()
-        stack.start_simulator()
+        stack.start_simulator(SIMULATOR_ARGS)
         self.api_key = stack.seed_merchant("solo-shop")
 
     def stop(self) -> None:

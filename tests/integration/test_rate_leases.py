@@ -44,8 +44,9 @@ async def test_two_workers_leases_never_let_more_than_the_burst_through(base_sta
         for _ in range(40):
             admitted += await _admitted(first, "10.0.0.1", 4) + await _admitted(second, "10.0.0.2", 4)
         refill = 100 * (time.monotonic() - started)
-        # The burst and the refill, less what the workers' leases still hold (at most 4 tokens each).
-        assert 200 + refill - 2 * 4 <= admitted <= 200 + refill + 1, (admitted, refill)
+        # The burst and the refill, less what the workers' leases still hold (at most 4 tokens each) and what
+        # a stall of the loop lets go (a lease unspent for a second, the bucket full while the refill counts).
+        assert 200 + refill - 20 <= admitted <= 200 + refill + 1, (admitted, refill)
     finally:
         await first_commands.close()
         await first_commands.client.aclose()
