@@ -14,7 +14,6 @@ import msgspec
 
 from switch.common.cards import CardData, CardError, CardNumber, SecretStr
 from switch.common.futures import time_out
-from switch.common.loops import running_loop
 from switch.common.outage import Outage
 from switch.common.writes import CoalescedWriter
 from switch.iso.mac import GENERATION_MAX, SESSION_KEY_BYTES
@@ -96,7 +95,7 @@ class _Connection(asyncio.Protocol):
     def send(self, message: msgspec.Struct, request_id: int) -> asyncio.Future[Response]:
         if self.closed or self._writer is None:
             raise VaultUnavailable("connection closed")
-        future: asyncio.Future[Response] = running_loop().create_future()
+        future: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self._pending[request_id] = future
         self._writer.write(encode_frame(ENCODER.encode(message)))   # one write for a loop pass's requests
         return future
@@ -227,7 +226,7 @@ class VaultClient:
         timer = None
         try:
             # A timer handle on the answer's future: asyncio.timeout's context manager cost 4.6 µs a payment.
-            timer = running_loop().call_later(self._timeout_s if timeout_s is None else timeout_s,
+            timer = asyncio.get_running_loop().call_later(self._timeout_s if timeout_s is None else timeout_s,
                                                           time_out, future)
             response = await future
         except TimeoutError:

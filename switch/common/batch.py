@@ -20,8 +20,6 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
-from switch.common.loops import running_loop
-
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -57,7 +55,7 @@ class Batcher(Generic[Item, Result]):
         """Queue `item` for the next batch and return its future, without waiting for it."""
         if len(self.waiting) >= self.queue_max:
             raise BatchQueueFull(f"{len(self.waiting)} items already waiting")
-        loop = running_loop()
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[Result] = loop.create_future()
         self.waiting.append((item, future))
         if not self.flush_scheduled:
@@ -75,7 +73,7 @@ class Batcher(Generic[Item, Result]):
 
     def _flush(self) -> None:
         self.flush_scheduled = False
-        loop = running_loop()
+        loop = asyncio.get_running_loop()
         while self.waiting and self.inflight < self.inflight_max:
             batch, self.waiting = self.waiting[:self.size_max], self.waiting[self.size_max:]
             self.inflight += 1
@@ -89,7 +87,7 @@ class Batcher(Generic[Item, Result]):
         finally:
             self.inflight -= 1
             if self.waiting and not self.flush_scheduled:
-                self._schedule(running_loop())
+                self._schedule(asyncio.get_running_loop())
         for (_, future), result in zip(batch, results, strict=True):
             if future.done():
                 continue

@@ -21,7 +21,6 @@ import msgspec
 from redis.exceptions import RedisError
 
 from switch.common.futures import time_out
-from switch.common.loops import running_loop
 from switch.common.ttlcache import Recent, TtlLru
 from switch.fraud import metrics
 from switch.fraud.policy import TEST_CARD_SCORES, Policy, RuleSpec, decide, default_policy, level_of, policy, risk_score
@@ -267,7 +266,7 @@ class Screener:
         handle, not asyncio.timeout: it is the cheaper of the two on this path."""
         if counted is None:
             return None
-        timer = running_loop().call_later(self.budget_s, time_out, counted)
+        timer = asyncio.get_running_loop().call_later(self.budget_s, time_out, counted)
         try:
             answer = await counted
         except (RedisError, OSError, TimeoutError):   # the request's own cancellation goes on up

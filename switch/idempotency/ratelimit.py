@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 
 from redis.exceptions import RedisError
 
-from switch.common.loops import running_loop
 from switch.idempotency.pipeline import RedisPipeliner
 
 # take(k, last, a): from every bucket KEYS[k..last] (its rate_per_s, burst and wanted lease in ARGV[a..],
@@ -209,7 +208,7 @@ class RateLimiter:
     def admit(self, buckets: Buckets) -> Admission:
         """Queue a take on the next pipeline when a bucket has no lease here (a read's: a mutating
         request's take rides its idempotency lock, switch.idempotency.lock); `Admission.wait_ms` answers."""
-        future = running_loop().create_future()
+        future = asyncio.get_running_loop().create_future()
         if not buckets.keys:
             future.set_result([0])
             return Admission(future, buckets)

@@ -17,8 +17,6 @@ import hiredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
-from switch.common.loops import running_loop
-
 Command = tuple[object, ...]
 
 
@@ -113,7 +111,7 @@ class RespLink(asyncio.Protocol):
     def send(self, packed: bytes, count: int) -> asyncio.Future[list[Any]]:
         """Write `count` packed commands; the future answers their replies (error replies as exceptions
         in the list, as redis-py's raise_on_error=False does)."""
-        future: asyncio.Future[list[Any]] = running_loop().create_future()
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         if self.closed or self.transport is None:
             future.set_exception(RedisConnectionError("connection to Redis lost"))
             return future

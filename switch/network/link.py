@@ -20,7 +20,6 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
-from switch.common.loops import running_loop
 from switch.common.writes import CoalescedWriter
 from switch.iso.framing import Framing, FramingError, framing_for
 from switch.iso.mac import AES_KEY_SIZES, MAC_FIELD_PRIMARY, MAC_FIELD_SECONDARY, sign, verify, with_generation
@@ -295,7 +294,7 @@ class Link:
         if len(pending) >= self._inflight_max:
             raise LinkBusyError(f"link {self.name}: {len(pending)} requests in flight (inflight_max)")
         frame = self._framing.encode_frame(self._encode(message))
-        loop = running_loop()
+        loop = asyncio.get_running_loop()
         future: asyncio.Future[Message] = loop.create_future()
         timer = loop.call_later(timeout_s, self._expire, key, future)
         pending[key] = (future, timer)
@@ -337,7 +336,7 @@ class Link:
 
     def _remember_late(self, key: MatchKey) -> None:
         late_keys = self._late_keys
-        now = running_loop().time()
+        now = asyncio.get_running_loop().time()
         # Drop stale or excess entries from the old end: O(1) amortised, bounded by late_memory_max.
         while late_keys and (len(late_keys) >= self._late_memory_max or next(iter(late_keys.values())) < now):
             late_keys.popitem(last=False)
@@ -363,7 +362,7 @@ class Link:
             logger.warning("link %s: undecodable frame dropped: %s", self.name, error)
             return
         self.rx += 1
-        self._last_rx_time = running_loop().time()
+        self._last_rx_time = asyncio.get_running_loop().time()
         mti = message.get("t", "")
         if self._metrics is not None:
             self._metrics.received(mti, message.get("39"))

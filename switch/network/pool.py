@@ -20,7 +20,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from switch.common.loops import running_loop
 from switch.iso.profiles import Profile
 from switch.network import metrics
 from switch.network.breaker import BreakerConfig, BreakerState, CircuitBreaker, Outcome, Permit
@@ -167,7 +166,7 @@ class Pool:
         Raises NoRouteError (retryable: nothing sent), LinkTimeoutError or LinkDownError with
         retryable=False (the outcome is unknown), DuplicateKeyError, or IsoError for a bad message.
         """
-        loop = running_loop()
+        loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         refused: list[Link] = []
         while True:

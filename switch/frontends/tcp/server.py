@@ -22,7 +22,6 @@ import msgspec
 
 from switch.common import errors
 from switch.common.drain import Drain, close_gently
-from switch.common.loops import running_loop
 from switch.common.validation import error_message, error_param
 from switch.frontends.http import render, schema
 from switch.frontends.http.app import new_request_id
@@ -263,7 +262,7 @@ class MerchantProtocol(asyncio.Protocol):
         if len(self.tasks) >= IN_FLIGHT_MAX:
             self.waiting.append(message)
         else:
-            task = running_loop().create_task(self._serve(self.merchant, message))
+            task = asyncio.get_running_loop().create_task(self._serve(self.merchant, message))
             self._began()
             self.tasks.add(task)
             task.add_done_callback(self._finished)

@@ -19,7 +19,6 @@ from typing import cast
 from urllib.parse import urlsplit
 
 from switch.common.futures import time_out
-from switch.common.loops import running_loop
 
 DELIVERY_TIMEOUT_S = 10.0
 ANSWER_READ_MAX = 4096
@@ -136,7 +135,7 @@ class Link(asyncio.Protocol):
     def exchange(self, request: bytes) -> asyncio.Future[tuple[int, bytes, bool]]:
         """(status, the body read, whether the connection can be kept) once the answer is in."""
         assert self.transport is not None and self.waiter is None
-        self.waiter = running_loop().create_future()
+        self.waiter = asyncio.get_running_loop().create_future()
         self.buffer.clear()
         self.head, self.body_at = None, 0
         self.transport.write(request)
@@ -199,7 +198,7 @@ async def post(url: str, body: bytes, headers: list[tuple[str, str]], allow_loop
     started = time.perf_counter()
     try:
         status, excerpt = await _exchange(url, body, headers, allow_loopback, tls, connections,
-                                          running_loop().time() + timeout_s)
+                                          asyncio.get_running_loop().time() + timeout_s)
     except RefusedDestination as refused:
         return Answer(None, f"refused: {refused}", _ms(started), None)
     except TimeoutError:
@@ -270,7 +269,7 @@ async def _round_trip(destination: Destination, link: Link, request: bytes,
     timer = None
     try:
         answer = link.exchange(request)
-        timer = running_loop().call_at(deadline, time_out, answer)
+        timer = asyncio.get_running_loop().call_at(deadline, time_out, answer)
         status, body, keep = await answer
     finally:
         if timer is not None:

@@ -30,7 +30,6 @@ import msgspec
 from prometheus_client import Counter as MetricCounter
 
 from switch.common.batch import Batcher
-from switch.common.loops import running_loop
 from switch.common.metrics import FlushedCounts
 from switch.frontends.http import events_api
 from switch.frontends.stripe import events as stripe_events
@@ -231,7 +230,7 @@ class Deliverer:
         self.per_endpoint[job.endpoint["endpoint_id"]] += 1
         self.sending += 1
         job.sending = True
-        task = running_loop().create_task(self._deliver(job))
+        task = asyncio.get_running_loop().create_task(self._deliver(job))
         self.tasks.add(task)
         task.add_done_callback(functools.partial(self._done, job=job))
 
