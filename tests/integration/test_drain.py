@@ -54,8 +54,11 @@ async def _stopping(ops_url: str, within_s: float = 5.0) -> bool:
     client = Client(ops_url)
     try:
         while time.monotonic() < deadline:
-            ready = await client.request("GET", "/readyz")
-            if (ready.status, ready.json()["status"]) == (503, "stopping"):
+            try:
+                ready = await client.request("GET", "/readyz")
+            except OSError:                             # not answering yet (or any more): ask again
+                ready = None
+            if ready is not None and (ready.status, ready.json()["status"]) == (503, "stopping"):
                 return True
             await asyncio.sleep(0.02)
         return False

@@ -12,6 +12,7 @@ with the PAN masked. A positive control first proves the scanner finds what is p
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import random
 import re
@@ -44,6 +45,10 @@ class Needle:
 
     label: str
     pattern: re.Pattern[bytes]
+    # Looked for in Postgres's number and time columns too. A bare 4-digit CVC is not: amounts, counts,
+    # latencies and the fractions of timestamps written while the flow runs would match one by chance,
+    # and a CVC that reached such a column would have had to be parsed as a number first.
+    in_numbers: bool = True
 
 
 def pan_needles(pans: Iterable[str]) -> list[Needle]:
@@ -58,7 +63,7 @@ def cvc_needles(cvc: str) -> list[Needle]:
         # As msgpack: fixstr "cvc" followed by fixstr of the value.
         Needle("CVC msgpack ****", re.compile(re.escape(b"\xa3cvc" + bytes([0xA0 | len(cvc)]) + cvc.encode()))),
         # On its own, not part of a longer number or id.
-        Needle("CVC raw ****", re.compile(rb"(?<![0-9A-Za-z_\-])" + value + rb"(?![0-9A-Za-z_\-])")),
+        Needle("CVC raw ****", re.compile(rb"(?<![0-9A-Za-z_\-])" + value + rb"(?![0-9A-Za-z_\-])"), False),
     ]
 
 
@@ -93,12 +98,26 @@ def scan_files(run_dir: Path, needles: list[Needle]) -> tuple[list[str], int]:
     return hits, scanned
 
 
+NUMBER_AND_TIME_TYPES = {"smallint", "integer", "bigint", "numeric", "real", "double precision", "boolean",
+                         "timestamp with time zone", "timestamp without time zone", "date", "interval",
+                         "time with time zone", "time without time zone"}
+
+
+def _row_text(columns: list[str]) -> str:
+    quoted = ", ".join(f't."{column}"' for column in columns)
+    return f"ROW({quoted})::text" if columns else "''"
+
+
 async def scan_postgres(admin_url: str, needles: list[Needle]) -> tuple[list[str], int]:
     """Every row of every table outside the system schemas, as text (text, jsonb, numbers, ...) and every
-    bytea value as raw bytes. Columns a sequence numbers (serial ids) are left out: they hold no data
-    anyone sent, and once a table passes 7,391 rows an id would read as the test's 4-digit CVC."""
+    bytea value as raw bytes; a needle that is not looked for in numbers (Needle.in_numbers) sees the row
+    without its number and time columns. Columns a sequence or the transaction numbers (serial ids, `events.xid`) are
+    left out: they hold no data anyone sent, and an id or a transaction of the flow could read as a 4-digit
+    CVC."""
     hits: list[str] = []
     rows_scanned = 0
+    everywhere = [needle for needle in needles if needle.in_numbers]
+    not_in_numbers = [needle for needle in needles if not needle.in_numbers]
     connection = await asyncpg.connect(admin_url)
     try:
         tables = await connection.fetch(
@@ -109,17 +128,20 @@ async def scan_postgres(admin_url: str, needles: list[Needle]) -> tuple[list[str
             byteas = [row["column_name"] for row in await connection.fetch(
                 "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2"
                 " AND data_type = 'bytea'", table["table_schema"], table["table_name"])]
-            texts = [row["column_name"] for row in await connection.fetch(
-                "SELECT column_name FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2"
-                " AND data_type <> 'bytea' AND coalesce(column_default, '') NOT LIKE 'nextval(%'"
+            texts = [(row["column_name"], row["data_type"]) for row in await connection.fetch(
+                "SELECT column_name, data_type FROM information_schema.columns WHERE table_schema = $1"
+                " AND table_name = $2 AND data_type <> 'bytea' AND coalesce(column_default, '') NOT LIKE 'nextval(%'"
+                " AND coalesce(column_default, '') NOT LIKE 'pg_current_xact_id(%'"
                 " ORDER BY ordinal_position", table["table_schema"], table["table_name"])]
-            quoted = ", ".join(f't."{column}"' for column in texts)
-            line = f"ROW({quoted})::text" if texts else "''"
+            line = _row_text([column for column, _ in texts])
+            words = _row_text([column for column, kind in texts if kind not in NUMBER_AND_TIME_TYPES])
             columns = "".join(f', "{column}"' for column in byteas)
-            for row in await connection.fetch(f"SELECT {line} AS line{columns} FROM {name} AS t"):  # noqa: S608
+            query = f"SELECT {line} AS line, {words} AS words{columns} FROM {name} AS t"  # noqa: S608
+            for row in await connection.fetch(query):
                 rows_scanned += 1
                 where = f"table {name}"
-                hits += find(needles, where, row["line"].encode())
+                hits += find(everywhere, where, row["line"].encode())
+                hits += find(not_in_numbers, where, row["words"].encode())
                 for column in byteas:
                     if row[column] is not None:
                         hits += find(needles, f"{where} column {column}", bytes(row[column]))
@@ -176,7 +198,7 @@ async def unused_cvcs(stack: Stack, avoid: set[str]) -> tuple[str, str]:
     leave thousands of rows of amounts and random cards' last four digits: a fixed CVC once matched one by
     chance. Chosen this way, a hit after the flow is the flow's."""
     candidates = [f"{n}" for n in random.sample(range(1000, 10000), CVC_CANDIDATES) if f"{n}" not in avoid]
-    hits, _ = await scan_everything(stack, [Needle(cvc, cvc_needles(cvc)[2].pattern) for cvc in candidates])
+    hits, _ = await scan_everything(stack, [dataclasses.replace(cvc_needles(cvc)[2], label=cvc) for cvc in candidates])
     taken = {hit.split(" in ", 1)[0] for hit in hits}
     free = [cvc for cvc in candidates if cvc not in taken]
     assert len(free) >= 2, f"{len(taken)} of {len(candidates)} candidate CVCs are in the data already"
