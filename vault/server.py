@@ -92,14 +92,8 @@ class VaultConfig:
         missing = [name for name in required if not env.get(name)]
         if missing:
             raise ConfigError(f"missing environment variables: {', '.join(missing)}")
-        try:
-            pool_size_max = int(env.get("VAULT_DB_POOL_MAX", str(POOL_SIZE_MAX_DEFAULT)))
-        except ValueError:
-            raise ConfigError("VAULT_DB_POOL_MAX must be an integer") from None
-        try:
-            statement_timeout_ms = int(env.get("VAULT_STATEMENT_TIMEOUT_MS", str(STATEMENT_TIMEOUT_MS_DEFAULT)))
-        except ValueError:
-            raise ConfigError("VAULT_STATEMENT_TIMEOUT_MS must be an integer") from None
+        pool_size_max = _integer(env, "VAULT_DB_POOL_MAX", POOL_SIZE_MAX_DEFAULT)
+        statement_timeout_ms = _integer(env, "VAULT_STATEMENT_TIMEOUT_MS", STATEMENT_TIMEOUT_MS_DEFAULT)
         if statement_timeout_ms < 0:
             raise ConfigError("VAULT_STATEMENT_TIMEOUT_MS must be 0 (none) or more")
         return cls(database_url=env["VAULT_DATABASE_URL"], hsm_module=env["HSM_MODULE"],
@@ -109,6 +103,13 @@ class VaultConfig:
                    kek_label=env.get("HSM_KEK_LABEL") or kek_label(1),
                    pool_size_max=pool_size_max, mac_keys_file=env.get("VAULT_MAC_KEYS_FILE", ""),
                    statement_timeout_ms=statement_timeout_ms)
+
+
+def _integer(env: dict[str, str], name: str, default: int) -> int:
+    try:
+        return int(env.get(name, str(default)))
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer") from None
 
 
 # ----- application: requests → vault → responses ----------------------------------------------------

@@ -245,9 +245,9 @@ class PaymentWriter:
             with contextlib.suppress(asyncpg.InterfaceError):   # a lost connection is already detached
                 conn.terminate()
             if not isinstance(error, Exception):
-                await self.pool.release(conn)
                 raise
-        await self.pool.release(conn)
+        finally:
+            await self.pool.release(conn)
 
     async def begin(self, payment: PaymentRecord, idempotency_key: str, fingerprint: bytes,
                     signals: bytes | None = None) -> bool:

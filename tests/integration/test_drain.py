@@ -7,7 +7,6 @@ import asyncio
 import secrets
 import signal
 import struct
-import time
 from typing import Any
 
 import msgspec
@@ -18,7 +17,7 @@ from switch.dev.devstack import free_port
 from switch.frontends.tcp import frames
 from tests.conftest import simulator
 from tests.integration.helpers import key, payment
-from tests.integration.solo import SoloStack
+from tests.integration.solo import SoloStack, eventually
 
 pytestmark = pytest.mark.integration
 
@@ -46,24 +45,23 @@ async def read_all(reader: asyncio.StreamReader) -> bytes:
     return b"".join(chunks)
 
 
-
-async def _stopping(ops_url: str, within_s: float = 5.0) -> bool:
-    """Whether /readyz says 503 "stopping" within `within_s` of the signal (a busy machine may be slow to
-    deliver and handle it)."""
-    deadline = time.monotonic() + within_s
+async def _stopping(ops_url: str) -> bool:
+    """Whether /readyz says 503 "stopping" within 5 s of the signal (a busy machine may be slow to deliver
+    and handle it)."""
     client = Client(ops_url)
+
+    async def says_stopping() -> bool:
+        try:
+            ready = await client.request("GET", "/readyz")
+        except OSError:                                 # not answering yet (or any more): ask again
+            return False
+        return (ready.status, ready.json()["status"]) == (503, "stopping")
+
     try:
-        while time.monotonic() < deadline:
-            try:
-                ready = await client.request("GET", "/readyz")
-            except OSError:                             # not answering yet (or any more): ask again
-                ready = None
-            if ready is not None and (ready.status, ready.json()["status"]) == (503, "stopping"):
-                return True
-            await asyncio.sleep(0.02)
-        return False
+        return bool(await eventually(says_stopping, 5.0, interval_s=0.02))
     finally:
         await client.close()
+
 
 async def test_payments_in_flight_at_sigterm_are_answered_before_the_worker_stops(solo_stack: SoloStack) -> None:
     solo = solo_stack
