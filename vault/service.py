@@ -49,6 +49,10 @@ REENCRYPT_IDLE_ROUNDS_MAX = 200
 KEYS_CHANNEL = "vault_keys"
 TOKENIZE_QUEUE_MAX = 10_000
 STORE_ATTEMPTS_MAX = 3
+# A start whose statement the pool's timeout cancelled (a key rotation holds vault.keks across an HSM
+# call) tries again, for this long, rather than exiting.
+START_WAIT_S = 60.0
+START_RETRY_S = 0.5
 
 T = TypeVar("T")
 
@@ -419,15 +423,29 @@ class Vault:
 
         ``listen_dsn``: a dedicated connection LISTENs for key rotations done by other processes.
         """
-        self._kek_label = await ensure_active_kek(self._pool, self._hsm, self._kek_label)
-        fingerprint_key = await self._load_fingerprint_key()
-        self._keys = KeyRing(fingerprint_key)
-        await self._ensure_first_dek()
-        await self.refresh_keys()
+        await self._prepare_keys()
         self.audit.start()
         if listen_dsn:
             self._listener = await asyncpg.connect(listen_dsn)
             await self._listener.add_listener(KEYS_CHANNEL, self._on_keys_changed)
+
+    async def _prepare_keys(self, wait_s: float = START_WAIT_S) -> None:
+        """The keys' set-up, each step idempotent: retried while a statement is cancelled at the pool's
+        statement timeout (a rotation holding vault.keks), until `wait_s` has passed."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                self._kek_label = await ensure_active_kek(self._pool, self._hsm, self._kek_label)
+                self._keys = KeyRing(await self._load_fingerprint_key())
+                await self._ensure_first_dek()
+                await self.refresh_keys()
+                return
+            except asyncpg.QueryCanceledError:
+                if time.monotonic() >= deadline:
+                    raise
+                log.warning("vault start: a statement waited past the statement timeout (a key rotation "
+                            "holding vault.keks?); trying again")
+                await asyncio.sleep(START_RETRY_S)
 
     async def close(self) -> None:
         if self._listener is not None:

@@ -1,8 +1,11 @@
 """A stuck statement does not hold the vault's card path: Postgres cancels it at the pool's statement
-timeout, its callers hear "unavailable" from the vault (not their own timeout), and the path moves on."""
+timeout, its callers hear "unavailable" from the vault (not their own timeout), and the path moves on. A
+start that meets such a lock waits for it rather than exiting."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 
 import pytest
@@ -34,6 +37,28 @@ async def test_a_statement_stuck_behind_a_lock_is_cancelled_and_the_path_moves_o
             assert stored.token.startswith("tok_")
         finally:
             await client.close()
+
+
+async def test_a_start_waits_for_a_rotation_holding_the_keys_table(vault_stack: Stack, vault_db) -> None:
+    started = contextlib.ExitStack()
+    with started:
+        async with vault_db.acquire() as holder:
+            async with holder.transaction():
+                await holder.execute("LOCK TABLE vault.keks IN EXCLUSIVE MODE")     # as rotate-kek takes it
+                starting = asyncio.ensure_future(asyncio.to_thread(
+                    started.enter_context,
+                    spawned_vault(vault_stack, "vault-start-wait", VAULT_STATEMENT_TIMEOUT_MS="200")))
+                await asyncio.sleep(1.5)                   # several statement timeouts
+                assert not starting.done(), starting.exception()
+            socket_path, credential = await starting
+        client = VaultClient(socket_path, credential, connections=1, timeout_s=5.0)
+        await client.connect()
+        try:
+            stored = await client.tokenize("m_start_wait", CardNumber(make_pan("424242")), 7, 2033, None)
+            assert stored.token.startswith("tok_")
+        finally:
+            await client.close()
+    assert "trying again" in (vault_stack.run_dir / "vault-start-wait.log").read_text()
 
 
 async def test_the_vaults_pool_sets_its_statement_timeout_and_the_tools_pool_none(vault_stack: Stack) -> None:
