@@ -49,8 +49,8 @@ REENCRYPT_IDLE_ROUNDS_MAX = 200
 KEYS_CHANNEL = "vault_keys"
 TOKENIZE_QUEUE_MAX = 10_000
 STORE_ATTEMPTS_MAX = 3
-# A start whose statement the pool's timeout cancelled (a key rotation holds vault.keks across an HSM
-# call) tries again, for this long, rather than exiting.
+# A start whose statement Postgres cancelled at a timeout (rotate-kek or rewrap-keys --destroy-retired holds
+# vault.keks across HSM calls) tries again, for this long, rather than exiting.
 START_WAIT_S = 60.0
 START_RETRY_S = 0.5
 
@@ -429,10 +429,10 @@ class Vault:
             self._listener = await asyncpg.connect(listen_dsn)
             await self._listener.add_listener(KEYS_CHANNEL, self._on_keys_changed)
 
-    async def _prepare_keys(self, wait_s: float = START_WAIT_S) -> None:
+    async def _prepare_keys(self) -> None:
         """The keys' set-up, each step idempotent: retried while a statement is cancelled at the pool's
-        statement timeout (a rotation holding vault.keks), until `wait_s` has passed."""
-        deadline = time.monotonic() + wait_s
+        statement timeout or a lock timeout (a key tool holding vault.keks), for START_WAIT_S."""
+        deadline = time.monotonic() + START_WAIT_S
         while True:
             try:
                 self._kek_label = await ensure_active_kek(self._pool, self._hsm, self._kek_label)
@@ -440,11 +440,11 @@ class Vault:
                 await self._ensure_first_dek()
                 await self.refresh_keys()
                 return
-            except asyncpg.QueryCanceledError:
+            except (asyncpg.QueryCanceledError, asyncpg.LockNotAvailableError) as error:
                 if time.monotonic() >= deadline:
                     raise
-                log.warning("vault start: a statement waited past the statement timeout (a key rotation "
-                            "holding vault.keks?); trying again")
+                log.warning("vault start: a key set-up statement was cancelled (%s; a key tool holding "
+                            "vault.keks?); trying again", type(error).__name__)
                 await asyncio.sleep(START_RETRY_S)
 
     async def close(self) -> None:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import time
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,25 +43,44 @@ async def test_a_statement_stuck_behind_a_lock_is_cancelled_and_the_path_moves_o
 
 
 async def test_a_start_waits_for_a_rotation_holding_the_keys_table(vault_stack: Stack, vault_db) -> None:
-    started = contextlib.ExitStack()
-    with started:
-        async with vault_db.acquire() as holder:
-            async with holder.transaction():
+    name = f"vault-start-wait-{secrets.token_hex(3)}"
+    log_path = vault_stack.run_dir / f"{name}.log"
+    with contextlib.ExitStack() as started:
+        starting: asyncio.Future[tuple[str, str]] | None = None
+        try:
+            async with vault_db.acquire() as holder, holder.transaction():
                 await holder.execute("LOCK TABLE vault.keks IN EXCLUSIVE MODE")     # as rotate-kek takes it
                 starting = asyncio.ensure_future(asyncio.to_thread(
-                    started.enter_context,
-                    spawned_vault(vault_stack, "vault-start-wait", VAULT_STATEMENT_TIMEOUT_MS="200")))
-                await asyncio.sleep(1.5)                   # several statement timeouts
-                assert not starting.done(), starting.exception()
+                    started.enter_context, spawned_vault(vault_stack, name, VAULT_STATEMENT_TIMEOUT_MS="200")))
+                await _logged(log_path, "trying again", starting)
+                assert not starting.done(), starting.exception()        # still waiting, not gone
             socket_path, credential = await starting
-        client = VaultClient(socket_path, credential, connections=1, timeout_s=5.0)
-        await client.connect()
-        try:
-            stored = await client.tokenize("m_start_wait", CardNumber(make_pan("424242")), 7, 2033, None)
-            assert stored.token.startswith("tok_")
+            client = VaultClient(socket_path, credential, connections=1, timeout_s=5.0)
+            await client.connect()
+            try:
+                stored = await client.tokenize("m_start_wait", CardNumber(make_pan("424242")), 7, 2033, None)
+                assert stored.token.startswith("tok_")
+            finally:
+                await client.close()
         finally:
-            await client.close()
-    assert "trying again" in (vault_stack.run_dir / "vault-start-wait.log").read_text()
+            if starting is not None and not starting.done():
+                # The vault gets ready or exits now that the lock is gone; its exit joins `started` first.
+                with contextlib.suppress(Exception):
+                    await starting
+
+
+async def _logged(path: Path, text: str, starting: asyncio.Future[Any], wait_s: float = 30.0) -> None:
+    """Until the vault's log holds `text`; fails at once if the vault's start ended meanwhile."""
+    deadline = time.monotonic() + wait_s
+    while not _holds(path, text):
+        if starting.done():
+            raise AssertionError(f"the vault's start ended before logging {text!r}: {starting.exception()!r}")
+        assert time.monotonic() < deadline, f"{text!r} not logged in {wait_s} s"
+        await asyncio.sleep(0.05)
+
+
+def _holds(path: Path, text: str) -> bool:
+    return path.exists() and text in path.read_text(errors="replace")
 
 
 async def test_the_vaults_pool_sets_its_statement_timeout_and_the_tools_pool_none(vault_stack: Stack) -> None:
