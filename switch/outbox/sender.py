@@ -3,7 +3,10 @@
 Rows are claimed with ``FOR UPDATE SKIP LOCKED`` and a lease, so several workers share the queue and a
 worker that dies mid-send only delays a row until its lease ends. The first attempt goes out as 0220
 (advice) or 0400 (reversal); repeats as 0221 / 0421 with capped exponential backoff, keeping the original
-STAN so the network can de-duplicate them. Any response acknowledges receipt.
+STAN so the network can de-duplicate them. A response acknowledges the row unless it says the message was
+not acted on: the issuer or network unavailable or failing (91, 92, 96), "re-enter" (19), or, for the
+first LOCATE_ATTEMPTS_MAX - 1 attempts, "unable to locate the original" (25: an original still on its way
+may arrive after its reversal). Those are sent again, as a network error is.
 
 The sender's loop also runs recovery (``recover``, given by the composition root: the payments engine's
 recover operation) once per poll interval.
@@ -36,6 +39,9 @@ POLL_INTERVAL_S = 1.0
 BACKOFF_MAX_S = 60.0
 SEND_TIMEOUT_S = 5.0
 KINDS = ("capture_advice", "reversal")
+NOT_ACTED_ON = frozenset({"19", "91", "92", "96"})
+UNABLE_TO_LOCATE = "25"
+LOCATE_ATTEMPTS_MAX = 5         # 25 is taken as final on the 5th attempt, about 15 s after the first
 
 sent = Counter("switch_outbox_sent_total", "Outbox sends: acknowledged by the network, or to be retried",
                ["kind", "result"])
@@ -117,7 +123,12 @@ class OutboxSender:
             await self._retry_later(row, error.__class__.__name__)
             _sent.add((row["kind"], "retry"))
             return None
-        return str(response.get("39", ""))
+        code = str(response.get("39", ""))
+        if not acknowledges(code, row["attempts"]):
+            await self._retry_later(row, f"answered {code}")
+            _sent.add((row["kind"], "retry"))
+            return None
+        return code
 
     def _message(self, row: asyncpg.Record, pan: str, expiry_yymm: str) -> messages.Message:
         repeat = row["attempts"] > 1
@@ -138,3 +149,10 @@ class OutboxSender:
         log.info("outbox %s %s for %s not acknowledged (%s); retry in %.1fs", row["kind"], row["id"],
                  row["rrn"], reason, delay_s)
         await outbox_store.update_outbox_retry(self.pool, row["id"], delay_s)
+
+
+def acknowledges(code: str, attempts: int) -> bool:
+    """Whether a response with this field 39 ends a row sent `attempts` times (this one included)."""
+    if code in NOT_ACTED_ON:
+        return False
+    return code != UNABLE_TO_LOCATE or attempts >= LOCATE_ATTEMPTS_MAX

@@ -1,6 +1,7 @@
 """No answer in time is not a decline: 504 `network_timeout`, the payment failed, its authorization
-reversed (0400, then 0421 repeats until acknowledged), and a late approval never recorded as approved.
-On the dedicated stack, whose switch has short timeouts and outbox intervals (tests/integration/solo.py)."""
+reversed (0400, then 0421 repeats until acknowledged), and a late approval never recorded as approved. An
+advice the network answers without acting on it (96) is sent again until it is acted on. On the dedicated
+stack, whose switch has short timeouts and outbox intervals (tests/integration/solo.py)."""
 
 from __future__ import annotations
 
@@ -114,3 +115,36 @@ async def test_a_late_approval_is_never_recorded_as_approved(
     assert after.status == 200, after.body     # the network is healthy again
     assert (await switch_client.request("POST", f"/v1/payments/{after.json()['id']}/cancel", {},
                                         idempotency_key=key())).status == 200
+
+
+async def test_a_capture_advice_the_network_did_not_act_on_is_sent_again(
+        solo_stack: SoloStack, switch_client: Client, solo_db: asyncpg.Pool) -> None:
+    authorized = await switch_client.request("POST", "/v1/payments", payment(4100, VISA_OK), idempotency_key=key())
+    assert authorized.status == 200, authorized.body
+    payment_id = authorized.json()["id"]
+    rrn = await solo_db.fetchval("SELECT rrn FROM payments WHERE id = $1", payment_id)
+    simulator(solo_stack.stack, "/behaviour", {"network": "visa", "error_rate": 1.0, "error_code": "96"})
+    try:
+        captured = await switch_client.request("POST", f"/v1/payments/{payment_id}/capture", {},
+                                               idempotency_key=key())
+        assert captured.status == 200, captured.body
+
+        async def refused_twice() -> bool:       # the records come newest first
+            advices = [(r["mti"], r["field39"]) for r in reversed(records(solo_stack, rrn))
+                       if r["mti"] in ("0220", "0221")]
+            return advices[:2] == [("0220", "96"), ("0221", "96")]
+
+        assert await eventually(refused_twice, WAIT_S), records(solo_stack, rrn)
+        assert await solo_db.fetchval("SELECT acknowledged_at FROM network_outbox WHERE payment_id = $1 "
+                                      "AND kind = 'capture_advice'", payment_id) is None
+    finally:
+        simulator(solo_stack.stack, "/behaviour", {"network": "visa", "error_rate": 0.0})
+
+    async def acknowledged() -> bool:
+        return await solo_db.fetchval("SELECT response_code FROM network_outbox WHERE payment_id = $1 "
+                                      "AND kind = 'capture_advice' AND acknowledged_at IS NOT NULL", payment_id) == "00"
+
+    assert await eventually(acknowledged, WAIT_S), records(solo_stack, rrn)
+    charged = simulator(solo_stack.stack, f"/summary?rrn={rrn}")["by_rrn"][rrn]
+    assert (charged["charged_minor"], charged["held_minor"]) == (4100, 0), charged
+
