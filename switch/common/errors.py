@@ -7,7 +7,13 @@ for merchants and never carry card data. The table of codes lives in docs/errors
 
 from __future__ import annotations
 
+import re
+
 import msgspec
+
+# A run of 12-19 digits on its own is read as a card number: a message or param that quotes a merchant's
+# input (an unknown id, an enum value) must not carry one back, nor into a log line.
+_CARD_NUMBER_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{12,19}(?![0-9A-Za-z])")
 
 
 class ConfigError(ValueError):
@@ -19,12 +25,13 @@ class ApiError(Exception):
 
     def __init__(self, status: int, type_: str, code: str, message: str, *, param: str | None = None,
                  decline_code: str | None = None, retryable: bool = False, payment_id: str | None = None) -> None:
+        message = _masked(message)
         super().__init__(message)
         self.status = status
         self.type = type_
         self.code = code
         self.message = message
-        self.param = param
+        self.param = _masked(param) if param else param
         self.decline_code = decline_code
         self.retryable = retryable
         self.payment_id = payment_id
@@ -37,6 +44,10 @@ class ApiError(Exception):
         if self.payment_id:
             error["payment_id"] = self.payment_id   # the failed payment, readable with GET /v1/payments/{id}
         return msgspec.json.encode({"error": error})
+
+
+def _masked(text: str) -> str:
+    return _CARD_NUMBER_LIKE.sub("[card number]", text) if len(text) >= 12 else text
 
 
 def invalid_request(code: str, message: str, param: str | None = None, status: int = 400) -> ApiError:

@@ -259,6 +259,23 @@ async def run_flow(stack: Stack, api: Client, raw_pan: str, public_pan: str, cvc
         f"type=card&card[number]={raw_pan}&card[exp_month]=12&card[exp_year]=2031&card[cvc]=1{cvc_raw}"
     ).encode(), idempotency_key=key("leak"), headers=form)
     assert bad_cvc.status in (400, 402), bad_cvc.body
+    # A PaymentIntent kept for later confirmation, with a test token and card data beside it: refused, and
+    # its card data never kept with the draft.
+    token_and_card = await api.request("POST", "/stripe/v1/payment_intents", (
+        f"amount=900&currency=usd&payment_method_data[type]=card&payment_method_data[card][token]=tok_visa"
+        f"&payment_method_data[card][number]={raw_pan}&payment_method_data[card][cvc]={cvc_raw}").encode(),
+        idempotency_key=key("leak"), headers=form)
+    assert token_and_card.status == 400, token_and_card.body
+    # A JSON body sent as a form, and an unknown payment method that is a card number: the errors quote
+    # neither.
+    as_form = await api.request("POST", "/stripe/v1/payment_intents", (
+        f'{{"amount": 900, "payment_method_data": {{"card": {{"number": "{raw_pan}", "cvc": "{cvc_raw}"}}}}}}'
+    ).encode(), idempotency_key=key("leak"), headers=form)
+    named = await api.request("POST", "/stripe/v1/payment_intents", f"amount=900&currency=usd&confirm=true"
+                              f"&payment_method={raw_pan}".encode(), idempotency_key=key("leak"), headers=form)
+    for refused in (as_form, named):
+        assert refused.status in (400, 404), refused.body
+        assert raw_pan.encode() not in refused.body and cvc_raw.encode() not in refused.body, refused.body
 
     # The merchant's page tokenizes on the vault; the merchant's server pays with the token.
     result = run_vault_cli(stack, "publishable-keys", "create", "--merchant", await _merchant_id(stack), "--quiet")

@@ -104,3 +104,32 @@ def test_list_queries_take_created_bounds_and_intent_cursors() -> None:
     assert listing.created_lte is not None and int(listing.created_lte.timestamp()) == 200
     with pytest.raises(ApiError):
         params.list_query(form.parse("limit=500"))
+
+
+PAN = "4242424242424242"
+
+
+@pytest.mark.parametrize("body", [
+    f'{{"payment_method_data": {{"card": {{"number": "{PAN}", "cvc": "987"}}}}}}',     # JSON sent as a form
+    f"payment_method_data%5Bcard%5D%5Bnumber%5D%3D{PAN}%26cvc%3D987",                   # key and value encoded
+    f"amount=1&currency=usd&payment_method_data[type]={PAN}",                          # an enum value
+])
+def test_an_error_never_quotes_a_card_number_or_cvc(body: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        params.decode(body.encode(), "application/x-www-form-urlencoded", params.CreateIntent)
+    quoted = f"{refused.value.message} {refused.value.param}"
+    assert PAN not in quoted and "987" not in quoted, quoted
+
+
+def test_an_unknown_payment_method_that_is_a_card_number_is_masked() -> None:
+    with pytest.raises(ApiError) as refused:
+        params.payment_method_of(PAN, None)
+    assert refused.value.status == 404 and PAN not in refused.value.message, refused.value.message
+
+
+def test_a_token_with_card_data_beside_it_is_refused() -> None:
+    data = params.PaymentMethodData("card", params.CardData(number=PAN, cvc="987", token="tok_visa"))
+    with pytest.raises(ApiError) as refused:
+        params.payment_method_of(None, data)
+    assert (refused.value.status, refused.value.code) == (400, "parameter_invalid")
+    assert refused.value.param == "payment_method_data[card]"

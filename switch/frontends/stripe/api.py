@@ -154,6 +154,8 @@ class StripeApi:
     async def _draft(self, caller: Caller, create: params.CreateIntent) -> Response:
         """A PaymentIntent created without confirm=true: kept until its confirmation, never card data."""
         data = create.payment_method_data
+        if data is not None and data.card is not None:
+            data.card.refuse_token_with_data("payment_method_data[card]")
         if data is not None and data.card is not None and data.card.token is None:
             raise errors.invalid_request("parameter_invalid", "Card data is taken with confirm=true only; create "
                                          "the PaymentIntent with confirm=true, or give a payment_method.",

@@ -24,7 +24,7 @@ from switch.common import errors
 FIELDS_MAX = 512
 DEPTH_MAX = 5
 KEY_LENGTH_MAX = 300
-_KEY = re.compile(r"^([A-Za-z0-9_.-]{1,100})((?:\[[A-Za-z0-9_.-]{0,100}\])*)$")
+_KEY = re.compile(r"^([A-Za-z0-9_.-]{1,100})((?:\[[A-Za-z0-9_.-]{0,100}\])*)\Z")
 _SEGMENT = re.compile(r"\[([A-Za-z0-9_.-]{0,100})\]")
 
 Form = dict[str, object]
@@ -53,12 +53,27 @@ def parse(text: str | bytes) -> Form:
 def _path(key: str) -> list[str]:
     match = _KEY.match(key) if len(key) <= KEY_LENGTH_MAX else None
     if match is None:
-        raise errors.invalid_request("parameter_invalid", f"Invalid parameter name: {key[:100]!r}.", key[:100])
+        raise _invalid_name(key)
     segments = [match.group(1), *_SEGMENT.findall(match.group(2))]
     if len(segments) > DEPTH_MAX:
         raise errors.invalid_request("parameter_invalid", f"{key[:100]} is nested more than {DEPTH_MAX} levels "
                                      "deep.", key[:100])
     return segments
+
+
+def _invalid_name(key: str) -> errors.ApiError:
+    """A key that is no parameter name. It is quoted only when it holds nothing but name characters: a body
+    sent as JSON without its content type, or a key and value encoded together, would quote the card."""
+    if key.lstrip().startswith("{"):
+        return errors.invalid_request("parameter_invalid", "The body is not form-encoded: a JSON body needs "
+                                      "Content-Type: application/json.")
+    if _NAME_CHARACTERS.fullmatch(key[:100]):
+        return errors.invalid_request("parameter_invalid", f"Invalid parameter name: {key[:100]!r}.", key[:100])
+    return errors.invalid_request("parameter_invalid", "Invalid parameter name: a name is letters, digits and _, "
+                                  "then [key] or [] segments.")
+
+
+_NAME_CHARACTERS = re.compile(r"[A-Za-z0-9_.\[\]-]*")
 
 
 class _Appended(list[object]):

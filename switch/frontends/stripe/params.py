@@ -43,11 +43,19 @@ ObjectRef = Annotated[str, Meta(min_length=3, max_length=100, pattern=r"^[A-Za-z
 
 
 class CardData(Struct, forbid_unknown_fields=True):
-    number: str | None = None
+    # Bounded here; their format is checked as CardInput's (switch.common.cards), which names the error.
+    number: Annotated[str, Meta(max_length=64)] | None = None
     exp_month: int | None = None
     exp_year: int | None = None
-    cvc: str | None = None
+    cvc: Annotated[str, Meta(max_length=16)] | None = None
     token: ObjectRef | None = None            # a test token (tok_visa, ...) in place of the card's data
+
+    def refuse_token_with_data(self, at: str) -> None:
+        """A token with card data beside it: which one was meant is unknown, and the data would be kept
+        with a PaymentIntent that is not confirmed yet."""
+        if self.token is not None and (self.number, self.exp_month, self.exp_year, self.cvc) != (None,) * 4:
+            raise errors.invalid_request("parameter_invalid", "Give a card token or the card's data, not both.",
+                                         at)
 
 
 class BillingDetails(Struct, forbid_unknown_fields=True):
@@ -264,6 +272,7 @@ def payment_method_of(payment_method: str | None, data: PaymentMethodData | None
         raise errors.invalid_request("parameter_missing", "Missing required param: payment_method.",
                                      "payment_method")
     card = data.card
+    card.refuse_token_with_data(at)
     if card.token is not None:
         if (method := test_card(card.token)) is None:
             raise errors.invalid_request("resource_missing", f"No such token: '{card.token}'", f"{at}[token]",
