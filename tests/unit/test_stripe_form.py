@@ -133,3 +133,27 @@ def test_a_token_with_card_data_beside_it_is_refused() -> None:
         params.payment_method_of(None, data)
     assert (refused.value.status, refused.value.code) == (400, "parameter_invalid")
     assert refused.value.param == "payment_method_data[card]"
+
+
+@pytest.mark.parametrize(("body", "content_type", "param"), [
+    (b"amount=10.00&currency=usd", "application/x-www-form-urlencoded", "amount"),
+    (b"amount=1e3&currency=usd", "application/x-www-form-urlencoded", "amount"),
+    (b'{"amount": 10.0, "currency": "usd"}', "application/json", "amount"),
+    (b"amount=100&currency=usd&payment_method_data[type]=card&payment_method_data[card][exp_year]=2.03e3",
+     "application/x-www-form-urlencoded", "payment_method_data[card][exp_year]"),
+])
+def test_an_integer_sent_as_a_decimal_or_exponent_is_refused(body: bytes, content_type: str, param: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        params.decode(body, content_type, params.CreateIntent)
+    assert (refused.value.code, refused.value.param) == ("parameter_invalid_integer", param)
+    assert params.decode(b"amount=1000&currency=usd", "", params.CreateIntent).amount == 1000
+
+
+@pytest.mark.parametrize(("body", "code"), [
+    (b"[" * 30_000 + b"]" * 30_000, "invalid_json"),
+    (b'{"amount": 100, "currency": "usd", "amount": 100000}', "duplicate_key"),
+])
+def test_a_json_body_nested_too_deep_or_repeating_a_key_is_refused(body: bytes, code: str) -> None:
+    with pytest.raises(ApiError) as refused:
+        params.decode(body, "application/json", params.CreateIntent)
+    assert (refused.value.status, refused.value.code) == (400, code)

@@ -18,7 +18,7 @@ from msgspec import Meta, Struct
 from switch.common import errors
 from switch.common.cards import CardInput
 from switch.common.validation import STATEMENT_TEXT, STORABLE_TEXT, error_message, error_param
-from switch.frontends.http.schema import TIME_MAX
+from switch.frontends.http.schema import TIME_MAX, repeats_a_key
 from switch.frontends.stripe import form
 from switch.payments.commands import (
     EMAIL,
@@ -189,8 +189,11 @@ def decode(body: bytes, content_type: str, kind: type[S]) -> S:
     if "json" in content_type:
         try:
             raw = msgspec.json.decode(body or b"{}")
-        except msgspec.DecodeError:
+            repeated = repeats_a_key(body)
+        except (msgspec.DecodeError, RecursionError):        # nested past the interpreter's depth too
             raise errors.invalid_request("invalid_json", "The request body is not valid JSON.") from None
+        if repeated:     # as the native API: JSON parsers disagree on which of two equal keys wins
+            raise errors.invalid_request("duplicate_key", "An object in the request body repeats a key.")
     else:
         raw = form.parse(body)
     return convert(raw, kind)
@@ -198,9 +201,36 @@ def decode(body: bytes, content_type: str, kind: type[S]) -> S:
 
 def convert(raw: object, kind: type[S]) -> S:
     try:
-        return msgspec.convert(raw, kind, strict=False)
+        converted = msgspec.convert(raw, kind, strict=False)
     except msgspec.ValidationError as error:
         raise parameter_error(error) from None
+    _whole_numbers(raw, converted, "")
+    return converted
+
+
+_INTEGER = re.compile(r"-?[0-9]+")
+
+
+def _whole_numbers(raw: object, value: object, at: str) -> None:
+    """Refuse an integer parameter sent as a decimal or an exponent ("10.00", "1e3", or 10.0 in JSON):
+    msgspec's lax mode takes those as 10 and 1000, and a merchant who meant $10.00 would be charged $0.10.
+    Stripe answers parameter_invalid_integer. Walks the converted value beside what was sent."""
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if isinstance(raw, float) or (isinstance(raw, str) and not _INTEGER.fullmatch(raw)):
+            raise errors.invalid_request("parameter_invalid_integer", f"Invalid integer for {at}.", at)
+    elif isinstance(value, Struct) and isinstance(raw, dict):
+        for field in msgspec.structs.fields(value):
+            if field.encode_name in raw:
+                _whole_numbers(raw[field.encode_name], getattr(value, field.name), _inside(at, field.encode_name))
+    elif isinstance(value, list | tuple) and isinstance(raw, list):
+        for index, (sent, item) in enumerate(zip(raw, value, strict=False)):
+            _whole_numbers(sent, item, _inside(at, str(index)))
+
+
+def _inside(at: str, name: str) -> str:
+    return f"{at}[{name}]" if at else name
 
 
 _MISSING = re.compile(r"^Object missing required field `")
