@@ -236,10 +236,10 @@ class CardInput(Struct, forbid_unknown_fields=True):
     """Raw card data as a merchant or a checkout page sends it, bounded; it lives only until it is handed
     to the vault. Its repr masks the number (BIN and last 4 at most) and the CVC."""
 
-    number: Annotated[str, Meta(min_length=12, max_length=19, pattern="^[0-9]+$")]
+    number: Annotated[str, Meta(min_length=12, max_length=19, pattern=r"^[0-9]+(?!\n)$")]
     exp_month: Annotated[int, Meta(ge=1, le=12)]
     exp_year: Annotated[int, Meta(ge=2000, le=2099)]
-    cvc: Annotated[str, Meta(min_length=3, max_length=4, pattern="^[0-9]+$")] | None = None
+    cvc: Annotated[str, Meta(min_length=3, max_length=4, pattern=r"^[0-9]+(?!\n)$")] | None = None
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(number='{mask_digits(self.number)}', exp_month={self.exp_month}, "

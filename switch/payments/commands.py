@@ -19,12 +19,12 @@ from switch.idempotency.ratelimit import Buckets
 from switch.merchants import Merchant
 
 Amount = Annotated[int, Meta(ge=1, le=AMOUNT_MAX)]
-CurrencyCode = Annotated[str, Meta(pattern="^[a-z]{3}$")]
+CurrencyCode = Annotated[str, Meta(pattern=r"^[a-z]{3}(?!\n)$")]
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=40, pattern=STORABLE_TEXT)]
 MetadataValue = Annotated[str, Meta(max_length=500, pattern=STORABLE_TEXT)]
-ObjectId = Annotated[str, Meta(pattern="^[a-z]{2,4}_[0-9A-Za-z]{10,40}$")]
-EMAIL = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}$"
-TokenId = Annotated[str, Meta(pattern="^tok_[0-9A-Za-z]{10,40}$")]
+ObjectId = Annotated[str, Meta(pattern=r"^[a-z]{2,4}_[0-9A-Za-z]{10,40}(?!\n)$")]
+EMAIL = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}(?!\n)$"
+TokenId = Annotated[str, Meta(pattern=r"^tok_[0-9A-Za-z]{10,40}(?!\n)$")]
 
 
 METADATA_KEYS_MAX = 50
@@ -51,7 +51,7 @@ class CardMethod(Struct, forbid_unknown_fields=True):
 class CustomerDetails(Struct, forbid_unknown_fields=True):
     """What the merchant knows of the buyer, for fraud screening (switch.fraud)."""
 
-    ip_address: Annotated[str, Meta(min_length=2, max_length=45, pattern="^[0-9A-Fa-f:.]+$")] | None = None
+    ip_address: Annotated[str, Meta(min_length=2, max_length=45, pattern=r"^[0-9A-Fa-f:.]+(?!\n)$")] | None = None
     email: Annotated[str, Meta(min_length=3, max_length=254, pattern=EMAIL)] | None = None
 
     def __post_init__(self) -> None:

@@ -36,10 +36,10 @@ from switch.payments.commands import (
 
 Metadata = Annotated[dict[MetadataKey, MetadataValue], Meta(max_length=50)]
 Expand = Annotated[list[Annotated[str, Meta(max_length=100)]], Meta(max_length=10)]
-Currency = Annotated[str, Meta(pattern="^[A-Za-z]{3}$")]
+Currency = Annotated[str, Meta(pattern=r"^[A-Za-z]{3}(?!\n)$")]
 Description = Annotated[str, Meta(max_length=1000, pattern=STORABLE_TEXT)]
 Descriptor = Annotated[str, Meta(min_length=1, max_length=22, pattern=STATEMENT_TEXT)]
-ObjectRef = Annotated[str, Meta(min_length=3, max_length=100, pattern=r"^[A-Za-z0-9_]+$")]
+ObjectRef = Annotated[str, Meta(min_length=3, max_length=100, pattern=r"^[A-Za-z0-9_]+(?!\n)$")]
 
 
 class CardData(Struct, forbid_unknown_fields=True):
@@ -161,7 +161,7 @@ class CreateWebhookEndpoint(Struct, forbid_unknown_fields=True):
     expand: Expand | None = None
 
 
-EventId = Annotated[str, Meta(pattern=r"^evt_[0-9]{16}$")]
+EventId = Annotated[str, Meta(pattern=r"^evt_[0-9]{16}(?!\n)$")]
 
 
 class EventQuery(Struct, forbid_unknown_fields=True):
