@@ -198,7 +198,8 @@ async def test_a_bad_payout_request_is_refused_clearly_and_books_nothing(stack, 
         assert no_key.status == 400 and no_key.json()["error"]["code"] == "idempotency_key_missing"
         missing = await client.request("GET", "/v1/payouts/po_0000000000000000000000")
         assert missing.status == 404 and missing.json()["error"]["code"] == "resource_missing"
-        bad_cursor = await client.request("GET", "/v1/balance_transactions?starting_after=pay_1")
-        assert bad_cursor.status == 400 and bad_cursor.json()["error"]["param"] == "starting_after"
+        for cursor in ("pay_1", "txn_9999999999999999999"):         # the second is past bigint
+            bad_cursor = await client.request("GET", f"/v1/balance_transactions?starting_after={cursor}")
+            assert bad_cursor.status == 400 and bad_cursor.json()["error"]["param"] == "starting_after", cursor
         listed = await client.request("GET", "/v1/payouts")
         assert listed.status == 200 and listed.json()["data"] == []

@@ -29,7 +29,8 @@ from switch.settlement.payouts import PayoutRefused
 from switch.store import payouts as payout_store
 
 _PAYOUT = re.compile(r"^/v1/payouts/(po_[0-9A-Za-z]{10,40})$")
-_TRANSACTION_ID = re.compile(r"^txn_([0-9]{1,19})$")
+_TRANSACTION_ID = re.compile(r"^txn_([0-9]{1,19})\Z")
+BIGINT_MAX = 2**63 - 1          # ledger entry ids are bigint: a larger cursor would fail in Postgres, a 500
 PAYOUT_STATUSES = ("pending", "in_transit", "paid", "failed")
 
 # A posting's kind (its id's prefix) as a balance transaction's type.
@@ -137,7 +138,7 @@ class BalanceApi:
         limit = schema.int_param(params, "limit", 10, 1, 100)
         before = None
         if (cursor := params.get("starting_after")) is not None:
-            if not (match := _TRANSACTION_ID.match(cursor)):
+            if not (match := _TRANSACTION_ID.match(cursor)) or int(match.group(1)) > BIGINT_MAX:
                 raise errors.invalid_request("parameter_invalid", "starting_after must be a balance transaction "
                                              "id (txn_...).", "starting_after")
             before = int(match.group(1))
