@@ -26,6 +26,11 @@ log = logging.getLogger(__name__)
 BODY_BYTES_MAX = 64 * 1024
 HEADER_BYTES_MAX = 16 * 1024
 URL_BYTES_MAX = 4096
+# The request line and header section as read, framing included; a chunked body's trailer section too.
+# httptools holds a field it has not finished in one bytes object grown a read at a time (quadratic), and
+# hands it over only when it ends: only the bytes read can stop a field that never ends. The room beyond the
+# URL and header limits is for framing, so that those limits, which say what is too large, come first.
+HEAD_BYTES_MAX = URL_BYTES_MAX + 2 * HEADER_BYTES_MAX
 PIPELINE_DEPTH_MAX = 16
 KEEPALIVE_IDLE_S = 75.0
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
@@ -76,6 +81,10 @@ SINGLE_HEADERS = frozenset({"authorization", "idempotency-key", "content-length"
                             "transfer-encoding"})
 
 
+class _Overfull(Exception):
+    """Raised in on_message_complete to stop the parser: the queue is full (see `HttpProtocol.overfull`)."""
+
+
 class _Refused(Exception):
     """Raised in a parser callback: the request is answered with this error and the connection closed."""
 
@@ -98,7 +107,7 @@ class HttpProtocol(asyncio.Protocol):
 
     __slots__ = ("handler", "loop", "transport", "parser", "url", "headers", "header_bytes", "body_parts",
                  "body_bytes", "queue", "worker", "closing", "remote", "idle_timer", "idle_since", "paused", "refused",
-                 "drain")
+                 "drain", "in_head", "in_fields", "field_bytes", "overfull")
 
     def __init__(self, handler: Handler, drain: Drain | None = None) -> None:
         self.handler = handler
@@ -119,6 +128,10 @@ class HttpProtocol(asyncio.Protocol):
         self.idle_since = 0.0
         self.paused = False
         self.refused: _Refused | None = None
+        self.in_head = False                # from a request's first byte to the end of its header section
+        self.in_fields = False              # in a header or trailer section, where httptools may hold a field
+        self.field_bytes = 0                # bytes of the reads wholly inside that section
+        self.overfull = False               # more requests came than the queue holds: nothing more is read
 
     # ----- protocol interface -------------------------------------------------------------------------
 
@@ -142,18 +155,26 @@ class HttpProtocol(asyncio.Protocol):
         # when the merchant hangs up. Its response is simply dropped.
 
     def data_received(self, data: bytes) -> None:
-        if self.closing:
+        if self.closing or self.overfull:
             return
+        # Counted before parsing: a read that ends the section was counted in vain but is not checked, and
+        # one that starts a new section starts its count at 0 (on_message_begin, on_chunk_header).
+        if self.in_fields:
+            self.field_bytes += len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._reject(400, "upgrade_not_supported", "Protocol upgrades are not supported.")
         except httptools.HttpParserError:
-            # httptools wraps exceptions raised in callbacks; a refusal of ours is recorded on self.
+            # httptools wraps exceptions raised in callbacks; a refusal of ours is recorded on self. A full
+            # queue stops the parser too, but its answer waits its turn (see on_message_complete).
             if self.refused is not None:
                 self._reject(self.refused.status, self.refused.code, str(self.refused))
-            else:
+            elif not self.overfull:
                 self._reject(400, "malformed_http", "The request is not valid HTTP/1.1.")
+        else:
+            if self.in_fields and self.field_bytes > HEAD_BYTES_MAX:
+                self._reject(431, "request_too_large", f"The header section is larger than {HEAD_BYTES_MAX} bytes.")
 
     def _reject(self, status: int, code: str, message: str) -> None:
         """Answer a request we could not parse and close: the byte stream can no longer be trusted."""
@@ -202,6 +223,9 @@ class HttpProtocol(asyncio.Protocol):
         return self.refused
 
     def on_message_begin(self) -> None:
+        self.in_head = True
+        self.in_fields = True
+        self.field_bytes = 0
         self.url = b""
         self.headers = {}
         self.header_bytes = 0
@@ -214,6 +238,10 @@ class HttpProtocol(asyncio.Protocol):
             raise self._too_large(414, f"The URL is longer than {URL_BYTES_MAX} bytes.")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if not self.in_head:
+            # A trailer field, after a chunked body: dropped, as RFC 9110 6.5.1 allows. Merged, a trailer
+            # Authorization or Idempotency-Key would reach the handler as if it had been sent as a header.
+            return
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > HEADER_BYTES_MAX:
             raise self._too_large(431, f"The headers are larger than {HEADER_BYTES_MAX} bytes.")
@@ -223,6 +251,8 @@ class HttpProtocol(asyncio.Protocol):
         self.headers[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self.in_head = False
+        self.in_fields = False
         if "transfer-encoding" in self.headers and self.parser.get_http_version() == "1.0":
             # RFC 9112 6.1: a Transfer-Encoding in an HTTP/1.0 message cannot be trusted to frame the body.
             raise self._refuse(400, "malformed_http", "Transfer-Encoding is not allowed in HTTP/1.0.")
@@ -230,7 +260,13 @@ class HttpProtocol(asyncio.Protocol):
         if length and length.isascii() and length.isdigit() and int(length) > BODY_BYTES_MAX:
             raise self._too_large(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")
 
+    def on_chunk_header(self) -> None:
+        # What follows a chunk's size line is its data, or after the last chunk the trailer section.
+        self.in_fields = True
+        self.field_bytes = 0
+
     def on_body(self, body: bytes) -> None:
+        self.in_fields = False
         self.body_bytes += len(body)
         if self.body_bytes > BODY_BYTES_MAX:
             raise self._too_large(413, f"The request body is larger than {BODY_BYTES_MAX} bytes.")
@@ -240,6 +276,13 @@ class HttpProtocol(asyncio.Protocol):
         path, _, query = self.url.decode("latin-1").partition("?")
         method = self.parser.get_method().decode("ascii")
         request = Request(method, path, query, self.headers, b"".join(self.body_parts), self.remote)
+        if len(self.queue) >= PIPELINE_DEPTH_MAX:
+            # Reading was paused when the queue filled, but the rest of that read is still parsed, and one
+            # read can hold thousands of small requests. This one is answered 503 in its turn (`_drain`), the
+            # connection is closed after it, and nothing after it is parsed or read.
+            self.overfull = True
+            self.queue.append((request, False))
+            raise _Overfull()
         self.queue.append((request, self.parser.should_keep_alive()))
         if len(self.queue) >= PIPELINE_DEPTH_MAX and self.transport and not self.paused:
             self.paused = True
@@ -255,10 +298,14 @@ class HttpProtocol(asyncio.Protocol):
         try:
             while self.queue:
                 request, keep_alive = self.queue.popleft()
-                response = await self._call_handler(request)
+                if self.overfull and not self.queue:    # the request that found the queue full
+                    response = Response(503, error_body(503, "overloaded", f"More than {PIPELINE_DEPTH_MAX} "
+                                                        "requests were sent ahead of their answers."))
+                else:
+                    response = await self._call_handler(request)
                 if self.closing or self.transport is None or self.transport.is_closing():
                     continue
-                stopping = self.drain is not None and self.drain.stopping
+                stopping = self.overfull or (self.drain is not None and self.drain.stopping)
                 if stopping and not self.queue:
                     keep_alive = False              # the worker is stopping: this is the connection's last
                 self.transport.write(response.encode(keep_alive))

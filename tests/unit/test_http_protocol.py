@@ -164,3 +164,101 @@ async def test_a_connection_is_closed_once_idle_for_the_keepalive_time_after_its
     while not transport.closed and loop.time() - last_answer < 2.0:
         await asyncio.sleep(0.01)
     assert transport.closed and 0.24 <= loop.time() - last_answer < 1.0
+
+
+def connect(handler: http.Handler = echo) -> tuple[HttpProtocol, FakeTransport]:
+    protocol = HttpProtocol(handler)
+    transport = FakeTransport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    return protocol, transport
+
+
+def feed_until_closed(protocol: HttpProtocol, transport: FakeTransport, read: bytes) -> int:
+    """Send `read` again and again, at most 1 MiB, until the connection is closed: how many bytes were sent."""
+    sent = 0
+    while not transport.closed and sent < 1024 * 1024:
+        protocol.data_received(read)
+        sent += len(read)
+    return sent
+
+
+async def test_a_header_that_never_ends_is_431_once_the_head_is_too_large() -> None:
+    # httptools holds an unfinished header in one bytes object it grows a read at a time (quadratic), and
+    # calls on_header only when it ends: only the bytes read can stop it.
+    protocol, transport = connect()
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
+    sent = feed_until_closed(protocol, transport, b"a" * 4096)
+    assert bytes(transport.written).startswith(b"HTTP/1.1 431 ")
+    assert b'"code":"request_too_large"' in transport.written
+    assert sent <= http.HEAD_BYTES_MAX + 4096
+
+
+async def test_a_trailer_that_never_ends_is_431() -> None:
+    protocol, transport = connect()
+    protocol.data_received(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\nX-T: ")
+    sent = feed_until_closed(protocol, transport, b"t" * 4096)
+    assert bytes(transport.written).startswith(b"HTTP/1.1 431 ")
+    assert sent <= http.HEAD_BYTES_MAX + 4096
+
+
+async def test_a_head_at_its_limits_in_small_reads_is_served() -> None:
+    # The bound on the bytes read must not refuse what the URL and header limits allow, nor count a
+    # chunked body as a head.
+    url = b"/v1/x?q=" + b"u" * (http.URL_BYTES_MAX - 20)
+    headers = b"".join(b"X-%d: %s\r\n" % (i, b"h" * 1000) for i in range(15))
+    chunk = b"b" * (http.BODY_BYTES_MAX - 100)
+    raw = (b"POST " + url + b" HTTP/1.1\r\nHost: x\r\n" + headers + b"Transfer-Encoding: chunked\r\n\r\n"
+           + b"%x\r\n%s\r\n0\r\n\r\n" % (len(chunk), chunk))
+    _, responses = await feed(*(raw[i:i + 100] for i in range(0, len(raw), 100)))
+    assert len(responses) == 1 and responses[0].startswith(b"HTTP/1.1 200 ")
+
+
+async def test_trailer_fields_do_not_reach_the_handler_as_headers() -> None:
+    seen: list[Request] = []
+
+    async def record(request: Request) -> Response:
+        seen.append(request)
+        return Response(200)
+
+    protocol, transport = connect(record)
+    protocol.data_received(b"POST /v1/x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                           b"2\r\n{}\r\n0\r\nIdempotency-Key: k2\r\nAuthorization: Bearer sk_other\r\n\r\n")
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert transport.written.startswith(b"HTTP/1.1 200 ")
+    assert len(seen) == 1 and seen[0].body == b"{}"
+    assert "idempotency-key" not in seen[0].headers and "authorization" not in seen[0].headers
+
+
+async def test_more_requests_in_one_read_than_the_pipeline_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reading is paused when the queue fills, but the rest of a read is still parsed: one 256 KiB read can
+    # hold thousands of requests. The first past the bound is answered 503 in its turn and the connection
+    # closed; nothing after it is read.
+    monkeypatch.setattr(drain, "LINGER_S", 0.01)
+    seen: list[str] = []
+
+    async def record(request: Request) -> Response:
+        seen.append(request.path)
+        return Response(200)
+
+    protocol, transport = connect(record)
+    protocol.data_received(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(100)))
+    protocol.data_received(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert seen == [f"/{i}" for i in range(http.PIPELINE_DEPTH_MAX)]
+    answers = bytes(transport.written).split(b"HTTP/1.1 ")[1:]
+    assert [a[:3] for a in answers] == [b"200"] * http.PIPELINE_DEPTH_MAX + [b"503"]
+    assert b'"code":"overloaded"' in answers[-1] and b"connection: close" in answers[-1]
+    await asyncio.sleep(0.05)
+    assert transport.closed
+
+
+async def test_a_full_pipeline_in_one_read_is_served_and_reading_resumes() -> None:
+    protocol, transport = connect()
+    protocol.data_received(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" * http.PIPELINE_DEPTH_MAX)
+    assert not transport.reading
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert transport.written.count(b"HTTP/1.1 200 ") == http.PIPELINE_DEPTH_MAX
+    assert transport.reading and not transport.closed
