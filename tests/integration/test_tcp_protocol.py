@@ -131,6 +131,7 @@ async def test_pipelined_requests_are_all_answered_once_by_their_id(stack: Stack
     (struct.pack(">I", 0), "frame_empty"),
     (struct.pack(">I", 3) + b"\xc1\xc1\xc1", "frame_invalid"),
     (frames.encode([1, 2, 3]), "frame_invalid"),
+    (struct.pack(">I", 60_005) + b"\x81\xa2op" + b"\x91" * 60_000 + b"\xc0", "frame_invalid"),   # too deep to decode
     (frames.encode({"op": "payments.get", "id": 1, "payment_id": "pay_0123456789"}), "hello_expected"),
     (frames.encode({"op": "hello", "v": 1, "api_key": "sk_test_wrong"}), "invalid_api_key"),
     (frames.encode({"op": "hello", "v": 99, "api_key": "x"}), "version_unsupported"),
@@ -161,6 +162,10 @@ async def test_an_unknown_operation_or_a_bad_body_is_an_error_answer_and_the_con
         assert (bad["status"], bad["error"]["code"], bad["error"]["param"]) == (400, "parameter_invalid", "amount")
         keyless = await tcp.call({"op": "payments.create", "id": 3, "body": _payment(100)})
         assert keyless["error"]["code"] == "idempotency_key_missing"
+        listed = await tcp.call({"op": ["payments.create"], "id": 5})
+        assert (listed["status"], listed["error"]["code"]) == (400, "unknown_operation"), listed
+        nul = await tcp.call({"op": "payments.get", "id": 6, "payment_id": "pay_" + "\x00" * 10})  # Postgres: 22021
+        assert (nul["status"], nul["error"]["code"], nul["error"]["param"]) == (400, "parameter_invalid", "payment_id")
         assert (await tcp.call({"op": "ping", "id": 4}))["op"] == "pong"
     finally:
         await tcp.close()

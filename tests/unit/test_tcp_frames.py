@@ -56,3 +56,16 @@ def test_a_frame_that_is_not_a_map_is_invalid() -> None:
             assert error.code == "frame_invalid"
         else:
             raise AssertionError(payload)
+
+
+def test_a_map_nested_deeper_than_the_decoder_goes_is_invalid() -> None:
+    """Within the frame bound, yet too deep to decode: msgspec raises RecursionError, which must not
+    escape the reader (it would escape data_received, and the loop would drop the connection unanswered)."""
+    payload = b"\x81\xa2op" + b"\x91" * 60_000 + b"\xc0"      # {"op": [[[...[nil]...]]]}
+    reader = Reader()
+    try:
+        reader.feed(struct.pack(">I", len(payload)) + payload + frames.encode({"op": "ping"}))
+    except FrameError as error:
+        assert error.code == "frame_invalid"
+    else:
+        raise AssertionError("a frame too deep to decode was accepted")

@@ -34,10 +34,10 @@ from switch.store import pool as store_pool
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT_S = 1.0
-_ID = r"[a-z]{2,4}_[0-9A-Za-z]{10,40}"
-_PAYMENT_ACTION = re.compile(rf"^/v1/payments/({_ID})/(capture|cancel)$")
-_PAYMENT = re.compile(rf"^/v1/payments/({_ID})$")
-_REFUND = re.compile(rf"^/v1/refunds/({_ID})$")
+OBJECT_ID = r"[a-z]{2,4}_[0-9A-Za-z]{10,40}"      # the ids a route takes (the TCP protocol too)
+_PAYMENT_ACTION = re.compile(rf"^/v1/payments/({OBJECT_ID})/(capture|cancel)$")
+_PAYMENT = re.compile(rf"^/v1/payments/({OBJECT_ID})$")
+_REFUND = re.compile(rf"^/v1/refunds/({OBJECT_ID})$")
 # POSTs that are not payment commands: they take their rate-limit token on their own (side writes).
 _SIDE_WRITES = ("/v1/fraud/", "/v1/webhook_endpoints", "/v1/payouts")
 _REVIEW_ACTION = re.compile(r"^/v1/reviews/prv_([0-9A-Za-z]{10,40})/(approve|reject)$")

@@ -59,6 +59,8 @@ class Reader:
             del self.buffer[:HEADER.size + length]
             try:
                 frames.append(_decoder.decode(payload))
-            except (msgspec.DecodeError, msgspec.ValidationError):
+            except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+                # RecursionError: arrays or maps nested past the decoder's depth (64 KiB holds 60,000 levels).
+                # Out of data_received it would drop the connection unanswered, with a traceback in the log.
                 raise FrameError("frame_invalid", "A frame is one msgpack map.") from None
         return frames

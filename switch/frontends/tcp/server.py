@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import ssl
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -24,7 +25,7 @@ from switch.common import errors
 from switch.common.drain import Drain, close_gently
 from switch.common.validation import error_message, error_param
 from switch.frontends.http import render, schema
-from switch.frontends.http.app import new_request_id
+from switch.frontends.http.app import OBJECT_ID, new_request_id
 from switch.frontends.tcp import frames
 from switch.frontends.tcp.frames import FrameError
 from switch.idempotency.ratelimit import RateLimiter
@@ -41,6 +42,7 @@ IN_FLIGHT_MAX = 128
 _KEYS_UNAVAILABLE: tuple[type[BaseException], ...] = (*store_pool.UNAVAILABLE, OSError)
 HELLO_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 90.0
+_OBJECT_ID = re.compile(OBJECT_ID)
 Fingerprint = Callable[[str, str, bytes], bytes]
 
 
@@ -77,13 +79,16 @@ class Operations:
             store_pool.POSTGRES.failed(error)
             return _answer(rid, Outcome(Result.DATABASE_UNAVAILABLE, request_id), False)
         except Exception as error:  # noqa: BLE001 - answered, logged with its id, never with its message
-            log.error("500 %s on tcp %s: %s", request_id, str(message.get("op"))[:40], error.__class__.__name__)
+            op = message.get("op")              # named only if it is one of ours: the client's text is not logged
+            log.error("500 %s on tcp %s: %s", request_id, op if op in OPERATIONS else "?", error.__class__.__name__)
             return _error(rid, errors.ApiError(500, "api_error", "internal_error", "An internal error occurred; "
                                                "retry with the same idempotency key."), request_id)
 
     async def _run(self, merchant: Merchant, digest: bytes, remote: str, message: dict[str, Any],
                    request_id: str) -> dict[str, Any]:
         op, rid = message.get("op"), message.get("id")
+        if not isinstance(op, str):         # a list or a map is not hashable: `op in _MUTATIONS` would raise
+            raise errors.invalid_request("unknown_operation", "The op is a string naming an operation.", "op")
         if op == "ping":
             return {"id": rid, "op": "pong"}
         buckets = self.limiter.buckets(digest, remote, merchant.rate_limit_per_s, merchant.rate_limit_burst)
@@ -95,9 +100,9 @@ class Operations:
                                 self.fingerprint("POST", path, schema.canonical(command)), buckets)
                 outcome, replayed = await self.payments.execute(caller, command)
                 return _answer(rid, outcome, replayed)
-            read = _READS.get(op) if isinstance(op, str) else None
+            read = _READS.get(op)
             if read is None:
-                raise errors.invalid_request("unknown_operation", f"Unknown operation {str(op)[:40]!r}.", "op")
+                raise errors.invalid_request("unknown_operation", f"Unknown operation {op[:40]!r}.", "op")
             if wait_ms := await self.limiter.admit(buckets).wait_ms():
                 return _answer(rid, Outcome(Result.RATE_LIMITED, request_id, retry_after_ms=wait_ms), False)
             return _answer(rid, await read(self.payments, Caller(merchant, request_id), _target(message)), False)
@@ -114,10 +119,15 @@ def _body(message: dict[str, Any], kind: type[Any]) -> Any:
 
 
 def _target(message: dict[str, Any]) -> str:
-    target = message.get("payment_id") or message.get("refund_id")
-    if not isinstance(target, str) or not 10 <= len(target) <= 48 or not target.isascii():
+    """The payment_id (or refund_id), shaped as the HTTP routes take ids: other text would reach the store, and
+    text Postgres refuses (a NUL) is a 500, or in a capture or cancel may fail the group-committed batch it joins."""
+    name = "payment_id" if message.get("payment_id") else "refund_id"
+    target = message.get(name)
+    if not target:
         raise errors.invalid_request("parameter_missing", "The operation needs payment_id (or refund_id).",
                                      "payment_id")
+    if not isinstance(target, str) or not _OBJECT_ID.fullmatch(target):
+        raise errors.invalid_request("parameter_invalid", f"The {name} is not an id (such as pay_...).", name)
     return target
 
 
@@ -216,7 +226,8 @@ class MerchantProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self.said_goodbye:
             return                          # read and dropped until the client closes (drain.close_gently)
-        self._arm(IDLE_TIMEOUT_S, "idle_timeout", "The connection was idle too long (send a ping).")
+        if self.merchant is not None:       # not before: bytes trickled in would put off the hello's deadline
+            self._arm_idle()
         try:
             messages = self.reader.feed(data)
         except FrameError as error:
@@ -252,6 +263,7 @@ class MerchantProtocol(asyncio.Protocol):
         except _KEYS_UNAVAILABLE:
             self._close_with("unavailable", "The switch cannot check keys now; connect again.")
             return
+        self._arm_idle()
         self._send({"op": "hello", "v": frames.VERSION, "merchant": self.merchant.id, "in_flight_max": IN_FLIGHT_MAX,
                     "frame_bytes_max": frames.FRAME_BYTES_MAX, "idle_timeout_s": IDLE_TIMEOUT_S,
                     "operations": list(OPERATIONS)})
@@ -343,6 +355,9 @@ class MerchantProtocol(asyncio.Protocol):
         self._send({"op": "error", "code": code, "message": message})
         if self.transport is not None:
             self.transport.close()
+
+    def _arm_idle(self) -> None:
+        self._arm(IDLE_TIMEOUT_S, "idle_timeout", "The connection was idle too long (send a ping).")
 
     def _arm(self, after_s: float, code: str, message: str) -> None:
         if self.idle is not None:
