@@ -11,9 +11,12 @@ import re
 
 import msgspec
 
-# A run of 12-19 digits on its own is read as a card number: a message or param that quotes a merchant's
-# input (an unknown id, an enum value) must not carry one back, nor into a log line.
-_CARD_NUMBER_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{12,19}(?![0-9A-Za-z])")
+from switch.common.cards import luhn_valid
+
+# A run of 12-19 digits on its own that passes the Luhn check is read as a card number: a message or param
+# that quotes a merchant's input (an unknown id, an enum value) must not carry one back, nor into a log
+# line. Runs inside ids (evt_ and 16 digits) and our limits (999999999999) are left as they are.
+_CARD_NUMBER_LIKE = re.compile(r"(?<![0-9A-Za-z_])[0-9]{12,19}(?![0-9A-Za-z_])")
 
 
 class ConfigError(ValueError):
@@ -47,7 +50,12 @@ class ApiError(Exception):
 
 
 def _masked(text: str) -> str:
-    return _CARD_NUMBER_LIKE.sub("[card number]", text) if len(text) >= 12 else text
+    return _CARD_NUMBER_LIKE.sub(_card_number_masked, text) if len(text) >= 12 else text
+
+
+def _card_number_masked(found: re.Match[str]) -> str:
+    digits = found.group()
+    return "[card number]" if luhn_valid(digits) else digits
 
 
 def invalid_request(code: str, message: str, param: str | None = None, status: int = 400) -> ApiError:

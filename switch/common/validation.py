@@ -9,6 +9,8 @@ import msgspec
 # A pattern that must not take a trailing newline ends (?!\n)$: Python's $ also matches just before a final
 # "\n", so "usd\n" or "a@b.co\n" would pass (and an email so sent would miss the fraud lists). \Z would do
 # in Python, but the patterns are also the OpenAPI description's, read as ECMA-262 regexes, which have none.
+NO_FINAL_NEWLINE = "(?!\\n)"
+NO_FINAL_NEWLINE_SHOWN = "(?!\\\\n)"                 # as msgspec's error messages print it
 # Text Postgres can store: no NUL (\u0000), which a text column refuses.
 STORABLE_TEXT = r"^[^\x00]*$"
 # What the card networks carry as a merchant name on the statement (field 43): printable ASCII, without
@@ -45,4 +47,12 @@ def error_message(error: msgspec.ValidationError) -> str:
         words = {re.compile(p).pattern.encode("unicode_escape").decode(): w for p, w in _PATTERN_WORDS.items()}
         if match.group(1) in words:
             message = f"Expected {words[match.group(1)]}"
+        else:
+            message = message.replace(NO_FINAL_NEWLINE_SHOWN, "")
     return message + "."
+
+
+def ecma_pattern(pattern: str) -> str:
+    """A pattern as JSON Schema readers take it: ECMA-262's $ takes no final newline, and some readers (RE2)
+    have no lookahead."""
+    return pattern.replace(NO_FINAL_NEWLINE, "")

@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 from msgspec import Struct
 
+from switch.common.validation import ecma_pattern
 from switch.frontends.http import balance_api, events_api, fraud_api, render, schema, webhooks_api
 from switch.frontends.stripe import events as stripe_events
 from switch.frontends.stripe import params as stripe_params
@@ -210,11 +211,25 @@ STRIPE: tuple[Route, ...] = (
 )
 
 
+def _ecma_patterns(node: object) -> None:
+    """Every `pattern` in the schemas as JSON Schema readers take it (validation.ecma_pattern)."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "pattern" and isinstance(value, str):
+                node[key] = ecma_pattern(value)
+            else:
+                _ecma_patterns(value)
+    elif isinstance(node, list):
+        for item in node:
+            _ecma_patterns(item)
+
+
 def spec() -> dict[str, Any]:
     routes = [(route, route.path, "native") for route in NATIVE] + \
              [(route, STRIPE_PREFIX + route.path, "stripe") for route in STRIPE]
     types = [ErrorBody] + [t for route, _, _ in routes for t in (route.answer, route.body) if t is not None]
     schemas, components = msgspec.json.schema_components(types, ref_template="#/components/schemas/{name}")
+    _ecma_patterns(components)
     refs = dict(zip([id(t) for t in types], schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for route, path, tag in routes:

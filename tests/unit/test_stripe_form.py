@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from switch.common import errors
 from switch.common.errors import ApiError
 from switch.frontends.stripe import form, params
 from switch.payments.commands import CardMethod
@@ -157,3 +158,17 @@ def test_a_json_body_nested_too_deep_or_repeating_a_key_is_refused(body: bytes, 
     with pytest.raises(ApiError) as refused:
         params.decode(body, "application/json", params.CreateIntent)
     assert (refused.value.status, refused.value.code) == (400, code)
+
+
+def test_an_empty_json_body_is_an_empty_object() -> None:
+    assert params.decode(b"", "application/json", params.CancelIntent) == params.CancelIntent()
+
+
+@pytest.mark.parametrize(("message", "shown"), [
+    ("No such PaymentMethod: '4242424242424242'", "No such PaymentMethod: '[card number]'"),
+    ("Expected `int` <= 999999999999.", "Expected `int` <= 999999999999."),          # a limit, not a card
+    ("No such event: 'evt_1234567890123456'", "No such event: 'evt_1234567890123456'"),
+])
+def test_only_what_reads_as_a_card_number_is_masked(message: str, shown: str) -> None:
+    refused = errors.invalid_request("parameter_invalid", message, message)
+    assert (refused.message, refused.param) == (shown, shown)

@@ -189,7 +189,7 @@ def decode(body: bytes, content_type: str, kind: type[S]) -> S:
     if "json" in content_type:
         try:
             raw = msgspec.json.decode(body or b"{}")
-            repeated = repeats_a_key(body)
+            repeated = repeats_a_key(body or b"{}")
         except (msgspec.DecodeError, RecursionError):        # nested past the interpreter's depth too
             raise errors.invalid_request("invalid_json", "The request body is not valid JSON.") from None
         if repeated:     # as the native API: JSON parsers disagree on which of two equal keys wins
@@ -221,9 +221,10 @@ def _whole_numbers(raw: object, value: object, at: str) -> None:
         if isinstance(raw, float) or (isinstance(raw, str) and not _INTEGER.fullmatch(raw)):
             raise errors.invalid_request("parameter_invalid_integer", f"Invalid integer for {at}.", at)
     elif isinstance(value, Struct) and isinstance(raw, dict):
-        for field in msgspec.structs.fields(value):
-            if field.encode_name in raw:
-                _whole_numbers(raw[field.encode_name], getattr(value, field.name), _inside(at, field.encode_name))
+        kind = type(value)           # its field names as attributes: msgspec.structs.fields() reads annotations
+        for name, sent_as in zip(kind.__struct_fields__, kind.__struct_encode_fields__, strict=True):
+            if sent_as in raw:
+                _whole_numbers(raw[sent_as], getattr(value, name), _inside(at, sent_as))
     elif isinstance(value, list | tuple) and isinstance(raw, list):
         for index, (sent, item) in enumerate(zip(raw, value, strict=False)):
             _whole_numbers(sent, item, _inside(at, str(index)))
