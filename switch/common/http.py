@@ -31,7 +31,11 @@ URL_BYTES_MAX = 4096
 # hands it over only when it ends: only the bytes read can stop a field that never ends. The room beyond the
 # URL and header limits is for framing, so that those limits, which say what is too large, come first.
 HEAD_BYTES_MAX = URL_BYTES_MAX + 2 * HEADER_BYTES_MAX
-PIPELINE_DEPTH_MAX = 16
+PIPELINE_DEPTH_MAX = 16              # queued requests at which reading pauses
+# ... and past which a read's further requests are refused: a pause takes effect only after the read, and
+# one read can hold thousands of small requests. Well above the pause, so a client that pipelines deeply
+# between reads is only slowed, never refused.
+PIPELINE_QUEUED_MAX = 16 * PIPELINE_DEPTH_MAX
 KEEPALIVE_IDLE_S = 75.0
 TLS_HANDSHAKE_TIMEOUT_S = 10.0
 
@@ -276,7 +280,7 @@ class HttpProtocol(asyncio.Protocol):
         path, _, query = self.url.decode("latin-1").partition("?")
         method = self.parser.get_method().decode("ascii")
         request = Request(method, path, query, self.headers, b"".join(self.body_parts), self.remote)
-        if len(self.queue) >= PIPELINE_DEPTH_MAX:
+        if len(self.queue) >= PIPELINE_QUEUED_MAX:
             # Reading was paused when the queue filled, but the rest of that read is still parsed, and one
             # read can hold thousands of small requests. This one is answered 503 in its turn (`_drain`), the
             # connection is closed after it, and nothing after it is parsed or read.
@@ -299,7 +303,7 @@ class HttpProtocol(asyncio.Protocol):
             while self.queue:
                 request, keep_alive = self.queue.popleft()
                 if self.overfull and not self.queue:    # the request that found the queue full
-                    response = Response(503, error_body(503, "overloaded", f"More than {PIPELINE_DEPTH_MAX} "
+                    response = Response(503, error_body(503, "overloaded", f"More than {PIPELINE_QUEUED_MAX} "
                                                         "requests were sent ahead of their answers."))
                 else:
                     response = await self._call_handler(request)

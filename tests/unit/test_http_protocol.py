@@ -242,13 +242,14 @@ async def test_more_requests_in_one_read_than_the_pipeline_holds(monkeypatch: py
         return Response(200)
 
     protocol, transport = connect(record)
-    protocol.data_received(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(100)))
+    sent = http.PIPELINE_QUEUED_MAX + 100
+    protocol.data_received(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(sent)))
     protocol.data_received(b"GET /late HTTP/1.1\r\nHost: x\r\n\r\n")
-    for _ in range(50):
+    for _ in range(50 * http.PIPELINE_QUEUED_MAX):
         await asyncio.sleep(0)
-    assert seen == [f"/{i}" for i in range(http.PIPELINE_DEPTH_MAX)]
+    assert seen == [f"/{i}" for i in range(http.PIPELINE_QUEUED_MAX)]
     answers = bytes(transport.written).split(b"HTTP/1.1 ")[1:]
-    assert [a[:3] for a in answers] == [b"200"] * http.PIPELINE_DEPTH_MAX + [b"503"]
+    assert [a[:3] for a in answers] == [b"200"] * http.PIPELINE_QUEUED_MAX + [b"503"]
     assert b'"code":"overloaded"' in answers[-1] and b"connection: close" in answers[-1]
     await asyncio.sleep(0.05)
     assert transport.closed
@@ -262,3 +263,12 @@ async def test_a_full_pipeline_in_one_read_is_served_and_reading_resumes() -> No
         await asyncio.sleep(0)
     assert transport.written.count(b"HTTP/1.1 200 ") == http.PIPELINE_DEPTH_MAX
     assert transport.reading and not transport.closed
+
+
+async def test_a_read_deeper_than_the_pause_is_still_served_whole() -> None:
+    protocol, transport = connect()
+    sent = http.PIPELINE_DEPTH_MAX + 5
+    protocol.data_received(b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" * sent)
+    for _ in range(50 * sent):
+        await asyncio.sleep(0)
+    assert transport.written.count(b"HTTP/1.1 200 ") == sent and not transport.closed
