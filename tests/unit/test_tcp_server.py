@@ -181,3 +181,49 @@ async def test_an_object_id_reaches_the_store() -> None:
                                           {"op": "payments.get", "id": 1, "payment_id": PAYMENT_ID})
     assert (answer["status"], answer["error"]["code"]) == (404, "resource_missing")
     assert store.reached == [GetPayment(PAYMENT_ID)]
+
+
+class SlowKeys(Keys):
+    async def merchant_for_digest(self, digest: bytes) -> Merchant | None:
+        await asyncio.sleep(0.3)                                   # a key lookup that went to Postgres
+        return MERCHANT
+
+
+async def test_a_hello_in_time_is_not_cut_off_by_its_key_lookup(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server, "HELLO_TIMEOUT_S", 0.1)
+    monkeypatch.setattr(server, "IDLE_TIMEOUT_S", 30.0)
+    operations = Operations(cast(Payments, Store()), cast(ApiKeyCache, SlowKeys()),
+                            lambda method, path, body: b"fingerprint", Limiter())
+    protocol, transport = MerchantProtocol(operations), Transport()
+    protocol.connection_made(cast(asyncio.Transport, transport))
+    protocol.data_received(frames.encode({"op": "hello", "v": 1, "api_key": "sk_test_abc"}))
+    await asyncio.sleep(0.5)
+    assert not transport.closed and transport.sent()[0]["op"] == "hello", transport.sent()
+    protocol.connection_lost(None)
+
+
+@pytest.mark.parametrize("rid", ["7", [1], {"a": 1}, True, None])
+async def test_a_request_id_that_is_not_an_integer_closes_the_connection(rid: object) -> None:
+    protocol, transport = _connected()
+    protocol.data_received(frames.encode({"op": "hello", "v": 1, "api_key": "sk_test_abc"}))
+    await asyncio.sleep(0.05)
+    protocol.data_received(frames.encode({"op": "payments.get", "id": rid, "payment_id": PAYMENT_ID}))
+    assert transport.closed and transport.sent()[-1]["code"] == "id_invalid", transport.sent()
+    protocol.connection_lost(None)
+
+
+async def test_a_ping_with_an_id_that_is_not_an_integer_is_refused_not_echoed() -> None:
+    """A ping's id is echoed back, and one nested deep enough (about 990 levels) cannot be encoded again."""
+    protocol, transport = _connected()
+    protocol.data_received(frames.encode({"op": "hello", "v": 1, "api_key": "sk_test_abc"}))
+    await asyncio.sleep(0.05)
+    protocol.data_received(frames.encode({"op": "ping", "id": [[1]]}))
+    assert transport.closed and transport.sent()[-1]["code"] == "id_invalid", transport.sent()[-1]
+    pinging, quiet = _connected()
+    pinging.data_received(frames.encode({"op": "hello", "v": 1, "api_key": "sk_test_abc"}))
+    await asyncio.sleep(0.05)
+    pinging.data_received(frames.encode({"op": "ping"}))            # a ping may have no id
+    await asyncio.sleep(0.05)
+    assert not quiet.closed and quiet.sent()[-1]["op"] == "pong"
+    protocol.connection_lost(None)
+    pinging.connection_lost(None)

@@ -118,6 +118,15 @@ def _body(message: dict[str, Any], kind: type[Any]) -> Any:
         raise errors.invalid_request("parameter_invalid", error_message(error), error_param(error)) from None
 
 
+def _id_ok(message: dict[str, Any]) -> bool:
+    """An integer id (bool is not one); a ping may have none. Anything else would be echoed back, and a value
+    nested deep enough cannot be encoded again."""
+    rid = message.get("id")
+    if rid is None:
+        return message.get("op") == "ping"
+    return type(rid) is int
+
+
 def _target(message: dict[str, Any]) -> str:
     """The payment_id (or refund_id), shaped as the HTTP routes take ids: other text would reach the store, and
     text Postgres refuses (a NUL) is a 500, or in a capture or cancel may fail the group-committed batch it joins."""
@@ -238,7 +247,7 @@ class MerchantProtocol(asyncio.Protocol):
                 return
             if self.merchant is None:
                 self._hello(message)
-            elif not isinstance(message.get("id"), int) and message.get("op") != "ping":
+            elif not _id_ok(message):
                 self._close_with("id_invalid", "Every request has an integer id.")
                 return
             else:
@@ -249,6 +258,7 @@ class MerchantProtocol(asyncio.Protocol):
             self._close_with("hello_pending", "Requests come after the hello's answer.")
             return
         self.hello_pending = True
+        self._arm_idle()            # the hello came in time: its key lookup is bounded as a request would be
         task = asyncio.get_running_loop().create_task(self._greet(message))
         self._began()
         self.tasks.add(task)
