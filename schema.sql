@@ -227,7 +227,8 @@ CREATE TABLE network_outbox (
     transmitted_at   text NOT NULL,
     attempts         integer NOT NULL DEFAULT 0,
     next_attempt_at  timestamptz NOT NULL DEFAULT now(),
-    response_code    text,
+    response_code    text,                 -- the answer's field 39; while unacknowledged, the last one that was
+                                           -- no acknowledgement (switch.outbox.sender.acknowledges)
     acknowledged_at  timestamptz,
     created_at       timestamptz NOT NULL DEFAULT now()
 );

@@ -125,7 +125,7 @@ class OutboxSender:
             return None
         code = str(response.get("39", ""))
         if not acknowledges(code, row["attempts"]):
-            await self._retry_later(row, f"answered {code}")
+            await self._retry_later(row, f"answered {code}", code)
             _sent.add((row["kind"], "retry"))
             return None
         return code
@@ -144,11 +144,11 @@ class OutboxSender:
             return messages.completion_advice(repeat=repeat, **common)
         return messages.reversal(repeat=repeat, **common)
 
-    async def _retry_later(self, row: asyncpg.Record, reason: str) -> None:
+    async def _retry_later(self, row: asyncpg.Record, reason: str, code: str | None = None) -> None:
         delay_s = min(BACKOFF_MAX_S, 0.5 * 2 ** min(row["attempts"], 10))
         log.info("outbox %s %s for %s not acknowledged (%s); retry in %.1fs", row["kind"], row["id"],
                  row["rrn"], reason, delay_s)
-        await outbox_store.update_outbox_retry(self.pool, row["id"], delay_s)
+        await outbox_store.update_outbox_retry(self.pool, row["id"], delay_s, code)
 
 
 def acknowledges(code: str, attempts: int) -> bool:

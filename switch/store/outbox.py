@@ -48,9 +48,12 @@ async def update_outbox_acknowledged(pool: asyncpg.Pool, acknowledged: list[tupl
     await pool.execute(_ACKNOWLEDGED, [outbox_id for outbox_id, _ in acknowledged], [code for _, code in acknowledged])
 
 
-async def update_outbox_retry(pool: asyncpg.Pool, outbox_id: int, delay_s: float) -> None:
-    await pool.execute("UPDATE network_outbox SET next_attempt_at = now() + make_interval(secs => $2) "
-                       "WHERE id = $1", outbox_id, delay_s)
+async def update_outbox_retry(pool: asyncpg.Pool, outbox_id: int, delay_s: float,
+                              response_code: str | None = None) -> None:
+    """Due again after `delay_s`; with the code of an answer that did not end the row (while
+    acknowledged_at is null, response_code says why the row is still waiting)."""
+    await pool.execute("UPDATE network_outbox SET next_attempt_at = now() + make_interval(secs => $2), "
+                       "response_code = COALESCE($3, response_code) WHERE id = $1", outbox_id, delay_s, response_code)
 
 
 async def count_unacknowledged(conn: asyncpg.Connection | asyncpg.Pool) -> int:

@@ -135,8 +135,9 @@ async def test_a_capture_advice_the_network_did_not_act_on_is_sent_again(
             return advices[:2] == [("0220", "96"), ("0221", "96")]
 
         assert await eventually(refused_twice, WAIT_S), records(solo_stack, rrn)
-        assert await solo_db.fetchval("SELECT acknowledged_at FROM network_outbox WHERE payment_id = $1 "
-                                      "AND kind = 'capture_advice'", payment_id) is None
+        waiting = await solo_db.fetchrow("SELECT acknowledged_at, response_code FROM network_outbox "
+                                         "WHERE payment_id = $1 AND kind = 'capture_advice'", payment_id)
+        assert (waiting["acknowledged_at"], waiting["response_code"]) == (None, "96")      # why it waits
     finally:
         simulator(solo_stack.stack, "/behaviour", {"network": "visa", "error_rate": 0.0})
 
