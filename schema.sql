@@ -153,6 +153,7 @@ CREATE TABLE payment_intent_drafts (
     payment_method  text,                              -- pm_card_visa, pm_<token>, or none yet
     params          bytea NOT NULL,                    -- the create's parameters (msgpack)
     canceled        boolean NOT NULL DEFAULT false,
+    confirming_at   timestamptz,                       -- a confirmation's claim: a cancel waits it out
     idempotency_key text NOT NULL,
     fingerprint     bytea NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),

@@ -45,7 +45,39 @@ async def get_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str) -> Draf
     return DraftRecord(**dict(row.items())) if row else None
 
 
-async def cancel_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str) -> DraftRecord | None:
-    row = await pool.fetchrow(f"UPDATE payment_intent_drafts SET canceled = true WHERE id = $1 AND merchant_id = $2 "
-                              f"RETURNING {DRAFT_COLUMNS}", draft_id, merchant_id)
-    return DraftRecord(**dict(row.items())) if row else None
+# A confirmation claims its draft before it reads it, and a cancel does not cancel a draft claimed this
+# recently: the confirmation may be writing its payment. Far longer than a payment's budget (after which it
+# can no longer be sent); a confirmation that ends without a payment gives its claim back at once.
+CLAIM_S = 60.0
+
+
+async def claim_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str) -> tuple[DraftRecord, datetime] | None:
+    """The draft, claimed for a confirmation unless it was canceled (then returned as it is, unclaimed), with
+    the claim's time; None when there is no such draft."""
+    row = await pool.fetchrow(
+        "UPDATE payment_intent_drafts SET confirming_at = CASE WHEN canceled THEN confirming_at ELSE now() END "
+        f"WHERE id = $1 AND merchant_id = $2 RETURNING {DRAFT_COLUMNS}, confirming_at", draft_id, merchant_id)
+    if row is None:
+        return None
+    fields = dict(row.items())
+    return DraftRecord(**{name: value for name, value in fields.items() if name != "confirming_at"}), \
+        fields["confirming_at"]
+
+
+async def release_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str, claimed_at: datetime) -> None:
+    """A confirmation that made no payment gives its claim back (unless a later one claimed the draft)."""
+    await pool.execute("UPDATE payment_intent_drafts SET confirming_at = NULL WHERE id = $1 AND merchant_id = $2 "
+                       "AND confirming_at = $3", draft_id, merchant_id, claimed_at)
+
+
+async def cancel_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str) -> tuple[DraftRecord | None, bool]:
+    """(the draft, canceled now), or (the draft, False) while a confirmation's claim is recent, or (None,
+    False) when there is no such draft."""
+    row = await pool.fetchrow(
+        "UPDATE payment_intent_drafts SET canceled = canceled OR confirming_at IS NULL OR "
+        "confirming_at < now() - make_interval(secs => $3) WHERE id = $1 AND merchant_id = $2 "
+        f"RETURNING {DRAFT_COLUMNS}", draft_id, merchant_id, CLAIM_S)
+    if row is None:
+        return None, False
+    draft = DraftRecord(**dict(row.items()))
+    return draft, draft.canceled

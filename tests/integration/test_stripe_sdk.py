@@ -5,12 +5,14 @@ Stripe's events and a webhook verified with stripe.Webhook, and Stripe's error o
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import secrets
 import threading
 import time
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 import stripe
 
@@ -286,3 +288,36 @@ def test_stripe_shaped_events_and_a_stripe_signed_webhook(client: stripe.StripeC
         assert client.v1.webhook_endpoints.delete(endpoint.id).deleted is True
     finally:
         server.shutdown()
+
+
+def _sql(stack: Stack, statement: str, *args: object) -> None:
+    async def run() -> None:
+        connection = await asyncpg.connect(stack.database_url)
+        try:
+            await connection.execute(statement, *args)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def test_a_cancel_waits_out_a_confirmation_in_flight(client: stripe.StripeClient, stack: Stack) -> None:
+    """A cancel that came while a confirmation was writing its payment once answered canceled, and the
+    payment went on to be authorized. The confirmation claims its draft first; the claim is made here as a
+    confirmation in flight makes it."""
+    draft = client.v1.payment_intents.create(params={"amount": 300, "currency": "usd", "payment_method": "pm_card_visa",
+                                                     "capture_method": "manual"})
+    _sql(stack, "UPDATE payment_intent_drafts SET confirming_at = now() WHERE id = $1", "pay_" + draft.id[3:])
+    with pytest.raises(stripe.InvalidRequestError) as waiting:
+        client.v1.payment_intents.cancel(draft.id)
+    assert waiting.value.code == "payment_intent_unexpected_state"
+    assert client.v1.payment_intents.confirm(draft.id).status == "requires_capture"
+    assert client.v1.payment_intents.cancel(draft.id).status == "canceled"      # the authorization itself
+
+
+def test_a_confirmation_that_made_no_payment_gives_its_claim_back(client: stripe.StripeClient) -> None:
+    draft = client.v1.payment_intents.create(params={"amount": 300, "currency": "usd", "payment_method": "pm_card_visa",
+                                                     "capture_method": "manual"})
+    with pytest.raises(stripe.StripeError):
+        client.v1.payment_intents.confirm(draft.id, params={"payment_method": "pm_card_no_such_card"})
+    assert client.v1.payment_intents.cancel(draft.id).status == "canceled"

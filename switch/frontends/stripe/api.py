@@ -12,6 +12,7 @@ gets a key of its own, so it is never replayed. `Stripe-Version` is accepted and
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from switch.store import events as event_store
 from switch.store import webhooks as webhook_store
 
 API_VERSION = stripe_events.API_VERSION
+log = logging.getLogger(__name__)
 PREFIX = "/stripe"
 _ID = "[0-9A-Za-z]{10,40}"
 _INTENT = re.compile(rf"^/v1/payment_intents/(pi_{_ID})$")
@@ -128,8 +130,11 @@ class StripeApi:
             refused = await admit()                   # a draft's cancel is no payment command: its own take
             if refused is not None:
                 return refused
-            draft = await drafts.cancel_draft(self.pool, caller.merchant.id, params.payment_id(intent))
+            draft, canceled = await drafts.cancel_draft(self.pool, caller.merchant.id, params.payment_id(intent))
             if draft is not None and not await self._payment_exists(caller, draft.id):
+                if not canceled:        # a confirmation claimed it and may be writing its payment now
+                    raise errors.invalid_request("payment_intent_unexpected_state", "This PaymentIntent is being "
+                                                 "confirmed; cancel it once the confirmation has answered.")
                 return Response(200, render.encoder.encode(render.draft_intent(draft)))
             return await self._execute(caller, params.cancel(intent, cancel), _expand(cancel.expand))
         confirm = params.decode(request.body, content_type, params.ConfirmIntent)
@@ -139,17 +144,33 @@ class StripeApi:
         """The draft's Authorize under the draft's own id and an idempotency key of the PaymentIntent's: a
         second confirmation (a retry, or a new key) answers the first one's outcome."""
         payment_id = params.payment_id(intent)
-        draft = await drafts.get_draft(self.pool, caller.merchant.id, payment_id)
-        if draft is None:
+        # Claimed before it is read, so a cancel from now on waits for this confirmation (drafts.CLAIM_S): read
+        # first, a cancel between the read and the payment's write would answer canceled for a payment made.
+        claimed = await drafts.claim_draft(self.pool, caller.merchant.id, payment_id)
+        if claimed is None:
             raise errors.invalid_request("resource_missing", f"No such payment_intent: '{intent}'", status=404)
+        draft, claimed_at = claimed
         if draft.canceled and not await self._payment_exists(caller, payment_id):
             raise errors.invalid_request("payment_intent_unexpected_state", "This PaymentIntent was canceled; it "
                                          "cannot be confirmed.")
-        authorize = params.authorize(body, msgspec.msgpack.decode(draft.params, type=params.CreateIntent))
-        command = ConfirmDraft(**msgspec.structs.asdict(authorize), payment_id=payment_id)
-        confirming = msgspec.structs.replace(caller, idempotency_key=f"confirm:{intent}",
-                                             fingerprint=self.fingerprint("POST", "stripe:confirm", intent.encode()))
-        return await self._execute(confirming, command, _expand(body.expand))
+        try:
+            authorize = params.authorize(body, msgspec.msgpack.decode(draft.params, type=params.CreateIntent))
+            command = ConfirmDraft(**msgspec.structs.asdict(authorize), payment_id=payment_id)
+            fingerprint = self.fingerprint("POST", "stripe:confirm", intent.encode())
+            confirming = msgspec.structs.replace(caller, idempotency_key=f"confirm:{intent}", fingerprint=fingerprint)
+            return await self._execute(confirming, command, _expand(body.expand))
+        finally:
+            if not draft.canceled:
+                await self._release_unless_paid(caller, payment_id, claimed_at)
+
+    async def _release_unless_paid(self, caller: Caller, payment_id: str, claimed_at: datetime) -> None:
+        """A confirmation that made no payment (refused before its write) gives its claim back, so a cancel
+        need not wait it out. Best effort: a claim left behind ends by itself."""
+        try:
+            if not await self._payment_exists(caller, payment_id):
+                await drafts.release_draft(self.pool, caller.merchant.id, payment_id, claimed_at)
+        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
+            log.warning("a PaymentIntent's confirmation claim was not given back: %s", error.__class__.__name__)
 
     async def _draft(self, caller: Caller, create: params.CreateIntent) -> Response:
         """A PaymentIntent created without confirm=true: kept until its confirmation, never card data."""
