@@ -226,3 +226,24 @@ async def test_list_paginates_newest_first(api: Client, stack) -> None:
     rest = (await api.request("GET", f"/v1/payments?limit=2&starting_after={ids[1]}", api_key=merchant_key)).json()
     assert [p["id"] for p in rest["data"]] == [ids[0]]
     assert rest["has_more"] is False
+
+
+async def test_a_partial_approval_is_declined_and_its_authorization_reversed(api: Client, stack, db) -> None:
+    # An issuer that approves part of the amount (39 = 10) holds that part; the switch declines partial
+    # approvals, so it reverses the authorization. An ordinary decline is not reversed.
+    answers = {}
+    for code in ("10", "05"):
+        simulator(stack, "/behaviour", {"network": "visa", "error_rate": 1.0, "error_code": code})
+        try:
+            answers[code] = await api.request("POST", "/v1/payments", payment(2000), idempotency_key=key())
+        finally:
+            simulator(stack, "/behaviour", {"network": "visa", "error_rate": 0.0})
+    reversals = {}
+    for code, answer in answers.items():
+        assert answer.status == 402, answer.body
+        payment_id = answer.json()["error"]["payment_id"]
+        row = await db.fetchrow("SELECT status, response_code FROM payments WHERE id = $1", payment_id)
+        assert tuple(row) == ("failed", code)
+        reversals[code] = await db.fetchval("SELECT count(*) FROM network_outbox WHERE payment_id = $1 "
+                                            "AND kind = 'reversal'", payment_id)
+    assert reversals == {"10": 1, "05": 0}

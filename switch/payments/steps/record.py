@@ -10,6 +10,7 @@ import msgspec
 
 from switch.iso.codes import result_for_field39
 from switch.ledger import postings
+from switch.outbox import items
 from switch.payments import outcome as outcomes
 from switch.payments.context import Context, Services
 from switch.payments.outcome import Outcome
@@ -17,6 +18,7 @@ from switch.payments.results import Result, for_network, meaning
 from switch.payments.states import Event, Status, apply
 from switch.payments.steps.fail import fail_payment, not_answered
 from switch.payments.steps.idempotency import answer_stored
+from switch.store import outbox as outbox_store
 from switch.store.pool import UNAVAILABLE, is_statement_error
 from switch.store.records import LedgerEntry, PaymentRecord
 from switch.store.writer import Finish
@@ -56,11 +58,25 @@ async def record(ctx: Context, services: Services) -> None:
                                           failure_message=decline.message)
         event, entries = Event.DECLINED, []
         outcome = Outcome(result, ctx.caller.request_id, payment=payment, payment_id=payment.id)
+        if result is Result.DECLINED_PARTIALLY_APPROVED:
+            await _reverse_partial_approval(services, ctx.payment)
         if ctx.screened is not None:           # card testing is mostly declines: they count too
             services.fraud.velocity.decline(ctx.screened.subjects)
     data = outcomes.encode(outcome)
     await finish_or_answer(ctx, services, Finish(payment, event, ctx.caller.idempotency_key, data, entries),
                            outcome, data)
+
+
+async def _reverse_partial_approval(services: Services, payment: PaymentRecord) -> None:
+    """An issuer that approved part of the amount (39 = 10) holds that part, and partial approvals are
+    declined here: the authorization is reversed. Queued before the finish: if the finish is lost, recovery
+    fails the payment and queues a reversal of its own, which the network answers as a repeat. While
+    Postgres is away the finish meets the same outage, and recovery reverses the payment then."""
+    try:
+        await outbox_store.insert_outbox(services.pool, items.reversal_of_authorization(payment))
+    except UNAVAILABLE:
+        return
+    services.wake_outbox()
 
 
 async def finish_or_answer(ctx: Context, services: Services, finish: Finish, outcome: Outcome, data: bytes) -> None:
