@@ -360,6 +360,11 @@ def reliability() -> g.Dashboard:
                    "reversed by recovery. Some after a worker restart is expected; steady non-zero means payments "
                    "keep getting stuck.",
                    "reqps", (rate("switch_recovery_resolved_total"), "resolved")),
+        timeseries("Clock offset from the database (seconds)",
+                   "How far the workers' clocks are from the database's, at most. Payment deadlines are the "
+                   "worker's time and recovery reads them with the database's: past a second, recovery may "
+                   "reverse payments still in flight (SwitchClockOffset pages).",
+                   "s", ("max(switch_clock_offset_seconds)", "offset")),
         timeseries("Idempotent replays (requests/s)",
                    "Requests answered from a stored response because the merchant retried with the same "
                    "idempotency key. Normal in small numbers; a surge means merchants retry hard.",

@@ -27,7 +27,8 @@ SELECT
     AS webhook_lag_s,
   (SELECT count(*) FROM settlement_matches m JOIN settlement_files f ON f.id = m.file_id
      LEFT JOIN settlement_resolutions r USING (file_id, line_no)
-     WHERE f.status = 'active' AND m.class <> 'matched' AND r.action IS NULL) AS settlement_exceptions_open
+     WHERE f.status = 'active' AND m.class <> 'matched' AND r.action IS NULL) AS settlement_exceptions_open,
+  extract(epoch FROM clock_timestamp())::float8 AS database_time
 """.replace("{behind}", BEHIND_CURSOR)
 
 

@@ -3,9 +3,12 @@ cursor that it subscribes to, and how long the oldest of them has waited."""
 
 from __future__ import annotations
 
+import time
+
 import asyncpg
 import pytest
 
+from switch.process.backlog import offset_s
 from switch.store.backlog import select_backlog
 
 pytestmark = pytest.mark.integration
@@ -41,3 +44,16 @@ async def test_the_sample_counts_what_waits_past_a_cursor_and_in_the_queue(stack
     assert after["webhook_pending"] - before["webhook_pending"] == 4
     # The same transaction, so the same now(): the refund event and the disabled endpoint's are not waiting.
     assert after["webhook_lag_s"] == pytest.approx(max(before["webhook_lag_s"], 90.0))
+
+
+async def test_the_sample_reads_the_databases_clock(stack):
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        sent_at = time.time()
+        row = await select_backlog(conn)
+        answered_at = time.time()
+    finally:
+        await conn.close()
+    # One host, one clock: the offset is the round trip's error at most.
+    assert offset_s(row["database_time"], sent_at, answered_at) <= (answered_at - sent_at) / 2 + 0.05
+    assert offset_s(row["database_time"] + 4.0, sent_at, answered_at) > 3.5        # a clock 4 s off shows
