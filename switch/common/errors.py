@@ -11,12 +11,12 @@ import re
 
 import msgspec
 
-from switch.common.cards import luhn_valid
+from switch.common.cards import PAN_LENGTH_MAX, PAN_LENGTH_MIN, luhn_valid
 
 # A run of 12-19 digits on its own that passes the Luhn check is read as a card number: a message or param
 # that quotes a merchant's input (an unknown id, an enum value) must not carry one back, nor into a log
 # line. Runs inside ids (evt_ and 16 digits) and our limits (999999999999) are left as they are.
-_CARD_NUMBER_LIKE = re.compile(r"(?<![0-9A-Za-z_])[0-9]{12,19}(?![0-9A-Za-z_])")
+_CARD_NUMBER_LIKE = re.compile(rf"(?<![0-9A-Za-z_])[0-9]{{{PAN_LENGTH_MIN},{PAN_LENGTH_MAX}}}(?![0-9A-Za-z_])")
 
 
 class ConfigError(ValueError):

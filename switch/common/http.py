@@ -124,7 +124,7 @@ class HttpProtocol(asyncio.Protocol):
         self.header_bytes = 0
         self.body_parts: list[bytes] = []
         self.body_bytes = 0
-        self.queue: collections.deque[tuple[Request, bool]] = collections.deque()
+        self.queue: collections.deque[tuple[Request | None, bool]] = collections.deque()
         self.worker: asyncio.Task[None] | None = None
         self.closing = False
         self.remote = ""
@@ -277,16 +277,16 @@ class HttpProtocol(asyncio.Protocol):
         self.body_parts.append(body)
 
     def on_message_complete(self) -> None:
+        if len(self.queue) >= PIPELINE_QUEUED_MAX:
+            # Reading was paused when the queue filled, but the rest of that read is still parsed, and one
+            # read can hold thousands of small requests. This one (None in the queue) is answered 503 in its
+            # turn (`_drain`), the connection is closed after it, and nothing after it is parsed or read.
+            self.overfull = True
+            self.queue.append((None, False))
+            raise _Overfull()
         path, _, query = self.url.decode("latin-1").partition("?")
         method = self.parser.get_method().decode("ascii")
         request = Request(method, path, query, self.headers, b"".join(self.body_parts), self.remote)
-        if len(self.queue) >= PIPELINE_QUEUED_MAX:
-            # Reading was paused when the queue filled, but the rest of that read is still parsed, and one
-            # read can hold thousands of small requests. This one is answered 503 in its turn (`_drain`), the
-            # connection is closed after it, and nothing after it is parsed or read.
-            self.overfull = True
-            self.queue.append((request, False))
-            raise _Overfull()
         self.queue.append((request, self.parser.should_keep_alive()))
         if len(self.queue) >= PIPELINE_DEPTH_MAX and self.transport and not self.paused:
             self.paused = True
@@ -302,7 +302,7 @@ class HttpProtocol(asyncio.Protocol):
         try:
             while self.queue:
                 request, keep_alive = self.queue.popleft()
-                if self.overfull and not self.queue:    # the request that found the queue full
+                if request is None:                     # the request that found the queue full
                     response = Response(503, error_body(503, "overloaded", f"More than {PIPELINE_QUEUED_MAX} "
                                                         "requests were sent ahead of their answers."))
                 else:

@@ -32,6 +32,10 @@ _RANDOM_DIGITS = 15
 _last_ms = [0, "0" * _TIME_DIGITS]     # the last millisecond and its digits: most ids share one with another
 
 
+# An id as routes and commands take it: a 2-4 letter prefix, an underscore and 10-40 base62 characters.
+OBJECT_ID = r"[a-z]{2,4}_[0-9A-Za-z]{10,40}"
+
+
 def new_id(prefix: str, now_ms: int | None = None) -> str:
     ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     if ms != _last_ms[0]:

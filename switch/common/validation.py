@@ -10,7 +10,7 @@ import msgspec
 # "\n", so "usd\n" or "a@b.co\n" would pass (and an email so sent would miss the fraud lists). \Z would do
 # in Python, but the patterns are also the OpenAPI description's, read as ECMA-262 regexes, which have none.
 NO_FINAL_NEWLINE = "(?!\\n)"
-NO_FINAL_NEWLINE_SHOWN = "(?!\\\\n)"                 # as msgspec's error messages print it
+NO_FINAL_NEWLINE_SHOWN = NO_FINAL_NEWLINE.encode("unicode_escape").decode()   # as msgspec's messages print it
 # Text Postgres can store: no NUL (\u0000), which a text column refuses.
 STORABLE_TEXT = r"^[^\x00]*$"
 # What the card networks carry as a merchant name on the statement (field 43): printable ASCII, without

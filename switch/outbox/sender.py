@@ -121,12 +121,10 @@ class OutboxSender:
             response = await self.networks.send(row["network"], message, self.send_timeout_s)
         except (NetworkError, VaultError) as error:
             await self._retry_later(row, error.__class__.__name__)
-            _sent.add((row["kind"], "retry"))
             return None
         code = str(response.get("39", ""))
         if not acknowledges(code, row["attempts"]):
             await self._retry_later(row, f"answered {code}", code)
-            _sent.add((row["kind"], "retry"))
             return None
         return code
 
@@ -149,6 +147,7 @@ class OutboxSender:
         log.info("outbox %s %s for %s not acknowledged (%s); retry in %.1fs", row["kind"], row["id"],
                  row["rrn"], reason, delay_s)
         await outbox_store.update_outbox_retry(self.pool, row["id"], delay_s, code)
+        _sent.add((row["kind"], "retry"))
 
 
 def acknowledges(code: str, attempts: int) -> bool:

@@ -14,6 +14,7 @@ from msgspec import Meta, Struct
 
 from switch.common.cards import CardInput
 from switch.common.currency import AMOUNT_MAX
+from switch.common.ids import OBJECT_ID
 from switch.common.validation import STATEMENT_TEXT, STORABLE_TEXT
 from switch.idempotency.ratelimit import Buckets
 from switch.merchants import Merchant
@@ -22,7 +23,7 @@ Amount = Annotated[int, Meta(ge=1, le=AMOUNT_MAX)]
 CurrencyCode = Annotated[str, Meta(pattern=r"^[a-z]{3}(?!\n)$")]
 MetadataKey = Annotated[str, Meta(min_length=1, max_length=40, pattern=STORABLE_TEXT)]
 MetadataValue = Annotated[str, Meta(max_length=500, pattern=STORABLE_TEXT)]
-ObjectId = Annotated[str, Meta(pattern=r"^[a-z]{2,4}_[0-9A-Za-z]{10,40}(?!\n)$")]
+ObjectId = Annotated[str, Meta(pattern=rf"^{OBJECT_ID}(?!\n)$")]
 EMAIL = r"^[^@\s\x00-\x1f\x7f]{1,64}@[^@\s\x00-\x1f\x7f]{1,189}(?!\n)$"
 TokenId = Annotated[str, Meta(pattern=r"^tok_[0-9A-Za-z]{10,40}(?!\n)$")]
 

@@ -8,7 +8,8 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
-DRAFT_COLUMNS = "id, merchant_id, amount, currency, payment_method, params, canceled, fingerprint, created_at"
+DRAFT_COLUMNS = ("id, merchant_id, amount, currency, payment_method, params, canceled, fingerprint, created_at, "
+                 "confirming_at")
 
 
 class DraftRecord(msgspec.Struct, kw_only=True):
@@ -21,6 +22,7 @@ class DraftRecord(msgspec.Struct, kw_only=True):
     canceled: bool
     fingerprint: bytes
     created_at: datetime
+    confirming_at: datetime | None = None     # a confirmation's claim (claim_draft)
 
 
 async def insert_draft(pool: asyncpg.Pool, draft: DraftRecord, idempotency_key: str) -> DraftRecord:
@@ -51,33 +53,28 @@ async def get_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str) -> Draf
 CLAIM_S = 60.0
 
 
-async def claim_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str) -> tuple[DraftRecord, datetime] | None:
-    """The draft, claimed for a confirmation unless it was canceled (then returned as it is, unclaimed), with
-    the claim's time; None when there is no such draft."""
+async def claim_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str) -> DraftRecord | None:
+    """The draft, claimed for a confirmation (its confirming_at set now) unless it was canceled (then returned
+    as it is, unclaimed); None when there is no such draft."""
     row = await pool.fetchrow(
         "UPDATE payment_intent_drafts SET confirming_at = CASE WHEN canceled THEN confirming_at ELSE now() END "
-        f"WHERE id = $1 AND merchant_id = $2 RETURNING {DRAFT_COLUMNS}, confirming_at", draft_id, merchant_id)
-    if row is None:
-        return None
-    fields = dict(row.items())
-    return DraftRecord(**{name: value for name, value in fields.items() if name != "confirming_at"}), \
-        fields["confirming_at"]
+        f"WHERE id = $1 AND merchant_id = $2 RETURNING {DRAFT_COLUMNS}", draft_id, merchant_id)
+    return DraftRecord(**dict(row.items())) if row else None
 
 
 async def release_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str, claimed_at: datetime) -> None:
-    """A confirmation that made no payment gives its claim back (unless a later one claimed the draft)."""
+    """A confirmation that made no payment gives its claim back (unless a later one claimed the draft): one
+    statement, which looks for the payment itself."""
     await pool.execute("UPDATE payment_intent_drafts SET confirming_at = NULL WHERE id = $1 AND merchant_id = $2 "
-                       "AND confirming_at = $3", draft_id, merchant_id, claimed_at)
+                       "AND confirming_at = $3 AND NOT EXISTS (SELECT 1 FROM payments WHERE id = $1)",
+                       draft_id, merchant_id, claimed_at)
 
 
-async def cancel_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str) -> tuple[DraftRecord | None, bool]:
-    """(the draft, canceled now), or (the draft, False) while a confirmation's claim is recent, or (None,
-    False) when there is no such draft."""
+async def cancel_draft(pool: asyncpg.Pool, merchant_id: str, draft_id: str) -> DraftRecord | None:
+    """The draft, canceled unless a confirmation claimed it in the last CLAIM_S (then returned as it is, not
+    canceled); None when there is no such draft."""
     row = await pool.fetchrow(
         "UPDATE payment_intent_drafts SET canceled = canceled OR confirming_at IS NULL OR "
         "confirming_at < now() - make_interval(secs => $3) WHERE id = $1 AND merchant_id = $2 "
         f"RETURNING {DRAFT_COLUMNS}", draft_id, merchant_id, CLAIM_S)
-    if row is None:
-        return None, False
-    draft = DraftRecord(**dict(row.items()))
-    return draft, draft.canceled
+    return DraftRecord(**dict(row.items())) if row else None

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from switch.common import errors, metrics
 from switch.common.http import Request, Response
+from switch.common.ids import OBJECT_ID
 from switch.frontends import openapi
 from switch.frontends.http import fraud_api, render, schema
 from switch.frontends.http.balance_api import BalanceApi
@@ -34,7 +35,6 @@ from switch.store import pool as store_pool
 log = logging.getLogger(__name__)
 
 READINESS_TIMEOUT_S = 1.0
-OBJECT_ID = r"[a-z]{2,4}_[0-9A-Za-z]{10,40}"      # the ids a route takes (the TCP protocol too)
 _PAYMENT_ACTION = re.compile(rf"^/v1/payments/({OBJECT_ID})/(capture|cancel)$")
 _PAYMENT = re.compile(rf"^/v1/payments/({OBJECT_ID})$")
 _REFUND = re.compile(rf"^/v1/refunds/({OBJECT_ID})$")

@@ -48,6 +48,7 @@ def decode(decoder: msgspec.json.Decoder, body: bytes):  # type: ignore[no-untyp
 
 T = TypeVar("T")
 _generic_decoder = msgspec.json.Decoder()
+_UNDECODED = object()
 _ESCAPE = re.compile(rb"\\.", re.DOTALL)
 
 
@@ -65,12 +66,13 @@ def _strings(value: object) -> int:
     return 0
 
 
-def repeats_a_key(body: bytes) -> bool:
+def repeats_a_key(body: bytes, decoded: object = _UNDECODED) -> bool:
     """Whether a JSON object in `body` (valid JSON) repeats a key. Each string of the text is two unescaped
     quotes; a decoded object keeps one member per key, so a repeated key leaves the text with more strings
-    than the decoded value holds. About 1 µs for a payment body."""
+    than the decoded value holds. About 1 µs for a payment body. `decoded`: `body` decoded already."""
     text = _ESCAPE.sub(b"", body) if b"\\" in body else body
-    return text.count(b'"') != 2 * _strings(_generic_decoder.decode(body))
+    value = _generic_decoder.decode(body) if decoded is _UNDECODED else decoded
+    return text.count(b'"') != 2 * _strings(value)
 
 
 class EmptyBody(Struct, forbid_unknown_fields=True):

@@ -130,9 +130,9 @@ class StripeApi:
             refused = await admit()                   # a draft's cancel is no payment command: its own take
             if refused is not None:
                 return refused
-            draft, canceled = await drafts.cancel_draft(self.pool, caller.merchant.id, params.payment_id(intent))
+            draft = await drafts.cancel_draft(self.pool, caller.merchant.id, params.payment_id(intent))
             if draft is not None and not await self._payment_exists(caller, draft.id):
-                if not canceled:        # a confirmation claimed it and may be writing its payment now
+                if not draft.canceled:      # a confirmation claimed it and may be writing its payment now
                     raise errors.invalid_request("payment_intent_unexpected_state", "This PaymentIntent is being "
                                                  "confirmed; cancel it once the confirmation has answered.")
                 return Response(200, render.encoder.encode(render.draft_intent(draft)))
@@ -146,10 +146,9 @@ class StripeApi:
         payment_id = params.payment_id(intent)
         # Claimed before it is read, so a cancel from now on waits for this confirmation (drafts.CLAIM_S): read
         # first, a cancel between the read and the payment's write would answer canceled for a payment made.
-        claimed = await drafts.claim_draft(self.pool, caller.merchant.id, payment_id)
-        if claimed is None:
+        draft = await drafts.claim_draft(self.pool, caller.merchant.id, payment_id)
+        if draft is None:
             raise errors.invalid_request("resource_missing", f"No such payment_intent: '{intent}'", status=404)
-        draft, claimed_at = claimed
         if draft.canceled and not await self._payment_exists(caller, payment_id):
             raise errors.invalid_request("payment_intent_unexpected_state", "This PaymentIntent was canceled; it "
                                          "cannot be confirmed.")
@@ -160,15 +159,14 @@ class StripeApi:
             confirming = msgspec.structs.replace(caller, idempotency_key=f"confirm:{intent}", fingerprint=fingerprint)
             return await self._execute(confirming, command, _expand(body.expand))
         finally:
-            if not draft.canceled:
-                await self._release_unless_paid(caller, payment_id, claimed_at)
+            if not draft.canceled and draft.confirming_at is not None:
+                await self._release_unless_paid(caller, payment_id, draft.confirming_at)
 
     async def _release_unless_paid(self, caller: Caller, payment_id: str, claimed_at: datetime) -> None:
         """A confirmation that made no payment (refused before its write) gives its claim back, so a cancel
         need not wait it out. Best effort: a claim left behind ends by itself."""
         try:
-            if not await self._payment_exists(caller, payment_id):
-                await drafts.release_draft(self.pool, caller.merchant.id, payment_id, claimed_at)
+            await drafts.release_draft(self.pool, caller.merchant.id, payment_id, claimed_at)
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as error:
             log.warning("a PaymentIntent's confirmation claim was not given back: %s", error.__class__.__name__)
 

@@ -189,7 +189,7 @@ def decode(body: bytes, content_type: str, kind: type[S]) -> S:
     if "json" in content_type:
         try:
             raw = msgspec.json.decode(body or b"{}")
-            repeated = repeats_a_key(body or b"{}")
+            repeated = repeats_a_key(body or b"{}", raw)
         except (msgspec.DecodeError, RecursionError):        # nested past the interpreter's depth too
             raise errors.invalid_request("invalid_json", "The request body is not valid JSON.") from None
         if repeated:     # as the native API: JSON parsers disagree on which of two equal keys wins

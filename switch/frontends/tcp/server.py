@@ -23,9 +23,10 @@ import msgspec
 
 from switch.common import errors
 from switch.common.drain import Drain, close_gently
+from switch.common.ids import OBJECT_ID
 from switch.common.validation import error_message, error_param
 from switch.frontends.http import render, schema
-from switch.frontends.http.app import OBJECT_ID, new_request_id
+from switch.frontends.http.app import new_request_id
 from switch.frontends.tcp import frames
 from switch.frontends.tcp.frames import FrameError
 from switch.idempotency.ratelimit import RateLimiter
@@ -273,7 +274,6 @@ class MerchantProtocol(asyncio.Protocol):
         except _KEYS_UNAVAILABLE:
             self._close_with("unavailable", "The switch cannot check keys now; connect again.")
             return
-        self._arm_idle()
         self._send({"op": "hello", "v": frames.VERSION, "merchant": self.merchant.id, "in_flight_max": IN_FLIGHT_MAX,
                     "frame_bytes_max": frames.FRAME_BYTES_MAX, "idle_timeout_s": IDLE_TIMEOUT_S,
                     "operations": list(OPERATIONS)})

@@ -69,7 +69,9 @@ async def record(ctx: Context, services: Services) -> None:
 
 async def _reverse_partial_approval(services: Services, payment: PaymentRecord) -> None:
     """An issuer that approved part of the amount (39 = 10) holds that part, and partial approvals are
-    declined here: the authorization is reversed. Queued before the finish: if the finish is lost, recovery
+    declined here: the authorization is reversed. A statement of its own, not part of the group-committed
+    finish (issuers answer 10 only when asked for partial approvals, which the switch never is), queued
+    before the finish: if the finish is lost, recovery
     fails the payment and queues a reversal of its own, which the network answers as a repeat. While
     Postgres is away the finish meets the same outage, and recovery reverses the payment then."""
     try:
